@@ -1,0 +1,39 @@
+# The two commands: `make run` and `make test`. Both create .venv on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= config/default.toml
+
+.PHONY: run test lint typecheck pytest bench clean
+
+$(BIN)/python:
+	sh scripts/bootstrap-venv.sh "$(PYTHON)" "$(VENV)"
+
+$(VENV)/.run-stamp: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(VENV)/.test-stamp: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@ $(VENV)/.run-stamp
+
+run: $(VENV)/.run-stamp
+	$(BIN)/argbridge run --config $(CONFIG)
+
+lint: $(VENV)/.test-stamp
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(VENV)/.test-stamp
+	$(BIN)/mypy
+
+pytest: $(VENV)/.test-stamp
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+bench: $(VENV)/.test-stamp
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Command groups of the ``argbridge`` CLI beyond run/check-config/version."""

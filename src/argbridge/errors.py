@@ -1,0 +1,88 @@
+"""The one error tree of argbridge.
+
+::
+
+    ArgbridgeError
+    ├── ConfigError            invalid configuration (carries every problem with its key path)
+    ├── EventError             a CloudEvent that breaks the 1.0 spec (bad attribute/extension)
+    ├── JournalError           the durable journal cannot be opened or written
+    │   └── JournalClosed      the journal was closed while a caller waited on it
+    ├── SourceError            an upstream feed failed
+    │   ├── AuthFailed         401/403/close 1008: stop the stream and alert (not retried)
+    │   ├── NotFound           404: the run does not exist (not retried)
+    │   └── ProtocolViolation  the upstream spoke something we cannot read (bad content type…)
+    ├── SinkError              a destination failed
+    │   └── PermanentDeliveryError  the destination refused for good (dead-letter, no retry)
+    └── SignatureError         an inbound signature did not verify (never says why in detail)
+
+``retryable`` tells drivers whether the failure is worth another attempt; messages never
+contain secrets (tokens are redacted before they reach an exception).
+"""
+
+from __future__ import annotations
+
+
+class ArgbridgeError(Exception):
+    """Base of every error raised by argbridge."""
+
+    retryable: bool = False
+
+
+class ConfigError(ArgbridgeError):
+    """Invalid configuration; ``problems`` lists ``(key_path, message)`` pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(f"{path}: {msg}" if path else msg for path, msg in problems))
+
+
+class EventError(ArgbridgeError, ValueError):
+    """A CloudEvent that violates the CloudEvents 1.0 rules."""
+
+
+class JournalError(ArgbridgeError):
+    """The journal cannot be opened or written."""
+
+
+class JournalClosed(JournalError):
+    """The journal was closed while an operation waited on it."""
+
+
+class SourceError(ArgbridgeError):
+    """An upstream feed failed; ``retryable`` says whether to reconnect."""
+
+    retryable = True
+
+
+class AuthFailed(SourceError):
+    """The upstream refused our credentials (401/403, WebSocket close 1008)."""
+
+    retryable = False
+
+
+class NotFound(SourceError):
+    """The upstream says the run does not exist (404)."""
+
+    retryable = False
+
+
+class ProtocolViolation(SourceError):
+    """The upstream answered something we cannot read (status, content type, framing)."""
+
+    retryable = False
+
+
+class SinkError(ArgbridgeError):
+    """A destination failed; by default worth retrying."""
+
+    retryable = True
+
+
+class PermanentDeliveryError(SinkError):
+    """The destination refused the event for good: dead-letter it, do not retry."""
+
+    retryable = False
+
+
+class SignatureError(ArgbridgeError):
+    """An inbound webhook signature did not verify."""

@@ -1,0 +1,200 @@
+"""The common event schema: CloudEvents 1.0 as a frozen dataclass.
+
+Owns: the :class:`CloudEvent` value (context attributes + the ``partitionkey``,
+``sequence`` and ``severity`` extensions + any other valid extension), its
+validation against the CloudEvents 1.0 rules, its JSON format (the CloudEvents
+JSON event format, round-trip exact), and :func:`deterministic_id`, which turns an
+upstream identity into the same ``id`` every time it is seen (SSE replay, webhook
+retry, REST gap-fill) so the journal and downstream consumers can dedupe.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from argbridge.errors import EventError
+
+SPECVERSION = "1.0"
+#: Context attributes defined by the spec (never valid as extension names).
+CORE_ATTRIBUTES = frozenset(
+    {"specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema"}
+)
+_RESERVED = CORE_ATTRIBUTES | {"data", "data_base64"}
+_EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+#: RFC 3339 date-time (what CloudEvents requires for ``time``).
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+
+#: Namespace for deterministic event ids (uuid5). Never change it: ids must stay stable.
+ID_NAMESPACE = uuid.UUID("6c1f3a8e-2b7d-5e4f-9a10-ab12cd34ef56")
+
+ExtensionValue = str | int | bool
+
+
+def deterministic_id(*parts: str | int) -> str:
+    """Return a stable event id (a UUIDv5 string) for an upstream identity.
+
+    The same parts always give the same id; parts are joined with a unit separator
+    so ``("ab", "c")`` and ``("a", "bc")`` differ.
+    """
+    if not parts:
+        raise EventError("deterministic_id needs at least one part")
+    return str(uuid.uuid5(ID_NAMESPACE, "\x1f".join(str(p) for p in parts)))
+
+
+def now_rfc3339(ts: float | None = None) -> str:
+    """Format a POSIX timestamp (default: now) as RFC 3339 UTC with milliseconds."""
+    dt = datetime.now(UTC) if ts is None else datetime.fromtimestamp(ts, UTC)
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _check_extension_name(name: str) -> None:
+    if not _EXTENSION_NAME.match(name):
+        raise EventError(
+            f"extension name {name!r} is invalid: only lowercase a-z and 0-9, 1 to 20 characters"
+        )
+    if name in _RESERVED:
+        raise EventError(f"extension name {name!r} collides with a context attribute")
+
+
+@dataclass(frozen=True, slots=True)
+class CloudEvent:
+    """A CloudEvents 1.0 event with JSON ``data``.
+
+    ``partitionkey`` (Kafka key; keeps a run's or incident's events ordered),
+    ``sequence`` (position within the subject where known) and ``severity`` are the
+    extensions argbridge uses; ``extensions`` carries any other valid extension.
+    """
+
+    id: str
+    source: str
+    type: str
+    subject: str | None = None
+    time: str | None = None
+    data: Any = None
+    datacontenttype: str | None = "application/json"
+    dataschema: str | None = None
+    partitionkey: str | None = None
+    sequence: int | None = None
+    severity: str | None = None
+    extensions: Mapping[str, ExtensionValue] = field(default_factory=dict)
+    specversion: str = SPECVERSION
+
+    def __post_init__(self) -> None:
+        if self.specversion != SPECVERSION:
+            raise EventError(f"specversion must be {SPECVERSION!r}, got {self.specversion!r}")
+        for name in ("id", "source", "type"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise EventError(f"{name} is required and must be a non-empty string")
+        for name in ("subject", "datacontenttype", "dataschema", "partitionkey", "severity"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise EventError(f"{name} must be a non-empty string when present")
+        if self.time is not None and not (isinstance(self.time, str) and _RFC3339.match(self.time)):
+            raise EventError(f"time must be an RFC 3339 timestamp, got {self.time!r}")
+        if self.sequence is not None and (
+            isinstance(self.sequence, bool) or not isinstance(self.sequence, int)
+        ):
+            raise EventError("sequence must be an integer")
+        for name, value in self.extensions.items():
+            _check_extension_name(name)
+            if name in ("partitionkey", "sequence", "severity"):
+                raise EventError(f"extension {name!r} has its own field; do not repeat it")
+            if not isinstance(value, str | int | bool):
+                raise EventError(f"extension {name!r} must be a string, integer or boolean")
+
+    # -- attribute access -------------------------------------------------------------
+
+    def attributes(self) -> dict[str, ExtensionValue]:
+        """All context attributes and extensions that are set (no ``data``)."""
+        attrs: dict[str, ExtensionValue] = {
+            "specversion": self.specversion,
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+        }
+        for name in ("subject", "time", "datacontenttype", "dataschema"):
+            value = getattr(self, name)
+            if value is not None:
+                attrs[name] = value
+        if self.partitionkey is not None:
+            attrs["partitionkey"] = self.partitionkey
+        if self.sequence is not None:
+            attrs["sequence"] = self.sequence
+        if self.severity is not None:
+            attrs["severity"] = self.severity
+        attrs.update(self.extensions)
+        return attrs
+
+    def get(self, name: str) -> ExtensionValue | None:
+        """An attribute or extension by name, or ``None`` when absent."""
+        return self.attributes().get(name)
+
+    def with_changes(self, **changes: Any) -> CloudEvent:
+        """A copy with some fields replaced (validated again)."""
+        return replace(self, **changes)
+
+    # -- JSON event format --------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The CloudEvents JSON event format as a dict."""
+        out: dict[str, Any] = dict(self.attributes())
+        if self.data is not None:
+            out["data"] = self.data
+        return out
+
+    def to_json(self) -> bytes:
+        """Serialise to the CloudEvents JSON format (UTF-8 bytes)."""
+        return orjson.dumps(self.to_dict())
+
+    def data_bytes(self) -> bytes:
+        """``data`` as bytes (JSON-encoded), as carried in Kafka binary mode."""
+        return orjson.dumps(self.data)
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any]) -> CloudEvent:
+        """Build from the CloudEvents JSON format; raises :class:`EventError` if invalid."""
+        if not isinstance(obj, Mapping):
+            raise EventError("a CloudEvent must be a JSON object")
+        if "data_base64" in obj:
+            raise EventError("data_base64 is not supported: argbridge events carry JSON data")
+        known = {
+            "specversion",
+            "id",
+            "source",
+            "type",
+            "subject",
+            "time",
+            "datacontenttype",
+            "dataschema",
+            "partitionkey",
+            "sequence",
+            "severity",
+            "data",
+        }
+        kwargs: dict[str, Any] = {k: obj[k] for k in known if k in obj}
+        kwargs.setdefault("datacontenttype", None)
+        if "specversion" not in kwargs:
+            raise EventError("specversion is required")
+        seq = kwargs.get("sequence")
+        if isinstance(seq, str) and seq.isdigit():
+            kwargs["sequence"] = int(seq)
+        extensions = {k: v for k, v in obj.items() if k not in known}
+        return cls(extensions=extensions, **kwargs)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> CloudEvent:
+        """Parse the CloudEvents JSON format; raises :class:`EventError` if invalid."""
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise EventError(f"not valid JSON: {exc}") from exc
+        return cls.from_dict(obj)

@@ -1,0 +1,749 @@
+"""The durable journal: every accepted event, per-sink cursors, retries and dead letters.
+
+Invariants (what "nothing accepted is ever lost" rests on):
+
+1. An event is *accepted* when :meth:`Journal.append` returns: its transaction has
+   committed with SQLite WAL + ``synchronous=FULL`` (fsync on commit).
+2. Event ids are unique. Appending an id seen before (still journaled, or deleted by
+   retention less than ``dedupe_window`` ago) returns :data:`AppendStatus.DUPLICATE`.
+3. ``seq`` is dense and increasing (AUTOINCREMENT; a conflicting insert consumes no seq).
+4. A sink's cursor only moves forward, and only through :meth:`Journal.ack`, which a sink
+   worker calls after the destination confirmed. A crash between delivery and ack
+   re-delivers at most that in-flight batch.
+5. An event is deleted only when every configured sink's cursor has passed it and it is
+   older than ``retain_delivered``; its id becomes a tombstone until ``dedupe_window``.
+6. Retries and dead letters keep their own copy of the event body, so retention never
+   takes an event a sink still owes.
+
+Writes (appends, acks, retry bookkeeping, state) go through one writer task that groups
+everything pending into a single transaction (group commit) on a dedicated connection in
+a worker thread; reads use a second connection. Backpressure: when the slowest sink's
+backlog reaches ``max_backlog_events`` or the undelivered bytes reach
+``max_backlog_bytes``, :attr:`Journal.pause` is set; it clears below ``resume_ratio``.
+
+Schema (version 1)::
+
+    events(seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE, type, subject,
+           size INTEGER, body BLOB, appended_at REAL)
+    tombstones(id TEXT PRIMARY KEY, appended_at REAL)
+    cursors(sink TEXT PRIMARY KEY, seq INTEGER)
+    retries(sink, event_id, seq, body, attempt, due_at, last_error, PRIMARY KEY(sink, event_id))
+    dead_letters(dlid INTEGER PRIMARY KEY, sink, event_id, seq, body, reason, attempts, failed_at)
+    state(key TEXT PRIMARY KEY, value TEXT, updated_at REAL)
+"""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import anyio.abc
+
+from argbridge.clock import SYSTEM_CLOCK, Clock
+from argbridge.errors import JournalClosed, JournalError
+from argbridge.events import CloudEvent
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    subject TEXT,
+    size INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    appended_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tombstones (id TEXT PRIMARY KEY, appended_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS retries (
+    sink TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    attempt INTEGER NOT NULL,
+    due_at REAL NOT NULL,
+    last_error TEXT,
+    PRIMARY KEY (sink, event_id)
+);
+CREATE INDEX IF NOT EXISTS retries_due ON retries (sink, due_at);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    dlid INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    failed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_sink ON dead_letters (sink, dlid);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL);
+"""
+
+_INSERT = (
+    "INSERT OR IGNORE INTO events (id, type, subject, size, body, appended_at) "
+    "SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE id = ?)"
+)
+
+
+class AppendStatus(enum.Enum):
+    """Outcome of an append: newly journaled, or already known (dropped)."""
+
+    APPENDED = "appended"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRecord:
+    """One journaled event with its position."""
+
+    seq: int
+    event: CloudEvent
+    size: int
+    appended_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RetryItem:
+    """An event a sink owes a redelivery, due at ``due_at``."""
+
+    sink: str
+    seq: int
+    event: CloudEvent
+    attempt: int
+    due_at: float
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event a sink gave up on."""
+
+    dlid: int
+    sink: str
+    seq: int
+    event: CloudEvent
+    reason: str
+    attempts: int
+    failed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class JournalStats:
+    """A snapshot for metrics, readiness and ``argbridge status``."""
+
+    last_seq: int
+    cursors: dict[str, int]
+    backlog_events: dict[str, int]
+    backlog_bytes: int
+    paused: bool
+    commits: int
+    appended: int
+    duplicates: int
+
+
+class PauseSignal:
+    """Backpressure flag sources wait on: set while the journal's backlog is over its cap."""
+
+    def __init__(self) -> None:
+        self._paused = False
+        self._resumed = anyio.Event()
+        self._resumed.set()
+
+    @property
+    def is_paused(self) -> bool:
+        return self._paused
+
+    def _set(self, paused: bool) -> None:
+        if paused == self._paused:
+            return
+        self._paused = paused
+        if paused:
+            self._resumed = anyio.Event()
+        else:
+            self._resumed.set()
+
+    async def wait_resumed(self) -> None:
+        """Return at once when not paused, else when the backlog drains below the mark."""
+        while self._paused:
+            await self._resumed.wait()
+
+
+class _Op:
+    """One write waiting for the next group commit."""
+
+    __slots__ = ("args", "done", "error", "kind", "result")
+
+    def __init__(self, kind: str, args: Any) -> None:
+        self.kind = kind
+        self.args = args
+        self.done = anyio.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    async def wait(self) -> Any:
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class Journal:
+    """SQLite journal in ``state_dir``; use as ``async with Journal(...) as journal``."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        sinks: Iterable[str] = (),
+        max_backlog_events: int = 100_000,
+        max_backlog_bytes: int = 256 * 1024 * 1024,
+        resume_ratio: float = 0.8,
+        retain_delivered: float = 3600.0,
+        dedupe_window: float = 7 * 86400.0,
+        max_group_commit: int = 2048,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.path = Path(path)
+        self.sinks = tuple(dict.fromkeys(sinks))
+        self.max_backlog_events = max_backlog_events
+        self.max_backlog_bytes = max_backlog_bytes
+        self.resume_ratio = resume_ratio
+        self.retain_delivered = retain_delivered
+        self.dedupe_window = dedupe_window
+        self.max_group_commit = max_group_commit
+        self.clock = clock
+        self.pause = PauseSignal()
+        self._wconn: sqlite3.Connection | None = None
+        self._rconn: sqlite3.Connection | None = None
+        self._wlimiter = anyio.CapacityLimiter(1)
+        self._rlimiter = anyio.CapacityLimiter(1)
+        self._pending: deque[_Op] = deque()
+        self._wake = anyio.Event()
+        self._appended_event = anyio.Event()
+        self._closed = False
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._writer_done = anyio.Event()
+        self._last_seq = 0
+        self._cursors: dict[str, int] = {}
+        self._epochs: dict[str, int] = {}
+        self._read_epochs: dict[str, int] = {}
+        self._backlog_bytes = 0
+        self._commits = 0
+        self._appended = 0
+        self._duplicates = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await anyio.to_thread.run_sync(self._open_sync)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._writer, name="journal-writer")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        # Everything already submitted still commits, even when we are being cancelled.
+        self._closed = True
+        self._wake.set()
+        with anyio.CancelScope(shield=True):
+            await self._writer_done.wait()
+        assert self._tg is not None
+        await self._tg.__aexit__(exc_type, exc, tb)
+        for conn in (self._wconn, self._rconn):
+            if conn is not None:
+                conn.close()
+        self._appended_event.set()
+        return None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _open_sync(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            wconn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            wconn.execute("PRAGMA journal_mode=WAL")
+            wconn.execute("PRAGMA synchronous=FULL")
+            wconn.execute("PRAGMA busy_timeout=5000")
+            wconn.executescript(_SCHEMA)
+            version = wconn.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise JournalError(
+                    f"{self.path}: schema version {version} is newer than this argbridge "
+                    f"understands ({SCHEMA_VERSION})"
+                )
+            wconn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            rconn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            rconn.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
+        self._wconn, self._rconn = wconn, rconn
+        row = wconn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+        seqrow = wconn.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
+        self._last_seq = max(row[0], seqrow[0] if seqrow else 0)
+        known = dict(wconn.execute("SELECT sink, seq FROM cursors").fetchall())
+        wconn.execute("BEGIN IMMEDIATE")
+        for sink in self.sinks:
+            if sink not in known:
+                # A new sink starts at the oldest retained event.
+                wconn.execute("INSERT INTO cursors (sink, seq) VALUES (?, 0)", (sink,))
+                known[sink] = 0
+        for sink in set(known) - set(self.sinks):
+            # A removed sink must not hold retention back.
+            wconn.execute("DELETE FROM cursors WHERE sink = ?", (sink,))
+            del known[sink]
+        wconn.execute("COMMIT")
+        self._cursors = {s: known[s] for s in self.sinks}
+        self._epochs = dict.fromkeys(self.sinks, 0)
+        low = self._min_cursor()
+        self._backlog_bytes = wconn.execute(
+            "SELECT COALESCE(SUM(size), 0) FROM events WHERE seq > ?", (low,)
+        ).fetchone()[0]
+        self._update_pause()
+
+    # -- writes ------------------------------------------------------------------------
+
+    async def append(self, event: CloudEvent) -> AppendStatus:
+        """Journal one event durably; returns once committed (or known as duplicate)."""
+        result: AppendStatus = await self._submit("append", (event.to_json(), event))
+        return result
+
+    async def append_many(self, events: Sequence[CloudEvent]) -> list[AppendStatus]:
+        """Journal several events; they share the group commit with concurrent appends."""
+        ops = [self._enqueue("append", (e.to_json(), e)) for e in events]
+        return [await op.wait() for op in ops]
+
+    async def ack(self, sink: str, seq: int) -> None:
+        """Move ``sink``'s cursor to ``seq`` (forward only) once delivery is confirmed."""
+        self._check_sink(sink)
+        # The epoch of the last read: a rewind since then makes this ack stale.
+        await self._submit("ack", (sink, seq, self._read_epochs.get(sink, self._epochs[sink])))
+
+    async def rewind(self, sink: str, seq: int) -> None:
+        """Set ``sink``'s cursor back to ``seq`` (replay); an in-flight batch's ack is ignored."""
+        self._check_sink(sink)
+        self._epochs[sink] += 1
+        await self._submit("rewind", (sink, seq))
+
+    async def schedule_retry(
+        self, sink: str, record: JournalRecord | RetryItem, attempt: int, due_at: float, error: str
+    ) -> None:
+        """Remember that ``sink`` owes ``record`` another attempt at ``due_at``."""
+        body = record.event.to_json()
+        await self._submit(
+            "call",
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO retries "
+                "(sink, event_id, seq, body, attempt, due_at, last_error) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (sink, record.event.id, record.seq, body, attempt, due_at, error[:1000]),
+            ),
+        )
+
+    async def clear_retry(self, sink: str, event_id: str) -> None:
+        """Forget a retry (delivered, or superseded)."""
+        await self._submit(
+            "call",
+            lambda c: c.execute(
+                "DELETE FROM retries WHERE sink = ? AND event_id = ?", (sink, event_id)
+            ),
+        )
+
+    async def dead_letter(
+        self, sink: str, record: JournalRecord | RetryItem, reason: str, attempts: int
+    ) -> None:
+        """Give up on ``record`` for ``sink``: move it to the dead-letter table."""
+        body = record.event.to_json()
+        now = self.clock.time()
+
+        def op(c: sqlite3.Connection) -> None:
+            c.execute(
+                "DELETE FROM retries WHERE sink = ? AND event_id = ?", (sink, record.event.id)
+            )
+            c.execute(
+                "INSERT INTO dead_letters (sink, event_id, seq, body, reason, attempts, failed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (sink, record.event.id, record.seq, body, reason[:1000], attempts, now),
+            )
+
+        await self._submit("call", op)
+
+    async def requeue_dead_letters(
+        self,
+        sink: str | None = None,
+        *,
+        dlids: Sequence[int] | None = None,
+        since: float | None = None,
+    ) -> int:
+        """Move dead letters back into the retry table, due now; returns how many."""
+        now = self.clock.time()
+        where, params = _dl_filter(sink, dlids, since)
+
+        def op(c: sqlite3.Connection) -> int:
+            rows = c.execute(
+                f"SELECT dlid, sink, event_id, seq, body FROM dead_letters {where}", params
+            ).fetchall()
+            for dlid, s, event_id, seq, body in rows:
+                c.execute(
+                    "INSERT OR REPLACE INTO retries "
+                    "(sink, event_id, seq, body, attempt, due_at, last_error) "
+                    "VALUES (?, ?, ?, ?, 0, ?, 'requeued from dead letters')",
+                    (s, event_id, seq, body, now),
+                )
+                c.execute("DELETE FROM dead_letters WHERE dlid = ?", (dlid,))
+            return len(rows)
+
+        count: int = await self._submit("call", op)
+        return count
+
+    async def set_state(self, key: str, value: str) -> None:
+        """Durably remember a small value (last SSE id, Slack thread ts, endpoint state)."""
+        now = self.clock.time()
+        await self._submit(
+            "call",
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO state (key, value, updated_at) VALUES (?, ?, ?)",
+                (key, value, now),
+            ),
+        )
+
+    async def delete_state(self, key: str) -> None:
+        await self._submit("call", lambda c: c.execute("DELETE FROM state WHERE key = ?", (key,)))
+
+    async def run_retention(self, limit: int = 10_000) -> int:
+        """Delete up to ``limit`` delivered, expired events and expired tombstones."""
+        now = self.clock.time()
+        low = self._min_cursor() if self.sinks else self._last_seq
+        cutoff = now - self.retain_delivered
+        stale = now - self.dedupe_window
+
+        def op(c: sqlite3.Connection) -> int:
+            c.execute(
+                "INSERT OR IGNORE INTO tombstones (id, appended_at) SELECT id, appended_at "
+                "FROM events WHERE seq <= ? AND appended_at < ? ORDER BY seq LIMIT ?",
+                (low, cutoff, limit),
+            )
+            cur = c.execute(
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events "
+                "WHERE seq <= ? AND appended_at < ? ORDER BY seq LIMIT ?)",
+                (low, cutoff, limit),
+            )
+            c.execute("DELETE FROM tombstones WHERE appended_at < ?", (stale,))
+            return cur.rowcount
+
+        deleted: int = await self._submit("call", op)
+        return deleted
+
+    # -- the writer --------------------------------------------------------------------
+
+    def _enqueue(self, kind: str, args: Any) -> _Op:
+        if self._closed:
+            raise JournalClosed("the journal is closed")
+        op = _Op(kind, args)
+        self._pending.append(op)
+        self._wake.set()
+        return op
+
+    async def _submit(self, kind: str, args: Any) -> Any:
+        return await self._enqueue(kind, args).wait()
+
+    async def _writer(self) -> None:
+        try:
+            while True:
+                if not self._pending:
+                    if self._closed:
+                        return
+                    self._wake = anyio.Event()
+                    await self._wake.wait()
+                    continue
+                ops = [
+                    self._pending.popleft()
+                    for _ in range(min(len(self._pending), self.max_group_commit))
+                ]
+                try:
+                    summary = await anyio.to_thread.run_sync(
+                        self._commit_sync, ops, limiter=self._wlimiter
+                    )
+                except Exception as exc:
+                    error = JournalError(f"journal commit failed: {exc}")
+                    error.__cause__ = exc
+                    for op in ops:
+                        op.error = error
+                        op.done.set()
+                    continue
+                self._apply(summary)
+                for op in ops:
+                    op.done.set()
+        finally:
+            for op in self._pending:
+                op.error = JournalClosed("the journal closed before this write committed")
+                op.done.set()
+            self._pending.clear()
+            self._writer_done.set()
+
+    def _commit_sync(self, ops: list[_Op]) -> tuple[int, int, int, int]:
+        """Run ``ops`` in one transaction; returns (last_seq, bytes added, appended, dups)."""
+        assert self._wconn is not None
+        c = self._wconn
+        now = self.clock.time()
+        added = appended = dups = 0
+        last_seq = self._last_seq
+        min_before = self._min_cursor()
+        cursors = dict(self._cursors)
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for op in ops:
+                if op.kind == "append":
+                    body, event = op.args
+                    cur = c.execute(
+                        _INSERT,
+                        (event.id, event.type, event.subject, len(body), body, now, event.id),
+                    )
+                    if cur.rowcount == 1:
+                        last_seq = int(cur.lastrowid or 0)
+                        added += len(body)
+                        appended += 1
+                        op.result = AppendStatus.APPENDED
+                    else:
+                        dups += 1
+                        op.result = AppendStatus.DUPLICATE
+                elif op.kind == "ack":
+                    sink, seq, epoch = op.args
+                    if epoch == self._epochs.get(sink) and seq > cursors[sink]:
+                        seq = min(seq, last_seq)
+                        c.execute("UPDATE cursors SET seq = ? WHERE sink = ?", (seq, sink))
+                        cursors[sink] = seq
+                elif op.kind == "rewind":
+                    sink, seq = op.args
+                    seq = max(0, min(seq, last_seq))
+                    c.execute("UPDATE cursors SET seq = ? WHERE sink = ?", (seq, sink))
+                    cursors[sink] = seq
+                else:  # "call": isolated in a savepoint so one failure spoils only itself
+                    c.execute("SAVEPOINT op")
+                    try:
+                        op.result = op.args(c)
+                    except Exception as exc:
+                        c.execute("ROLLBACK TO op")
+                        op.error = JournalError(f"journal operation failed: {exc}")
+                    c.execute("RELEASE op")
+            min_after = min(cursors.values()) if cursors else min_before
+            freed = 0
+            if min_after != min_before:
+                lo, hi = sorted((min_before, min_after))
+                freed = c.execute(
+                    "SELECT COALESCE(SUM(size), 0) FROM events WHERE seq > ? AND seq <= ?",
+                    (lo, hi),
+                ).fetchone()[0]
+                if min_after < min_before:
+                    freed = -freed
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        self._cursors = cursors
+        return last_seq, added - freed, appended, dups
+
+    def _apply(self, summary: tuple[int, int, int, int]) -> None:
+        last_seq, delta_bytes, appended, dups = summary
+        self._commits += 1
+        self._appended += appended
+        self._duplicates += dups
+        self._backlog_bytes += delta_bytes
+        if last_seq > self._last_seq:
+            self._last_seq = last_seq
+            event, self._appended_event = self._appended_event, anyio.Event()
+            event.set()
+        self._update_pause()
+
+    # -- backpressure ------------------------------------------------------------------
+
+    def _min_cursor(self) -> int:
+        return min(self._cursors.values()) if self._cursors else self._last_seq
+
+    def backlog(self, sink: str) -> int:
+        """Events ``sink`` has not acknowledged yet."""
+        return self._last_seq - self._cursors[sink]
+
+    def _update_pause(self) -> None:
+        events = self._last_seq - self._min_cursor() if self._cursors else 0
+        size = self._backlog_bytes if self._cursors else 0
+        if self.pause.is_paused:
+            low_events = self.max_backlog_events * self.resume_ratio
+            low_bytes = self.max_backlog_bytes * self.resume_ratio
+            self.pause._set(not (events <= low_events and size <= low_bytes))
+        else:
+            self.pause._set(events >= self.max_backlog_events or size >= self.max_backlog_bytes)
+
+    # -- reads -------------------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    def cursor(self, sink: str) -> int:
+        self._check_sink(sink)
+        return self._cursors[sink]
+
+    def stats(self) -> JournalStats:
+        return JournalStats(
+            last_seq=self._last_seq,
+            cursors=dict(self._cursors),
+            backlog_events={s: self.backlog(s) for s in self.sinks},
+            backlog_bytes=self._backlog_bytes if self._cursors else 0,
+            paused=self.pause.is_paused,
+            commits=self._commits,
+            appended=self._appended,
+            duplicates=self._duplicates,
+        )
+
+    async def wait_for_events(self, after_seq: int) -> None:
+        """Return once an event with ``seq > after_seq`` has been committed."""
+        while self._last_seq <= after_seq:
+            if self._closed:
+                raise JournalClosed("the journal is closed")
+            await self._appended_event.wait()
+
+    async def read(self, sink: str, limit: int) -> list[JournalRecord]:
+        """Up to ``limit`` events after ``sink``'s cursor, oldest first."""
+        self._check_sink(sink)
+        self._read_epochs[sink] = self._epochs[sink]
+        return await self.read_after(self._cursors[sink], limit)
+
+    async def read_after(self, after_seq: int, limit: int) -> list[JournalRecord]:
+        """Up to ``limit`` retained events with ``seq > after_seq``, oldest first."""
+        records: list[JournalRecord] = await self._read(
+            lambda c: [
+                _record(row)
+                for row in c.execute(
+                    "SELECT seq, body, size, appended_at FROM events WHERE seq > ? "
+                    "ORDER BY seq LIMIT ?",
+                    (after_seq, limit),
+                )
+            ]
+        )
+        return records
+
+    async def first_seq_since(self, since: float) -> int | None:
+        """The first retained seq appended at or after ``since`` (for replay)."""
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT MIN(seq) FROM events WHERE appended_at >= ?", (since,)
+            ).fetchone()
+        )
+        return None if row[0] is None else int(row[0])
+
+    async def due_retries(self, sink: str, now: float, limit: int = 100) -> list[RetryItem]:
+        """Retries of ``sink`` due at ``now``, earliest first."""
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT seq, body, attempt, due_at, last_error FROM retries "
+                "WHERE sink = ? AND due_at <= ? ORDER BY due_at LIMIT ?",
+                (sink, now, limit),
+            ).fetchall()
+        )
+        return [
+            RetryItem(sink, seq, CloudEvent.from_json(body), attempt, due, err)
+            for seq, body, attempt, due, err in rows
+        ]
+
+    async def next_retry_due(self, sink: str) -> float | None:
+        """When ``sink``'s next retry is due, or ``None``."""
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT MIN(due_at) FROM retries WHERE sink = ?", (sink,)
+            ).fetchone()
+        )
+        return None if row[0] is None else float(row[0])
+
+    async def count_retries(self, sink: str | None = None) -> int:
+        where, params = ("WHERE sink = ?", (sink,)) if sink else ("", ())
+        row = await self._read(
+            lambda c: c.execute(f"SELECT COUNT(*) FROM retries {where}", params).fetchone()
+        )
+        return int(row[0])
+
+    async def dead_letters(
+        self,
+        sink: str | None = None,
+        *,
+        dlids: Sequence[int] | None = None,
+        since: float | None = None,
+        limit: int = 1000,
+    ) -> list[DeadLetter]:
+        """Dead letters, oldest first."""
+        where, params = _dl_filter(sink, dlids, since)
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT dlid, sink, seq, body, reason, attempts, failed_at FROM dead_letters "
+                f"{where} ORDER BY dlid LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+        )
+        return [
+            DeadLetter(dlid, s, seq, CloudEvent.from_json(body), reason, attempts, failed_at)
+            for dlid, s, seq, body, reason, attempts, failed_at in rows
+        ]
+
+    async def count_dead_letters(self, sink: str | None = None) -> int:
+        where, params = _dl_filter(sink, None, None)
+        row = await self._read(
+            lambda c: c.execute(f"SELECT COUNT(*) FROM dead_letters {where}", params).fetchone()
+        )
+        return int(row[0])
+
+    async def get_state(self, key: str) -> str | None:
+        row = await self._read(
+            lambda c: c.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        if self._closed or self._rconn is None:
+            raise JournalClosed("the journal is closed")
+        conn = self._rconn
+        try:
+            return await anyio.to_thread.run_sync(fn, conn, limiter=self._rlimiter)
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal read failed: {exc}") from exc
+
+    def _check_sink(self, sink: str) -> None:
+        if sink not in self._cursors:
+            raise JournalError(f"unknown sink {sink!r}; the journal tracks {list(self.sinks)}")
+
+
+def _record(row: tuple[int, bytes, int, float]) -> JournalRecord:
+    seq, body, size, appended_at = row
+    return JournalRecord(seq, CloudEvent.from_json(body), size, appended_at)
+
+
+def _dl_filter(
+    sink: str | None, dlids: Sequence[int] | None, since: float | None
+) -> tuple[str, tuple[Any, ...]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if sink is not None:
+        clauses.append("sink = ?")
+        params.append(sink)
+    if dlids:
+        clauses.append(f"dlid IN ({','.join('?' * len(dlids))})")
+        params.extend(dlids)
+    if since is not None:
+        clauses.append("failed_at >= ?")
+        params.append(since)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)

@@ -1,0 +1,140 @@
+"""structlog setup: JSON lines (console renderer on a TTY) with secret redaction.
+
+Owns: :func:`configure_logging`, :func:`redact` (the processor that removes secrets
+from every event dict: values of keys that name secrets, ``?token=``-style query
+parameters in URLs, ``Bearer`` tokens and registered secret values), and
+:func:`register_secret` so configured secrets are masked wherever they appear.
+"""
+
+from __future__ import annotations
+
+import logging as std_logging
+import re
+import sys
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import Any
+
+import structlog
+
+MASK = "**********"
+_SECRET_KEYS = re.compile(
+    r"(token|secret|password|passwd|api_key|apikey|authorization|signature|cookie|credential)",
+    re.I,
+)
+_URL_SECRET = re.compile(
+    r"([?&](?:token|access_token|api_key|apikey|key|secret|signature|sig|password)=)[^&#\s'\"]*",
+    re.I,
+)
+_BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.I)
+_registered: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Mask this exact value wherever it appears in a log line (min. 4 characters)."""
+    if value and len(value) >= 4:
+        _registered.add(value)
+
+
+def register_secrets(values: Iterable[str | None]) -> None:
+    for v in values:
+        register_secret(v)
+
+
+def redact_text(text: str) -> str:
+    """Remove secrets from free text (URLs with ``?token=``, bearer tokens, known values)."""
+    text = _URL_SECRET.sub(lambda m: m.group(1) + MASK, text)
+    text = _BEARER.sub(lambda m: m.group(1) + MASK, text)
+    for secret in _registered:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def _redact_value(key: str | None, value: Any) -> Any:
+    if key is not None and _SECRET_KEYS.search(key) and value is not None:
+        if isinstance(value, bool | int | float):
+            return value
+        return MASK
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {k: _redact_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(None, v) for v in value]
+    if isinstance(value, BaseException):
+        return redact_text(f"{type(value).__name__}: {value}")
+    return value
+
+
+def redact(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: mask secrets in every value of the event dict."""
+    for key in list(event_dict):
+        event_dict[key] = _redact_value(None if key == "event" else key, event_dict[key])
+    return event_dict
+
+
+def _redact_exception(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    if isinstance(event_dict.get("exception"), str):
+        event_dict["exception"] = redact_text(event_dict["exception"])
+    return event_dict
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
+    """Configure structlog (and stdlib logging of libraries) for the daemon."""
+    stream = stream or sys.stderr
+    use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
+    lvl = getattr(std_logging, level.upper())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact,
+    ]
+    renderer: Any
+    if use_console:
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        processors = [*shared, _redact_exception_console, renderer]
+    else:
+        processors = [
+            *shared,
+            structlog.processors.format_exc_info,
+            _redact_exception,
+            structlog.processors.JSONRenderer(),
+        ]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(lvl),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    # Third-party libraries log through stdlib logging; keep them quiet and redacted.
+    handler = std_logging.StreamHandler(stream)
+    handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    root = std_logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(lvl, std_logging.WARNING))
+
+
+def _redact_exception_console(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    exc = event_dict.get("exc_info")
+    if exc is True or isinstance(exc, BaseException | tuple):
+        # Render the traceback ourselves so it can be redacted before it is printed.
+        event_dict = structlog.processors.format_exc_info(_logger, _method, event_dict)
+        return _redact_exception(_logger, _method, event_dict)
+    return event_dict
+
+
+class _RedactingFormatter(std_logging.Formatter):
+    def format(self, record: std_logging.LogRecord) -> str:
+        return redact_text(super().format(record))
+
+
+def get_logger(**bind: Any) -> Any:
+    """A structlog logger bound to ``bind`` (e.g. ``component=…, kind=source``)."""
+    return structlog.get_logger("argbridge").bind(**bind)

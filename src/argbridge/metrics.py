@@ -1,0 +1,151 @@
+"""Prometheus metrics, named after Vector's component specification.
+
+Owns the metric families every component reports through (one :class:`Metrics` per
+daemon, each with its own registry so tests can run several in one process):
+
+- ``argbridge_component_received_events_total{component,kind}``: accepted into the journal
+  (sources) or read from it (sinks);
+- ``argbridge_component_sent_events_total{component,kind}``: only on confirmed delivery;
+- ``argbridge_component_errors_total{component,kind,error_type}``;
+- ``argbridge_component_discarded_events_total{component,kind,reason}``: duplicates,
+  rejected frames, opt-in drops;
+- journal gauges (backlog per sink, bytes, paused), delivery latency, reconnects, open
+  streams, dead letters, circuit-breaker state, component restarts.
+
+Label values never contain secrets (component names come from config keys).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from argbridge.journal import Journal
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """The daemon's metric families."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.received = Counter(
+            "argbridge_component_received_events",
+            "Events received by a component (sources: accepted into the journal).",
+            ["component", "kind"],
+            registry=r,
+        )
+        self.received_bytes = Counter(
+            "argbridge_component_received_bytes",
+            "Bytes of events received by a component.",
+            ["component", "kind"],
+            registry=r,
+        )
+        self.sent = Counter(
+            "argbridge_component_sent_events",
+            "Events a component delivered, counted only after the destination confirmed.",
+            ["component", "kind"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "argbridge_component_errors",
+            "Errors by component and error type.",
+            ["component", "kind", "error_type"],
+            registry=r,
+        )
+        self.discarded = Counter(
+            "argbridge_component_discarded_events",
+            "Events a component discarded (duplicates, rejected input, opt-in drops).",
+            ["component", "kind", "reason"],
+            registry=r,
+        )
+        self.delivery_latency = Histogram(
+            "argbridge_delivery_latency_seconds",
+            "From journal commit to the destination's confirmation.",
+            ["component"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.reconnects = Counter(
+            "argbridge_source_reconnects",
+            "Upstream reconnect attempts.",
+            ["component"],
+            registry=r,
+        )
+        self.open_streams = Gauge(
+            "argbridge_source_open_streams",
+            "Upstream streams currently open.",
+            ["component"],
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            "argbridge_source_auth_failures",
+            "Streams stopped because the upstream refused our credentials.",
+            ["component"],
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "argbridge_sink_circuit_breaker_state",
+            "Circuit breaker state per endpoint: 0 closed, 1 half-open, 2 open.",
+            ["component"],
+            registry=r,
+        )
+        self.restarts = Counter(
+            "argbridge_component_restarts",
+            "Times the supervisor restarted a crashed component.",
+            ["component", "kind"],
+            registry=r,
+        )
+        self.dead_letters = Gauge(
+            "argbridge_sink_dead_letters",
+            "Events in the dead-letter table per sink.",
+            ["component"],
+            registry=r,
+        )
+
+    def watch_journal(self, journal: Journal) -> None:
+        """Expose the journal's backlog as gauges, read at scrape time."""
+        self.registry.register(_JournalCollector(lambda: journal))
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)
+
+
+class _JournalCollector(Collector):
+    def __init__(self, get: Callable[[], Journal]) -> None:
+        self._get = get
+
+    def collect(self) -> Iterable[Metric]:
+        journal = self._get()
+        if journal.closed:
+            return
+        stats = journal.stats()
+        backlog = GaugeMetricFamily(
+            "argbridge_journal_backlog_events",
+            "Events journaled but not yet acknowledged, per sink.",
+            labels=["component"],
+        )
+        for sink, n in stats.backlog_events.items():
+            backlog.add_metric([sink], n)
+        yield backlog
+        yield GaugeMetricFamily(
+            "argbridge_journal_backlog_bytes",
+            "Bytes of events not yet acknowledged by the slowest sink.",
+            value=stats.backlog_bytes,
+        )
+        yield GaugeMetricFamily(
+            "argbridge_journal_paused",
+            "1 while sources are paused (backpressure).",
+            value=1 if stats.paused else 0,
+        )
+        yield GaugeMetricFamily(
+            "argbridge_journal_last_seq",
+            "Sequence number of the newest event.",
+            value=stats.last_seq,
+        )

@@ -1,0 +1,1 @@
+"""Pure normalisers: upstream payloads → CloudEvents (no I/O)."""

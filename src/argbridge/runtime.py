@@ -1,0 +1,256 @@
+"""The daemon: one anyio task group supervising the journal, sinks, sources and services.
+
+Start-up order: journal open → sink workers started → sources and services started →
+:attr:`App.ready` set. Shutdown (SIGTERM/SIGINT or :meth:`App.request_shutdown`): stop
+intake (sources and services are cancelled, so webhooks get no new 2xx), let each sink
+worker finish its in-flight batch within ``runtime.drain_timeout``, close sinks (bounded),
+close the journal, return (exit 0). A second signal skips the drain. A component that
+raises is logged, counted and restarted with backoff; it never takes the daemon down.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from argbridge.backoff import Backoff
+from argbridge.clock import SYSTEM_CLOCK, Clock
+from argbridge.config.settings import Settings
+from argbridge.journal import Journal
+from argbridge.logging import get_logger, register_secrets
+from argbridge.metrics import Metrics
+from argbridge.registry import build_sink, build_source
+from argbridge.router import Router
+from argbridge.sinks.base import Health, Sink, SinkContext, SinkWorker
+from argbridge.sources.base import Source, SourceContext
+
+Service = Callable[["App"], Awaitable[None]]
+#: Services (the HTTP server, systemd notify…) register themselves here at import time
+#: or are added per app with :meth:`App.add_service`.
+DEFAULT_SERVICES: list[tuple[str, Service]] = []
+
+
+def _secret_values(obj: Any) -> list[str]:
+    """Every SecretStr value in the settings tree (to mask them in logs)."""
+    from pydantic import BaseModel, SecretStr
+
+    found: list[str] = []
+    if isinstance(obj, SecretStr):
+        found.append(obj.get_secret_value())
+    elif isinstance(obj, BaseModel):
+        for name in type(obj).model_fields:
+            found.extend(_secret_values(getattr(obj, name)))
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            found.extend(_secret_values(v))
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            found.extend(_secret_values(v))
+    return found
+
+
+class App:
+    """One argbridge daemon."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        metrics: Metrics | None = None,
+        handle_signals: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.handle_signals = handle_signals
+        self.log = get_logger(component="runtime")
+        self.ready = anyio.Event()
+        self.stopping = anyio.Event()
+        self.stopped = anyio.Event()
+        self._journal: Journal | None = None
+        self.router = Router(settings.routes, list(settings.sinks))
+        self.sinks: dict[str, Sink] = {}
+        self.workers: dict[str, SinkWorker] = {}
+        self.sources: dict[str, Source] = {}
+        self.source_contexts: dict[str, SourceContext] = {}
+        self.services: list[tuple[str, Service]] = list(DEFAULT_SERVICES)
+        self._force = False
+        register_secrets(_secret_values(settings))
+
+    @property
+    def journal(self) -> Journal:
+        if self._journal is None:
+            raise RuntimeError("the journal is not open yet")
+        return self._journal
+
+    def add_service(self, name: str, service: Service) -> None:
+        self.services.append((name, service))
+
+    def request_shutdown(self) -> None:
+        """Begin a graceful shutdown (idempotent)."""
+        if not self.stopping.is_set():
+            self.log.info("shutdown.requested")
+            self.stopping.set()
+
+    def health(self) -> dict[str, Health]:
+        """Readiness per component (``journal``, ``sink:NAME``, ``source:NAME``)."""
+        out: dict[str, Health] = {}
+        out["journal"] = Health(
+            self._journal is not None and not self._journal.closed,
+            "paused (backpressure)"
+            if self._journal is not None and self._journal.pause.is_paused
+            else "open",
+        )
+        for name, sink in self.sinks.items():
+            worker = self.workers[name]
+            h = sink.health()
+            if not worker.started:
+                h = Health(False, worker.last_error or "starting")
+            out[f"sink:{name}"] = h
+        for name, source in self.sources.items():
+            out[f"source:{name}"] = source.health()
+        return out
+
+    async def run(self) -> None:
+        """Run until shutdown; returns normally after a graceful stop."""
+        s = self.settings
+        s.state_dir.mkdir(parents=True, exist_ok=True)
+        journal = Journal(
+            s.state_dir / "journal.db",
+            sinks=list(s.sinks),
+            max_backlog_events=s.journal.max_backlog_events,
+            max_backlog_bytes=s.journal.max_backlog_bytes,
+            resume_ratio=s.journal.resume_ratio,
+            retain_delivered=s.journal.retain_delivered,
+            dedupe_window=s.journal.dedupe_window,
+            max_group_commit=s.journal.max_group_commit,
+            clock=self.clock,
+        )
+        try:
+            async with journal:
+                self._journal = journal
+                self.metrics.watch_journal(journal)
+                self._build()
+                self.log.info(
+                    "daemon.starting",
+                    state_dir=str(s.state_dir),
+                    sources=list(self.sources),
+                    sinks=list(self.sinks),
+                    last_seq=journal.last_seq,
+                )
+                await self._run_components()
+        finally:
+            self.stopped.set()
+        self.log.info("daemon.stopped")
+
+    def _build(self) -> None:
+        s = self.settings
+        for name, cfg in s.sinks.items():
+            ctx = SinkContext(name, self.journal, self.metrics, self.clock)
+            sink = build_sink(cfg, ctx, s)
+            self.sinks[name] = sink
+            self.workers[name] = SinkWorker(
+                sink,
+                ctx,
+                self.router,
+                batch_size=cfg.batch_size,
+                backoff=Backoff(base=cfg.retry_initial, cap=cfg.retry_max),
+            )
+        for name, source_cfg in s.sources.items():
+            self.sources[name] = build_source(name, source_cfg, s)
+            self.source_contexts[name] = SourceContext(
+                name, self.journal, self.metrics, self.clock, type_prefix=s.type_prefix
+            )
+
+    async def _run_components(self) -> None:
+        rt = self.settings.runtime
+        async with anyio.create_task_group() as outer:
+            if self.handle_signals:
+                outer.start_soon(self._watch_signals, name="signals")
+            outer.start_soon(self._retention_loop, name="retention")
+            async with anyio.create_task_group() as workers:
+                for name, worker in self.workers.items():
+                    workers.start_soon(self._supervise, f"sink:{name}", "sink", worker.run)
+                async with anyio.create_task_group() as intake:
+                    for name, source in self.sources.items():
+                        intake.start_soon(
+                            self._supervise,
+                            f"source:{name}",
+                            "source",
+                            source.run,
+                            self.source_contexts[name],
+                        )
+                    for name, service in self.services:
+                        intake.start_soon(self._supervise, name, "service", service, self)
+                    self.ready.set()
+                    self.log.info("daemon.ready")
+                    await self.stopping.wait()
+                    intake.cancel_scope.cancel()
+                self.log.info("shutdown.draining", deadline=rt.drain_timeout)
+                for worker in self.workers.values():
+                    worker.stop()
+                workers.cancel_scope.deadline = anyio.current_time() + (
+                    0 if self._force else rt.drain_timeout
+                )
+            if workers.cancel_scope.cancel_called:
+                in_flight = {n: w.in_flight for n, w in self.workers.items() if w.in_flight}
+                self.log.warning("shutdown.drain_timeout", in_flight=in_flight)
+            for name, sink in self.sinks.items():
+                with anyio.move_on_after(rt.drain_timeout, shield=True):
+                    try:
+                        await sink.aclose()
+                    except Exception as exc:
+                        self.log.warning("sink.close_failed", component=name, error=exc)
+            outer.cancel_scope.cancel()
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if self.stopping.is_set():
+                    self.log.warning("shutdown.forced", signal=signal.Signals(signum).name)
+                    self._force = True
+                    continue
+                self.log.info("signal.received", signal=signal.Signals(signum).name)
+                self.request_shutdown()
+
+    async def _retention_loop(self) -> None:
+        while True:
+            await self.clock.sleep(30.0)
+            try:
+                deleted = await self.journal.run_retention()
+                if deleted:
+                    self.log.debug("journal.retention", deleted=deleted)
+            except Exception as exc:
+                self.log.warning("journal.retention_failed", error=exc)
+
+    async def _supervise(
+        self, name: str, kind: str, fn: Callable[..., Awaitable[None]], *args: Any
+    ) -> None:
+        rt = self.settings.runtime
+        backoff = Backoff(base=rt.restart_initial, cap=rt.restart_max)
+        while True:
+            started = self.clock.monotonic()
+            try:
+                await fn(*args)
+                return
+            except Exception as exc:
+                if self.stopping.is_set():
+                    return
+                self.metrics.restarts.labels(name, kind).inc()
+                if self.clock.monotonic() - started > 60:
+                    backoff.reset()
+                delay = backoff.next_delay()
+                self.log.error(
+                    "component.crashed",
+                    component=name,
+                    kind=kind,
+                    error=exc,
+                    restart_in=round(delay, 3),
+                    exc_info=exc,
+                )
+                await self.clock.sleep(delay)

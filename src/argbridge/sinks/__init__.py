@@ -1,0 +1,1 @@
+"""Sink drivers: the I/O that delivers journaled events to destinations."""

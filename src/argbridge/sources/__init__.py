@@ -1,0 +1,1 @@
+"""Source drivers: the I/O that reads upstream feeds into the journal."""

@@ -1,0 +1,81 @@
+"""The source role and what a running source gets from the runtime.
+
+A source turns upstream traffic into CloudEvents and hands them to
+:meth:`SourceContext.emit`, which journals them (the event is *accepted* when emit
+returns) and counts them. Before reading more from upstream a source awaits
+:meth:`SourceContext.wait_ready`, which blocks while the journal signals backpressure,
+so a paused source stops reading and TCP pushes back on the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from argbridge.clock import SYSTEM_CLOCK, Clock
+from argbridge.events import CloudEvent
+from argbridge.journal import AppendStatus, Journal
+from argbridge.logging import get_logger
+from argbridge.metrics import Metrics
+from argbridge.sinks.base import Health
+
+
+@dataclass(slots=True)
+class SourceContext:
+    """The runtime's services for one source."""
+
+    name: str
+    journal: Journal
+    metrics: Metrics
+    clock: Clock = SYSTEM_CLOCK
+    type_prefix: str = ""
+    log: Any = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.log is None:
+            self.log = get_logger(component=self.name, kind="source")
+
+    @property
+    def paused(self) -> bool:
+        """Whether the journal currently asks sources to stop reading."""
+        return self.journal.pause.is_paused
+
+    async def wait_ready(self) -> None:
+        """Block while the journal signals backpressure."""
+        await self.journal.pause.wait_resumed()
+
+    async def emit(self, event: CloudEvent) -> AppendStatus:
+        """Journal ``event`` (durably) and count it; duplicates are counted, not errors."""
+        status = await self.journal.append(event)
+        self._count(status, event)
+        return status
+
+    async def emit_many(self, events: Sequence[CloudEvent]) -> list[AppendStatus]:
+        """Journal several events in one group commit."""
+        statuses = await self.journal.append_many(events)
+        for status, event in zip(statuses, events, strict=True):
+            self._count(status, event)
+        return statuses
+
+    def _count(self, status: AppendStatus, event: CloudEvent) -> None:
+        if status is AppendStatus.APPENDED:
+            self.metrics.received.labels(self.name, "source").inc()
+        else:
+            self.metrics.discarded.labels(self.name, "source", "duplicate").inc()
+
+    def reject(self, reason: str, **fields: Any) -> None:
+        """Count and log an upstream frame we cannot use (never raises)."""
+        self.metrics.discarded.labels(self.name, "source", reason).inc()
+        self.log.warning("source.rejected", reason=reason, **fields)
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Reads one upstream into the journal until cancelled (or its feed ends)."""
+
+    name: str
+
+    async def run(self, ctx: SourceContext) -> None: ...
+
+    def health(self) -> Health: ...
