@@ -20,6 +20,7 @@ import anyio.abc
 from argbridge.backoff import Backoff
 from argbridge.clock import SYSTEM_CLOCK, Clock
 from argbridge.config.settings import Settings
+from argbridge.http.server import HttpServer
 from argbridge.journal import Journal
 from argbridge.logging import get_logger, register_secrets
 from argbridge.metrics import Metrics
@@ -81,6 +82,10 @@ class App:
         self.services: list[tuple[str, Service]] = list(DEFAULT_SERVICES)
         self._force = False
         register_secrets(_secret_values(settings))
+        self.http: HttpServer | None = None
+        if settings.http.enabled:
+            self.http = HttpServer(self)
+            self.services.append(("http", self.http.serve))
 
     @property
     def journal(self) -> Journal:
