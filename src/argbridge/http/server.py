@@ -85,7 +85,7 @@ class HttpServer:
             loop="none",
             log_level="warning",
             access_log=False,
-            timeout_graceful_shutdown=cfg.shutdown_timeout,
+            timeout_graceful_shutdown=max(1, round(cfg.shutdown_timeout)),
             server_header=False,
         )
         uconfig.load()
