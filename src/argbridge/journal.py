@@ -15,9 +15,10 @@ Invariants (what "nothing accepted is ever lost" rests on):
 6. Retries and dead letters keep their own copy of the event body, so retention never
    takes an event a sink still owes.
 
-Writes (appends, acks, retry bookkeeping, state) go through one writer task that groups
-everything pending into a single transaction (group commit) on a dedicated connection in
-a worker thread; reads use a second connection. Backpressure: when the slowest sink's
+Writes (appends, acks, retry bookkeeping, state) are queued and committed together: the
+first waiter finding no commit in progress leads and commits everything queued in one
+transaction (group commit) on a dedicated connection in a worker thread, then hands the
+lead to the next waiter; reads use a second connection. Backpressure: when the slowest sink's
 backlog reaches ``max_backlog_events`` or the undelivered bytes reach
 ``max_backlog_bytes``, :attr:`Journal.pause` is set; it clears below ``resume_ratio``.
 
@@ -34,6 +35,7 @@ Schema (version 1)::
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import sqlite3
 from collections import deque
@@ -44,7 +46,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import anyio
-import anyio.abc
+import anyio.lowlevel
 
 from argbridge.clock import SYSTEM_CLOCK, Clock
 from argbridge.errors import JournalClosed, JournalError
@@ -89,9 +91,14 @@ CREATE INDEX IF NOT EXISTS dead_letters_sink ON dead_letters (sink, dlid);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL);
 """
 
+# Existence is checked before inserting (see _known_ids): a conflicting INSERT OR IGNORE
+# would still burn an AUTOINCREMENT value, and seq must stay dense (backlog = last_seq -
+# cursor).
+#: Concurrent commit leaders. Two (one fsyncing, one gathering) halved the groups and
+#: doubled fsyncs in bench/bench_journal.py, so one leader it is.
+_LEADERS = 1
 _INSERT = (
-    "INSERT OR IGNORE INTO events (id, type, subject, size, body, appended_at) "
-    "SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE id = ?)"
+    "INSERT INTO events (id, type, subject, size, body, appended_at) VALUES (?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -181,20 +188,20 @@ class PauseSignal:
 class _Op:
     """One write waiting for the next group commit."""
 
-    __slots__ = ("args", "done", "error", "kind", "result")
+    __slots__ = ("args", "error", "finished", "kind", "result", "wakeup")
 
     def __init__(self, kind: str, args: Any) -> None:
         self.kind = kind
         self.args = args
-        self.done = anyio.Event()
+        # Set when the op is committed, or when its waiter is promoted to commit leader.
+        self.wakeup = anyio.Event()
+        self.finished = False
         self.result: Any = None
         self.error: BaseException | None = None
 
-    async def wait(self) -> Any:
-        await self.done.wait()
-        if self.error is not None:
-            raise self.error
-        return self.result
+    def finish(self) -> None:
+        self.finished = True
+        self.wakeup.set()
 
 
 class Journal:
@@ -228,11 +235,12 @@ class Journal:
         self._wlimiter = anyio.CapacityLimiter(1)
         self._rlimiter = anyio.CapacityLimiter(1)
         self._pending: deque[_Op] = deque()
-        self._wake = anyio.Event()
+        self._leaders = 0
+        self._commit_lock = anyio.Lock()
+        self._idle = anyio.Event()
+        self._idle.set()
         self._appended_event = anyio.Event()
         self._closed = False
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._writer_done = anyio.Event()
         self._last_seq = 0
         self._cursors: dict[str, int] = {}
         self._epochs: dict[str, int] = {}
@@ -246,9 +254,6 @@ class Journal:
 
     async def __aenter__(self) -> Self:
         await anyio.to_thread.run_sync(self._open_sync)
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        self._tg.start_soon(self._writer, name="journal-writer")
         return self
 
     async def __aexit__(
@@ -257,18 +262,23 @@ class Journal:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        # Everything already submitted still commits, even when we are being cancelled.
+        await self.aclose()
+        return None
+
+    async def aclose(self) -> None:
+        """Commit whatever is still queued, then close the connections."""
+        if self._closed:
+            return
         self._closed = True
-        self._wake.set()
         with anyio.CancelScope(shield=True):
-            await self._writer_done.wait()
-        assert self._tg is not None
-        await self._tg.__aexit__(exc_type, exc, tb)
+            while self._leaders:
+                await self._idle.wait()
+            while self._pending:
+                await self._commit_next()
         for conn in (self._wconn, self._rconn):
             if conn is not None:
                 conn.close()
         self._appended_event.set()
-        return None
 
     @property
     def closed(self) -> bool:
@@ -327,7 +337,7 @@ class Journal:
     async def append_many(self, events: Sequence[CloudEvent]) -> list[AppendStatus]:
         """Journal several events; they share the group commit with concurrent appends."""
         ops = [self._enqueue("append", (e.to_json(), e)) for e in events]
-        return [await op.wait() for op in ops]
+        return [await self._wait(op) for op in ops]
 
     async def ack(self, sink: str, seq: int) -> None:
         """Move ``sink``'s cursor to ``seq`` (forward only) once delivery is confirmed."""
@@ -436,12 +446,12 @@ class Journal:
         def op(c: sqlite3.Connection) -> int:
             c.execute(
                 "INSERT OR IGNORE INTO tombstones (id, appended_at) SELECT id, appended_at "
-                "FROM events WHERE seq <= ? AND appended_at < ? ORDER BY seq LIMIT ?",
+                "FROM events WHERE seq <= ? AND appended_at <= ? ORDER BY seq LIMIT ?",
                 (low, cutoff, limit),
             )
             cur = c.execute(
                 "DELETE FROM events WHERE seq IN (SELECT seq FROM events "
-                "WHERE seq <= ? AND appended_at < ? ORDER BY seq LIMIT ?)",
+                "WHERE seq <= ? AND appended_at <= ? ORDER BY seq LIMIT ?)",
                 (low, cutoff, limit),
             )
             c.execute("DELETE FROM tombstones WHERE appended_at < ?", (stale,))
@@ -457,45 +467,75 @@ class Journal:
             raise JournalClosed("the journal is closed")
         op = _Op(kind, args)
         self._pending.append(op)
-        self._wake.set()
         return op
 
     async def _submit(self, kind: str, args: Any) -> Any:
-        return await self._enqueue(kind, args).wait()
+        return await self._wait(self._enqueue(kind, args))
 
-    async def _writer(self) -> None:
+    async def _wait(self, op: _Op) -> Any:
+        """Wait for ``op`` to commit, leading a group commit when a leader slot is free.
+
+        Group commit without a background task: a waiter that finds a free leader slot
+        leads: it takes the commit lock, then commits everything queued by then (up to
+        ``max_group_commit``) in one transaction. Two leader slots pipeline the work: while
+        one group is being fsynced in the worker thread, the next leader gathers the ops
+        queued meanwhile, so Python work on the event loop overlaps the disk.
+        """
         try:
-            while True:
-                if not self._pending:
-                    if self._closed:
+            while not op.finished:
+                if self._leaders < _LEADERS:
+                    await self._commit_next()
+                else:
+                    await op.wakeup.wait()
+                    if not op.finished:
+                        op.wakeup = anyio.Event()
+        except BaseException:
+            if not op.finished:
+                # Our waiter is gone (cancelled): withdraw the op and never strand others.
+                with contextlib.suppress(ValueError):
+                    self._pending.remove(op)
+                self._promote()
+            raise
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    def _promote(self) -> None:
+        if self._leaders < _LEADERS and self._pending:
+            self._pending[0].wakeup.set()
+
+    async def _commit_next(self) -> None:
+        self._leaders += 1
+        self._idle = anyio.Event()
+        ops: list[_Op] = []
+        try:
+            with anyio.CancelScope(shield=True):
+                async with self._commit_lock:
+                    # Let appenders that are already runnable queue their ops first: a
+                    # bigger group costs the same fsync.
+                    await anyio.lowlevel.checkpoint()
+                    n = min(len(self._pending), self.max_group_commit)
+                    ops = [self._pending.popleft() for _ in range(n)]
+                    if not ops:
                         return
-                    self._wake = anyio.Event()
-                    await self._wake.wait()
-                    continue
-                ops = [
-                    self._pending.popleft()
-                    for _ in range(min(len(self._pending), self.max_group_commit))
-                ]
-                try:
-                    summary = await anyio.to_thread.run_sync(
-                        self._commit_sync, ops, limiter=self._wlimiter
-                    )
-                except Exception as exc:
-                    error = JournalError(f"journal commit failed: {exc}")
-                    error.__cause__ = exc
-                    for op in ops:
-                        op.error = error
-                        op.done.set()
-                    continue
-                self._apply(summary)
-                for op in ops:
-                    op.done.set()
+                    try:
+                        summary = await anyio.to_thread.run_sync(
+                            self._commit_sync, ops, limiter=self._wlimiter
+                        )
+                    except Exception as exc:
+                        error = JournalError(f"journal commit failed: {exc}")
+                        error.__cause__ = exc
+                        for op in ops:
+                            op.error = error
+                    else:
+                        self._apply(summary)
         finally:
-            for op in self._pending:
-                op.error = JournalClosed("the journal closed before this write committed")
-                op.done.set()
-            self._pending.clear()
-            self._writer_done.set()
+            for op in ops:
+                op.finish()
+            self._leaders -= 1
+            if not self._leaders:
+                self._idle.set()
+            self._promote()
 
     def _commit_sync(self, ops: list[_Op]) -> tuple[int, int, int, int]:
         """Run ``ops`` in one transaction; returns (last_seq, bytes added, appended, dups)."""
@@ -508,22 +548,58 @@ class Journal:
         cursors = dict(self._cursors)
         c.execute("BEGIN IMMEDIATE")
         try:
-            for op in ops:
+            i = 0
+            while i < len(ops):
+                op = ops[i]
                 if op.kind == "append":
-                    body, event = op.args
-                    cur = c.execute(
+                    # A run of consecutive appends: one lookup, one executemany.
+                    j = i
+                    while j < len(ops) and ops[j].kind == "append":
+                        j += 1
+                    run = ops[i:j]
+                    i = j
+                    fresh: list[_Op] = []
+                    seen: set[str] = set()
+                    known = self._known_ids(c, [o.args[1].id for o in run])
+                    for o in run:
+                        event_id = o.args[1].id
+                        if event_id in known or event_id in seen:
+                            dups += 1
+                            o.result = AppendStatus.DUPLICATE
+                        else:
+                            seen.add(event_id)
+                            fresh.append(o)
+                    if not fresh:
+                        continue
+                    c.executemany(
                         _INSERT,
-                        (event.id, event.type, event.subject, len(body), body, now, event.id),
+                        [
+                            (
+                                o.args[1].id,
+                                o.args[1].type,
+                                o.args[1].subject,
+                                len(o.args[0]),
+                                o.args[0],
+                                now,
+                            )
+                            for o in fresh
+                        ],
                     )
-                    if cur.rowcount == 1:
-                        last_seq = int(cur.lastrowid or 0)
-                        added += len(body)
-                        appended += 1
-                        op.result = AppendStatus.APPENDED
-                    else:
-                        dups += 1
-                        op.result = AppendStatus.DUPLICATE
-                elif op.kind == "ack":
+                    top = c.execute(
+                        "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
+                    ).fetchone()[0]
+                    if top != last_seq + len(fresh):
+                        raise JournalError(
+                            f"sequence gap: expected {last_seq + len(fresh)}, got {top}"
+                        )
+                    last_seq = top
+                    for o in fresh:
+                        added += len(o.args[0])
+                        o.result = AppendStatus.APPENDED
+                    appended += len(fresh)
+                    continue
+                i += 1
+                if op.kind == "ack":
                     sink, seq, epoch = op.args
                     if epoch == self._epochs.get(sink) and seq > cursors[sink]:
                         seq = min(seq, last_seq)
@@ -558,6 +634,22 @@ class Journal:
             raise
         self._cursors = cursors
         return last_seq, added - freed, appended, dups
+
+    def _known_ids(self, c: sqlite3.Connection, ids: list[str]) -> set[str]:
+        """Which of ``ids`` are journaled or tombstoned (chunks within SQLite's bind limit)."""
+        known: set[str] = set()
+        for k in range(0, len(ids), 400):
+            chunk = ids[k : k + 400]
+            marks = ",".join("?" * len(chunk))
+            known.update(
+                row[0]
+                for row in c.execute(
+                    f"SELECT id FROM events WHERE id IN ({marks}) "
+                    f"UNION ALL SELECT id FROM tombstones WHERE id IN ({marks})",
+                    chunk + chunk,
+                )
+            )
+        return known
 
     def _apply(self, summary: tuple[int, int, int, int]) -> None:
         last_seq, delta_bytes, appended, dups = summary

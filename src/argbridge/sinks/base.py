@@ -110,6 +110,7 @@ class SinkWorker:
         self.in_flight = 0
         self.started = False
         self.last_error: str | None = None
+        self._reported_cursor = -1
 
     def stop(self) -> None:
         """Finish the batch in flight, then return from :meth:`run`."""
@@ -126,7 +127,13 @@ class SinkWorker:
                 while not self._stopping.is_set():
                     records = await journal.read(self.name, self.batch_size)
                     if not records:
-                        await self._wait_for_events(journal.cursor(self.name))
+                        cursor = journal.cursor(self.name)
+                        if cursor != self._reported_cursor:
+                            # Once per idle transition: tells operators (and tests) the sink
+                            # has delivered everything journaled so far.
+                            log.debug("sink.caught_up", cursor=cursor)
+                            self._reported_cursor = cursor
+                        await self._wait_for_events(cursor)
                         continue
                     deliveries = [
                         Delivery(r, route)

@@ -1,0 +1,40 @@
+"""Helpers shared by the benchmarks: percentiles, peak memory, a results table."""
+
+from __future__ import annotations
+
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The p-th percentile (nearest rank) of ``values``."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[k]
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (MiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def header(title: str) -> None:
+    print(f"== {title}")
+    print(
+        f"   python {platform.python_version()} on {platform.machine()}, argv: {' '.join(sys.argv)}"
+    )
+    print(f"   {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+
+
+def row(label: str, value: str, note: str = "") -> None:
+    print(f"   {label:<58} {value:>16}  {note}")

@@ -1,0 +1,286 @@
+"""The journal: dedupe, group commit, cursors, retention, backpressure, retries, state."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import anyio
+import pytest
+
+from argbridge.errors import JournalClosed, JournalError
+from argbridge.journal import AppendStatus, Journal
+from tests.conftest import make_event
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def test_append_reports_duplicates_not_errors(journal: Journal):
+    ev = make_event(1)
+    assert await journal.append(ev) is AppendStatus.APPENDED
+    assert await journal.append(ev) is AppendStatus.DUPLICATE
+    assert await journal.append_many([ev, make_event(2), make_event(2)]) == [
+        AppendStatus.DUPLICATE,
+        AppendStatus.APPENDED,
+        AppendStatus.DUPLICATE,
+    ]
+    stats = journal.stats()
+    assert (stats.appended, stats.duplicates, stats.last_seq) == (2, 3, 2)
+
+
+async def test_concurrent_appends_share_transactions(journal: Journal):
+    async with anyio.create_task_group() as tg:
+        for n in range(200):
+            tg.start_soon(journal.append, make_event(n, size=100))
+    stats = journal.stats()
+    assert stats.appended == 200
+    assert stats.last_seq == 200
+    # 200 concurrent appenders must not cost 200 fsyncs: they queue behind one commit.
+    assert stats.commits < 20, stats.commits
+    records = await journal.read("a", 1000)
+    assert [r.seq for r in records] == list(range(1, 201))
+
+
+async def test_committed_events_survive_reopen(tmp_path: Path):
+    path = tmp_path / "j.db"
+    async with Journal(path, sinks=["a"]) as j:
+        await j.append_many([make_event(n) for n in range(5)])
+        await j.ack("a", 2)
+        await j.set_state("sse:last_id:r1", "42")
+    async with Journal(path, sinks=["a"]) as j:
+        assert j.last_seq == 5
+        assert j.cursor("a") == 2
+        assert [r.event for r in await j.read("a", 10)] == [make_event(n) for n in range(2, 5)]
+        assert await j.get_state("sse:last_id:r1") == "42"
+        assert await j.append(make_event(0)) is AppendStatus.DUPLICATE
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_cursors_move_forward_only_and_per_sink(journal: Journal):
+    await journal.append_many([make_event(n) for n in range(10)])
+    assert journal.backlog("a") == journal.backlog("b") == 10
+    batch = await journal.read("a", 4)
+    assert [r.seq for r in batch] == [1, 2, 3, 4]
+    # Reading does not move the cursor: only an ack does.
+    assert [r.seq for r in await journal.read("a", 4)] == [1, 2, 3, 4]
+    await journal.ack("a", 4)
+    assert journal.cursor("a") == 4
+    assert journal.cursor("b") == 0
+    await journal.ack("a", 2)  # stale ack: ignored
+    assert journal.cursor("a") == 4
+    await journal.ack("a", 999)  # clamped to the last committed event
+    assert journal.cursor("a") == 10
+    assert journal.backlog("a") == 0
+    with pytest.raises(JournalError, match="unknown sink"):
+        await journal.ack("nope", 1)
+
+
+async def test_rewind_replays_and_a_stale_in_flight_ack_is_ignored(journal: Journal):
+    await journal.append_many([make_event(n) for n in range(6)])
+    await journal.read("a", 6)
+    await journal.ack("a", 6)
+    batch = await journal.read("a", 10)
+    assert batch == []
+    await journal.append(make_event(6))
+    batch = await journal.read("a", 10)  # in flight: seq 7
+    await journal.rewind("a", 2)
+    await journal.ack("a", batch[-1].seq)  # belongs to the pre-rewind read
+    assert journal.cursor("a") == 2
+    assert [r.seq for r in await journal.read("a", 10)] == [3, 4, 5, 6, 7]
+
+
+async def test_first_seq_since(tmp_path: Path):
+    clock = FakeClock()
+    async with Journal(tmp_path / "j.db", sinks=["a"], clock=clock) as j:
+        await j.append(make_event(0))
+        clock.now += 100
+        await j.append(make_event(1))
+        assert await j.first_seq_since(clock.now - 50) == 2
+        assert await j.first_seq_since(clock.now + 1) is None
+
+
+async def test_retention_deletes_only_what_every_sink_passed_and_keeps_tombstones(
+    tmp_path: Path,
+):
+    clock = FakeClock()
+    async with Journal(
+        tmp_path / "j.db", sinks=["a", "b"], clock=clock, retain_delivered=60, dedupe_window=600
+    ) as j:
+        await j.append_many([make_event(n) for n in range(5)])
+        await j.ack("a", 5)
+        await j.ack("b", 3)
+        assert await j.run_retention() == 0  # not old enough yet
+        clock.now += 61
+        assert await j.run_retention() == 3  # b has passed 1..3 only
+        assert [r.seq for r in await j.read_after(0, 10)] == [4, 5]
+        # A deleted event seen again inside the dedupe window is still a duplicate.
+        assert await j.append(make_event(0)) is AppendStatus.DUPLICATE
+        clock.now += 600
+        await j.run_retention()
+        assert await j.append(make_event(0)) is AppendStatus.APPENDED
+
+
+async def test_a_removed_sink_does_not_hold_retention(tmp_path: Path):
+    path = tmp_path / "j.db"
+    async with Journal(path, sinks=["a", "gone"]) as j:
+        await j.append_many([make_event(n) for n in range(3)])
+        await j.ack("a", 3)
+    async with Journal(path, sinks=["a"], retain_delivered=0) as j:
+        assert j.stats().cursors == {"a": 3}
+        assert await j.run_retention() == 3
+
+
+async def test_a_new_sink_starts_at_the_oldest_retained_event(tmp_path: Path):
+    path = tmp_path / "j.db"
+    async with Journal(path, sinks=["a"]) as j:
+        await j.append_many([make_event(n) for n in range(3)])
+    async with Journal(path, sinks=["a", "new"]) as j:
+        assert len(await j.read("new", 10)) == 3
+
+
+async def test_backpressure_pauses_and_resumes_with_hysteresis(tmp_path: Path):
+    async with Journal(
+        tmp_path / "j.db", sinks=["a"], max_backlog_events=10, resume_ratio=0.5
+    ) as j:
+        await j.append_many([make_event(n) for n in range(9)])
+        assert not j.pause.is_paused
+        await j.append(make_event(9))
+        assert j.pause.is_paused
+
+        resumed = anyio.Event()
+
+        async def waiter() -> None:
+            await j.pause.wait_resumed()
+            resumed.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()
+            assert not resumed.is_set()
+            await j.ack("a", 4)  # backlog 6 > 5: still paused (hysteresis)
+            await anyio.wait_all_tasks_blocked()
+            assert j.pause.is_paused and not resumed.is_set()
+            await j.ack("a", 5)  # backlog 5 <= 5: resume
+            with anyio.fail_after(5):
+                await resumed.wait()
+        assert not j.pause.is_paused
+
+
+async def test_backpressure_on_bytes(tmp_path: Path):
+    async with Journal(tmp_path / "j.db", sinks=["a"], max_backlog_bytes=4000) as j:
+        await j.append_many([make_event(n, size=1000) for n in range(3)])
+        assert not j.pause.is_paused
+        await j.append(make_event(3, size=1000))
+        assert j.pause.is_paused
+        assert j.stats().backlog_bytes > 4000
+        await j.ack("a", 4)
+        assert not j.pause.is_paused
+        assert j.stats().backlog_bytes == 0
+
+
+async def test_wait_for_events_wakes_on_commit(journal: Journal):
+    got = anyio.Event()
+
+    async def reader() -> None:
+        await journal.wait_for_events(0)
+        got.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reader)
+        await anyio.wait_all_tasks_blocked()
+        assert not got.is_set()
+        await journal.append(make_event(1))
+        with anyio.fail_after(5):
+            await got.wait()
+
+
+async def test_retries_and_dead_letters(tmp_path: Path):
+    clock = FakeClock()
+    async with Journal(tmp_path / "j.db", sinks=["w"], clock=clock, retain_delivered=0) as j:
+        await j.append_many([make_event(n) for n in range(3)])
+        batch = await j.read("w", 10)
+        await j.schedule_retry("w", batch[0], attempt=1, due_at=clock.now + 5, error="HTTP 503")
+        await j.schedule_retry("w", batch[1], attempt=1, due_at=clock.now + 60, error="timeout")
+        await j.ack("w", 3)
+        # Retention may delete the journaled events: retries keep their own copy.
+        assert await j.run_retention() == 3
+        assert await j.due_retries("w", clock.now) == []
+        assert await j.next_retry_due("w") == clock.now + 5
+        clock.now += 5
+        (due,) = await j.due_retries("w", clock.now)
+        assert due.event == batch[0].event and due.attempt == 1 and due.last_error == "HTTP 503"
+        await j.clear_retry("w", due.event.id)
+        clock.now += 55
+        (due,) = await j.due_retries("w", clock.now)
+        await j.dead_letter("w", due, "gave up after 8 attempts", attempts=8)
+        assert await j.count_retries("w") == 0
+        (dl,) = await j.dead_letters("w")
+        assert dl.event == batch[1].event and dl.attempts == 8
+        assert await j.count_dead_letters() == 1
+        assert await j.requeue_dead_letters("w", dlids=[dl.dlid]) == 1
+        assert await j.count_dead_letters() == 0
+        (again,) = await j.due_retries("w", clock.now)
+        assert again.event == batch[1].event and again.attempt == 0
+
+
+async def test_a_failing_operation_does_not_spoil_the_group(journal: Journal):
+    errors: list[Exception] = []
+    results: list[object] = []
+
+    async def bad() -> None:
+        try:
+            await journal._submit("call", lambda c: c.execute("INSERT INTO nope VALUES (1)"))
+        except JournalError as exc:
+            errors.append(exc)
+
+    async def good(n: int) -> None:
+        results.append(await journal.append(make_event(n)))
+
+    async with anyio.create_task_group() as tg:
+        for n in range(5):
+            tg.start_soon(good, n)
+        tg.start_soon(bad)
+        for n in range(5, 10):
+            tg.start_soon(good, n)
+    assert len(errors) == 1 and "operation failed" in str(errors[0])
+    assert results == [AppendStatus.APPENDED] * 10
+    assert journal.last_seq == 10
+
+
+async def test_a_cancelled_appender_does_not_strand_the_others(journal: Journal):
+    async with anyio.create_task_group() as tg:
+        for n in range(20):
+            tg.start_soon(journal.append, make_event(n))
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await journal.append(make_event(99))
+    # The cancelled append may or may not have committed; the 20 others all did.
+    assert journal.last_seq >= 20
+    assert len(await journal.read_after(0, 100)) == journal.last_seq
+
+
+async def test_closed_journal_refuses_writes(tmp_path: Path):
+    async with Journal(tmp_path / "j.db", sinks=["a"]) as j:
+        pass
+    with pytest.raises(JournalClosed):
+        await j.append(make_event(1))
+
+
+async def test_unopenable_journal_is_a_clear_error(tmp_path: Path):
+    (tmp_path / "dir.db").mkdir()
+    with pytest.raises(JournalError, match="cannot open journal"):
+        async with Journal(tmp_path / "dir.db", sinks=["a"]):
+            pass
