@@ -36,8 +36,11 @@ async def test_writes_one_cloudevent_per_line_relative_to_state_dir(tmp_path: Pa
     events = [make_event(n) for n in range(3)]
     await sink.deliver(deliveries(events))
     await sink.aclose()
-    lines = (tmp_path / "out" / "events.jsonl").read_bytes().splitlines()
-    assert [CloudEvent.from_dict(orjson.loads(x)) for x in lines] == events
+    assert read_events(tmp_path / "out" / "events.jsonl") == events
+
+
+def read_events(path: Path) -> list[CloudEvent]:
+    return [CloudEvent.from_dict(orjson.loads(x)) for x in path.read_bytes().splitlines()]
 
 
 async def test_rotates_by_size_and_keeps_n_files(tmp_path: Path):
@@ -47,6 +50,10 @@ async def test_rotates_by_size_and_keeps_n_files(tmp_path: Path):
     for n in range(8):
         await sink.deliver(deliveries([make_event(n, size=200)]))
     await sink.aclose()
+    check_rotation(tmp_path)
+
+
+def check_rotation(tmp_path: Path) -> None:
     names = sorted(p.name for p in tmp_path.glob("e.jsonl*"))
     assert names == ["e.jsonl", "e.jsonl.1", "e.jsonl.2"]
     total = sum(len(p.read_bytes().splitlines()) for p in tmp_path.glob("e.jsonl*"))
