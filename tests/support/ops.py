@@ -132,3 +132,31 @@ async def wait_until(predicate: Any, within: float = 10.0, step: float = 0.01) -
     with anyio.fail_after(within):
         while not predicate():  # noqa: ASYNC110 - nothing to wait on but plain attributes
             await anyio.sleep(step)
+
+
+def ops_settings(tmp_path: Path, port: int, **overrides: Any) -> Any:
+    """Settings of a small daemon: the replay sample into a file sink, HTTP on ``port``."""
+    from tests.conftest import settings
+
+    base: dict[str, Any] = {
+        "http": {"enabled": True, "host": "127.0.0.1", "port": port},
+        "sources": {"sample": {"type": "replay", "interval": "1ms"}},
+        "sinks": {"file": {"type": "file", "path": "events.jsonl"}},
+        "routes": [{"sinks": ["file"]}],
+        "runtime": {"drain_timeout": "300ms"},
+    }
+    base.update(overrides)
+    return settings(tmp_path, **base)
+
+
+def all_delivered(app: App, sink: str = "file") -> bool:
+    """The replay sample finished and ``sink`` acknowledged everything journaled."""
+    source = app.sources.get("sample")
+    finished = bool(getattr(source, "finished", True))
+    journal = app.journal
+    return finished and journal.last_seq > 0 and journal.cursor(sink) == journal.last_seq
+
+
+def base_url(app: App) -> str:
+    assert app.http is not None and app.http.port is not None
+    return f"http://127.0.0.1:{app.http.port}"
