@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import httpx
 import orjson
@@ -87,7 +89,7 @@ async def test_control_api_needs_the_token_when_configured(tmp_path):
             assert "s3cret-token-value" not in ok.text
 
 
-def _lines(text: str) -> list[dict]:
+def _lines(text: str) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in text.splitlines() if line.strip()]
 
 
