@@ -184,3 +184,57 @@ def test_help_lists_the_commands(capsys):
         main(["--help"])
     out = output(capsys)[0]
     assert "status" in out and "tail" in out
+
+
+async def test_status_with_a_systemd_config_needs_only_the_control_credential(
+    tmp_path, capsys, monkeypatch
+):
+    port = free_port()
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "control-token").write_text("ctl-token-abcdef\n")
+    app = App(
+        ops_settings(
+            tmp_path,
+            port,
+            http={
+                "enabled": True,
+                "host": "0.0.0.0",
+                "port": port,
+                "control_token": "ctl-token-abcdef",
+            },
+        ),
+        handle_signals=False,
+    )
+    # A daemon config as under systemd: every secret is a credential of the unit.
+    config = tmp_path / "argbridge.toml"
+    config.write_text(
+        'state_dir = "/var/lib/argbridge"\n'
+        f'[http]\nenabled = true\nhost = "0.0.0.0"\nport = {port}\n'
+        'control_token = "credential:control-token"\n'
+        '[sources.arga]\ntype = "arga"\napi_key = "credential:arga-api-key"\n'
+    )
+    async with running(app):
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+        assert await cli("status", "--config", str(config)) == 0
+        output(capsys)
+        # From a shell outside the unit, with no access to its credentials: a clear hint.
+        monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+        assert await cli("status", "--config", str(config)) == 2
+        err = output(capsys)[1]
+        assert "http.control_token" in err
+        assert "--token file:/etc/argbridge/credentials/control-token" in err
+        token_file = f"file:{creds / 'control-token'}"
+        assert await cli("status", "--config", str(config), "--token", token_file) == 0
+
+
+async def test_status_config_errors_name_the_key(tmp_path, capsys):
+    config = tmp_path / "argbridge.toml"
+    config.write_text("[http]\nenabled = false\n")
+    assert await cli("status", "--config", str(config)) == 2
+    assert "http.enabled is false" in output(capsys)[1]
+    config.write_text('[http]\nport = "eighty"\n')
+    assert await cli("status", "--config", str(config)) == 2
+    assert "http.port" in output(capsys)[1]
+    assert await cli("status", "--config", str(tmp_path / "missing.toml")) == 2
+    assert "does not exist" in output(capsys)[1]

@@ -2,9 +2,11 @@
 
 Both talk to the daemon's control API (:mod:`argbridge.http.control_ops`). The daemon is
 found with ``--url`` or, from ``--config``, through ``[http] host/port`` (a wildcard
-host means loopback); the bearer token comes from ``--token`` (which, like the config,
+host means loopback; only the ``[http]`` table is read, so the daemon's other secrets
+are not needed); the bearer token comes from ``--token`` (which, like the config,
 accepts ``env:NAME``, ``file:PATH`` and ``credential:NAME`` so it stays out of ``ps``)
-or from the config's ``http.control_token``.
+or from the config's ``http.control_token`` (a ``credential:NAME`` outside the unit is
+read from ``/run/credentials/argbridge.service/NAME``).
 
 Exit codes: 0 success (``status``: the daemon is ready), 1 the daemon is not ready, 2 bad
 arguments or config, 3 the daemon cannot be reached or refused the request.
@@ -73,34 +75,85 @@ def _connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
 
 
-def endpoint(args: argparse.Namespace) -> tuple[str, str | None]:
-    """``(base_url, token)`` from the arguments (and the config, if given)."""
+#: Where systemd puts a unit's credentials (readable by root) when you run the CLI from a
+#: shell rather than inside the unit.
+SYSTEMD_CREDENTIALS = "/run/credentials/argbridge.service"
+
+
+def _config_http(path: str) -> tuple[str, str | None]:
+    """``(base_url, control_token reference)`` from a config file's ``[http]`` table.
+
+    Only ``[http]`` is read (plus ``ARGBRIDGE_HTTP__HOST``/``__PORT``/``__ENABLED``/
+    ``__CONTROL_TOKEN`` overrides), so the other secrets of a daemon config (often
+    ``credential:`` references that only exist inside the systemd unit) are never touched.
+    """
+    import os
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from argbridge.config.settings import HttpConfig
+
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh).get("http", {})
+    except FileNotFoundError:
+        raise CommandError(f"config file {path} does not exist", EXIT_USAGE) from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CommandError(f"cannot read {path}: {exc}", EXIT_USAGE) from None
+    if not isinstance(raw, dict):
+        raise CommandError(f"{path}: http must be a table", EXIT_USAGE)
+    raw = dict(raw)
+    for key in ("host", "port", "enabled", "control_token"):
+        env = os.environ.get(f"ARGBRIDGE_HTTP__{key.upper()}")
+        if env is not None:
+            raw[key] = env
+    token_ref = raw.pop("control_token", None)
+    try:
+        http = HttpConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise CommandError(f"{path}: http.{where}: {first['msg']}", EXIT_USAGE) from None
+    if not http.enabled:
+        raise CommandError(f"{path}: http.enabled is false; there is no control API", EXIT_USAGE)
+    if http.port == 0:
+        raise CommandError(f"{path}: http.port is 0 (a random port); pass --url", EXIT_USAGE)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(http.host, http.host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{http.port}", token_ref if isinstance(token_ref, str) else None
+
+
+def _resolve_token(ref: str, what: str) -> str:
+    import os
+
     from argbridge.config.base import resolve_secret
 
+    if ref.startswith("credential:") and not os.environ.get("CREDENTIALS_DIRECTORY"):
+        # Outside the unit: read the credential where systemd keeps it (root only).
+        name = ref.removeprefix("credential:")
+        ref = f"file:{SYSTEMD_CREDENTIALS}/{name}"
+        hint = f" (pass --token file:/etc/argbridge/credentials/{name} or run as root)"
+    else:
+        hint = ""
+    try:
+        value: str = resolve_secret(ref).get_secret_value()
+    except ValueError as exc:
+        raise CommandError(f"{what}: {exc}{hint}", EXIT_USAGE) from None
+    return value
+
+
+def endpoint(args: argparse.Namespace) -> tuple[str, str | None]:
+    """``(base_url, token)`` from the arguments (and the config, if given)."""
     url = args.url
     token: str | None = None
     if args.config:
-        from argbridge.cli import load_or_exit
-
-        settings = load_or_exit(args.config)
-        http = settings.http
-        if not http.enabled:
-            raise CommandError(f"{args.config}: http.enabled is false; no control API", EXIT_USAGE)
-        if http.port == 0:
-            raise CommandError(
-                f"{args.config}: http.port is 0 (a random port); pass --url", EXIT_USAGE
-            )
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(http.host, http.host)
-        if ":" in host:
-            host = f"[{host}]"
-        url = f"http://{host}:{http.port}"
-        if http.control_token is not None:
-            token = http.control_token.get_secret_value()
+        url, ref = _config_http(args.config)
+        if ref is not None and not args.token:
+            token = _resolve_token(ref, f"{args.config}: http.control_token")
     if args.token:
-        try:
-            token = resolve_secret(args.token).get_secret_value()
-        except ValueError as exc:
-            raise CommandError(f"--token: {exc}", EXIT_USAGE) from None
+        token = _resolve_token(args.token, "--token")
     return (url or DEFAULT_URL).rstrip("/"), token
 
 
@@ -149,6 +202,13 @@ def _run(args: argparse.Namespace, fn: Any) -> int:
         )
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        # `argbridge tail | head`: the reader left; exit quietly.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return 0
 
 
