@@ -137,15 +137,19 @@ async def test_watchdog_pings_only_while_the_journal_makes_progress(tmp_path):
             limiter = app.journal._wlimiter
             await limiter.acquire()
             try:
-                await wait_until(lambda: service.watchdog_ok is False)
+                # Probes that begin from now on cannot commit their heartbeat. Once the
+                # second of them has begun, every probe started before the stall is over.
+                first = service._beat
+                await wait_until(lambda: service._beat >= first + 2)
                 stalled_at = service.pings
+                assert service.watchdog_ok is False
                 status = await listener.await_for("STATUS", within=10)
                 while "watchdog withheld" not in status["STATUS"]:
                     status = await listener.await_for("STATUS", within=10)
                 # Two more full intervals without progress: still no ping.
-                beats = service._beat
-                await wait_until(lambda: service._beat >= beats + 2)
+                await wait_until(lambda: service._beat >= first + 4)
                 assert service.pings == stalled_at
+                assert service.watchdog_ok is False
             finally:
                 limiter.release()
             await wait_until(lambda: service.pings > stalled_at)
