@@ -19,7 +19,7 @@ from argbridge.config.settings import Settings
 from argbridge.errors import ConfigError
 
 #: Extra command modules, each exposing ``register(subparsers) -> None``.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["argbridge.commands.ops"]
 
 EXIT_CONFIG = 2
 
@@ -43,12 +43,14 @@ def load_or_exit(path: str | None) -> Settings:
 def cmd_run(args: argparse.Namespace) -> int:
     import anyio
 
+    from argbridge import notify
     from argbridge.logging import configure_logging
     from argbridge.runtime import App
 
     settings = load_or_exit(args.config)
     configure_logging(settings.log.level, settings.log.format)
     app = App(settings)
+    notify.install(app)  # READY/STATUS/WATCHDOG/STOPPING when run by systemd (Type=notify)
     use_uvloop = settings.runtime.uvloop
     if use_uvloop:
         try:

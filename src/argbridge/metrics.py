@@ -4,13 +4,22 @@ Owns the metric families every component reports through (one :class:`Metrics` p
 daemon, each with its own registry so tests can run several in one process):
 
 - ``argbridge_component_received_events_total{component,kind}``: accepted into the journal
-  (sources) or read from it (sinks);
+  (sources) or read from it (sinks); ``..._received_event_bytes_total`` their JSON size;
 - ``argbridge_component_sent_events_total{component,kind}``: only on confirmed delivery;
+  ``..._sent_event_bytes_total`` their JSON size;
 - ``argbridge_component_errors_total{component,kind,error_type}``;
 - ``argbridge_component_discarded_events_total{component,kind,reason}``: duplicates,
   rejected frames, opt-in drops;
 - journal gauges (backlog per sink, bytes, paused), delivery latency, reconnects, open
-  streams, dead letters, circuit-breaker state, component restarts.
+  streams, dead letters and pending retries per sink (refreshed from the journal at scrape
+  time, :meth:`Metrics.refresh`), circuit-breaker state, component restarts.
+
+Names follow Vector's component specification (``component_received_events_total``,
+``component_received_event_bytes_total``, ``component_sent_events_total``,
+``component_sent_event_bytes_total``, ``component_errors_total{error_type}``,
+``component_discarded_events_total``) with an ``argbridge_`` prefix; Vector's
+``component_id``/``component_kind`` tags are ``component``/``kind`` here, and its
+``intentional`` tag on discards is the more specific ``reason``.
 
 Label values never contain secrets (component names come from config keys).
 """
@@ -41,14 +50,20 @@ class Metrics:
             registry=r,
         )
         self.received_bytes = Counter(
-            "argbridge_component_received_bytes",
-            "Bytes of events received by a component.",
+            "argbridge_component_received_event_bytes",
+            "Bytes (JSON) of events received by a component.",
             ["component", "kind"],
             registry=r,
         )
         self.sent = Counter(
             "argbridge_component_sent_events",
             "Events a component delivered, counted only after the destination confirmed.",
+            ["component", "kind"],
+            registry=r,
+        )
+        self.sent_bytes = Counter(
+            "argbridge_component_sent_event_bytes",
+            "Bytes (JSON) of events a component delivered, counted on confirmed delivery.",
             ["component", "kind"],
             registry=r,
         )
@@ -107,6 +122,22 @@ class Metrics:
             ["component"],
             registry=r,
         )
+
+        self.retries_pending = Gauge(
+            "argbridge_sink_retries_pending",
+            "Events a sink owes a scheduled redelivery (webhook retry schedule) per sink.",
+            ["component"],
+            registry=r,
+        )
+
+    async def refresh(self, journal: Journal) -> None:
+        """Update the gauges that need a journal query (dead letters, pending retries);
+        called at scrape time (``/metrics``) and by ``argbridge status``."""
+        if journal.closed:
+            return
+        for sink in journal.sinks:
+            self.dead_letters.labels(sink).set(await journal.count_dead_letters(sink))
+            self.retries_pending.labels(sink).set(await journal.count_retries(sink))
 
     def watch_journal(self, journal: Journal) -> None:
         """Expose the journal's backlog as gauges, read at scrape time."""

@@ -61,6 +61,10 @@ class HttpServer:
         return json_response(body, 200 if ready else 503)
 
     async def _metrics(self, request: Request) -> Response:
+        journal = self.app._journal
+        if journal is not None and not journal.closed:
+            with contextlib.suppress(ArgbridgeError):
+                await self.app.metrics.refresh(journal)
         return Response(
             200, self.app.metrics.render(), content_type=b"text/plain; version=0.0.4; charset=utf-8"
         )

@@ -141,6 +141,9 @@ class SinkWorker:
                         for route in self.router.routes_for(self.name, r.event)
                     ]
                     metrics.received.labels(self.name, "sink").inc(len(deliveries))
+                    metrics.received_bytes.labels(self.name, "sink").inc(
+                        sum(d.record.size for d in deliveries)
+                    )
                     if deliveries:
                         await self._deliver(deliveries)
                     await journal.ack(self.name, records[-1].seq)
@@ -201,6 +204,9 @@ class SinkWorker:
             self.last_error = None
             now = ctx.clock.time()
             ctx.metrics.sent.labels(self.name, "sink").inc(len(deliveries))
+            ctx.metrics.sent_bytes.labels(self.name, "sink").inc(
+                sum(d.record.size for d in deliveries)
+            )
             hist = ctx.metrics.delivery_latency.labels(self.name)
             for d in deliveries:
                 hist.observe(max(0.0, now - d.record.appended_at))

@@ -1,0 +1,361 @@
+"""``argbridge status`` and ``argbridge tail``: live views of a running daemon.
+
+Both talk to the daemon's control API (:mod:`argbridge.http.control_ops`). The daemon is
+found with ``--url`` or, from ``--config``, through ``[http] host/port`` (a wildcard
+host means loopback; only the ``[http]`` table is read, so the daemon's other secrets
+are not needed); the bearer token comes from ``--token`` (which, like the config,
+accepts ``env:NAME``, ``file:PATH`` and ``credential:NAME`` so it stays out of ``ps``)
+or from the config's ``http.control_token`` (a ``credential:NAME`` outside the unit is
+read from ``/run/credentials/argbridge.service/NAME``).
+
+Exit codes: 0 success (``status``: the daemon is ready), 1 the daemon is not ready, 2 bad
+arguments or config, 3 the daemon cannot be reached or refused the request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+
+EXIT_NOT_READY = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+class CommandError(Exception):
+    """A failure to report on stderr with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_UNREACHABLE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "status",
+        help="show a running daemon's components, backlogs, open streams and last errors",
+    )
+    _connection_args(p)
+    p.add_argument("--json", action="store_true", help="print the raw status document")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("tail", help="print events as they are journaled")
+    _connection_args(p)
+    p.add_argument("--type", dest="type_prefix", metavar="PREFIX", help="CloudEvents type prefix")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    p.add_argument("--after", type=int, metavar="SEQ", help="start after this journal seq")
+    p.add_argument(
+        "-n",
+        "--lines",
+        type=int,
+        default=10,
+        metavar="N",
+        help="without --after: start with the last N journaled events (default 10)",
+    )
+    p.add_argument("--count", type=int, metavar="N", help="exit after printing N events")
+    p.add_argument("--json", action="store_true", help="print each event as a JSON line")
+    p.set_defaults(func=cmd_tail)
+
+
+def _connection_args(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--config", "-c", help="the daemon's TOML config (finds host, port, token)")
+    where.add_argument("--url", help=f"the daemon's HTTP base URL (default {DEFAULT_URL})")
+    p.add_argument(
+        "--token",
+        help="control API bearer token, or env:NAME / file:PATH / credential:NAME",
+    )
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+
+
+#: Where systemd puts a unit's credentials (readable by root) when you run the CLI from a
+#: shell rather than inside the unit.
+SYSTEMD_CREDENTIALS = "/run/credentials/argbridge.service"
+
+
+def _config_http(path: str) -> tuple[str, str | None]:
+    """``(base_url, control_token reference)`` from a config file's ``[http]`` table.
+
+    Only ``[http]`` is read (plus ``ARGBRIDGE_HTTP__HOST``/``__PORT``/``__ENABLED``/
+    ``__CONTROL_TOKEN`` overrides), so the other secrets of a daemon config (often
+    ``credential:`` references that only exist inside the systemd unit) are never touched.
+    """
+    import os
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from argbridge.config.settings import HttpConfig
+
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh).get("http", {})
+    except FileNotFoundError:
+        raise CommandError(f"config file {path} does not exist", EXIT_USAGE) from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CommandError(f"cannot read {path}: {exc}", EXIT_USAGE) from None
+    if not isinstance(raw, dict):
+        raise CommandError(f"{path}: http must be a table", EXIT_USAGE)
+    raw = dict(raw)
+    for key in ("host", "port", "enabled", "control_token"):
+        env = os.environ.get(f"ARGBRIDGE_HTTP__{key.upper()}")
+        if env is not None:
+            raw[key] = env
+    token_ref = raw.pop("control_token", None)
+    try:
+        http = HttpConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise CommandError(f"{path}: http.{where}: {first['msg']}", EXIT_USAGE) from None
+    if not http.enabled:
+        raise CommandError(f"{path}: http.enabled is false; there is no control API", EXIT_USAGE)
+    if http.port == 0:
+        raise CommandError(f"{path}: http.port is 0 (a random port); pass --url", EXIT_USAGE)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(http.host, http.host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{http.port}", token_ref if isinstance(token_ref, str) else None
+
+
+def _resolve_token(ref: str, what: str) -> str:
+    import os
+
+    from argbridge.config.base import resolve_secret
+
+    if ref.startswith("credential:") and not os.environ.get("CREDENTIALS_DIRECTORY"):
+        # Outside the unit: read the credential where systemd keeps it (root only).
+        name = ref.removeprefix("credential:")
+        ref = f"file:{SYSTEMD_CREDENTIALS}/{name}"
+        hint = f" (pass --token file:/etc/argbridge/credentials/{name} or run as root)"
+    else:
+        hint = ""
+    try:
+        value: str = resolve_secret(ref).get_secret_value()
+    except ValueError as exc:
+        raise CommandError(f"{what}: {exc}{hint}", EXIT_USAGE) from None
+    return value
+
+
+def endpoint(args: argparse.Namespace) -> tuple[str, str | None]:
+    """``(base_url, token)`` from the arguments (and the config, if given)."""
+    url = args.url
+    token: str | None = None
+    if args.config:
+        url, ref = _config_http(args.config)
+        if ref is not None and not args.token:
+            token = _resolve_token(ref, f"{args.config}: http.control_token")
+    if args.token:
+        token = _resolve_token(args.token, "--token")
+    return (url or DEFAULT_URL).rstrip("/"), token
+
+
+def _client(args: argparse.Namespace, *, stream: bool = False) -> httpx.Client:
+    base, token = endpoint(args)
+    args.base_url = base
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    timeout = httpx.Timeout(args.timeout, read=None if stream else args.timeout)
+    return httpx.Client(base_url=base, headers=headers, timeout=timeout)
+
+
+def _check(response: httpx.Response, base: str) -> None:
+    if response.status_code == 401:
+        raise CommandError(
+            f"{base} refused the control token (401): pass --token or set http.control_token"
+        )
+    if response.status_code == 403:
+        raise CommandError(
+            f"{base} allows the control API from loopback only (403): "
+            "run this on the daemon's host or set http.control_token"
+        )
+    if response.status_code == 404:
+        raise CommandError(f"{base} has no control API here (404): is this an argbridge daemon?")
+    if response.status_code >= 400:
+        detail = ""
+        try:
+            detail = response.json().get("detail", "")
+        except ValueError:
+            pass
+        raise CommandError(f"{base}: HTTP {response.status_code} {detail}".rstrip())
+
+
+def _run(args: argparse.Namespace, fn: Any) -> int:
+    try:
+        code: int = fn(args)
+        return code
+    except CommandError as exc:
+        print(f"argbridge {args.command}: {exc}", file=sys.stderr)
+        return exc.code
+    except httpx.TransportError as exc:
+        base = getattr(args, "base_url", None) or args.url or DEFAULT_URL
+        print(
+            f"argbridge {args.command}: cannot reach {base}: {type(exc).__name__}: {exc} "
+            "(is it running with [http] enabled?)",
+            file=sys.stderr,
+        )
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        # `argbridge tail | head`: the reader left; exit quietly.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+# -- status -----------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    return _run(args, _status)
+
+
+def _status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        response = client.get("/control/status")
+        _check(response, str(client.base_url))
+        doc = response.json()
+        if args.json:
+            print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+        else:
+            print(render_status(doc, str(client.base_url).rstrip("/")))
+    return 0 if doc.get("ready") else EXIT_NOT_READY
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        out.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return out
+
+
+def render_status(doc: dict[str, Any], base: str) -> str:
+    """The human-readable ``argbridge status`` report."""
+    state = "ready" if doc.get("ready") else "NOT READY (" + ", ".join(doc["not_ready"]) + ")"
+    if doc.get("stopping"):
+        state += ", stopping"
+    j = doc["journal"]
+    lines = [
+        f"argbridge {doc.get('version', '?')} ({doc.get('instance', '?')}) at {base}: {state}",
+        f"journal: last seq {j['last_seq']}, undelivered {_size(j['backlog_bytes'])}, "
+        f"sources paused: {'YES (backpressure)' if j['paused'] else 'no'}, "
+        f"open streams: {doc['open_streams']}, dead letters: {doc['dead_letters']}",
+        "",
+    ]
+    sink_rows = [
+        [
+            name,
+            s["type"],
+            "ready" if s["ready"] else ("starting" if not s["started"] else "not ready"),
+            str(s["backlog"]),
+            str(s["in_flight"]),
+            str(s["sent"]),
+            str(s["errors"]),
+            str(s["dead_letters"]),
+            str(s["retries_pending"]),
+            (s["last_error"] or "-")[:80],
+        ]
+        for name, s in doc["sinks"].items()
+    ]
+    lines += _table(
+        [
+            "SINK",
+            "TYPE",
+            "STATE",
+            "BACKLOG",
+            "IN-FLIGHT",
+            "SENT",
+            "ERRORS",
+            "DEAD",
+            "RETRIES",
+            "LAST ERROR",
+        ],
+        sink_rows,
+    )
+    lines.append("")
+    source_rows = [
+        [
+            name,
+            s["type"],
+            "ready" if s["ready"] else "not ready",
+            str(s["open_streams"]),
+            str(s["received"]),
+            str(s["reconnects"]),
+            str(s["errors"]),
+            (s["detail"] or "-")[:60],
+        ]
+        for name, s in doc["sources"].items()
+    ]
+    lines += _table(
+        ["SOURCE", "TYPE", "STATE", "STREAMS", "RECEIVED", "RECONNECTS", "ERRORS", "DETAIL"],
+        source_rows,
+    )
+    return "\n".join(lines)
+
+
+# -- tail -------------------------------------------------------------------------------
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    return _run(args, _tail)
+
+
+def _tail(args: argparse.Namespace) -> int:
+    if args.lines < 0 or (args.count is not None and args.count <= 0):
+        raise CommandError("-n must be >= 0 and --count > 0", EXIT_USAGE)
+    params: dict[str, str] = {"n": str(args.lines)}
+    if args.type_prefix:
+        params["type"] = args.type_prefix
+    if args.after is not None:
+        params["after"] = str(args.after)
+    if args.follow:
+        params["follow"] = "1"
+    if args.count is not None:
+        params["limit"] = str(args.count)
+    with _client(args, stream=args.follow) as client:
+        with client.stream("GET", "/control/tail", params=params) as response:
+            if response.status_code >= 400:
+                response.read()
+                _check(response, str(client.base_url))
+            for item in _items(response.iter_lines()):
+                print(format_item(item, as_json=args.json), flush=True)
+    return 0
+
+
+def _items(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    for line in lines:
+        if line.strip():
+            item: dict[str, Any] = orjson.loads(line)
+            yield item
+
+
+def format_item(item: dict[str, Any], *, as_json: bool = False) -> str:
+    """One ``tail`` line: ``seq  time  type  subject  id`` (or the event's JSON)."""
+    event = item["event"]
+    if as_json:
+        return orjson.dumps(event).decode()
+    when = datetime.fromtimestamp(item["appended_at"], UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    when = when[:-4] + "Z"  # milliseconds
+    subject = event.get("subject") or "-"
+    return f"{item['seq']:>8}  {when}  {event['type']:<40}  {subject}  {event['id']}"
