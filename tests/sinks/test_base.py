@@ -182,3 +182,22 @@ async def test_stop_finishes_the_in_flight_batch(tmp_path: Path, batch_size: int
             worker.stop()
             sink.gate.set()
         assert journal.cursor("s") == batch_size
+
+
+async def test_stop_while_the_sink_cannot_start_returns_at_once(tmp_path: Path):
+    class ForeverClock(NoSleepClock):
+        async def sleep(self, seconds: float) -> None:
+            await anyio.sleep_forever()
+
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        sink = ScriptedSink()
+        sink.start_failures = 10**6
+        worker = make_worker(journal, sink, clock=ForeverClock())
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            await anyio.wait_all_tasks_blocked()
+            assert not worker.started and worker.last_error is not None
+            worker.stop()
+            with anyio.fail_after(5):
+                await anyio.wait_all_tasks_blocked()
+        assert not worker.started

@@ -11,7 +11,7 @@ from inside ``deliver`` and run them in ``background``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -118,7 +118,8 @@ class SinkWorker:
 
     async def run(self) -> None:
         journal, metrics, log = self.ctx.journal, self.ctx.metrics, self.ctx.log
-        await self._start_sink()
+        if not await self._start_sink():
+            return  # stopped before the sink ever started: nothing is in flight
         background = getattr(self.sink, "background", None)
         async with anyio.create_task_group() as tg:
             if background is not None:
@@ -133,7 +134,7 @@ class SinkWorker:
                             # has delivered everything journaled so far.
                             log.debug("sink.caught_up", cursor=cursor)
                             self._reported_cursor = cursor
-                        await self._wait_for_events(cursor)
+                        await self._unless_stopped(journal.wait_for_events, cursor)
                         continue
                     deliveries = [
                         Delivery(r, route)
@@ -153,7 +154,8 @@ class SinkWorker:
             finally:
                 tg.cancel_scope.cancel()
 
-    async def _wait_for_events(self, after: int) -> None:
+    async def _unless_stopped(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Await ``fn(*args)``, returning early when :meth:`stop` is called."""
         async with anyio.create_task_group() as tg:
 
             async def stop_waiter() -> None:
@@ -161,19 +163,21 @@ class SinkWorker:
                 tg.cancel_scope.cancel()
 
             tg.start_soon(stop_waiter)
-            await self.ctx.journal.wait_for_events(after)
+            await fn(*args)
             tg.cancel_scope.cancel()
 
-    async def _start_sink(self) -> None:
-        while True:
+    async def _start_sink(self) -> bool:
+        """Start the sink, retrying with backoff; ``False`` when stopped first."""
+        while not self._stopping.is_set():
             try:
                 await self.sink.start()
                 self.started = True
                 self.backoff.reset()
-                return
+                return True
             except Exception as exc:
                 delay = self._failed(exc, "start")
-                await self.ctx.clock.sleep(delay)
+                await self._unless_stopped(self.ctx.clock.sleep, delay)
+        return False
 
     def _failed(self, exc: BaseException, during: str) -> float:
         error_type = type(exc).__name__
