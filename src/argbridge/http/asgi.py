@@ -29,6 +29,12 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
+#: Before a 413, at most this much of the rest of the body is read and dropped (never kept),
+#: for at most this long, so a well-behaved client gets to read the answer.
+DRAIN_BYTES = 1024 * 1024
+DRAIN_SECONDS = 0.5
+
+
 class BodyTooLarge(Exception):
     """The request body exceeded the limit (detected while streaming)."""
 
@@ -44,7 +50,17 @@ class BodyTimeout(Exception):
 class Request:
     """One HTTP request: method, path, lower-cased headers, query, streamed body."""
 
-    __slots__ = ("_receive", "headers", "method", "params", "path", "query_string", "scope")
+    __slots__ = (
+        "_done",
+        "_read",
+        "_receive",
+        "headers",
+        "method",
+        "params",
+        "path",
+        "query_string",
+        "scope",
+    )
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.scope = scope
@@ -56,6 +72,8 @@ class Request:
             k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
         }
         self.params: dict[str, str] = {}
+        self._read = 0
+        self._done = False
 
     @property
     def query(self) -> dict[str, list[str]]:
@@ -86,13 +104,42 @@ class Request:
             if message["type"] == "http.disconnect":
                 raise ClientDisconnected
             chunk = message.get("body", b"")
+            more = message.get("more_body", False)
+            self._done = not more
             if chunk:
                 size += len(chunk)
+                self._read += len(chunk)
                 if limit is not None and size > limit:
                     raise BodyTooLarge
                 chunks.append(chunk)
-            if not message.get("more_body", False):
+            if not more:
                 return b"".join(chunks)
+
+    async def discard(self, max_bytes: int, deadline: float) -> bool:
+        """Read and drop the rest of the body, up to ``max_bytes`` more within ``deadline``
+        seconds; ``True`` when the body was consumed completely.
+
+        Used before refusing a body so that closing the connection does not reset it
+        (unread data turns the close into a TCP RST that can destroy our response);
+        a sender of more than that just gets the connection closed.
+        """
+        if self._done:
+            return True
+        declared = self.headers.get("content-length")
+        if declared is not None and declared.isdigit():
+            if int(declared) - self._read > max_bytes:
+                return False
+        dropped = 0
+        with anyio.move_on_after(deadline):
+            while dropped <= max_bytes:
+                message = await self._receive()
+                if message["type"] == "http.disconnect":
+                    return False
+                dropped += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    self._done = True
+                    return True
+        return False
 
     async def json(self, limit: int | None = 1024 * 1024) -> Any:
         return orjson.loads(await self.body(limit))
@@ -224,6 +271,7 @@ class Router:
         try:
             response = await handler(request)
         except BodyTooLarge:
+            await request.discard(DRAIN_BYTES, DRAIN_SECONDS)
             response = problem(413, "Payload Too Large", headers={"connection": "close"})
         except BodyTimeout:
             response = problem(
