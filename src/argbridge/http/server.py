@@ -93,6 +93,9 @@ class HttpServer:
             access_log=False,
             timeout_graceful_shutdown=max(1, round(cfg.shutdown_timeout)),
             server_header=False,
+            # No X-Forwarded-For rewriting: one less middleware on the hot path, and the
+            # control API's loopback check sees the real peer address.
+            proxy_headers=False,
         )
         uconfig.load()
         server = _EmbeddedServer(uconfig)
