@@ -48,7 +48,15 @@ from argbridge.config.settings import Settings
 from argbridge.config.webhooks import ArgusWebhookSourceConfig, GenericWebhookSourceConfig
 from argbridge.errors import ConfigError, JournalError
 from argbridge.events import CloudEvent
-from argbridge.http.asgi import Handler, Request, Response, problem
+from argbridge.http.asgi import (
+    BodyTimeout,
+    BodyTooLarge,
+    ClientDisconnected,
+    Handler,
+    Request,
+    Response,
+    problem,
+)
 from argbridge.journal import AppendStatus
 from argbridge.normalize.argus import incident_event, similar_event
 from argbridge.normalize.webhook import generic_event
@@ -176,8 +184,14 @@ class WebhookSource:
             return self._unavailable
         try:
             body = await request.body(cfg.max_body, cfg.body_timeout)
-        except Exception as exc:
-            ctx.reject(type(exc).__name__)
+        except BodyTooLarge:
+            ctx.reject("too_large", limit=cfg.max_body)
+            raise  # the router answers 413 and closes the connection
+        except BodyTimeout:
+            ctx.reject("body_timeout", limit=cfg.body_timeout)
+            raise  # 408, connection closed
+        except ClientDisconnected:
+            ctx.reject("client_disconnected")
             raise
         try:
             verified = self.verifier.verify(request.headers, body, ctx.clock.time())
