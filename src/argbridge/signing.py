@@ -90,10 +90,8 @@ def _header_bytes(value: str) -> bytes:
 
 
 def _mac(key: bytes, *parts: bytes) -> bytes:
-    h = hmac.new(key, digestmod=hashlib.sha256)
-    for part in parts:
-        h.update(part)
-    return h.digest()
+    # One-shot hmac.digest is the C fast path (~1.5x quicker than hmac.new + update).
+    return hmac.digest(key, b"".join(parts), "sha256")
 
 
 def _any_match(candidates: Iterable[bytes], expected: Sequence[bytes]) -> bool:

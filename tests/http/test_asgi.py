@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import anyio
@@ -216,3 +217,29 @@ async def test_lifespan_and_problem_shape():
         "field": "a",
     }
     assert p.content_type == b"application/problem+json"
+
+
+async def test_body_deadline_timer_does_not_outlive_the_read():
+    """After a body arrived in time, the (cancelled) timer must not hit later awaits."""
+    body = await Request(scope(), Feed([b"ab", b"cd"])).body(100, 0.01)
+    assert body == b"abcd"
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    # Wait past the deadline on a loop timer of our own: no stray cancellation arrives.
+    done = anyio.Event()
+    asyncio.get_running_loop().call_later(0.05, done.set)
+    with anyio.fail_after(5):
+        await done.wait()
+
+
+async def test_body_deadline_keeps_foreign_cancellation():
+    """A cancellation that is not the deadline's stays a cancellation."""
+
+    async def reader() -> None:
+        await Request(scope(), Feed([], stall=True)).body(100, 10)
+
+    task = asyncio.ensure_future(reader())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
