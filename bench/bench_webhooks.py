@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,100 @@ def serve_daemon(port: int, state: str) -> None:
     print(f"STATS appended={stats.appended} duplicates={stats.duplicates}", flush=True)
 
 
+# -- in-process breakdown (no HTTP, no load generator) -------------------------------------
+
+
+def breakdown(count: int = 20000, concurrency: int = 64) -> None:
+    """µs per request of the webhook handler called as an ASGI app (no sockets), with the
+    real journal and with the journal append replaced by a no-op: where the time goes."""
+    import anyio
+
+    from argbridge.config.settings import load_settings
+    from argbridge.journal import AppendStatus
+    from argbridge.logging import configure_logging
+    from argbridge.runtime import App
+    from argbridge.signing import sign_standard
+
+    configure_logging("warning", "json")
+    body = webhook_body()
+
+    async def one(with_journal: bool) -> tuple[float, float]:
+        state = tempfile.mkdtemp(prefix="argbridge-bench-")
+        settings = load_settings(
+            None,
+            state_dir=state,
+            http={"enabled": True, "host": "127.0.0.1", "port": 0},
+            sources={"argus": {"type": "argus-webhook", "secrets": [SECRET]}},
+        )
+        app = App(settings, handle_signals=False)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(app.run)
+            await app.ready.wait()
+            assert app.http is not None
+            await app.http.started.wait()
+            router = app.http.router
+            if not with_journal:
+
+                async def no_append(event: Any) -> AppendStatus:
+                    return AppendStatus.APPENDED
+
+                app.journal.append = no_append  # type: ignore[method-assign]
+            ts = int(time.time())
+            scopes = []
+            for i in range(count):
+                msg_id = f"msg_{i}"
+                headers = [
+                    (b"host", b"bench"),
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"webhook-id", msg_id.encode()),
+                    (b"webhook-timestamp", str(ts).encode()),
+                    (b"webhook-signature", sign_standard(SECRET, msg_id, ts, body).encode()),
+                ]
+                scopes.append(
+                    {
+                        "type": "http",
+                        "method": "POST",
+                        "path": "/webhooks/argus",
+                        "headers": headers,
+                        "query_string": b"",
+                    }
+                )
+            statuses: set[int] = set()
+
+            async def receive() -> MutableMapping[str, Any]:
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            async def send(message: MutableMapping[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    statuses.add(message["status"])
+
+            async def worker(k: int) -> None:
+                for sc in scopes[k::concurrency]:
+                    await router(sc, receive, send)
+
+            wall, cpu = time.perf_counter(), time.process_time()
+            async with anyio.create_task_group() as workers:
+                for k in range(concurrency):
+                    workers.start_soon(worker, k)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            assert statuses == {200}, statuses
+            app.request_shutdown()
+        shutil.rmtree(state, ignore_errors=True)
+        return wall / count * 1e6, cpu / count * 1e6
+
+    async def main() -> None:
+        for label, with_journal in (
+            ("handler, journal append stubbed", False),
+            ("handler + journal commit", True),
+        ):
+            wall, cpu = await one(with_journal)
+            print(f"  {label:34s} {wall:7.1f} µs/req wall  {cpu:7.1f} µs/req CPU")
+
+    print(f"in-process breakdown: {count} signed webhooks, {concurrency} concurrent, no HTTP")
+    anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
+
+
 # -- the driver --------------------------------------------------------------------------
 
 
@@ -338,6 +433,9 @@ def main() -> int:
     parser.add_argument(
         "--max-rate", type=float, default=15000, help="pre-signed ids per second of load"
     )
+    parser.add_argument(
+        "--breakdown", action="store_true", help="also time the handler in-process (no HTTP)"
+    )
     parser.add_argument("--serve", choices=["bare", "daemon"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
@@ -348,6 +446,8 @@ def main() -> int:
     if args.serve == "daemon":
         serve_daemon(args.port, args.state)
         return 0
+    if args.breakdown:
+        breakdown()
     if shutil.which("wrk") is None:
         print(
             "bench_webhooks needs wrk on PATH: apt-get update && apt-get install -y wrk",
