@@ -146,10 +146,10 @@ def test_non_utf8_body_rejected():
     assert reason(v, headers, body) == "non_utf8_body"
 
 
-def test_id_header_overrides_delivery_id():
+def test_unsigned_id_header_never_overrides_the_signed_webhook_id():
     v = Verifier("standard-webhooks", [SECRET], id_header="X-Delivery")
     headers = {**package_headers(SECRET, "m", NOW, BODY), "x-delivery": "d-9"}
-    assert v.verify(headers, BODY, NOW).delivery_id == "d-9"
+    assert v.verify(headers, BODY, NOW).delivery_id == "m"
 
 
 def test_secret_without_prefix_and_padding():

@@ -140,8 +140,9 @@ class Verifier:
     def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> Verified:
         """Check ``body`` against the signature headers (lower-case names) at ``now``.
 
-        Returns the delivery id (``webhook-id`` or the configured id header) on success;
-        raises :class:`VerificationFailed` otherwise.
+        Returns the delivery id on success (``webhook-id`` for standard-webhooks, which is
+        signed; the configured id header for the other schemes, which is *not* signed, or
+        ``None``); raises :class:`VerificationFailed` otherwise.
         """
         try:
             body.decode("utf-8")
@@ -177,8 +178,8 @@ class Verifier:
         expected = [_mac(key, prefix, body) for key in self._keys]
         if not _any_match(_standard_entries(sig), expected):
             raise VerificationFailed("mismatch")
-        delivery = self._delivery_id(headers) or msg_id
-        return Verified(delivery, ts)
+        # The signed webhook-id is the delivery id; an unsigned id header never overrides it.
+        return Verified(msg_id, ts)
 
     def _hmac(self, headers: Mapping[str, str], body: bytes) -> Verified:
         sig = headers.get(self.signature_header)

@@ -503,3 +503,11 @@ def test_bad_secret_is_a_config_error_naming_the_key(tmp_path: Path):
         webhook_settings(tmp_path, {"argus": {"type": "argus-webhook", "secrets": ["whsec_!!"]}})
     assert "sources.argus" in str(info.value)
     assert "whsec_!!" not in str(info.value)
+
+
+def test_id_header_is_refused_for_standard_webhooks(tmp_path: Path):
+    with pytest.raises(ConfigError) as info:
+        webhook_settings(
+            tmp_path, {"argus": {"type": "argus-webhook", "secrets": [SECRET], "id_header": "X"}}
+        )
+    assert "signed webhook-id" in str(info.value)

@@ -21,8 +21,11 @@ class WebhookSourceBase(StrictModel):
     secrets: list[Secret] = Field(min_length=1)
     #: Header carrying the signature for ``hmac-sha256`` (GitHub: X-Hub-Signature-256).
     signature_header: str = "X-Hub-Signature-256"
-    #: Header carrying a delivery id for replay protection (``webhook-id`` for
-    #: standard-webhooks; unset for the others = the SHA-256 of the body).
+    #: hmac-sha256 / slack-v0 only: header carrying a delivery id used for replay
+    #: protection (e.g. X-GitHub-Delivery). Unset: the SHA-256 of the (signed) body. Such
+    #: a header is not covered by the signature, so a captured request replayed with a
+    #: new id is not recognised; the body hash has no such gap. standard-webhooks always
+    #: uses its signed ``webhook-id``.
     id_header: str | None = None
     #: Accepted clock skew of signed timestamps, and the replay-protection window.
     tolerance: Duration = 300.0
@@ -35,6 +38,11 @@ class WebhookSourceBase(StrictModel):
 
     @model_validator(mode="after")
     def _secrets_usable(self) -> WebhookSourceBase:
+        if self.id_header is not None and self.scheme == "standard-webhooks":
+            raise ValueError(
+                "id_header: standard-webhooks uses its signed webhook-id; id_header is only "
+                "for hmac-sha256 and slack-v0"
+            )
         for secret in self.secrets:
             try:
                 decode_secret(self.scheme, secret.get_secret_value())

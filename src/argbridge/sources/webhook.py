@@ -22,10 +22,11 @@ committed, or already known (a replay)       200
 
 The 200 is sent only after :meth:`SourceContext.emit` returned, i.e. after the journal
 commit. Replay protection: the event id is ``deterministic_id(source name, delivery id)``
-where the delivery id is ``webhook-id`` (standard-webhooks), the configured ``id_header``,
-or the SHA-256 of the body; the journal drops a known id (kept ``journal.dedupe_window``,
-which must be at least twice the tolerance: a timestamp may be up to ``tolerance`` in the
-future and is still accepted ``tolerance`` after it). A replay gets 200 and no new event.
+where the delivery id is the signed ``webhook-id`` (standard-webhooks), else the configured
+``id_header`` (unsigned: see its config doc) or the SHA-256 of the signed body. The
+journal drops a known id (kept ``journal.dedupe_window``, which must be at least twice the
+tolerance: a timestamp may be up to ``tolerance`` in the future and is still accepted
+``tolerance`` after it). A replay gets 200 and no new event.
 
 Enrichment (``argus-webhook`` with ``enrich_similar``): after a ``created`` incident was
 accepted and answered, a worker calls ``GET {argus_base_url}/ai/similar-incidents/{id}``
