@@ -171,6 +171,11 @@ class App:
             self.source_contexts[name] = SourceContext(
                 name, self.journal, self.metrics, self.clock, type_prefix=s.type_prefix
             )
+            # Sources that serve HTTP (inbound webhooks) get their routes on our listener.
+            routes = getattr(self.sources[name], "routes", None)
+            if routes is not None and self.http is not None:
+                for method, path, handler in routes(self.source_contexts[name]):
+                    self.http.router.add(method, path, handler)
 
     async def _run_components(self) -> None:
         rt = self.settings.runtime

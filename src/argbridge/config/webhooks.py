@@ -1,12 +1,16 @@
-"""Configuration of inbound webhook sources (``argus-webhook`` and generic ``webhook``)."""
+"""Configuration of inbound webhook sources (``argus-webhook`` and generic ``webhook``).
+
+Each source is served at ``POST /webhooks/<source name>`` on the daemon's listener.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from argbridge.config.base import ByteSize, Duration, Secret, StrictModel
+from argbridge.signing import decode_secret
 
 
 class WebhookSourceBase(StrictModel):
@@ -17,10 +21,35 @@ class WebhookSourceBase(StrictModel):
     secrets: list[Secret] = Field(min_length=1)
     #: Header carrying the signature for ``hmac-sha256`` (GitHub: X-Hub-Signature-256).
     signature_header: str = "X-Hub-Signature-256"
-    #: Header carrying a delivery id for replay protection (scheme default when unset).
+    #: hmac-sha256 / slack-v0 only: header carrying a delivery id used for replay
+    #: protection (e.g. X-GitHub-Delivery). Unset: the SHA-256 of the (signed) body. Such
+    #: a header is not covered by the signature, so a captured request replayed with a
+    #: new id is not recognised; the body hash has no such gap. standard-webhooks always
+    #: uses its signed ``webhook-id``.
     id_header: str | None = None
+    #: Accepted clock skew of signed timestamps, and the replay-protection window.
     tolerance: Duration = 300.0
+    #: Larger bodies get 413 (checked while streaming).
     max_body: ByteSize = 1024 * 1024
+    #: The whole body must arrive within this time, else 408 (slow-loris bound).
+    body_timeout: Duration = 10.0
+    #: ``Retry-After`` seconds sent with 503 while the journal signals backpressure.
+    retry_after: int = Field(default=5, ge=1, le=3600)
+
+    @model_validator(mode="after")
+    def _secrets_usable(self) -> WebhookSourceBase:
+        if self.id_header is not None and self.scheme == "standard-webhooks":
+            raise ValueError(
+                "id_header: standard-webhooks uses its signed webhook-id; id_header is only "
+                "for hmac-sha256 and slack-v0"
+            )
+        for secret in self.secrets:
+            try:
+                decode_secret(self.scheme, secret.get_secret_value())
+            except ValueError as exc:
+                # The message never contains the secret itself.
+                raise ValueError(f"secrets: {exc}") from None
+        return self
 
 
 class ArgusWebhookSourceConfig(WebhookSourceBase):
@@ -31,7 +60,10 @@ class ArgusWebhookSourceConfig(WebhookSourceBase):
     enrich_similar: bool = False
     argus_base_url: str = "https://argus.ekarche.com/api/v1"
     argus_token: Secret | None = None
+    #: Bound of one similar-incidents call (it runs after the webhook was answered).
     enrich_timeout: Duration = 2.0
+    #: Enrichment calls waiting at most; beyond this, new ones are skipped (and counted).
+    enrich_queue: int = Field(default=1000, ge=1)
 
 
 class GenericWebhookSourceConfig(WebhookSourceBase):
@@ -39,4 +71,7 @@ class GenericWebhookSourceConfig(WebhookSourceBase):
 
     type: Literal["webhook"]
     ce_type: str = "webhook.received"
+    #: CloudEvents ``source``; default ``urn:argbridge:webhook:<source name>``.
     ce_source: str | None = None
+    #: Top-level body field used as ``subject``/``partitionkey`` when present.
+    subject_field: str | None = None

@@ -2,21 +2,38 @@
 
 No framework: a framework layer costs ~40% of request throughput on this hardware, and
 the webhook path needs only method + path dispatch, headers and a size-bounded body.
+
+Bodies are streamed: :meth:`Request.body` refuses a declared ``Content-Length`` over the
+limit before reading anything, stops at the first chunk that passes the limit
+(:class:`BodyTooLarge` → 413 with ``Connection: close``, so the rest is never read), and
+bounds the time the whole body may take (:class:`BodyTimeout` → 408, slow-loris). Literal
+routes win over ``{param}`` routes; an unexpected handler error is a logged 500, never a
+dropped connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+import anyio
 import orjson
+
+from argbridge.logging import get_logger
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+
+#: Before a 413, at most this much of the rest of the body is read and dropped (never kept),
+#: for at most this long, so a well-behaved client gets to read the answer.
+DRAIN_BYTES = 1024 * 1024
+DRAIN_SECONDS = 0.5
 
 
 class BodyTooLarge(Exception):
@@ -27,10 +44,24 @@ class ClientDisconnected(Exception):
     """The client went away before the body was complete."""
 
 
+class BodyTimeout(Exception):
+    """The body did not arrive completely within the allowed time (slow-loris)."""
+
+
 class Request:
     """One HTTP request: method, path, lower-cased headers, query, streamed body."""
 
-    __slots__ = ("_receive", "headers", "method", "params", "path", "query_string", "scope")
+    __slots__ = (
+        "_done",
+        "_read",
+        "_receive",
+        "headers",
+        "method",
+        "params",
+        "path",
+        "query_string",
+        "scope",
+    )
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.scope = scope
@@ -42,6 +73,8 @@ class Request:
             k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
         }
         self.params: dict[str, str] = {}
+        self._read = 0
+        self._done = False
 
     @property
     def query(self) -> dict[str, list[str]]:
@@ -50,13 +83,40 @@ class Request:
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
 
-    async def body(self, limit: int | None = None) -> bytes:
+    async def body(self, limit: int | None = None, deadline: float | None = None) -> bytes:
         """Read the whole body; raises :class:`BodyTooLarge` as soon as ``limit`` is passed
-        (a declared ``Content-Length`` over the limit is refused before reading)."""
+        (a declared ``Content-Length`` over the limit is refused before reading) and
+        :class:`BodyTimeout` when it takes longer than ``deadline`` seconds in all."""
         declared = self.headers.get("content-length")
         if limit is not None and declared is not None and declared.isdigit():
             if int(declared) > limit:
                 raise BodyTooLarge
+        if deadline is None:
+            return await self._read_body(limit)
+        # A bare loop timer instead of a cancel scope: this runs on every webhook, and
+        # a timer that (almost) never fires costs a third of an anyio/asyncio timeout.
+        # The timer can only fire while this task waits in receive(), so its cancellation
+        # always lands inside the try block below, where it is turned into BodyTimeout.
+        task = asyncio.current_task()
+        assert task is not None
+        fired = False
+
+        def expire() -> None:
+            nonlocal fired
+            fired = True
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(deadline, expire)
+        try:
+            return await self._read_body(limit)
+        except asyncio.CancelledError:
+            if fired and task.uncancel() == 0:
+                raise BodyTimeout from None
+            raise
+        finally:
+            timer.cancel()
+
+    async def _read_body(self, limit: int | None) -> bytes:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -64,13 +124,42 @@ class Request:
             if message["type"] == "http.disconnect":
                 raise ClientDisconnected
             chunk = message.get("body", b"")
+            more = message.get("more_body", False)
+            self._done = not more
             if chunk:
                 size += len(chunk)
+                self._read += len(chunk)
                 if limit is not None and size > limit:
                     raise BodyTooLarge
                 chunks.append(chunk)
-            if not message.get("more_body", False):
+            if not more:
                 return b"".join(chunks)
+
+    async def discard(self, max_bytes: int, deadline: float) -> bool:
+        """Read and drop the rest of the body, up to ``max_bytes`` more within ``deadline``
+        seconds; ``True`` when the body was consumed completely.
+
+        Used before refusing a body so that closing the connection does not reset it
+        (unread data turns the close into a TCP RST that can destroy our response);
+        a sender of more than that just gets the connection closed.
+        """
+        if self._done:
+            return True
+        declared = self.headers.get("content-length")
+        if declared is not None and declared.isdigit():
+            if int(declared) - self._read > max_bytes:
+                return False
+        dropped = 0
+        with anyio.move_on_after(deadline):
+            while dropped <= max_bytes:
+                message = await self._receive()
+                if message["type"] == "http.disconnect":
+                    return False
+                dropped += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    self._done = True
+                    return True
+        return False
 
     async def json(self, limit: int | None = 1024 * 1024) -> Any:
         return orjson.loads(await self.body(limit))
@@ -134,33 +223,47 @@ class Route:
 
 
 class Router:
-    """Method + path dispatch; ``{name}`` segments become ``request.params``."""
+    """Method + path dispatch; ``{name}`` segments become ``request.params``.
+
+    Literal routes are looked up in a dict first (the webhook hot path), then routes with
+    parameters in the order they were added.
+    """
 
     def __init__(self) -> None:
         self._routes: list[Route] = []
+        self._exact: dict[tuple[str, str], Handler] = {}
+        self._log = get_logger(component="http", kind="service")
 
     def add(self, method: str, path: str, handler: Handler) -> None:
-        self._routes.append(Route(method.upper(), tuple(path.strip("/").split("/")), handler))
+        parts = tuple(path.strip("/").split("/"))
+        route = Route(method.upper(), parts, handler)
+        if any(p.startswith("{") and p.endswith("}") for p in parts):
+            self._routes.append(route)
+        else:
+            self._exact.setdefault((route.method, "/".join(parts)), handler)
+            # Literal routes go before every parameterised one (they are more specific).
+            literal = sum(1 for r in self._routes if not any(p.startswith("{") for p in r.parts))
+            self._routes.insert(literal, route)
+
+    def allowed(self, path: str) -> list[str]:
+        """Methods some route accepts for ``path``."""
+        parts = tuple(path.strip("/").split("/"))
+        return sorted({r.method for r in self._routes if _matches(r.parts, parts) is not None})
 
     def match(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], bool]:
         """``(handler, params, path_known)``; ``path_known`` tells 405 from 404."""
+        exact = self._exact.get((method, path.strip("/")))
+        if exact is not None:
+            return exact, {}, True
         parts = tuple(path.strip("/").split("/"))
         path_known = False
         for route in self._routes:
-            if len(route.parts) != len(parts):
+            params = _matches(route.parts, parts)
+            if params is None:
                 continue
-            params: dict[str, str] = {}
-            for want, got in zip(route.parts, parts, strict=True):
-                if want.startswith("{") and want.endswith("}"):
-                    if not got:
-                        break
-                    params[want[1:-1]] = got
-                elif want != got:
-                    break
-            else:
-                path_known = True
-                if route.method == method:
-                    return route.handler, params, True
+            path_known = True
+            if route.method == method:
+                return route.handler, params, True
         return None, {}, path_known
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -176,7 +279,11 @@ class Router:
             return
         handler, params, known = self.match(scope["method"], scope["path"])
         if handler is None:
-            response = problem(405, "Method Not Allowed") if known else problem(404, "Not Found")
+            if known:
+                allow = ", ".join(self.allowed(scope["path"]))
+                response = problem(405, "Method Not Allowed", headers={"allow": allow})
+            else:
+                response = problem(404, "Not Found")
             await response.send(send)
             return
         request = Request(scope, receive)
@@ -184,7 +291,32 @@ class Router:
         try:
             response = await handler(request)
         except BodyTooLarge:
+            await request.discard(DRAIN_BYTES, DRAIN_SECONDS)
             response = problem(413, "Payload Too Large", headers={"connection": "close"})
+        except BodyTimeout:
+            response = problem(
+                408,
+                "Request Timeout",
+                "the request body did not arrive in time",
+                headers={"connection": "close"},
+            )
         except ClientDisconnected:
             return
+        except Exception as exc:
+            self._log.error("http.handler_failed", path=scope["path"], error=exc, exc_info=exc)
+            response = problem(500, "Internal Server Error")
         await response.send(send)
+
+
+def _matches(want_parts: tuple[str, ...], parts: tuple[str, ...]) -> dict[str, str] | None:
+    if len(want_parts) != len(parts):
+        return None
+    params: dict[str, str] = {}
+    for want, got in zip(want_parts, parts, strict=True):
+        if want.startswith("{") and want.endswith("}"):
+            if not got:
+                return None
+            params[want[1:-1]] = got
+        elif want != got:
+            return None
+    return params

@@ -2,9 +2,9 @@
 
 Serves ``/healthz`` (liveness), ``/readyz`` (per-component readiness), ``/metrics``
 (Prometheus) and whatever routes components add to :attr:`HttpServer.router`
-(inbound webhooks, the control API). uvicorn's own signal handling is disabled: the
-runtime owns SIGTERM/SIGINT and stops the server through ``should_exit``; graceful
-shutdown is bounded by ``http.shutdown_timeout``.
+(inbound webhooks, the control API; ``POST /webhooks/<unknown>`` is a 404 problem).
+uvicorn's own signal handling is disabled: the runtime owns SIGTERM/SIGINT and stops the
+server through ``should_exit``; graceful shutdown is bounded by ``http.shutdown_timeout``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import uvicorn
 
 from argbridge.errors import ArgbridgeError
 from argbridge.http import control
-from argbridge.http.asgi import Request, Response, Router, json_response
+from argbridge.http.asgi import Request, Response, Router, json_response, problem
 
 if TYPE_CHECKING:
     from argbridge.runtime import App
@@ -42,6 +42,9 @@ class HttpServer:
         self.router.add("GET", "/healthz", self._healthz)
         self.router.add("GET", "/readyz", self._readyz)
         self.router.add("GET", "/metrics", self._metrics)
+        # Configured webhook sources add literal ``/webhooks/<name>`` routes (which win);
+        # anything else under /webhooks/ is an unknown source.
+        self.router.add("POST", "/webhooks/{source_name}", self._unknown_webhook)
         control.register_all(app, self.router)
         self.port: int | None = None
         self.started = anyio.Event()
@@ -49,6 +52,9 @@ class HttpServer:
 
     async def _healthz(self, request: Request) -> Response:
         return json_response({"status": "alive"})
+
+    async def _unknown_webhook(self, request: Request) -> Response:
+        return problem(404, "Unknown webhook source", "no webhook source is configured here")
 
     async def _readyz(self, request: Request) -> Response:
         health = self.app.health()
@@ -91,6 +97,9 @@ class HttpServer:
             access_log=False,
             timeout_graceful_shutdown=max(1, round(cfg.shutdown_timeout)),
             server_header=False,
+            # No X-Forwarded-For rewriting: one less middleware on the hot path, and the
+            # control API's loopback check sees the real peer address.
+            proxy_headers=False,
         )
         uconfig.load()
         server = _EmbeddedServer(uconfig)

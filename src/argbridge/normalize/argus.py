@@ -5,7 +5,13 @@ The Argus reference documents incidents (``id``, ``title``, ``severity`` P1..P4,
 mapping is liberal: the incident may be the body itself or sit under ``incident``/
 ``data``/``object``; the action comes from ``event``/``action``/``type`` (``incident.created``
 → ``created``) or, failing that, from the status (``open`` → ``created``, ``resolved`` →
-``resolved``…). The untouched body is kept under ``data.upstream``.
+``resolved``…; a ``previous_status`` equal to the status is an ``updated``). Severity
+``P1``..``P4`` becomes the ``severity`` extension (other values stay in ``data`` only).
+The untouched body is kept under ``data.upstream``. The event id is
+``deterministic_id(source name, delivery id)`` so a redelivered webhook is a duplicate.
+
+:func:`similar_event` builds the follow-up ``argus.incident.similar_found`` event of the
+optional enrichment.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ _STATUS_ACTIONS = {
     "closed": "closed",
 }
 _ACTION = re.compile(r"[^a-z0-9_]+")
+_SEVERITY = re.compile(r"^[Pp]([1-4])$")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
@@ -55,9 +62,21 @@ def incident_action(body: Mapping[str, Any], incident: Mapping[str, Any]) -> str
             if action and action != "incident":
                 return action
     status = incident.get("status")
+    previous = body.get("previous_status")
+    if isinstance(status, str) and isinstance(previous, str) and previous.lower() == status.lower():
+        return "updated"
     if isinstance(status, str) and status.lower() in _STATUS_ACTIONS:
         return _STATUS_ACTIONS[status.lower()]
     return "updated"
+
+
+def incident_severity(value: Any) -> str | None:
+    """``P1``..``P4`` (upper-cased) or ``None``."""
+    if isinstance(value, str):
+        match = _SEVERITY.match(value.strip())
+        if match:
+            return f"P{match.group(1)}"
+    return None
 
 
 def incident_event(
@@ -69,7 +88,7 @@ def incident_event(
     prefix: str = "",
 ) -> CloudEvent:
     """Normalise an Argus webhook body; raises :class:`IncidentShapeError` when it has no
-    incident id."""
+    incident id. ``delivery_id`` is the webhook id (or body hash) of this delivery."""
     if not isinstance(body, Mapping):
         raise IncidentShapeError("the body must be a JSON object")
     incident = _incident(body)
@@ -79,11 +98,10 @@ def incident_event(
     incident_id = str(incident_id)
     action = incident_action(body, incident)
     severity = incident.get("severity")
-    identity = delivery_id or "sha:" + content_hash(body)
     when = _pick_time(body, incident)
     base = base_url.rstrip("/")
     return CloudEvent(
-        id=deterministic_id("argus-webhook", source_name, identity),
+        id=deterministic_id(source_name, delivery_id or "sha:" + content_hash(body)),
         source=f"{base}/incidents",
         type=f"{prefix}argus.incident.{action}",
         subject=incident_id,
@@ -105,7 +123,7 @@ def incident_event(
             "upstream": body,
         },
         partitionkey=incident_id,
-        severity=severity if isinstance(severity, str) and severity else None,
+        severity=incident_severity(severity),
     )
 
 
@@ -116,3 +134,27 @@ def _pick_time(body: Mapping[str, Any], incident: Mapping[str, Any]) -> str:
             if isinstance(value, str) and _RFC3339.match(value):
                 return value
     return now_rfc3339()
+
+
+def similar_event(
+    source_name: str,
+    incident: CloudEvent,
+    matches: Any,
+    *,
+    prefix: str = "",
+) -> CloudEvent:
+    """The enrichment follow-up: similar incidents of a created incident."""
+    incident_id = incident.subject or ""
+    return CloudEvent(
+        id=deterministic_id(source_name, incident.id, "similar"),
+        source=incident.source,
+        type=f"{prefix}argus.incident.similar_found",
+        subject=incident.subject,
+        data={
+            "incident_id": incident_id,
+            "for_event": incident.id,
+            "matches": matches,
+        },
+        partitionkey=incident.partitionkey,
+        severity=incident.severity,
+    )
