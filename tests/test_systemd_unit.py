@@ -129,6 +129,11 @@ def test_exec_start_runs_the_documented_config(service):
     assert argv[1:] == ["run", "--config", "/etc/argbridge/argbridge.toml"]
 
 
+def credential_value(name: str) -> str:
+    # Webhook signing secrets are validated as base64 (whsec_...); others are opaque.
+    return "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" if "webhook" in name else f"value-of-{name}"
+
+
 def test_state_dir_is_the_state_directory(service, monkeypatch, tmp_path):
     data = tomllib.loads(CONFIG.read_text())
     assert data["state_dir"] == "/var/lib/argbridge"
@@ -137,7 +142,7 @@ def test_state_dir_is_the_state_directory(service, monkeypatch, tmp_path):
     creds = tmp_path / "creds"
     creds.mkdir()
     for name in credential_refs():
-        (creds / name).write_text(f"value-of-{name}\n")
+        (creds / name).write_text(credential_value(name) + "\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     monkeypatch.setenv("ARGBRIDGE_STATE_DIR", str(tmp_path / "state"))
     settings = load_settings(CONFIG)
@@ -150,7 +155,7 @@ def test_timeout_stop_covers_the_graceful_stop(service, monkeypatch, tmp_path):
     creds = tmp_path / "creds"
     creds.mkdir()
     for name in credential_refs():
-        (creds / name).write_text("x" * 16)
+        (creds / name).write_text(credential_value(name))
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     settings = load_settings(CONFIG)
     rt = settings.runtime

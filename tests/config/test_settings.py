@@ -187,7 +187,11 @@ def test_check_config_accepts_the_shipped_configs():
         result = run_cli(
             "check-config",
             str(REPO / "config" / name),
-            env=dict.fromkeys(EXAMPLE_SECRETS, "placeholder-secret"),
+            env={
+                **dict.fromkeys(EXAMPLE_SECRETS, "placeholder-secret"),
+                "ARGUS_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                "OUTBOUND_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            },
         )
         assert result.returncode == 0, result.stderr
         assert "OK" in result.stdout

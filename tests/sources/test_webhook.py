@@ -219,14 +219,26 @@ async def test_replay_within_tolerance_is_200_and_not_reemitted(tmp_path: Path):
 
 
 def test_dedupe_window_must_cover_twice_the_tolerance(tmp_path: Path):
-    s = webhook_settings(
-        tmp_path,
-        {"argus": {"type": "argus-webhook", "secrets": [SECRET], "tolerance": "10m"}},
-        journal={"dedupe_window": "15m"},
-    )
+    # Checked when the settings load, so `argbridge check-config` reports it too.
     with pytest.raises(ConfigError) as info:
-        App(s, handle_signals=False)._build()
-    assert "sources.argus.tolerance" in str(info.value)
+        webhook_settings(
+            tmp_path,
+            {"argus": {"type": "argus-webhook", "secrets": [SECRET], "tolerance": "10m"}},
+            journal={"dedupe_window": "15m"},
+        )
+    assert dict(info.value.problems)["sources.argus.tolerance"] == (
+        "replay protection needs journal.dedupe_window >= 2 x tolerance (900s < 2 x 600s)"
+    )
+
+
+def test_webhook_sources_need_the_http_listener(tmp_path: Path):
+    with pytest.raises(ConfigError) as info:
+        webhook_settings(
+            tmp_path,
+            {"argus": {"type": "argus-webhook", "secrets": [SECRET]}},
+            http={"enabled": False},
+        )
+    assert dict(info.value.problems)["sources.argus"] == "webhook sources need http.enabled = true"
 
 
 # -- streaming limits ------------------------------------------------------------------

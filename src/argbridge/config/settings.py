@@ -7,6 +7,7 @@ lines (:func:`format_errors`) that never echo an input value (it may be a secret
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -168,9 +169,30 @@ class Settings(BaseSettings):
             raise ValidationError.from_exception_data(
                 exc.title, details + _problem_details(problems)
             ) from None
+        problems += _cross_check_sources(settings)
         if problems:
             raise ValidationError.from_exception_data(cls.__name__, _problem_details(problems))
         return settings
+
+
+def _cross_check_sources(settings: Settings) -> list[tuple[tuple[int | str, ...], str]]:
+    """Checks across sections that need validated values."""
+    problems: list[tuple[tuple[int | str, ...], str]] = []
+    window = settings.journal.dedupe_window
+    for name, source in settings.sources.items():
+        if source.type not in ("argus-webhook", "webhook"):
+            continue
+        if not settings.http.enabled:
+            problems.append((("sources", name), "webhook sources need http.enabled = true"))
+        if window < 2 * source.tolerance:
+            problems.append(
+                (
+                    ("sources", name, "tolerance"),
+                    "replay protection needs journal.dedupe_window >= 2 x tolerance "
+                    f"({window:g}s < 2 x {source.tolerance:g}s)",
+                )
+            )
+    return problems
 
 
 def _route_problems(data: Any) -> list[tuple[tuple[int | str, ...], str]]:
@@ -233,12 +255,20 @@ def _message(err: Any) -> str:
     return msg
 
 
+#: A model-level validator names the offending field as ``field.path: message``.
+_FIELD_PREFIX = re.compile(r"^([a-z_][a-z0-9_]*(?:\.[a-z0-9_]+)*): (.+)$", re.S)
+
+
 def format_errors(exc: ValidationError) -> list[tuple[str, str]]:
     """``(key.path, message)`` for every error; input values are never included."""
     problems: list[tuple[str, str]] = []
     for err in exc.errors(include_url=False, include_input=False):
         loc = _find_tag(tuple(err["loc"]))
         msg = _message(err)
+        match = _FIELD_PREFIX.match(msg) if err["type"] == "value_error" else None
+        if match:
+            loc = (*loc, *match.group(1).split("."))
+            msg = match.group(2)
         problems.append((".".join(str(p) for p in loc), msg))
     return problems
 

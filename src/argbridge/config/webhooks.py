@@ -43,12 +43,12 @@ class WebhookSourceBase(StrictModel):
                 "id_header: standard-webhooks uses its signed webhook-id; id_header is only "
                 "for hmac-sha256 and slack-v0"
             )
-        for secret in self.secrets:
+        for i, secret in enumerate(self.secrets):
             try:
                 decode_secret(self.scheme, secret.get_secret_value())
             except ValueError as exc:
                 # The message never contains the secret itself.
-                raise ValueError(f"secrets: {exc}") from None
+                raise ValueError(f"secrets.{i}: {exc}") from None
         return self
 
 

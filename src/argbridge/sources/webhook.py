@@ -91,18 +91,8 @@ class WebhookSource:
         self.config = config
         self.path = f"/webhooks/{name}"
         key = f"sources.{name}"
-        if not settings.http.enabled:
-            raise ConfigError([(key, "webhook sources need http.enabled = true")])
-        if settings.journal.dedupe_window < 2 * config.tolerance:
-            raise ConfigError(
-                [
-                    (
-                        f"{key}.tolerance",
-                        "replay protection needs journal.dedupe_window >= 2 x tolerance "
-                        f"({settings.journal.dedupe_window:g}s < 2 x {config.tolerance:g}s)",
-                    )
-                ]
-            )
+        # http.enabled and journal.dedupe_window >= 2 x tolerance are checked with the
+        # rest of the settings (config.settings._cross_check_sources).
         try:
             self.verifier = Verifier(
                 config.scheme,
