@@ -284,3 +284,21 @@ async def test_unopenable_journal_is_a_clear_error(tmp_path: Path):
     with pytest.raises(JournalError, match="cannot open journal"):
         async with Journal(tmp_path / "dir.db", sinks=["a"]):
             pass
+
+
+async def test_background_checkpoints_keep_commits_free_of_checkpointing(tmp_path: Path):
+    path = tmp_path / "j.db"
+    async with Journal(path, sinks=["a"], background_checkpoints=True) as j:
+        assert await j.checkpoint() is False  # nothing committed yet
+        await j.append_many([make_event(n, size=4000) for n in range(1500)])
+        wal = path.with_name("j.db-wal")
+        # With SQLite's auto-checkpoint (every 1000 pages) the WAL would wrap around at
+        # ~4 MB; it grew past that, so no commit ran a checkpoint.
+        assert wal.stat().st_size > 1100 * 4096
+        assert await j.checkpoint() is True
+        assert await j.checkpoint() is False
+        with sqlite3.connect(path) as conn:
+            busy, log, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and log == done  # everything was already copied
+    async with Journal(path, sinks=["a"]) as j:
+        assert j.last_seq == 1500
