@@ -246,3 +246,8 @@ def test_pending_bytes_are_bounded_by_the_partial_line():
 
 def test_decode_all():
     assert decode_all(b"data: 1\n\ndata: 2") == [SSEEvent("1")]
+
+
+def test_own_id_tells_inherited_ids_apart():
+    events = SSEDecoder().feed(b"id: 1\ndata: a\n\ndata: b\n\n")
+    assert [(e.id, e.own_id) for e in events] == [("1", True), ("1", False)]

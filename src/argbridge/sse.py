@@ -23,7 +23,7 @@ It replaces httpx-sse's decoder, which (0.4.3) yields phantom empty events after
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -36,6 +36,8 @@ class SSEEvent:
     data: str
     type: str = "message"
     id: str = ""
+    #: Whether this event's own block carried the ``id`` (else it is inherited).
+    own_id: bool = field(default=False, compare=False)
 
 
 class SSEDecoder:
@@ -47,6 +49,7 @@ class SSEDecoder:
         "_event_type",
         "_has_data",
         "_id_buffer",
+        "_id_in_block",
         "_skip_lf",
         "_started",
         "bytes_fed",
@@ -62,6 +65,7 @@ class SSEDecoder:
         self._has_data = False
         self._event_type = ""
         self._id_buffer = last_event_id
+        self._id_in_block = False
         #: The id a reconnecting client sends as ``Last-Event-ID`` (``""``: send none).
         self.last_event_id = last_event_id
         #: Reconnection time the server asked for with ``retry:`` (ms), if any.
@@ -112,6 +116,7 @@ class SSEDecoder:
         self._data = []
         self._has_data = False
         self._event_type = ""
+        self._id_in_block = False
         self._started = False
         self._skip_lf = False
 
@@ -132,6 +137,7 @@ class SSEDecoder:
         elif field == "id":
             if "\x00" not in value:
                 self._id_buffer = value
+                self._id_in_block = True
         elif field == "retry":
             if value and value.isascii() and value.isdigit():
                 self.retry_ms = int(value)
@@ -139,11 +145,13 @@ class SSEDecoder:
 
     def _dispatch(self) -> SSEEvent | None:
         self.last_event_id = self._id_buffer
+        own_id = self._id_in_block
+        self._id_in_block = False
         if not self._has_data:
             self._event_type = ""
             return None
         data = "\n".join(self._data)
-        event = SSEEvent(data, self._event_type or "message", self.last_event_id)
+        event = SSEEvent(data, self._event_type or "message", self.last_event_id, own_id)
         self._data = []
         self._has_data = False
         self._event_type = ""
