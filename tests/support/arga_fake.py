@@ -3,16 +3,20 @@ that records sleeps instead of sleeping, and an ArgaSource running against it.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import io
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
+import structlog
 
 from argbridge.config.arga import ArgaSourceConfig
 from argbridge.journal import Journal
+from argbridge.logging import configure_logging
 from argbridge.metrics import Metrics
 from argbridge.simulator.arga import ArgaSimulator
 from argbridge.sources.arga import ArgaSource
@@ -121,3 +125,15 @@ async def eventually(predicate: Any, timeout: float = 10.0) -> None:
     with anyio.fail_after(timeout):
         while not await predicate():
             await anyio.sleep(0.002)
+
+
+@contextmanager
+def captured_logs(level: str = "debug") -> Iterator[io.StringIO]:
+    """Route argbridge's (JSON) logs into a buffer; restore the defaults afterwards."""
+    buf = io.StringIO()
+    configure_logging(level, "json", stream=buf)
+    try:
+        yield buf
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()

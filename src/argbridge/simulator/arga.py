@@ -33,6 +33,7 @@ from urllib.parse import parse_qs
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import orjson
 import uvicorn
 
@@ -138,6 +139,8 @@ class DemoRun:
     published: int = 0
     final_status: str = "completed"
     status: str = "running"
+    #: Send filler events of this many bytes forever (load and backpressure tests).
+    flood_pad: int = 0
     changed: anyio.Event = field(default_factory=anyio.Event)
 
     def publish(self, n: int | None = None) -> None:
@@ -332,7 +335,13 @@ class ArgaSimulator:
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                 server.should_exit = True
                 server.force_exit = True
-                await server.shutdown(sockets=[sock])
+                try:
+                    await server.shutdown(sockets=[sock])
+                except Exception:  # noqa: S110 - uvicorn may trip over half-closed websockets
+                    for connection in list(server.server_state.connections):
+                        transport = getattr(connection, "transport", None)
+                        if transport is not None:
+                            transport.abort()
             sock.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -375,7 +384,7 @@ class ArgaSimulator:
             return
         if method == "GET" and len(parts) == 3 and parts[0] == "validate" and parts[2] == "results":
             self._count("results")
-            await self._results(scope, send, parts[1])
+            await self._results(scope, receive, send, parts[1])
         elif method == "GET" and len(parts) == 2 and parts[0] == "runs":
             self._count("run")
             run = self.validation_runs.get(parts[1])
@@ -450,7 +459,7 @@ class ArgaSimulator:
             await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(event) + b"\n\n", "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 
-    async def _results(self, scope: Scope, send: Send, run_id: str) -> None:
+    async def _results(self, scope: Scope, receive: Receive, send: Send, run_id: str) -> None:
         f = self.faults
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         self.last_event_ids.append(headers.get("last-event-id"))
@@ -474,7 +483,16 @@ class ArgaSimulator:
         )
         self._opened()
         try:
-            await self._stream_events(send, run, headers.get("last-event-id"))
+            async with anyio.create_task_group() as tg:
+
+                async def watch_disconnect() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(watch_disconnect)
+                await self._stream_events(send, run, headers.get("last-event-id"))
+                tg.cancel_scope.cancel()
         finally:
             self.open_streams -= 1
             self._bump()
@@ -510,6 +528,8 @@ class ArgaSimulator:
             filler = {"type": "progress", "pad": "x" * run.flood_pad}
             for n in itertools.count(pos + 1):
                 await write(_frame(n, filler))
+                # uvicorn's send returns at once after a disconnect: let the watcher run.
+                await anyio.lowlevel.checkpoint()
         while True:
             while pos < run.published:
                 frame = _frame(pos + 1, run.events[pos])
@@ -571,6 +591,13 @@ class ArgaSimulator:
             await send({"type": "websocket.send", "text": "{not json"})
         pos = run.published  # live only: history is in events_json
         sent = 0
+        if run.flood_pad:
+            for n in itertools.count():
+                event = {"id": f"{run.run_id}-f{n}", "type": "progress", "message": "x" * run.flood_pad}
+                self.send_started = anyio.current_time()
+                await write({"type": "event", "event": event})
+                self.send_started = None
+                await anyio.lowlevel.checkpoint()
         while True:
             while pos < run.published:
                 if f.drop_every and sent >= f.drop_every:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import anyio
 import httpx
 import orjson
 from websockets.asyncio.client import connect
@@ -123,6 +124,12 @@ class DemoRunFollower:
                 return self.policy.on_ws_close(code, reason=reason)
         finally:
             gauge.dec()
+            # Also on cancellation (shutdown): close politely but boundedly, then drop.
+            with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(self.src.config.websocket.close_timeout):
+                    await ws.close()
+                if not ws.transport.is_closing():
+                    ws.transport.abort()
 
     async def _message(self, message: str | bytes) -> None:
         self.messages += 1
