@@ -178,10 +178,11 @@ def results_from_run(
     *,
     base_url: str = "https://api.argalabs.com",
     prefix: str = "",
+    include_terminal: bool = True,
 ) -> list[CloudEvent]:
     """Gap-fill from ``GET /runs/{run_id}``: every step result in ``results_json`` and,
-    when the run is terminal, its ``run_<status>`` event, with the ids the stream gives
-    the same events."""
+    when the run is terminal (and ``include_terminal``), its ``run_<status>`` event, with
+    the ids the stream gives the same events."""
     events: list[CloudEvent] = []
     results = run.get("results_json")
     if isinstance(results, list):
@@ -194,7 +195,7 @@ def results_from_run(
                 payload["step_number"] = i + 1
             events.append(results_event(run_id, payload, base_url=base_url, prefix=prefix))
     status = run.get("status")
-    if isinstance(status, str) and status in TERMINAL_STATUSES:
+    if include_terminal and isinstance(status, str) and status in TERMINAL_STATUSES:
         terminal = {"type": f"run_{status}", "status": status}
         events.append(results_event(run_id, terminal, base_url=base_url, prefix=prefix))
     return events

@@ -87,7 +87,7 @@ class ResultsFollower:
     async def _finish(self, decision: Decision) -> str:
         if decision.action is Action.DONE:
             # A reconnect may have come back to a terminal run: one last catch-up.
-            await self.gap_fill()
+            await self.gap_fill(include_terminal=True)
             self.log.info("arga.run_finished", events=self.events)
             return "done"
         if decision.alert:
@@ -170,9 +170,10 @@ class ResultsFollower:
             self.last_id = decoder.last_event_id
             await self.ctx.journal.set_state(last_id_key(self.src.name, self.run_id), self.last_id)
 
-    async def gap_fill(self) -> int:
-        """Emit the step results (and terminal event) of ``GET /runs/{run_id}``; returns
-        how many were new. Failures are logged: the live stream still runs."""
+    async def gap_fill(self, *, include_terminal: bool = False) -> int:
+        """Emit the step results of ``GET /runs/{run_id}`` (and its terminal event at the
+        end, so the terminal event stays last); returns how many were new. Failures
+        are logged: the live stream still runs."""
         try:
             response = await self.src.client.get(f"/runs/{self.run_id}")
         except httpx.TransportError as exc:
@@ -189,7 +190,11 @@ class ResultsFollower:
         if not isinstance(run, dict):
             return 0
         events = results_from_run(
-            self.run_id, run, base_url=self.src.public_base_url, prefix=self.ctx.type_prefix
+            self.run_id,
+            run,
+            base_url=self.src.public_base_url,
+            prefix=self.ctx.type_prefix,
+            include_terminal=include_terminal,
         )
         if not events:
             return 0
