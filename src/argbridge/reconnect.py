@@ -5,7 +5,7 @@ Owns: classifying how a connection attempt or session ended into a :class:`Decis
 sleeping; the caller sleeps ``decision.delay`` on its injected clock, so tests run
 whole schedules instantly.
 
-Outcomes (DESIGN.md principle 4, protocols.md §1–2):
+Outcomes (DESIGN.md principle 4, protocols.md §1-2):
 
 ========================================  =========================================
 network error, read timeout, EOF of a      reconnect: exponential backoff with full

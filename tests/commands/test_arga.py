@@ -36,7 +36,13 @@ async def test_follow_and_start_commands(tmp_path, capsys):
             code = await anyio.to_thread.run_sync(run, "start", "pr-run", "--repo", "a/b", *daemon)
             assert code == 2
             code = await anyio.to_thread.run_sync(
-                run, "follow", "r1", "--daemon", f"http://127.0.0.1:{app.http.port}", "--token", "bad"
+                run,
+                "follow",
+                "r1",
+                "--daemon",
+                f"http://127.0.0.1:{app.http.port}",
+                "--token",
+                "bad",
             )
             assert code == 1
             assert "401" in capsys.readouterr().err
@@ -53,7 +59,7 @@ def test_unreachable_daemon(capsys):
 
 def test_config_without_http_is_a_usage_error(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[http]\nenabled = false\n')
+    cfg.write_text("[http]\nenabled = false\n")
     with pytest.raises(SystemExit) as exc:
         main(["follow", "r1", "--config", str(cfg)])
     assert exc.value.code == 2

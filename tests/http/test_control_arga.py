@@ -30,7 +30,9 @@ async def test_follow_list_and_start(tmp_path):
                 r = await c.post("/control/follow", json={"run_id": ""}, headers=auth)
                 assert r.status_code == 400
                 assert r.headers["content-type"] == "application/problem+json"
-                r = await c.post("/control/follow", json={"run_id": "x", "source": "nope"}, headers=auth)
+                r = await c.post(
+                    "/control/follow", json={"run_id": "x", "source": "nope"}, headers=auth
+                )
                 assert r.status_code == 404
                 with anyio.fail_after(10):
                     await sim.wait_until(lambda: sim.streams_opened == 1)
@@ -40,7 +42,13 @@ async def test_follow_list_and_start(tmp_path):
                     await source.runs[("validation", "r1")].finished.wait()  # type: ignore[attr-defined]
                 r = await c.get("/control/follow", headers=auth)
                 assert r.json()["runs"] == [
-                    {"source": "arga", "kind": "validation", "run_id": "r1", "origin": "control", "status": "done"}
+                    {
+                        "source": "arga",
+                        "kind": "validation",
+                        "run_id": "r1",
+                        "origin": "control",
+                        "status": "done",
+                    }
                 ]
                 r = await c.post(
                     "/control/start/pr-run", json={"repo": "acme/web", "branch": "b"}, headers=auth

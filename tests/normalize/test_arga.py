@@ -63,7 +63,13 @@ def test_other_events_use_the_sse_id_else_content():
 
 
 def test_demorun_ws_and_events_json_share_ids():
-    item = {"id": "e1", "type": "running", "message": "m", "details": {}, "timestamp": "2026-04-29T12:00:00Z"}
+    item = {
+        "id": "e1",
+        "type": "running",
+        "message": "m",
+        "details": {},
+        "timestamp": "2026-04-29T12:00:00Z",
+    }
     ws = demorun_event(RUN, {"type": "event", "event": item})
     done = demorun_event(RUN, {"type": "done", "status": "completed"})
     assert ws is not None and done is not None
@@ -83,3 +89,17 @@ def test_auth_failed_alert():
     assert ev.type == "argbridge.source.auth_failed"
     assert ev.severity == "high" and ev.data["run_id"] == RUN
     assert "401" in ev.data["detail"]
+
+
+def test_fast_deterministic_id_matches_the_foundation():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from argbridge.events import deterministic_id as reference
+    from argbridge.normalize.arga import deterministic_id as fast
+
+    @given(st.lists(st.one_of(st.text(), st.integers()), min_size=1, max_size=4))
+    def check(parts):
+        assert fast(*parts) == reference(*parts)
+
+    check()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 import pytest
 
@@ -48,7 +50,7 @@ async def test_close_1008_after_accept_is_exactly_one_attempt(tmp_path):
     assert "test-token-123456" not in out
 
 
-async def _close_1008(tmp_path):
+async def _close_1008(tmp_path: Path) -> None:
     async with simulator() as sim:
         sim.faults.ws_close_1008 = True
         sim.add_demo_run("d1", steps=2)
@@ -70,7 +72,7 @@ async def test_bad_token_closes_1008_and_never_leaks(tmp_path):
     assert "secret-wrong-token-42" not in logs.getvalue()
 
 
-async def _bad_token(tmp_path):
+async def _bad_token(tmp_path: Path) -> None:
     async with simulator() as sim:
         sim.add_demo_run("d1", steps=2)
         async with running_source(tmp_path, sim, api_key="secret-wrong-token-42") as h:
@@ -137,12 +139,15 @@ async def test_malformed_message_is_counted_not_fatal(tmp_path):
             await h.source.follow("d1", "demo")
 
             async def rejected() -> bool:
-                return h.metric(
-                    "argbridge_component_discarded_events_total",
-                    component="arga",
-                    kind="source",
-                    reason="malformed_json",
-                ) == 1
+                return (
+                    h.metric(
+                        "argbridge_component_discarded_events_total",
+                        component="arga",
+                        kind="source",
+                        reason="malformed_json",
+                    )
+                    == 1
+                )
 
             with anyio.fail_after(10):
                 await eventually(rejected)

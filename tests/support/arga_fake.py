@@ -119,11 +119,11 @@ async def running_source(
             await j.__aexit__(None, None, None)
 
 
-async def eventually(predicate: Any, timeout: float = 10.0) -> None:
+async def eventually(predicate: Any, limit: float = 10.0) -> None:
     """Wait until ``await predicate()`` is true, checking after each scheduler pass (a
     condition with no event to wait on, e.g. a journal state value); bounded."""
-    with anyio.fail_after(timeout):
-        while not await predicate():
+    with anyio.fail_after(limit):
+        while not await predicate():  # noqa: ASYNC110 - no event exists for a state value
             await anyio.sleep(0.002)
 
 

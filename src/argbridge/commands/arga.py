@@ -30,7 +30,9 @@ EXIT_UNREACHABLE = 3
 def _daemon_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", help="the daemon's TOML configuration (finds host/port/token)")
     p.add_argument("--daemon", metavar="URL", help="daemon base URL, e.g. http://127.0.0.1:8080")
-    p.add_argument("--token", help="control API token (default: from --config or $ARGBRIDGE_CONTROL_TOKEN)")
+    p.add_argument(
+        "--token", help="control API token (default: from --config or $ARGBRIDGE_CONTROL_TOKEN)"
+    )
     p.add_argument("--source", help="arga source name (needed when the daemon has several)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the daemon")
 
@@ -99,7 +101,9 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
         with httpx.Client(timeout=args.timeout, trust_env=False) as client:
             response = client.request(method, base + path, json=body, headers=headers)
     except httpx.HTTPError as exc:
-        print(f"argbridge: cannot reach the daemon at {base}: {type(exc).__name__}", file=sys.stderr)
+        print(
+            f"argbridge: cannot reach the daemon at {base}: {type(exc).__name__}", file=sys.stderr
+        )
         raise SystemExit(EXIT_UNREACHABLE) from None
     try:
         data = response.json()
@@ -120,7 +124,9 @@ def cmd_follow(args: argparse.Namespace) -> int:
         if status != 200:
             return _fail(status, data)
         for run in data.get("runs", []):
-            print(f"{run['source']}\t{run['kind']}\t{run['run_id']}\t{run['status']}\t{run['origin']}")
+            print(
+                f"{run['source']}\t{run['kind']}\t{run['run_id']}\t{run['status']}\t{run['origin']}"
+            )
         return 0
     if not args.run_id:
         print("argbridge follow: a RUN_ID is required (or --list)", file=sys.stderr)

@@ -44,7 +44,10 @@ def _pick(app: App, name: Any) -> ArgaSource | Response:
     if name is None:
         if len(sources) > 1:
             return problem(
-                400, "Ambiguous source", f"name one of: {', '.join(sorted(sources))}", field="source"
+                400,
+                "Ambiguous source",
+                f"name one of: {', '.join(sorted(sources))}",
+                field="source",
             )
         return next(iter(sources.values()))
     if not isinstance(name, str) or name not in sources:
@@ -72,7 +75,9 @@ def register(app: App, router: Router) -> None:
             return body
         run_id = body.get("run_id")
         if not isinstance(run_id, str) or not run_id or "/" in run_id:
-            return problem(400, "Invalid run_id", "run_id must be a non-empty string", field="run_id")
+            return problem(
+                400, "Invalid run_id", "run_id must be a non-empty string", field="run_id"
+            )
         source = _pick(app, body.get("source"))
         if isinstance(source, Response):
             return source
@@ -82,7 +87,9 @@ def register(app: App, router: Router) -> None:
         except SourceError as exc:
             return problem(503, "Source not running", str(exc))
         state = source.runs[(kind, run_id)]
-        return json_response({"source": source.name, "new": new, **state.to_json()}, 202 if new else 200)
+        return json_response(
+            {"source": source.name, "new": new, **state.to_json()}, 202 if new else 200
+        )
 
     async def listing(request: Request) -> Response:
         denied = check_access(app, request)

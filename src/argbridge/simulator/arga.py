@@ -77,6 +77,14 @@ class Faults:
     ws_drop_code: int = 1011
     #: Send a malformed JSON frame before the first event of each connection.
     bad_json_first: bool = False
+    #: A finished run streams its whole history (from ``Last-Event-ID``) instead of only
+    #: its terminal event, and the WebSocket sends the published history first (bench).
+    replay_history: bool = False
+    #: ``GET /demo-runner/runs/{id}`` answers an empty ``events_json`` and a running
+    #: status (bench: measure the WebSocket path, not the REST gap-fill).
+    hide_history: bool = False
+    #: SSE frames coalesced into one write when several are ready (bench: server speed).
+    coalesce: int = 1
     #: Stream requests after the first ``gate_after`` wait until ``gate`` is set.
     gate_after: int = 0
     gate: anyio.Event | None = None
@@ -98,7 +106,9 @@ class ValidationRun:
     def publish(self, n: int | None = None) -> None:
         """Make the next ``n`` events (default: all) visible; the run turns terminal
         when its ``run_<status>`` event is published."""
-        self.published = len(self.events) if n is None else min(len(self.events), self.published + n)
+        self.published = (
+            len(self.events) if n is None else min(len(self.events), self.published + n)
+        )
         last = self.events[self.published - 1] if self.published else {}
         if str(last.get("type", "")).startswith("run_") and last.get("status") in TERMINAL:
             self.status = str(last["status"])
@@ -145,7 +155,9 @@ class DemoRun:
 
     def publish(self, n: int | None = None) -> None:
         """Publish the next ``n`` events (default all); all published → terminal."""
-        self.published = len(self.events) if n is None else min(len(self.events), self.published + n)
+        self.published = (
+            len(self.events) if n is None else min(len(self.events), self.published + n)
+        )
         if self.published == len(self.events):
             self.status = self.final_status
         self.changed.set()
@@ -166,9 +178,9 @@ class DemoRun:
         }
 
 
-def validation_script(run_id: str, steps: int, *, pad: int = 0, final: str = "complete") -> list[
-    dict[str, Any]
-]:
+def validation_script(
+    run_id: str, steps: int, *, pad: int = 0, final: str = "complete"
+) -> list[dict[str, Any]]:
     """The SSE events of a run with ``steps`` steps (``pad`` bytes of filler each)."""
     events: list[dict[str, Any]] = [{"type": "run_started", "status": "running"}]
     for n in range(1, steps + 1):
@@ -261,7 +273,7 @@ class ArgaSimulator:
         self.demo_runs[run_id] = run
         return run
 
-    async def autoplay(self, tick: float, *, steps: int = 4, loop: bool = True) -> None:
+    async def autoplay(self, tick: float, steps: int = 4, loop: bool = True) -> None:
         """Produce runs forever (``make run``): one validation run and one demo run at a
         time, one event per ``tick``."""
         while True:
@@ -307,7 +319,9 @@ class ArgaSimulator:
             finally:
                 tg.cancel_scope.cancel()
 
-    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         sock = socket.socket(socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))
@@ -337,7 +351,7 @@ class ArgaSimulator:
                 server.force_exit = True
                 try:
                     await server.shutdown(sockets=[sock])
-                except Exception:  # noqa: S110 - uvicorn may trip over half-closed websockets
+                except Exception:
                     for connection in list(server.server_state.connections):
                         transport = getattr(connection, "transport", None)
                         if transport is not None:
@@ -409,7 +423,11 @@ class ArgaSimulator:
             if drun is None:
                 await _json(send, 404, {"detail": "Test run not found"})
             else:
-                await _json(send, 200, drun.details())
+                details = drun.details()
+                if self.faults.hide_history:
+                    details["events_json"] = []
+                    details["status"] = "running"
+                await _json(send, 200, details)
         elif method == "POST" and parts in (["validate", "url-run"], ["validate", "pr-run"]):
             self._count(parts[1])
             await self._start(scope, receive, send, parts[1])
@@ -438,7 +456,9 @@ class ArgaSimulator:
         self.started_runs.append(run.run_id)
         session = str(uuid.uuid4())
         if kind == "url-run" and req.get("prompt"):
-            await _json(send, 200, {"run_id": run.run_id, "status": "queued", "session_id": session})
+            await _json(
+                send, 200, {"run_id": run.run_id, "status": "queued", "session_id": session}
+            )
             return
         await send(
             {
@@ -456,7 +476,13 @@ class ArgaSimulator:
             {"type": "plan_ready", "message": "Plan ready", "steps": 2},
         ]
         for event in planning:
-            await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(event) + b"\n\n", "more_body": True})
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"data: " + orjson.dumps(event) + b"\n\n",
+                    "more_body": True,
+                }
+            )
         await send({"type": "http.response.body", "body": b""})
 
     async def _results(self, scope: Scope, receive: Receive, send: Send, run_id: str) -> None:
@@ -478,7 +504,10 @@ class ArgaSimulator:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [(b"content-type", f.content_type.encode()), (b"cache-control", b"no-store")],
+                "headers": [
+                    (b"content-type", f.content_type.encode()),
+                    (b"cache-control", b"no-store"),
+                ],
             }
         )
         self._opened()
@@ -515,7 +544,7 @@ class ArgaSimulator:
             await write(b": ping\n\n")
         if f.bad_json_first:
             await write(b"data: {not json\n\n")
-        if run.terminal and run.published == len(run.events):
+        if run.terminal and run.published == len(run.events) and not f.replay_history:
             # The documented behaviour: a terminal run answers with its terminal event.
             await write(_frame(len(run.events), run.events[-1]))
             await send({"type": "http.response.body", "body": b""})
@@ -531,6 +560,11 @@ class ArgaSimulator:
                 # uvicorn's send returns at once after a disconnect: let the watcher run.
                 await anyio.lowlevel.checkpoint()
         while True:
+            if f.coalesce > 1 and not (f.drop_every or f.eof_every):
+                while run.published - pos > 1:
+                    end = min(run.published, pos + f.coalesce)
+                    await write(b"".join(_frame(n + 1, run.events[n]) for n in range(pos, end)))
+                    pos = end
             while pos < run.published:
                 frame = _frame(pos + 1, run.events[pos])
                 if f.drop_every and sent >= f.drop_every:
@@ -563,7 +597,9 @@ class ArgaSimulator:
             headers = [(b"content-type", b"application/json")]
             if f.retry_after:
                 headers.append((b"retry-after", f.retry_after.encode()))
-            await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+            await send(
+                {"type": "websocket.http.response.start", "status": status, "headers": headers}
+            )
             await send({"type": "websocket.http.response.body", "body": b"{}"})
             return
         token = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [""])[0]
@@ -589,11 +625,15 @@ class ArgaSimulator:
 
         if f.bad_json_first:
             await send({"type": "websocket.send", "text": "{not json"})
-        pos = run.published  # live only: history is in events_json
+        pos = 0 if f.replay_history else run.published  # live only: history is in events_json
         sent = 0
         if run.flood_pad:
             for n in itertools.count():
-                event = {"id": f"{run.run_id}-f{n}", "type": "progress", "message": "x" * run.flood_pad}
+                event = {
+                    "id": f"{run.run_id}-f{n}",
+                    "type": "progress",
+                    "message": "x" * run.flood_pad,
+                }
                 self.send_started = anyio.current_time()
                 await write({"type": "event", "event": event})
                 self.send_started = None
@@ -601,7 +641,9 @@ class ArgaSimulator:
         while True:
             while pos < run.published:
                 if f.drop_every and sent >= f.drop_every:
-                    await send({"type": "websocket.close", "code": f.ws_drop_code, "reason": "drop"})
+                    await send(
+                        {"type": "websocket.close", "code": f.ws_drop_code, "reason": "drop"}
+                    )
                     return
                 await write({"type": "event", "event": run.events[pos]})
                 pos += 1

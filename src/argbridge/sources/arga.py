@@ -53,7 +53,12 @@ class FollowedRun:
     finished: anyio.Event = field(default_factory=anyio.Event)
 
     def to_json(self) -> dict[str, str]:
-        return {"kind": self.kind, "run_id": self.run_id, "origin": self.origin, "status": self.status}
+        return {
+            "kind": self.kind,
+            "run_id": self.run_id,
+            "origin": self.origin,
+            "status": self.status,
+        }
 
 
 class ArgaSource:
@@ -125,6 +130,9 @@ class ArgaSource:
     async def run(self, ctx: SourceContext) -> None:
         self._ctx = ctx
         cfg = self.config
+        # A restart by the supervisor starts clean; the persisted list resumes the runs.
+        self.runs = {}
+        self._slots = anyio.Semaphore(cfg.max_streams)
         async with anyio.create_task_group() as outer:
             if cfg.simulate is not None and cfg.simulate.enabled:
                 from argbridge.simulator.arga import ArgaSimulator
@@ -132,8 +140,10 @@ class ArgaSource:
                 sim = ArgaSimulator(self.api_key, heartbeat=cfg.simulate.heartbeat)
                 await outer.start(sim.serve)
                 self.simulator = sim
-                self.base_url = sim.base_url
-                outer.start_soon(sim.autoplay, cfg.simulate.tick, cfg.simulate.steps, cfg.simulate.loop)
+                self.base_url = self.public_base_url = sim.base_url
+                outer.start_soon(
+                    sim.autoplay, cfg.simulate.tick, cfg.simulate.steps, cfg.simulate.loop
+                )
                 ctx.log.info("arga.simulator_started", url=sim.base_url)
             timeout = httpx.Timeout(
                 connect=cfg.connect_timeout, read=cfg.read_timeout, write=30.0, pool=None
@@ -143,7 +153,9 @@ class ArgaSource:
                 headers={"authorization": f"Bearer {self.api_key}", "user-agent": "argbridge"},
                 timeout=timeout,
                 trust_env=False,
-                limits=httpx.Limits(max_connections=cfg.max_streams + 8, max_keepalive_connections=8),
+                limits=httpx.Limits(
+                    max_connections=cfg.max_streams + 8, max_keepalive_connections=8
+                ),
             ) as client:
                 self._client = client
                 try:
@@ -181,7 +193,9 @@ class ArgaSource:
 
     # -- following -----------------------------------------------------------------------
 
-    async def follow(self, run_id: str, kind: str, *, origin: str = "control", force: bool = False) -> bool:
+    async def follow(
+        self, run_id: str, kind: str, *, origin: str = "control", force: bool = False
+    ) -> bool:
         """Follow ``run_id`` (``kind``: ``validation`` or ``demo``); ``False`` when it is
         already followed, or already finished and ``force`` is off."""
         if kind not in KINDS:
@@ -194,11 +208,11 @@ class ArgaSource:
         current = self.runs.get(key)
         if current is not None and (current.status == "following" or not force):
             return False
-        state = FollowedRun(kind, run_id, origin)  # type: ignore[arg-type]
+        state = FollowedRun("validation" if kind == "validation" else "demo", run_id, origin)
         self.runs[key] = state
         await self._save()
         self._tg.start_soon(self._follow_task, state, None, name=f"arga:{kind}:{run_id}")
-        self._ctx.log.info("arga.following", kind=kind, run_id=run_id, origin=origin)
+        self._ctx.log.info("arga.following", stream_kind=kind, run_id=run_id, origin=origin)
         return True
 
     async def _follow_task(self, state: FollowedRun, initial: httpx.Response | None) -> None:
@@ -250,7 +264,13 @@ class ArgaSource:
                         task_status.started({"error": 502, "detail": "Arga returned no run_id"})
                         return
                     await self.follow(run_id, "validation", origin=kind, force=True)
-                    task_status.started({"run_id": run_id, "session_id": data.get("session_id"), "status": data.get("status")})
+                    task_status.started(
+                        {
+                            "run_id": run_id,
+                            "session_id": data.get("session_id"),
+                            "status": data.get("status"),
+                        }
+                    )
                     return
                 run_id = response.headers.get("x-run-id") or ""
                 if ctype != EVENT_STREAM or not run_id:
@@ -262,16 +282,24 @@ class ArgaSource:
                 self.runs[("validation", run_id)] = state
                 await self._save()
                 task_status.started(
-                    {"run_id": run_id, "session_id": response.headers.get("x-session-id"), "status": "started"}
+                    {
+                        "run_id": run_id,
+                        "session_id": response.headers.get("x-session-id"),
+                        "status": "started",
+                    }
                 )
-                self._ctx.log.info("arga.following", kind="validation", run_id=run_id, origin=kind)
+                self._ctx.log.info(
+                    "arga.following", stream_kind="validation", run_id=run_id, origin=kind
+                )
                 await self._follow_task(state, response)
         except (httpx.TransportError, orjson.JSONDecodeError) as exc:
             task_status.started({"error": 502, "detail": f"Arga unreachable: {type(exc).__name__}"})
 
     def health(self) -> Health:
         following = sum(1 for r in self.runs.values() if r.status == "following")
-        detail = f"{following} run(s) followed, {self.open_slots}/{self.config.max_streams} streams open"
+        detail = (
+            f"{following} run(s) followed, {self.open_slots}/{self.config.max_streams} streams open"
+        )
         if self.auth_failures:
             return Health(False, f"Arga refused the API key ({self.auth_failures}x); {detail}")
         return Health(self._client is not None, detail if self._client else "starting")

@@ -32,8 +32,10 @@ from websockets.exceptions import (
     WebSocketException,
 )
 
+from argbridge.events import CloudEvent
 from argbridge.normalize.arga import demorun_event, demorun_from_run
 from argbridge.reconnect import Action, Decision, ReconnectPolicy
+from argbridge.sources.arga_pipeline import CommitPipeline
 from argbridge.sources.base import SourceContext
 
 if TYPE_CHECKING:
@@ -58,7 +60,9 @@ class DemoRunFollower:
         scheme = "wss" if base.startswith("https://") else "ws"
         host = base.split("://", 1)[1]
         token = quote(self.src.api_key, safe="")
-        return f"{scheme}://{host}/demo-runner/runs/{quote(self.run_id, safe='')}/stream?token={token}"
+        return (
+            f"{scheme}://{host}/demo-runner/runs/{quote(self.run_id, safe='')}/stream?token={token}"
+        )
 
     async def run(self) -> str:
         """Follow until ``done`` (``"done"``) or the policy stops (its reason)."""
@@ -111,17 +115,16 @@ class DemoRunFollower:
             await self.gap_fill()
             if self.done:
                 return Decision(Action.DONE, "done")
-            try:
-                while True:
-                    await self.ctx.wait_ready()  # paused: the queue fills, reading stops
-                    message = await ws.recv()
-                    await self._message(message)
-                    if self.done:
-                        return self.policy.on_ws_close(1000, done=True)
-            except ConnectionClosed as exc:
-                code = exc.rcvd.code if exc.rcvd else None
-                reason = exc.rcvd.reason if exc.rcvd else ""
-                return self.policy.on_ws_close(code, reason=reason)
+            # Bounded like the library's own queue: at most max_queue messages held here.
+            pipe = CommitPipeline(self.ctx, max_batches=self.src.config.websocket.max_queue)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pipe.run)
+                try:
+                    decision = await self._read(ws, pipe)
+                finally:
+                    pipe.close()  # the committer journals what was read, then ends
+            self.events += pipe.committed
+            return decision
         finally:
             gauge.dec()
             # Also on cancellation (shutdown): close politely but boundedly, then drop.
@@ -131,7 +134,22 @@ class DemoRunFollower:
                 if not ws.transport.is_closing():
                     ws.transport.abort()
 
-    async def _message(self, message: str | bytes) -> None:
+    async def _read(self, ws: Any, pipe: CommitPipeline) -> Decision:
+        try:
+            while True:
+                await self.ctx.wait_ready()  # paused: the queue fills, reading stops
+                event = self._message(await ws.recv())
+                if event is not None:
+                    await pipe.put([event])
+                    self.policy.progressed()
+                if self.done:
+                    return self.policy.on_ws_close(1000, done=True)
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd else None
+            reason = exc.rcvd.reason if exc.rcvd else ""
+            return self.policy.on_ws_close(code, reason=reason)
+
+    def _message(self, message: str | bytes) -> CloudEvent | None:
         self.messages += 1
         try:
             payload: Any = orjson.loads(message)
@@ -139,19 +157,15 @@ class DemoRunFollower:
             payload = None
         if not isinstance(payload, dict):
             self.ctx.reject("malformed_json", run_id=self.run_id, position=self.messages)
-            return
+            return None
         event = demorun_event(
             self.run_id, payload, base_url=self.src.public_base_url, prefix=self.ctx.type_prefix
         )
         if payload.get("type") == "done":
             self.done = True
-        if event is None:
-            if payload.get("type") not in ("frame", "stream_frame", "screenshot"):
-                self.ctx.reject("unknown_message", run_id=self.run_id, position=self.messages)
-            return
-        await self.ctx.emit(event)
-        self.events += 1
-        self.policy.progressed()
+        if event is None and payload.get("type") not in ("frame", "stream_frame", "screenshot"):
+            self.ctx.reject("unknown_message", run_id=self.run_id, position=self.messages)
+        return event
 
     async def _finish(self, decision: Decision) -> str:
         if decision.action is Action.DONE:

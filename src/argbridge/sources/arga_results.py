@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import httpx
 import orjson
 
-from argbridge.events import CloudEvent
+from argbridge.events import CloudEvent, now_rfc3339
 from argbridge.normalize.arga import is_terminal_results_event, results_event, results_from_run
 from argbridge.reconnect import Action, Decision, ReconnectPolicy
+from argbridge.sources.arga_pipeline import CommitPipeline
 from argbridge.sources.base import SourceContext
 from argbridge.sse import SSEDecoder
 
@@ -39,6 +41,7 @@ class ResultsFollower:
         self.run_id = run_id
         self.policy: ReconnectPolicy = src.new_policy()
         self.last_id = ""
+        self._queued_id = ""
         self.events = 0
         self.terminal = False
         self.log = ctx.log.bind(run_id=run_id, stream="results")
@@ -47,6 +50,7 @@ class ResultsFollower:
         """Follow until the run is terminal (``"done"``) or the policy stops (reason)."""
         ctx = self.ctx
         self.last_id = await ctx.journal.get_state(last_id_key(self.src.name, self.run_id)) or ""
+        self._queued_id = self.last_id
         need_gap_fill = bool(self.last_id)  # a restart resumes: fill what we missed
         if initial is not None:
             decision = await self._session(initial, gap_fill=False)
@@ -113,29 +117,53 @@ class ResultsFollower:
             if gap_fill:
                 await self.gap_fill()
             decoder = SSEDecoder(last_event_id=self.last_id)
-            try:
-                async for chunk in response.aiter_bytes():
-                    await self._feed(decoder, chunk)
-                    if self.terminal:
-                        return self.policy.on_eof(terminal=True)
-                    await self.ctx.wait_ready()  # backpressure: stop reading while paused
-            except httpx.TransportError as exc:
-                if decoder.pending_bytes:
-                    self.ctx.reject(
-                        "truncated_frame",
-                        run_id=self.run_id,
-                        position=decoder.bytes_fed,
-                        pending=decoder.pending_bytes,
-                    )
-                return self.policy.on_network_error(type(exc).__name__)
-            decoder.close()
-            return self.policy.on_eof(terminal=self.terminal)
+            self._queued_id = self.last_id
+            pipe = CommitPipeline(self.ctx, self._committed)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pipe.run)
+                try:
+                    outcome = await self._read(response, decoder, pipe)
+                finally:
+                    pipe.close()  # the committer journals what was read, then ends
+            self.events += pipe.committed
+            return outcome
         finally:
             gauge.dec()
 
-    async def _feed(self, decoder: SSEDecoder, chunk: bytes) -> None:
+    async def _read(
+        self, response: httpx.Response, decoder: SSEDecoder, pipe: CommitPipeline
+    ) -> Decision:
+        try:
+            async for chunk in response.aiter_bytes():
+                batch = self._decode(decoder, chunk)
+                if batch or decoder.last_event_id != self._queued_id:
+                    self._queued_id = decoder.last_event_id
+                    await pipe.put(batch, decoder.last_event_id)
+                if self.terminal:
+                    return self.policy.on_eof(terminal=True)
+                await self.ctx.wait_ready()  # backpressure: stop reading while paused
+        except httpx.TransportError as exc:
+            if decoder.pending_bytes:
+                self.ctx.reject(
+                    "truncated_frame",
+                    run_id=self.run_id,
+                    position=decoder.bytes_fed,
+                    pending=decoder.pending_bytes,
+                )
+            return self.policy.on_network_error(type(exc).__name__)
+        decoder.close()
+        return self.policy.on_eof(terminal=self.terminal)
+
+    async def _committed(self, last_id: str) -> None:
+        """Persist the resume point once the events before it are in the journal."""
+        if last_id != self.last_id:
+            self.last_id = last_id
+            await self.ctx.journal.set_state(last_id_key(self.src.name, self.run_id), last_id)
+
+    def _decode(self, decoder: SSEDecoder, chunk: bytes) -> list[CloudEvent]:
         events = decoder.feed(chunk)
         batch: list[CloudEvent] = []
+        now = now_rfc3339() if events else None
         for ev in events:
             try:
                 payload: Any = orjson.loads(ev.data)
@@ -156,19 +184,15 @@ class ResultsFollower:
                     upstream_id=ev.id if ev.own_id and ev.id else None,
                     base_url=self.src.public_base_url,
                     prefix=self.ctx.type_prefix,
+                    now=now,
                 )
             )
             if is_terminal_results_event(payload):
                 self.terminal = True
         if batch:
-            await self.ctx.emit_many(batch)
-            self.events += len(batch)
             self.policy.progressed()
         self.policy.set_server_retry(decoder.retry_ms)
-        if decoder.last_event_id != self.last_id:
-            # Only after the events up to this id are committed.
-            self.last_id = decoder.last_event_id
-            await self.ctx.journal.set_state(last_id_key(self.src.name, self.run_id), self.last_id)
+        return batch
 
     async def gap_fill(self, *, include_terminal: bool = False) -> int:
         """Emit the step results of ``GET /runs/{run_id}`` (and its terminal event at the
