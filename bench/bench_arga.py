@@ -144,12 +144,34 @@ async def argbridge_rate(base: str, kind: str, run_id: str, events: int, state: 
     return total / elapsed
 
 
+async def journal_rate(events: int, state: Path, tag: str) -> float:
+    """The journal alone: append_many of ready-made events in batches of 1,000 (the
+    same group commits the source makes), for context: it bounds the source figures."""
+    from argbridge.normalize.arga import results_event
+
+    ready = [
+        results_event(f"j-{tag}", sse_payload(n), upstream_id=str(n + 1)) for n in range(events)
+    ]
+    async with Journal(
+        state / f"journal-{tag}.db",
+        sinks=["bench"],
+        max_backlog_events=10**9,
+        max_backlog_bytes=2**40,
+    ) as journal:
+        start = time.perf_counter()
+        for i in range(0, events, 1000):
+            await journal.append_many(ready[i : i + 1000])
+        return events / (time.perf_counter() - start)
+
+
 def fmt(values: list[float]) -> str:
     return f"{statistics.median(values):>9,.0f} [{min(values):,.0f}..{max(values):,.0f}]"
 
 
 async def run(args: argparse.Namespace, base: str) -> None:
-    results: dict[str, list[float]] = {k: [] for k in ("sse_ceil", "sse", "ws_ceil", "ws")}
+    results: dict[str, list[float]] = {
+        k: [] for k in ("sse_ceil", "sse", "ws_ceil", "ws", "journal")
+    }
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
         for r in range(args.repeat):
@@ -159,6 +181,7 @@ async def run(args: argparse.Namespace, base: str) -> None:
             )
             results["ws_ceil"].append(await ws_ceiling(base, f"ws-{r}", args.events))
             results["ws"].append(await argbridge_rate(base, "demo", f"ws-{r}", args.events, state))
+            results["journal"].append(await journal_rate(args.events, state, str(r)))
             print(f"  pass {r + 1}/{args.repeat} done", file=sys.stderr)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
@@ -174,6 +197,7 @@ async def run(args: argparse.Namespace, base: str) -> None:
         print(f"  bare client ceiling        {fmt(results[ceil])}")
         print(f"  argbridge → journal        {fmt(results[got])}  = {ratio:.0%} of ceiling")
     print("  (target: ≥50% of each ceiling)")
+    print(f"context: journal alone, append_many of 1000 {fmt(results['journal'])}")
     print(f"client process peak RSS: {peak:.0f} MiB")
 
 

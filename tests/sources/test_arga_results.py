@@ -299,3 +299,31 @@ async def test_concurrency_cap_on_open_streams(tmp_path):
                 for r in runs:
                     assert await h.wait_run("validation", r.run_id) == "done"
             assert sim.max_open_streams == 2
+
+
+async def test_heartbeats_keep_an_idle_stream_open_within_the_read_timeout(tmp_path):
+    # Heartbeats every 50 ms, read timeout 2 s: an idle period of several heartbeats
+    # does not cost a reconnect (httpx's default 5 s read timeout would, with 15 s pings).
+    async with simulator(heartbeat=0.05) as sim:
+        run = sim.add_validation_run("r1", steps=1)
+        async with running_source(tmp_path, sim, read_timeout=2.0) as h:
+            await h.source.follow("r1", "validation")
+            with anyio.fail_after(10):
+                await sim.wait_until(lambda: sim.streams_opened == 1)
+                start = sim.bytes_sent
+                await sim.wait_until(lambda: sim.bytes_sent >= start + 5 * len(b": ping\n\n"))
+                run.publish()
+                assert await h.wait_run("validation", "r1") == "done"
+            assert sim.requests["results"] == 1
+
+
+async def test_silence_beyond_the_read_timeout_reconnects(tmp_path):
+    async with simulator(heartbeat=30) as sim:
+        run = sim.add_validation_run("r1", steps=1)
+        async with running_source(tmp_path, sim, read_timeout=0.2) as h:
+            await h.source.follow("r1", "validation")
+            with anyio.fail_after(10):
+                await sim.wait_until(lambda: sim.requests.get("results", 0) >= 2)
+                run.publish()
+                assert await h.wait_run("validation", "r1") == "done"
+            assert h.metric("argbridge_source_reconnects_total", component="arga") >= 1

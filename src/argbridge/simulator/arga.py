@@ -585,6 +585,7 @@ class ArgaSimulator:
                 await changed.wait()
             if not changed.is_set():
                 await write(b": ping\n\n")
+                self._bump()
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         f = self.faults

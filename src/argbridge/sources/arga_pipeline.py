@@ -46,7 +46,11 @@ class CommitPipeline:
 
     async def put(self, events: list[CloudEvent], marker: Any = _NO_MARKER) -> None:
         """Queue ``events`` (may be empty to move only the marker); waits while full."""
-        await self._send.send((events, marker))
+        try:
+            # No scheduling pass when there is room (a pass per WebSocket message counts).
+            self._send.send_nowait((events, marker))
+        except anyio.WouldBlock:
+            await self._send.send((events, marker))
 
     def close(self) -> None:
         """No more input: the committer commits what is queued, then returns."""
