@@ -84,6 +84,8 @@ class ArgaSourceConfig(StrictModel):
             raise ValueError("api_key is required unless simulate.enabled is true")
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
+        if self.simulate is not None and self.read_timeout <= self.simulate.heartbeat:
+            raise ValueError("read_timeout must exceed simulate.heartbeat (idle streams)")
         return self
 
     @property
