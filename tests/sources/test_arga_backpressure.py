@@ -15,6 +15,7 @@ import anyio
 import pytest
 
 from argbridge.journal import Journal
+from argbridge.sources.arga_pipeline import DEFAULT_MAX_BYTES
 from tests.support.arga_fake import running_source, simulator
 
 pytestmark = pytest.mark.timeout(60)
@@ -51,8 +52,8 @@ async def test_paused_journal_keeps_memory_bounded_sse(tmp_path):
                 # Bounded by socket buffers (a few MiB), not by the endless stream.
                 assert stalled_at < 24 * MiB
                 assert rss() - before < 48 * MiB
-                # At most one network chunk's events past the cap were accepted.
-                assert 20 <= journal.last_seq < 20 + 200
+                # Past the cap: at most what the reader held (commit in flight + queue).
+                assert 20 <= journal.last_seq <= 20 + 2 * DEFAULT_MAX_BYTES // 500 + 200
                 # Resume: acknowledge everything; reading continues.
                 seq = journal.last_seq
                 await journal.ack("slow", seq)
@@ -82,8 +83,8 @@ async def test_paused_journal_keeps_memory_bounded_websocket(tmp_path):
                 assert stalled_at < 24 * MiB
                 assert rss() - before < 48 * MiB
                 # The cap, plus what the reader held when the pause began: the commit in
-                # flight and the hand-off queue (max_queue messages each) - bounded.
-                assert 20 <= journal.last_seq <= 20 + 2 * (16 + 1)
+                # flight and the hand-off queue (each at most DEFAULT_MAX_BYTES of frames).
+                assert 20 <= journal.last_seq <= 20 + 2 * DEFAULT_MAX_BYTES // 500 + 2
                 seq = journal.last_seq
                 await journal.ack("slow", seq)
                 with anyio.fail_after(30):

@@ -115,8 +115,7 @@ class DemoRunFollower:
             await self.gap_fill()
             if self.done:
                 return Decision(Action.DONE, "done")
-            # Bounded like the library's own queue: at most max_queue messages held here.
-            pipe = CommitPipeline(self.ctx, max_batches=self.src.config.websocket.max_queue)
+            pipe = CommitPipeline(self.ctx)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(pipe.run)
                 try:
@@ -138,9 +137,10 @@ class DemoRunFollower:
         try:
             while True:
                 await self.ctx.wait_ready()  # paused: the queue fills, reading stops
-                event = self._message(await ws.recv())
+                message = await ws.recv()
+                event = self._message(message)
                 if event is not None:
-                    await pipe.put([event])
+                    await pipe.put([event], size=len(message))
                     self.policy.progressed()
                 if self.done:
                     return self.policy.on_ws_close(1000, done=True)

@@ -138,7 +138,7 @@ class ResultsFollower:
                 batch = self._decode(decoder, chunk)
                 if batch or decoder.last_event_id != self._queued_id:
                     self._queued_id = decoder.last_event_id
-                    await pipe.put(batch, decoder.last_event_id)
+                    await pipe.put(batch, decoder.last_event_id, len(chunk))
                 if self.terminal:
                     return self.policy.on_eof(terminal=True)
                 await self.ctx.wait_ready()  # backpressure: stop reading while paused
