@@ -286,9 +286,19 @@ class ArgaSimulator:
                     vrun.publish(1)
                 if not drun.terminal:
                     drun.publish(1)
+                self._advance_started()
             if not loop:
                 return
-            await anyio.sleep(tick * 10)
+            for _ in range(10):
+                await anyio.sleep(tick)
+                self._advance_started()
+
+    def _advance_started(self) -> None:
+        """Runs started with ``POST /validate/…`` progress with the autoplay clock."""
+        for run_id in self.started_runs:
+            run = self.validation_runs[run_id]
+            if not run.terminal:
+                run.publish(1)
 
     def _bump(self) -> None:
         self._activity.set()
