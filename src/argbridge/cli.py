@@ -19,7 +19,11 @@ from argbridge.config.settings import Settings
 from argbridge.errors import ConfigError
 
 #: Extra command modules, each exposing ``register(subparsers) -> None``.
-COMMAND_MODULES: list[str] = ["argbridge.commands.ops", "argbridge.commands.signing"]
+COMMAND_MODULES: list[str] = [
+    "argbridge.commands.ops",
+    "argbridge.commands.signing",
+    "argbridge.commands.arga",
+]
 
 EXIT_CONFIG = 2
 

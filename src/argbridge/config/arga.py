@@ -1,16 +1,18 @@
 """Configuration of the Arga sources: validation results (SSE) and demo-runner (WebSocket).
 
-One ``type = "arga"`` source owns an API base URL, its key, run discovery and the
-stream concurrency cap for both stream kinds.
+One ``type = "arga"`` source owns an API base URL, its key, run discovery, the stream
+concurrency cap for both stream kinds, the reconnect policy and the WebSocket limits.
+``simulate`` serves the source from the in-process Arga simulator on loopback (the
+embedded default of ``make run``: real HTTP/SSE/WebSocket, no credentials needed).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from argbridge.config.base import Duration, Secret, StrictModel
+from argbridge.config.base import ByteSize, Duration, Secret, StrictModel
 
 
 class ReconnectConfig(StrictModel):
@@ -21,12 +23,43 @@ class ReconnectConfig(StrictModel):
     factor: float = Field(default=2.0, ge=1.0)
 
 
+class WebSocketConfig(StrictModel):
+    """Limits of the demo-runner WebSocket client (websockets library)."""
+
+    #: Keepalive ping every this long (0 = off; not recommended).
+    ping_interval: Duration = 20.0
+    ping_timeout: Duration = 20.0
+    #: Largest message accepted (bigger → close 1009, then reconnect).
+    max_size: ByteSize = 1024 * 1024
+    #: Messages buffered before the client stops reading the socket (TCP backpressure).
+    max_queue: int = Field(default=16, ge=1)
+    #: Negotiate permessage-deflate (costs ~64 KiB per connection).
+    compression: bool = False
+    open_timeout: Duration = 10.0
+    close_timeout: Duration = 5.0
+
+
+class ArgaSimulateConfig(StrictModel):
+    """The in-process Arga simulator (real HTTP/SSE/WebSocket on 127.0.0.1)."""
+
+    enabled: bool = True
+    #: One simulated event per tick and run.
+    tick: Duration = 0.5
+    #: Steps per simulated validation run.
+    steps: int = Field(default=4, ge=1)
+    #: Start new runs forever (else one validation run and one demo run).
+    loop: bool = True
+    #: Heartbeat comment interval on idle SSE streams.
+    heartbeat: Duration = 15.0
+
+
 class ArgaSourceConfig(StrictModel):
     """Follows Arga validation runs (SSE results) and demo runs (WebSocket)."""
 
     type: Literal["arga"]
     base_url: str = "https://api.argalabs.com"
-    api_key: Secret
+    #: API key (``arga_sk_…``) or JWT; required unless ``simulate`` is enabled.
+    api_key: Secret | None = None
     #: Validation run ids to follow from start-up.
     runs: list[str] = Field(default_factory=list)
     #: Demo-runner run ids to follow from start-up.
@@ -41,3 +74,23 @@ class ArgaSourceConfig(StrictModel):
     #: Read timeout; must exceed the server's heartbeat interval.
     read_timeout: Duration = 60.0
     connect_timeout: Duration = 10.0
+    websocket: WebSocketConfig = WebSocketConfig()
+    #: Serve this source from the in-process simulator instead of ``base_url``.
+    simulate: ArgaSimulateConfig | None = None
+
+    @model_validator(mode="after")
+    def _key_or_simulator(self) -> ArgaSourceConfig:
+        if self.api_key is None and not (self.simulate and self.simulate.enabled):
+            raise ValueError("api_key is required unless simulate.enabled is true")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        if self.simulate is not None and self.read_timeout <= self.simulate.heartbeat:
+            raise ValueError("read_timeout must exceed simulate.heartbeat (idle streams)")
+        return self
+
+    @property
+    def simulated(self) -> bool:
+        return self.simulate is not None and self.simulate.enabled
+
+
+StreamKind = Literal["validation", "demo"]

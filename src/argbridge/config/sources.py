@@ -14,6 +14,9 @@ from pydantic import Field
 
 from argbridge.config.base import Duration, StrictModel
 
+ReplayKind = Literal["sse", "ws", "webhook"]
+REPLAY_KINDS: tuple[ReplayKind, ...] = ("sse", "ws", "webhook")
+
 
 class ReplaySourceConfig(StrictModel):
     """Plays a recorded sample of upstream traffic through the real normalisers."""
@@ -27,3 +30,5 @@ class ReplaySourceConfig(StrictModel):
     loop: bool = False
     #: Stop after this many passes when ``loop`` is on (0 = forever).
     max_passes: int = Field(default=0, ge=0)
+    #: Sample item kinds to play (e.g. only ``webhook`` next to a simulated arga source).
+    kinds: list[ReplayKind] = Field(default_factory=lambda: list(REPLAY_KINDS), min_length=1)

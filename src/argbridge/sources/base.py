@@ -54,8 +54,13 @@ class SourceContext:
     async def emit_many(self, events: Sequence[CloudEvent]) -> list[AppendStatus]:
         """Journal several events in one group commit."""
         statuses = await self.journal.append_many(events)
-        for status, event in zip(statuses, events, strict=True):
-            self._count(status, event)
+        appended = sum(1 for status in statuses if status is AppendStatus.APPENDED)
+        if appended:
+            self.metrics.received.labels(self.name, "source").inc(appended)
+        if appended < len(statuses):
+            self.metrics.discarded.labels(self.name, "source", "duplicate").inc(
+                len(statuses) - appended
+            )
         return statuses
 
     def _count(self, status: AppendStatus, event: CloudEvent) -> None:

@@ -67,7 +67,7 @@ class ReplaySource:
     def __init__(self, name: str, config: ReplaySourceConfig, settings: Settings) -> None:
         self.name = name
         self.config = config
-        self.items = load_sample(config.sample)
+        self.items = [i for i in load_sample(config.sample) if i.get("kind") in config.kinds]
         self.passes = 0
         self.finished = False
 

@@ -1,0 +1,316 @@
+"""The ``arga`` source: follows Arga validation runs (results SSE) and demo runs (WebSocket).
+
+Owns the set of followed runs and everything shared by their streams: the HTTP client
+(bearer key, read timeout above the heartbeat, no proxies from the environment), the
+cap on open streams (``max_streams``, default 10 as the vendor documents; a stream
+holds a slot only while connected, never while backing off), one follower task per run
+(so one connection attempt at a time per run), discovery (static ``runs``/``demo_runs``,
+polling, :meth:`ArgaSource.follow` from the control API, :meth:`ArgaSource.start_run`
+for ``argbridge start``), the ``auth_failed`` alert, and — with ``simulate`` — the
+in-process Arga simulator it then talks to over real loopback HTTP/SSE/WebSocket.
+
+Runs being followed are persisted (``journal`` state ``arga:<source>:following``) so a
+restarted daemon resumes them, each from its stored ``Last-Event-ID``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.abc
+import httpx
+import orjson
+
+from argbridge.config.arga import ArgaSourceConfig, StreamKind
+from argbridge.config.settings import Settings
+from argbridge.errors import SourceError
+from argbridge.logging import register_secret
+from argbridge.normalize.arga import auth_failed_event
+from argbridge.reconnect import EVENT_STREAM, ReconnectPolicy, content_type_essence
+from argbridge.sinks.base import Health
+from argbridge.sources.arga_demorun import DemoRunFollower
+from argbridge.sources.arga_discovery import poll_forever
+from argbridge.sources.arga_results import ResultsFollower
+from argbridge.sources.base import SourceContext
+
+KINDS: tuple[StreamKind, ...] = ("validation", "demo")
+
+
+@dataclass
+class FollowedRun:
+    """One run the source follows (or followed): ``status`` is ``following``, ``done``
+    or the reason it stopped (``auth_failed``, ``not_found``, ``bad_content_type``…)."""
+
+    kind: StreamKind
+    run_id: str
+    origin: str
+    status: str = "following"
+    finished: anyio.Event = field(default_factory=anyio.Event)
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "kind": self.kind,
+            "run_id": self.run_id,
+            "origin": self.origin,
+            "status": self.status,
+        }
+
+
+class ArgaSource:
+    """See the module docstring."""
+
+    def __init__(self, name: str, config: ArgaSourceConfig, settings: Settings) -> None:
+        self.name = name
+        self.config = config
+        self.settings = settings
+        self.base_url = config.base_url
+        #: The base URL events point at (the real API even when simulated).
+        self.public_base_url = config.base_url
+        self.api_key = (
+            config.api_key.get_secret_value() if config.api_key else secrets.token_urlsafe(24)
+        )
+        register_secret(self.api_key)
+        self.runs: dict[tuple[str, str], FollowedRun] = {}
+        self.simulator: Any = None
+        self.started = anyio.Event()
+        self.discovery_auth_alerted = False
+        self.discovery_polls = 0
+        self.auth_failures = 0
+        self._slots = anyio.Semaphore(config.max_streams)
+        self._client: httpx.AsyncClient | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._ctx: SourceContext | None = None
+
+    # -- shared services for the followers ---------------------------------------------
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise SourceError(f"source {self.name} is not running")
+        return self._client
+
+    def new_policy(self) -> ReconnectPolicy:
+        r = self.config.reconnect
+        return ReconnectPolicy(initial=r.initial, cap=r.max, factor=r.factor)
+
+    @asynccontextmanager
+    async def stream_slot(self) -> AsyncIterator[None]:
+        """Hold one of ``max_streams`` slots while a stream is open."""
+        async with self._slots:
+            yield
+
+    @property
+    def open_slots(self) -> int:
+        return self.config.max_streams - int(self._slots.value)
+
+    async def alert(self, ctx: SourceContext, run_id: str, stream: str, detail: str) -> None:
+        """Arga refused our credentials: alert event + metric + error log."""
+        self.auth_failures += 1
+        ctx.metrics.auth_failures.labels(ctx.name).inc()
+        ctx.log.error("arga.auth_failed", run_id=run_id, stream=stream, detail=detail)
+        await ctx.emit(
+            auth_failed_event(
+                ctx.name,
+                run_id,
+                stream,
+                detail,
+                at=ctx.clock.time(),
+                base_url=self.public_base_url,
+                prefix=ctx.type_prefix,
+            )
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def run(self, ctx: SourceContext) -> None:
+        self._ctx = ctx
+        cfg = self.config
+        # A restart by the supervisor starts clean; the persisted list resumes the runs.
+        self.runs = {}
+        self._slots = anyio.Semaphore(cfg.max_streams)
+        async with anyio.create_task_group() as outer:
+            if cfg.simulate is not None and cfg.simulate.enabled:
+                from argbridge.simulator.arga import ArgaSimulator
+
+                sim = ArgaSimulator(self.api_key, heartbeat=cfg.simulate.heartbeat)
+                await outer.start(sim.serve)
+                self.simulator = sim
+                self.base_url = self.public_base_url = sim.base_url
+                outer.start_soon(
+                    sim.autoplay, cfg.simulate.tick, cfg.simulate.steps, cfg.simulate.loop
+                )
+                ctx.log.info("arga.simulator_started", url=sim.base_url)
+            timeout = httpx.Timeout(
+                connect=cfg.connect_timeout, read=cfg.read_timeout, write=30.0, pool=None
+            )
+            async with httpx.AsyncClient(
+                base_url=self.base_url,
+                headers={"authorization": f"Bearer {self.api_key}", "user-agent": "argbridge"},
+                timeout=timeout,
+                trust_env=False,
+                limits=httpx.Limits(
+                    max_connections=cfg.max_streams + 8, max_keepalive_connections=8
+                ),
+            ) as client:
+                self._client = client
+                try:
+                    async with anyio.create_task_group() as tg:
+                        self._tg = tg
+                        await self._resume(ctx)
+                        if cfg.poll_interval > 0 and (cfg.discover_validation or cfg.discover_demo):
+                            tg.start_soon(poll_forever, self, ctx)
+                        self.started.set()
+                        await anyio.sleep_forever()
+                finally:
+                    self._tg = None
+                    self._client = None
+            outer.cancel_scope.cancel()
+
+    async def _resume(self, ctx: SourceContext) -> None:
+        raw = await ctx.journal.get_state(self._state_key)
+        saved = orjson.loads(raw) if raw else []
+        for item in saved:
+            await self.follow(item["run_id"], item["kind"], origin=item.get("origin", "resumed"))
+        for run_id in self.config.runs:
+            await self.follow(run_id, "validation", origin="config")
+        for run_id in self.config.demo_runs:
+            await self.follow(run_id, "demo", origin="config")
+
+    @property
+    def _state_key(self) -> str:
+        return f"arga:{self.name}:following"
+
+    async def _save(self) -> None:
+        if self._ctx is None:
+            return
+        active = [r.to_json() for r in self.runs.values() if r.status == "following"]
+        await self._ctx.journal.set_state(self._state_key, orjson.dumps(active).decode())
+
+    # -- following -----------------------------------------------------------------------
+
+    async def follow(
+        self, run_id: str, kind: str, *, origin: str = "control", force: bool = False
+    ) -> bool:
+        """Follow ``run_id`` (``kind``: ``validation`` or ``demo``); ``False`` when it is
+        already followed, or already finished and ``force`` is off."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown stream kind {kind!r} (validation or demo)")
+        if not run_id or "/" in run_id:
+            raise ValueError("run id must be a non-empty path segment")
+        if self._tg is None or self._ctx is None:
+            raise SourceError(f"source {self.name} is not running")
+        key = (kind, run_id)
+        current = self.runs.get(key)
+        if current is not None and (current.status == "following" or not force):
+            return False
+        state = FollowedRun("validation" if kind == "validation" else "demo", run_id, origin)
+        self.runs[key] = state
+        await self._save()
+        self._tg.start_soon(self._follow_task, state, None, name=f"arga:{kind}:{run_id}")
+        self._ctx.log.info("arga.following", stream_kind=kind, run_id=run_id, origin=origin)
+        return True
+
+    async def _follow_task(self, state: FollowedRun, initial: httpx.Response | None) -> None:
+        assert self._ctx is not None
+        ctx = self._ctx
+        try:
+            if state.kind == "validation":
+                state.status = await ResultsFollower(self, ctx, state.run_id).run(initial)
+            else:
+                state.status = await DemoRunFollower(self, ctx, state.run_id).run()
+        except Exception as exc:
+            state.status = "error"
+            ctx.metrics.errors.labels(ctx.name, "source", "follower_crashed").inc()
+            ctx.log.error("arga.follower_crashed", run_id=state.run_id, error=exc, exc_info=exc)
+        finally:
+            state.finished.set()
+        with anyio.CancelScope(shield=True):
+            await self._save()
+
+    async def start_run(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /validate/url-run`` or ``/validate/pr-run``, follow the SSE response it
+        returns (or the run id of a JSON response) and keep following the run."""
+        if kind not in ("url-run", "pr-run"):
+            raise ValueError("kind must be url-run or pr-run")
+        if self._tg is None:
+            raise SourceError(f"source {self.name} is not running")
+        result: dict[str, Any] = await self._tg.start(self._start_task, kind, body)
+        return result
+
+    async def _start_task(
+        self,
+        kind: str,
+        body: dict[str, Any],
+        *,
+        task_status: anyio.abc.TaskStatus[dict[str, Any]] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        assert self._ctx is not None
+        try:
+            async with self.client.stream("POST", f"/validate/{kind}", json=body) as response:
+                ctype = content_type_essence(response.headers.get("content-type"))
+                if response.status_code != 200:
+                    raw = await response.aread()
+                    task_status.started(_upstream_error(response.status_code, raw))
+                    return
+                if ctype == "application/json":
+                    data = orjson.loads(await response.aread())
+                    run_id = str(data.get("run_id") or "")
+                    if not run_id:
+                        task_status.started({"error": 502, "detail": "Arga returned no run_id"})
+                        return
+                    await self.follow(run_id, "validation", origin=kind, force=True)
+                    task_status.started(
+                        {
+                            "run_id": run_id,
+                            "session_id": data.get("session_id"),
+                            "status": data.get("status"),
+                        }
+                    )
+                    return
+                run_id = response.headers.get("x-run-id") or ""
+                if ctype != EVENT_STREAM or not run_id:
+                    task_status.started(
+                        {"error": 502, "detail": f"unexpected start response ({ctype or '-'})"}
+                    )
+                    return
+                state = FollowedRun("validation", run_id, kind)
+                self.runs[("validation", run_id)] = state
+                await self._save()
+                task_status.started(
+                    {
+                        "run_id": run_id,
+                        "session_id": response.headers.get("x-session-id"),
+                        "status": "started",
+                    }
+                )
+                self._ctx.log.info(
+                    "arga.following", stream_kind="validation", run_id=run_id, origin=kind
+                )
+                await self._follow_task(state, response)
+        except (httpx.TransportError, orjson.JSONDecodeError) as exc:
+            task_status.started({"error": 502, "detail": f"Arga unreachable: {type(exc).__name__}"})
+
+    def health(self) -> Health:
+        following = sum(1 for r in self.runs.values() if r.status == "following")
+        detail = (
+            f"{following} run(s) followed, {self.open_slots}/{self.config.max_streams} streams open"
+        )
+        if self.auth_failures:
+            return Health(False, f"Arga refused the API key ({self.auth_failures}x); {detail}")
+        return Health(self._client is not None, detail if self._client else "starting")
+
+
+def _upstream_error(status: int, raw: bytes) -> dict[str, Any]:
+    detail = ""
+    try:
+        body = orjson.loads(raw)
+        if isinstance(body, dict):
+            detail = str(body.get("detail") or "")
+    except orjson.JSONDecodeError:
+        pass
+    return {"error": status, "detail": detail[:300] or f"Arga answered HTTP {status}"}

@@ -1,0 +1,95 @@
+"""Reader → committer hand-off for the Arga stream readers.
+
+Owns :class:`CommitPipeline`: the network reader queues normalised events, and a
+committer task journals everything queued so far in one group commit while the reader
+keeps reading. A commit (an fsync) therefore costs once per burst instead of once per
+network chunk or WebSocket message. ``marker`` (the SSE last event id) is handed to
+``on_committed`` only after the events before it are committed, so a persisted resume
+point never runs ahead of the journal.
+
+The queue is bounded by the upstream bytes it holds (``max_bytes``, default 1 MiB):
+when it is full the reader waits, stops reading, and TCP pushes back on the server.
+That bound is also what a reader can still hand to the journal after the journal
+signals backpressure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from argbridge.events import CloudEvent
+from argbridge.sources.base import SourceContext
+
+_NO_MARKER = object()
+DEFAULT_MAX_BYTES = 1024 * 1024
+
+
+class CommitPipeline:
+    """Use inside a task group: ``tg.start_soon(p.run)``, ``await p.put(...)``, then
+    ``p.close()`` and let the task group wait for the last commit."""
+
+    def __init__(
+        self,
+        ctx: SourceContext,
+        on_committed: Callable[[Any], Awaitable[None]] | None = None,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_events: int = 4096,
+    ) -> None:
+        self.ctx = ctx
+        self.on_committed = on_committed
+        self.max_bytes = max_bytes
+        self.max_events = max_events
+        # The count bound is only a backstop; bytes are the real bound.
+        self._send, self._receive = anyio.create_memory_object_stream[
+            tuple[list[CloudEvent], Any, int]
+        ](100_000)
+        self._queued_bytes = 0
+        self._space = anyio.Event()
+        self.committed = 0
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    async def put(self, events: list[CloudEvent], marker: Any = _NO_MARKER, size: int = 0) -> None:
+        """Queue ``events`` read from ``size`` upstream bytes (``events`` may be empty to
+        move only the marker); waits while the queue holds ``max_bytes``."""
+        while self._queued_bytes and self._queued_bytes + size > self.max_bytes:
+            if self._space.is_set():
+                self._space = anyio.Event()
+            await self._space.wait()
+        self._queued_bytes += size
+        # No scheduling pass when there is room (a pass per WebSocket message counts).
+        self._send.send_nowait((events, marker, size))
+
+    def close(self) -> None:
+        """No more input: the committer commits what is queued, then returns."""
+        self._send.close()
+
+    async def run(self) -> None:
+        async with self._receive:
+            async for events, marker, size in self._receive:
+                batch = list(events)
+                taken = size
+                while len(batch) < self.max_events:
+                    try:
+                        more, next_marker, more_size = self._receive.receive_nowait()
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                    batch.extend(more)
+                    taken += more_size
+                    if next_marker is not _NO_MARKER:
+                        marker = next_marker
+                # Room for the reader while this batch commits (double buffering).
+                self._queued_bytes -= taken
+                self._space.set()
+                if batch:
+                    await self.ctx.emit_many(batch)
+                    self.committed += len(batch)
+                if marker is not _NO_MARKER and self.on_committed is not None:
+                    await self.on_committed(marker)

@@ -1,0 +1,105 @@
+"""Arga normalisation: types, data.upstream, and ids shared by stream and gap-fill."""
+
+from __future__ import annotations
+
+from argbridge.normalize.arga import (
+    auth_failed_event,
+    demorun_event,
+    demorun_from_run,
+    results_event,
+    results_from_run,
+)
+
+RUN = "run-1"
+
+
+def test_results_types_and_upstream():
+    ev = results_event(RUN, {"type": "step_started", "step_number": 1}, upstream_id="4")
+    assert ev.type == "arga.validation.step_started"
+    assert ev.data["upstream"] == {"type": "step_started", "step_number": 1}
+    assert ev.partitionkey == RUN and ev.sequence == 1
+    term = results_event(RUN, {"type": "run_failed", "status": "failed"}, prefix="x.")
+    assert term.type == "x.arga.validation.run.failed"
+
+
+def test_step_result_on_stream_and_in_results_json_share_the_id():
+    streamed = results_event(
+        RUN,
+        {"type": "step_result", "step_number": 2, "status": "fail", "description": "d"},
+        upstream_id="17",
+    )
+    run = {
+        "id": RUN,
+        "status": "failed",
+        "results_json": [
+            {"step_number": 1, "status": "pass", "description": "a"},
+            {"step_number": 2, "status": "fail", "description": "d"},
+        ],
+    }
+    filled = results_from_run(RUN, run)
+    assert [e.type for e in filled] == [
+        "arga.validation.step_result",
+        "arga.validation.step_result",
+        "arga.validation.run.failed",
+    ]
+    assert filled[1].id == streamed.id
+    assert streamed.severity == "high"
+    terminal = results_event(RUN, {"type": "run_failed", "status": "failed"}, upstream_id="99")
+    assert filled[2].id == terminal.id
+
+
+def test_results_json_without_step_numbers_uses_positions():
+    filled = results_from_run(RUN, {"status": "running", "results_json": [{"status": "pass"}]})
+    streamed = results_event(RUN, {"type": "step_result", "step_number": 1, "status": "pass"})
+    assert [e.id for e in filled] == [streamed.id]
+
+
+def test_other_events_use_the_sse_id_else_content():
+    a = results_event(RUN, {"type": "progress", "pct": 10}, upstream_id="5")
+    b = results_event(RUN, {"type": "progress", "pct": 10}, upstream_id="5")
+    c = results_event(RUN, {"type": "progress", "pct": 10})
+    assert a.id == b.id != c.id
+    assert c.id == results_event(RUN, {"pct": 10, "type": "progress"}).id
+
+
+def test_demorun_ws_and_events_json_share_ids():
+    item = {
+        "id": "e1",
+        "type": "running",
+        "message": "m",
+        "details": {},
+        "timestamp": "2026-04-29T12:00:00Z",
+    }
+    ws = demorun_event(RUN, {"type": "event", "event": item})
+    done = demorun_event(RUN, {"type": "done", "status": "completed"})
+    assert ws is not None and done is not None
+    filled = demorun_from_run(RUN, {"status": "completed", "events_json": [item]})
+    assert [e.id for e in filled] == [ws.id, done.id]
+    assert ws.type == "arga.demorun.running" and done.type == "arga.demorun.done"
+    assert filled[1].data["status"] == "completed"
+    assert demorun_event(RUN, {"type": "frame", "png": "..."}) is None
+
+
+def test_running_demo_run_has_no_done():
+    assert demorun_from_run(RUN, {"status": "running", "events_json": []}) == []
+
+
+def test_auth_failed_alert():
+    ev = auth_failed_event("arga", RUN, "results", "HTTP 401", at=1_700_000_000.0)
+    assert ev.type == "argbridge.source.auth_failed"
+    assert ev.severity == "high" and ev.data["run_id"] == RUN
+    assert "401" in ev.data["detail"]
+
+
+def test_fast_deterministic_id_matches_the_foundation():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from argbridge.events import deterministic_id as reference
+    from argbridge.normalize.arga import deterministic_id as fast
+
+    @given(st.lists(st.one_of(st.text(), st.integers()), min_size=1, max_size=4))
+    def check(parts):
+        assert fast(*parts) == reference(*parts)
+
+    check()
