@@ -192,6 +192,8 @@ class SinkWorker:
                 continue
             self.backoff.reset()
             self.last_error = None
+            if getattr(self.sink, "reports_sent", False):
+                return  # the sink counts what the destination confirmed itself
             now = ctx.clock.time()
             ctx.metrics.sent.labels(self.name, "sink").inc(len(deliveries))
             hist = ctx.metrics.delivery_latency.labels(self.name)
