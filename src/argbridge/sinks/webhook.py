@@ -71,7 +71,7 @@ class WebhookSink:
         self.disabled: str | None = None
         self.waker = Waker()
         self._client: httpx.AsyncClient | None = None
-        self._limiter = anyio.CapacityLimiter(config.concurrency)
+        self._limiter = anyio.Semaphore(config.concurrency)
         self._resolved_at: float | None = None
         self._state_key = f"webhook:{self.name}:disabled"
         self._last_error: str | None = None
