@@ -22,6 +22,8 @@ def test_retry_after_blocks_and_empties():
     assert b.take(10.0) == pytest.approx(30.0)
     assert b.take(39.0) == pytest.approx(1.0)
     assert b.take(40.0) == 0.0
+    assert b.take(40.0) == pytest.approx(1.0)  # no burst saved up while blocked
+    assert b.take(41.0) == 0.0
 
 
 def test_buckets_are_per_key_and_validated():

@@ -61,11 +61,12 @@ class ManualClock:
             await self._new_sleep.wait()
 
     async def run_until(self, done: Callable[[], bool]) -> None:
-        """Jump from deadline to deadline until ``done()``; after each jump, wait for the
-        woken loop to go around and sleep again (its work is then visible)."""
+        """Jump from deadline to deadline until ``done()``; after each jump, let the woken
+        tasks run until they sleep again or ``done()`` holds."""
         while not done():
             await self.advance_to_next()
-            await self.wait_sleeping()
+            while not done() and not self._sleepers:
+                await anyio.lowlevel.checkpoint()  # a yield to the woken tasks, not a sleep
 
     async def advance_to_next(self) -> float:
         """Wait for a sleeper, then jump to the earliest deadline; returns the jump."""

@@ -46,10 +46,11 @@ class TokenBucket:
         return 0.0
 
     def block(self, now: float, seconds: float) -> None:
-        """Honour ``Retry-After``: nothing goes out for ``seconds``; the bucket empties."""
+        """Honour ``Retry-After``: nothing goes out for ``seconds``, then one message, then
+        the base rate again (no burst saved up while blocked)."""
         self.blocked_until = max(self.blocked_until, now + seconds)
-        self._refill(now)
-        self.tokens = 0.0
+        self.tokens = 1.0
+        self.updated = self.blocked_until
 
 
 @dataclass(slots=True)

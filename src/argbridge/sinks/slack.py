@@ -152,6 +152,7 @@ class SlackSink:
             ts = await self._post(channel, payload)
         except (PostRefused, SlackPayloadError) as exc:
             await ctx.journal.dead_letter(self.name, d.record, str(exc), 1)
+            self._remember(key)  # a retried batch must not post what was dead-lettered
             ctx.metrics.errors.labels(self.name, "sink", "refused").inc()
             ctx.log.warning("slack.dead_letter", event_id=event.id, reason=str(exc))
             await refresh_dead_letter_gauge(ctx)
