@@ -19,7 +19,7 @@ from argbridge.config.settings import Settings
 from argbridge.errors import ConfigError
 
 #: Extra command modules, each exposing ``register(subparsers) -> None``.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["argbridge.commands.dlq"]
 
 EXIT_CONFIG = 2
 

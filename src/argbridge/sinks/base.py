@@ -107,6 +107,7 @@ class SinkWorker:
         self.backoff = backoff or Backoff()
         self.name = ctx.name
         self._stopping = anyio.Event()
+        self._poked = anyio.Event()
         self.in_flight = 0
         self.started = False
         self.last_error: str | None = None
@@ -114,6 +115,10 @@ class SinkWorker:
     def stop(self) -> None:
         """Finish the batch in flight, then return from :meth:`run`."""
         self._stopping.set()
+
+    def poke(self) -> None:
+        """Read again now (after a replay moved the cursor back)."""
+        self._poked.set()
 
     async def run(self) -> None:
         journal, metrics, log = self.ctx.journal, self.ctx.metrics, self.ctx.log
@@ -150,7 +155,13 @@ class SinkWorker:
                 await self._stopping.wait()
                 tg.cancel_scope.cancel()
 
+            async def poke_waiter() -> None:
+                await self._poked.wait()
+                self._poked = anyio.Event()
+                tg.cancel_scope.cancel()
+
             tg.start_soon(stop_waiter)
+            tg.start_soon(poke_waiter)
             await self.ctx.journal.wait_for_events(after)
             tg.cancel_scope.cancel()
 
