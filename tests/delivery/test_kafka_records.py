@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 
 from argbridge.delivery.kafka_records import (
     STRUCTURED_CONTENT_TYPE,
+    KafkaRecord,
     build_record,
     choose_partition,
     render_topic,
@@ -18,8 +21,8 @@ from argbridge.errors import EventError
 from argbridge.events import CloudEvent
 
 
-def event(**kw):
-    base = {
+def event(**kw: Any) -> CloudEvent:
+    base: dict[str, Any] = {
         "id": "e-1",
         "source": "urn:arga:runs/r1",
         "type": "arga.validation.run.failed",
@@ -35,7 +38,7 @@ def event(**kw):
     return CloudEvent(**base)
 
 
-def message(record):
+def message(record: KafkaRecord) -> ce_kafka.KafkaMessage:
     return ce_kafka.KafkaMessage(
         headers=dict(record.headers),
         key=record.key.decode() if record.key is not None else None,

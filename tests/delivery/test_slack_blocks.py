@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,8 +22,8 @@ from argbridge.events import CloudEvent
 from tests.support.receivers import validate_slack_payload
 
 
-def run_failed(**data):
-    body = {
+def run_failed(**data: Any) -> CloudEvent:
+    body: dict[str, Any] = {
         "run_id": "r-1",
         "status": "failed",
         "title": "Checkout flow",
@@ -39,7 +41,7 @@ def run_failed(**data):
     )
 
 
-def incident(**kw):
+def incident(**kw: Any) -> CloudEvent:
     return CloudEvent(
         id="i1",
         source="urn:argus",
@@ -99,7 +101,7 @@ def test_check_limits_rejects_what_slack_would():
 
 def test_coalesced_count_is_shown():
     payload = build_message(run_failed(), coalesced=4).payload()
-    context = [b for b in payload["attachments"][0]["blocks"] if b["type"] == "context"][0]
+    context = next(b for b in payload["attachments"][0]["blocks"] if b["type"] == "context")
     assert any("+4 earlier" in e["text"] for e in context["elements"])
 
 

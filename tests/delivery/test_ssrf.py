@@ -39,7 +39,7 @@ def test_why_refused(address, reason):
 
 
 def test_check_addresses():
-    with pytest.raises(DestinationRefused, match="loopback address 127.0.0.1"):
+    with pytest.raises(DestinationRefused, match=r"loopback address 127\.0\.0\.1"):
         check_addresses("localhost", ["93.184.216.34", "127.0.0.1"], allow_private=False)
     with pytest.raises(DestinationRefused, match="no address"):
         check_addresses("x", [], allow_private=False)

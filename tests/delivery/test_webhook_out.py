@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from argbridge.delivery.webhook_out import (
+    OutboundRequest,
     Outcome,
     Signer,
     build_request,
@@ -22,7 +24,7 @@ NEW = "whsec_" + base64.b64encode(b"n" * 32).decode()
 NOW = 1_700_000_000.0
 
 
-def _verify(secret, request):
+def _verify(secret: str, request: OutboundRequest) -> Any:
     hook = Webhook(secret)
     # standardwebhooks checks the timestamp against the real clock; sign "now".
     return hook.verify(request.body, request.headers)

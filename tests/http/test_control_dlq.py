@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 import httpx
 
+from argbridge.config.settings import Settings
 from tests.conftest import free_port, make_event, settings
 from tests.support.daemon import running_app
 from tests.support.receivers import Reply, WebhookReceiver, serve
@@ -15,8 +19,8 @@ from tests.support.receivers import Reply, WebhookReceiver, serve
 SECRET = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXh4eA=="
 
 
-def daemon_settings(tmp_path, hook_url, token=None):
-    http = {"enabled": True, "port": free_port()}
+def daemon_settings(tmp_path: Path, hook_url: str, token: str | None = None) -> Settings:
+    http: dict[str, Any] = {"enabled": True, "port": free_port()}
     if token:
         http["control_token"] = token
     return settings(
@@ -35,7 +39,7 @@ def daemon_settings(tmp_path, hook_url, token=None):
     )
 
 
-async def until(cond):
+async def until(cond: Callable[[], Awaitable[bool]]) -> None:
     with anyio.fail_after(10):
         while not await cond():
             await anyio.lowlevel.checkpoint()

@@ -23,7 +23,7 @@ from argbridge.router import Router
 from argbridge.sinks.base import SinkContext, SinkWorker
 from argbridge.sinks.kafka import KafkaSink
 from tests.conftest import make_event, settings
-from tests.support.tansu import Tansu, tansu  # noqa: F401  (fixture)
+from tests.support.tansu import Tansu
 
 pytestmark = pytest.mark.kafka
 
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.kafka
 def decode(record: ConsumerRecord[bytes, bytes]) -> Any:
     return ce_kafka.from_kafka_event(
         ce_kafka.KafkaMessage(
-            headers={k: v for k, v in record.headers},
+            headers=dict(record.headers),
             key=record.key.decode() if record.key is not None else None,
             value=record.value if record.value is not None else b"",
         )

@@ -5,6 +5,7 @@ chat.postMessage) that misbehaves on purpose; every payload is validated with
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +95,7 @@ async def test_rate_is_respected_per_channel(tmp_path):
         await env.deliver(*(make_event(n) for n in range(4)))
         assert len(env.server.posts) == 4
         times = env.server.attempts
-        assert [round(b - a, 6) for a, b in zip(times, times[1:], strict=False)] == [1.0] * 3
+        assert [round(b - a, 6) for a, b in itertools.pairwise(times)] == [1.0] * 3
         assert counter(env, "argbridge_component_sent_events_total", kind="sink") == 4
 
 
@@ -184,9 +185,9 @@ async def test_cooldown_coalesces_a_chatty_run(tmp_path):
         end = make_event(9, subject="runs/r1", type_="arga.validation.run.failed")
         await env.deliver(*chatty, end)
         assert len(env.server.posts) == 2  # the first update, then the ending
-        context = [
+        context = next(
             b for b in env.server.posts[1]["attachments"][0]["blocks"] if b["type"] == "context"
-        ][0]
+        )
         assert any("+4 earlier" in e["text"] for e in context["elements"])
         assert (
             counter(

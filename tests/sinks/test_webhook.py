@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,6 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-import pytest
 
 from argbridge.config.settings import Settings
 from argbridge.delivery.breaker import BreakerState
@@ -121,9 +121,10 @@ async def test_retry_schedule_is_followed_and_retry_after_honoured(tmp_path):
             tg.start_soon(env.sink.background)
             await env.clock.wait_sleeping()
             await env.clock.run_until(lambda: len(env.receiver.received) == 4)
+            await env.clock.wait_sleeping()  # the loop handled the answer and sleeps again
             tg.cancel_scope.cancel()
         stamps = [int(r.headers["webhook-timestamp"]) for r in env.receiver.received]
-        assert [b - a for a, b in zip(stamps, stamps[1:], strict=False)] == [5, 400, 1800]
+        assert [b - a for a, b in itertools.pairwise(stamps)] == [5, 400, 1800]
         assert await env.journal.count_retries("hook") == 0
         assert await env.journal.count_dead_letters("hook") == 0
         assert not env.receiver.invalid
@@ -137,6 +138,7 @@ async def test_exhausted_schedule_dead_letters(tmp_path):
             tg.start_soon(env.sink.background)
             await env.clock.wait_sleeping()
             await env.clock.run_until(lambda: len(env.receiver.received) == 2)
+            await env.clock.wait_sleeping()  # the loop handled the answer and sleeps again
             tg.cancel_scope.cancel()
         (dl,) = await env.journal.dead_letters("hook")
         assert dl.attempts == 2 and "gave up after 2 attempt(s): HTTP 500" in dl.reason
@@ -193,6 +195,7 @@ async def test_breaker_opens_then_recovers_through_a_half_open_probe(tmp_path):
             assert len(env.receiver.received) == 2
             # Half-open after the 60 s cooldown: one probe goes out, succeeds, closes.
             await env.clock.run_until(lambda: len(env.receiver.received) == 7)
+            await env.clock.wait_sleeping()  # the loop handled the answer and sleeps again
             tg.cancel_scope.cancel()
         assert await env.journal.count_retries("hook") == 0
         stamps = [int(r.headers["webhook-timestamp"]) for r in env.receiver.received]

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -42,7 +41,7 @@ class Tansu:
         self.frozen = False
 
     async def consume(
-        self, topic: str, count: int, *, timeout: float = 20.0, partitions: int = 4
+        self, topic: str, count: int, *, within: float = 20.0, partitions: int = 4
     ) -> list[ConsumerRecord[bytes, bytes]]:
         """Read ``count`` records from the start of every partition of ``topic``."""
         consumer = AIOKafkaConsumer(
@@ -58,7 +57,7 @@ class Tansu:
             consumer.assign(tps)
             for tp in tps:
                 consumer.seek(tp, 0)
-            with anyio.fail_after(timeout):
+            with anyio.fail_after(within):
                 while len(records) < count:
                     batch = await consumer.getmany(timeout_ms=200)
                     for recs in batch.values():
@@ -106,12 +105,3 @@ def stop_tansu(tansu: Tansu) -> None:
     except subprocess.TimeoutExpired:
         tansu.proc.kill()
         tansu.proc.wait()
-
-
-@pytest.fixture
-def tansu() -> Iterator[Tansu]:
-    broker = start_tansu()
-    try:
-        yield broker
-    finally:
-        stop_tansu(broker)
