@@ -57,7 +57,8 @@ class KafkaSinkConfig(SinkBase):
     max_batch_bytes: ByteSize = 1024 * 1024
     #: Batches awaiting their ack at once.
     max_in_flight: int = Field(default=4, ge=1)
-    linger: Duration = 0.005
+    #: The sink already batches from the journal; lingering only adds latency.
+    linger: Duration = 0.0
     client_id: str = "argbridge"
 
     @field_validator("topic")

@@ -145,13 +145,14 @@ class KafkaSink:
 
     async def _send(self, producer: AIOKafkaProducer, batch: Sequence[Delivery]) -> list[Delivery]:
         groups: dict[tuple[str, int], list[tuple[KafkaRecord, Delivery]]] = {}
+        mode = self.config.mode
         for d in batch:
             try:
                 topic = render_topic(d.route.topic or self.config.topic, d.event)
             except EventError as exc:
                 await self._dead_letter(d, str(exc))
                 continue
-            record = build_record(d.event, topic, self.config.mode)
+            record = build_record(d.event, topic, mode)
             partitions = self._partitions.get(topic)
             if partitions is None:
                 partitions = sorted(await producer.partitions_for(topic))
@@ -171,18 +172,14 @@ class KafkaSink:
             builder = producer.create_batch()
             for record, d in items:
                 ts = int(d.record.appended_at * 1000)
-                headers = list(record.headers)
-                if builder.append(
-                    key=record.key, value=record.value, timestamp=ts, headers=headers
-                ):
+                key, value, headers = record.key, record.value, record.headers
+                if builder.append(key=key, value=value, timestamp=ts, headers=headers) is not None:
                     sent.append(d)
                     continue
                 if builder.record_count():
                     await submit(builder, topic, partition)
                     builder = producer.create_batch()
-                if builder.append(
-                    key=record.key, value=record.value, timestamp=ts, headers=headers
-                ):
+                if builder.append(key=key, value=value, timestamp=ts, headers=headers) is not None:
                     sent.append(d)
                 else:  # larger than a whole batch: the broker would refuse it forever
                     await self._dead_letter(d, f"record of {record.size} bytes > max_batch_bytes")
