@@ -168,28 +168,34 @@ class KafkaSink:
             while len(pending) > self.config.max_in_flight:
                 await pending.popleft()
 
-        for (topic, partition), items in groups.items():
-            builder = producer.create_batch()
-            for record, d in items:
-                ts = int(d.record.appended_at * 1000)
-                key, value, headers = record.key, record.value, record.headers
-                if builder.append(key=key, value=value, timestamp=ts, headers=headers) is not None:
-                    sent.append(d)
-                    continue
+        try:
+            for (topic, partition), items in groups.items():
+                builder = producer.create_batch()
+                for record, d in items:
+                    ts = int(d.record.appended_at * 1000)
+                    if _put(builder, record, ts):
+                        sent.append(d)
+                        continue
+                    if builder.record_count():
+                        await submit(builder, topic, partition)
+                        builder = producer.create_batch()
+                    if _put(builder, record, ts):
+                        sent.append(d)
+                    else:  # larger than a whole batch: the broker would refuse it forever
+                        reason = f"record of {record.size} bytes > max_batch_bytes"
+                        await self._dead_letter(d, reason)
                 if builder.record_count():
                     await submit(builder, topic, partition)
-                    builder = producer.create_batch()
-                if builder.append(key=key, value=value, timestamp=ts, headers=headers) is not None:
-                    sent.append(d)
-                else:  # larger than a whole batch: the broker would refuse it forever
-                    await self._dead_letter(d, f"record of {record.size} bytes > max_batch_bytes")
-            if builder.record_count():
-                await submit(builder, topic, partition)
-        while pending:
-            try:
-                await pending.popleft()
-            except MessageSizeTooLargeError as exc:
-                raise SinkError(f"kafka: broker refused a batch as too large: {exc}") from exc
+            while pending:
+                try:
+                    await pending.popleft()
+                except MessageSizeTooLargeError as exc:
+                    raise SinkError(f"kafka: broker refused a batch as too large: {exc}") from exc
+        finally:
+            # Futures left behind by a failure or timeout must not log "exception was never
+            # retrieved" later: read their outcome whenever they settle.
+            for fut in pending:
+                fut.add_done_callback(_settle)
         return sent
 
     async def _dead_letter(self, d: Delivery, reason: str) -> None:
@@ -205,6 +211,17 @@ class KafkaSink:
     def _servers(self) -> str:
         s = self.config.bootstrap_servers
         return s if isinstance(s, str) else ",".join(s)
+
+
+def _put(builder: Any, record: KafkaRecord, ts: int) -> bool:
+    """Append to a ``BatchBuilder``; ``False`` when it is full."""
+    meta = builder.append(key=record.key, value=record.value, timestamp=ts, headers=record.headers)
+    return meta is not None
+
+
+def _settle(fut: Any) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _describe(exc: BaseException) -> str:
