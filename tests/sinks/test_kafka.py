@@ -184,3 +184,21 @@ async def test_broker_outage_mid_run_loses_nothing_and_keeps_order(tmp_path, tan
     for key, ns in seen.items():
         firsts = list(dict.fromkeys(ns))  # a resent batch repeats a run, in order
         assert firsts == sorted(firsts), f"order broken for {key}"
+
+
+async def test_oversized_record_is_dead_lettered_and_requeued_ones_are_sent(tmp_path, tansu):
+    s = kafka_settings(tmp_path, tansu, topic="dlq", max_record_bytes=8192)
+    async with running(tmp_path, s) as (journal, sink, _):
+        await journal.append_many([make_event(1), make_event(2, size=20_000), make_event(3)])
+        await caught_up(journal)
+        (dl,) = await journal.dead_letters("k")
+        assert dl.event.id == make_event(2).id and "max_record_bytes" in dl.reason
+        # An operator replays another event that had failed (simulated dead letter).
+        record = (await journal.read_after(0, 1))[0]
+        await journal.dead_letter("k", record, "simulated", 1)
+        await journal.requeue_dead_letters("k", dlids=[dl.dlid + 1])
+        sink.wake()
+        while await journal.count_retries("k"):
+            await anyio.lowlevel.checkpoint()
+    records = await tansu.consume("dlq", 3)
+    assert [decode(r).get_data()["n"] for r in records] == [1, 3, 1]

@@ -204,3 +204,18 @@ async def test_include_types_filters(tmp_path):
     async with slack_env(tmp_path, burst=10, include_types=["argus.incident."]) as env:
         await env.deliver(make_event(1), make_event(2, type_="argus.incident.created"))
         assert len(env.server.posts) == 1
+
+
+async def test_requeued_dead_letters_are_posted_by_the_background_loop(tmp_path):
+    async with slack_env(tmp_path, burst=10) as env:
+        env.server.script.append(Reply(404, body=b"channel_not_found"))
+        await env.deliver(make_event(1))
+        assert await env.journal.requeue_dead_letters("s") == 1
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(env.sink.background)
+            await env.server.wait_for(1)
+            await env.clock.wait_sleeping()  # the loop went back to sleep: all handled
+            tg.cancel_scope.cancel()
+        assert env.server.posts[0]["attachments"][0]["blocks"]
+        assert await env.journal.count_retries("s") == 0
+        assert await env.journal.count_dead_letters("s") == 0

@@ -55,6 +55,9 @@ class KafkaSinkConfig(SinkBase):
     #: Upper bound on every aiokafka call (start, metadata, send, ack wait, stop).
     call_timeout: Duration = 60.0
     max_batch_bytes: ByteSize = 1024 * 1024
+    #: Largest record (and produce request) sent; a bigger event is dead-lettered, not
+    #: retried forever. Keep it at or below the broker's ``message.max.bytes``.
+    max_record_bytes: ByteSize = 1024 * 1024
     #: Batches awaiting their ack at once.
     max_in_flight: int = Field(default=4, ge=1)
     #: The sink already batches from the journal; lingering only adds latency.

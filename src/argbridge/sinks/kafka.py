@@ -13,7 +13,7 @@ forever (aiokafka #1101) and a frozen broker accepts connections but never answe
 any failure the producer is stopped (bounded) and dropped; the worker retries the batch
 with backoff and the next ``deliver`` connects again, while the journal absorbs the
 backlog — nothing is lost, at worst a batch is sent twice (consumers dedupe on
-``ce_id``). A record larger than the broker accepts is dead-lettered alone.
+``ce_id``). A record over ``max_record_bytes`` is dead-lettered alone (never retried).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class KafkaSink:
             request_timeout_ms=int(c.request_timeout * 1000),
             linger_ms=int(c.linger * 1000),
             max_batch_size=c.max_batch_bytes,
-            max_request_size=max(c.max_batch_bytes, 1024 * 1024),
+            max_request_size=max(c.max_batch_bytes, c.max_record_bytes) + 64 * 1024,
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -153,6 +153,10 @@ class KafkaSink:
                 await self._dead_letter(d, str(exc))
                 continue
             record = build_record(d.event, topic, mode)
+            if record.size > self.config.max_record_bytes:
+                reason = f"record of {record.size} bytes > max_record_bytes"
+                await self._dead_letter(d, reason)
+                continue
             partitions = self._partitions.get(topic)
             if partitions is None:
                 partitions = sorted(await producer.partitions_for(topic))
@@ -181,9 +185,8 @@ class KafkaSink:
                         builder = producer.create_batch()
                     if _put(builder, record, ts):
                         sent.append(d)
-                    else:  # larger than a whole batch: the broker would refuse it forever
-                        reason = f"record of {record.size} bytes > max_batch_bytes"
-                        await self._dead_letter(d, reason)
+                    else:  # cannot happen: an empty batch takes any record
+                        raise SinkError("kafka: a record does not fit an empty batch")
                 if builder.record_count():
                     await submit(builder, topic, partition)
             while pending:

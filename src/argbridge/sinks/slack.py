@@ -71,7 +71,7 @@ class SlackSink:
         self._threads: dict[tuple[str, str], str] = {}
         self._state = "not started"
         self._ok = True
-        self.requeue = RequeueRunner(ctx, settings, self.deliver)
+        self.requeue = RequeueRunner(ctx, settings, self._redeliver)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -101,6 +101,12 @@ class SlackSink:
         self.requeue.waker.wake()
 
     # -- delivery ------------------------------------------------------------------------
+
+    async def _redeliver(self, batch: Sequence[Delivery]) -> None:
+        """Requeued dead letters: they were refused, not posted, so forget the refusal."""
+        for d in batch:
+            self._posted.pop((d.event.id, self._channel(d)), None)
+        await self.deliver(batch)
 
     async def deliver(self, batch: Sequence[Delivery]) -> None:
         for d in batch:
