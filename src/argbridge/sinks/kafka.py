@@ -144,51 +144,48 @@ class KafkaSink:
                 hist.observe(max(0.0, now - d.record.appended_at))
 
     async def _send(self, producer: AIOKafkaProducer, batch: Sequence[Delivery]) -> list[Delivery]:
-        groups: dict[tuple[str, int], list[tuple[KafkaRecord, Delivery]]] = {}
-        mode = self.config.mode
-        for d in batch:
-            try:
-                topic = render_topic(d.route.topic or self.config.topic, d.event)
-            except EventError as exc:
-                await self._dead_letter(d, str(exc))
-                continue
-            record = build_record(d.event, topic, mode)
-            if record.size > self.config.max_record_bytes:
-                reason = f"record of {record.size} bytes > max_record_bytes"
-                await self._dead_letter(d, reason)
-                continue
-            partitions = self._partitions.get(topic)
-            if partitions is None:
-                partitions = sorted(await producer.partitions_for(topic))
-                self._partitions[topic] = partitions
-            partition = choose_partition(record.key, partitions, d.event.id)
-            groups.setdefault((topic, partition), []).append((record, d))
-
+        """Build and submit batches as records are made (the broker works meanwhile);
+        return the deliveries sent once every batch is acked."""
+        mode, default_topic = self.config.mode, self.config.topic
+        builders: dict[tuple[str, int], Any] = {}
         pending: deque[Any] = deque()
         sent: list[Delivery] = []
 
-        async def submit(builder: Any, topic: str, partition: int) -> None:
-            pending.append(await producer.send_batch(builder, topic, partition=partition))
+        async def submit(slot: tuple[str, int], builder: Any) -> None:
+            pending.append(await producer.send_batch(builder, slot[0], partition=slot[1]))
             while len(pending) > self.config.max_in_flight:
                 await pending.popleft()
 
         try:
-            for (topic, partition), items in groups.items():
-                builder = producer.create_batch()
-                for record, d in items:
-                    ts = int(d.record.appended_at * 1000)
-                    if _put(builder, record, ts):
-                        sent.append(d)
-                        continue
-                    if builder.record_count():
-                        await submit(builder, topic, partition)
-                        builder = producer.create_batch()
-                    if _put(builder, record, ts):
-                        sent.append(d)
-                    else:  # cannot happen: an empty batch takes any record
+            for d in batch:
+                try:
+                    topic = render_topic(d.route.topic or default_topic, d.event)
+                except EventError as exc:
+                    await self._dead_letter(d, str(exc))
+                    continue
+                record = build_record(d.event, topic, mode)
+                if record.size > self.config.max_record_bytes:
+                    reason = f"record of {record.size} bytes > max_record_bytes"
+                    await self._dead_letter(d, reason)
+                    continue
+                partitions = self._partitions.get(topic)
+                if partitions is None:
+                    partitions = sorted(await producer.partitions_for(topic))
+                    self._partitions[topic] = partitions
+                slot = (topic, choose_partition(record.key, partitions, d.event.id))
+                builder = builders.get(slot)
+                if builder is None:
+                    builder = builders[slot] = producer.create_batch()
+                ts = int(d.record.appended_at * 1000)
+                if not _put(builder, record, ts):
+                    await submit(slot, builder)
+                    builder = builders[slot] = producer.create_batch()
+                    if not _put(builder, record, ts):  # an empty batch takes any record
                         raise SinkError("kafka: a record does not fit an empty batch")
+                sent.append(d)
+            for slot, builder in builders.items():
                 if builder.record_count():
-                    await submit(builder, topic, partition)
+                    await submit(slot, builder)
             while pending:
                 try:
                     await pending.popleft()
