@@ -219,3 +219,20 @@ async def test_requeued_dead_letters_are_posted_by_the_background_loop(tmp_path)
         assert env.server.posts[0]["attachments"][0]["blocks"]
         assert await env.journal.count_retries("s") == 0
         assert await env.journal.count_dead_letters("s") == 0
+
+
+async def test_an_unreachable_webhook_url_never_leaks_into_errors(tmp_path):
+    from tests.conftest import free_port
+
+    secret_url = f"http://127.0.0.1:{free_port()}/services/T000/B000/s3cr3t-hook-token"
+    s = settings(tmp_path, sinks={"s": {"type": "slack", "webhook_url": secret_url}})
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        sink = SlackSink(s.sinks["s"], SinkContext("s", journal, Metrics()), s)  # type: ignore[arg-type]
+        await sink.start()
+        await journal.append(make_event(1))
+        batch = [Delivery(r, Route("d", ("s",), ())) for r in await journal.read("s", 10)]
+        with pytest.raises(SinkError) as info:
+            await sink.deliver(batch)
+        await sink.aclose()
+    assert "s3cr3t" not in str(info.value) and "s3cr3t" not in sink.health().detail
+    assert "s3cr3t" not in repr(s.sinks["s"])

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from standardwebhooks.webhooks import Webhook
 
 from argbridge.events import CloudEvent, deterministic_id
+from argbridge.logging import redact_text
 
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 #: Retry-After is honoured up to this bound (a receiver cannot park us for a week).
@@ -147,4 +148,6 @@ def classify(status: int, headers: Mapping[str, str], now: float) -> Verdict:
 
 def transport_failure(error: BaseException) -> Verdict:
     """A connection error or timeout: retry later; counts against the endpoint."""
-    return Verdict(Outcome.RETRY, f"{type(error).__name__}: {error}", endpoint_failure=True)
+    detail = redact_text(str(error))[:200]
+    reason = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
+    return Verdict(Outcome.RETRY, reason, endpoint_failure=True)

@@ -215,8 +215,9 @@ class SlackSink:
                     headers={"content-type": "application/json; charset=utf-8"},
                 )
             except httpx.HTTPError as exc:
+                # The message may quote the webhook URL, which is a secret: type only.
                 self._state = f"unreachable: {type(exc).__name__}"
-                raise SinkError(f"slack: {type(exc).__name__}: {exc}") from None
+                raise SinkError(f"slack: {type(exc).__name__}") from None
             status = response.status_code
             if status == 429:
                 after = parse_retry_after(response.headers.get("retry-after"), clock.time())
