@@ -202,3 +202,38 @@ async def test_oversized_record_is_dead_lettered_and_requeued_ones_are_sent(tmp_
             await anyio.lowlevel.checkpoint()
     records = await tansu.consume("dlq", 3)
     assert [decode(r).get_data()["n"] for r in records] == [1, 3, 1]
+
+
+async def test_readyz_reports_the_broker_state(tmp_path, tansu):
+    import httpx
+
+    from tests.conftest import free_port
+    from tests.support.daemon import running_app
+
+    sink = {
+        "type": "kafka",
+        "bootstrap_servers": tansu.bootstrap,
+        "topic": "ready",
+        "request_timeout": 0.5,
+        "call_timeout": 1.0,
+        "retry_initial": 0.01,
+        "retry_max": 0.05,
+    }
+    s = settings(tmp_path, http={"enabled": True, "port": free_port()}, sinks={"k": sink})
+    async with running_app(s) as (app, url), httpx.AsyncClient(base_url=url) as http:
+        await app.journal.append(make_event(1))
+        while app.journal.cursor("k") < 1:
+            await anyio.lowlevel.checkpoint()
+        r = await http.get("/readyz")
+        assert r.status_code == 200, r.text
+        tansu.freeze()
+        await app.journal.append(make_event(2))
+        while app.sinks["k"].health().ready:
+            await anyio.lowlevel.checkpoint()
+        r = await http.get("/readyz")
+        assert r.status_code == 503
+        assert "broker unavailable" in r.json()["components"]["sink:k"]["detail"]
+        tansu.thaw()
+        while app.journal.cursor("k") < 2:
+            await anyio.lowlevel.checkpoint()
+        assert (await http.get("/readyz")).status_code == 200
