@@ -16,6 +16,7 @@ from argbridge.errors import ConfigError
         ({"type": "kafka", "acks": "2"}, "sinks.x.acks: must be one of 0, 1, all"),
         ({"type": "kafka", "topic": "a.{type!r}"}, "sinks.x.topic: topic template"),
         ({"type": "kafka", "call_timeout": 1}, "call_timeout must be larger than request_timeout"),
+        ({"type": "kafka", "enable_idempotence": True, "acks": 1}, 'needs acks = "all"'),
         ({"type": "slack"}, "sinks.x: set exactly one of webhook_url or bot_token"),
         ({"type": "slack", "bot_token": "xoxb-1"}, "bot_token needs a channel"),
         ({"type": "webhook", "url": "ftp://h", "secrets": ["s"]}, "sinks.x.url: not an http(s)"),

@@ -91,6 +91,8 @@ class KafkaSinkConfig(SinkBase):
     def _timeouts(self) -> KafkaSinkConfig:
         if self.call_timeout <= self.request_timeout:
             raise ValueError("call_timeout must be larger than request_timeout")
+        if self.enable_idempotence and self.acks != "all":
+            raise ValueError('enable_idempotence needs acks = "all"')
         return self
 
 
