@@ -79,7 +79,11 @@ class KafkaSink:
         await refresh_dead_letter_gauge(self.ctx)
 
     async def _connect(self) -> None:
-        producer = self._new_producer()
+        try:
+            producer = self._new_producer()
+        except (ValueError, KafkaError) as exc:  # settings aiokafka refuses
+            self._fail(exc, "configure")
+            raise SinkError(f"kafka: cannot create the producer: {_describe(exc)}") from exc
         try:
             with anyio.fail_after(self.config.call_timeout):
                 await producer.start()
