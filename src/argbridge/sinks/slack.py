@@ -47,6 +47,15 @@ TRANSIENT_ERRORS = frozenset(
 )
 URGENT_SEVERITIES = frozenset({"critical", "high"})
 WEBHOOK_CHANNEL = "(webhook)"
+#: Subjects (runs, incidents) whose last post time and thread ts are kept in memory.
+SUBJECT_MEMORY = 10_000
+
+
+def _bounded_put(cache: OrderedDict[Any, Any], key: Any, value: Any, limit: int) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > limit:
+        _, _ = cache.popitem(last=False)
 
 
 class PostRefused(Exception):
@@ -66,9 +75,11 @@ class SlackSink:
         self.bot_mode = config.bot_token is not None
         self._client: httpx.AsyncClient | None = None
         self._posted: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._last_post: dict[tuple[str, str], float] = {}
+        # Per-subject memory, bounded (least recently used first out); thread ts also
+        # live durably in the journal, so forgetting one here costs a read, not a thread.
+        self._last_post: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._coalesced: dict[tuple[str, str], int] = {}
-        self._threads: dict[tuple[str, str], str] = {}
+        self._threads: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._state = "not started"
         self._ok = True
         self.requeue = RequeueRunner(ctx, settings, self._redeliver)
@@ -142,6 +153,8 @@ class SlackSink:
             last = self._last_post.get(skey)
             if last is not None and now - last < self.config.cooldown:
                 self._coalesced[skey] = self._coalesced.get(skey, 0) + 1
+                if len(self._coalesced) > SUBJECT_MEMORY:
+                    del self._coalesced[next(iter(self._coalesced))]
                 self._remember(key)
                 ctx.metrics.discarded.labels(self.name, "sink", "coalesced").inc()
                 return
@@ -165,9 +178,9 @@ class SlackSink:
             return
         self._remember(key)
         self._coalesced.pop(skey, None)
-        self._last_post[skey] = ctx.clock.monotonic()
+        _bounded_put(self._last_post, skey, ctx.clock.monotonic(), SUBJECT_MEMORY)
         if ts and subject and self.bot_mode and self.config.threads and skey not in self._threads:
-            self._threads[skey] = ts
+            _bounded_put(self._threads, skey, ts, SUBJECT_MEMORY)
             await ctx.journal.set_state(self._thread_key(skey), ts)
         ctx.metrics.sent.labels(self.name, "sink").inc()
         ctx.metrics.delivery_latency.labels(self.name).observe(
@@ -189,7 +202,7 @@ class SlackSink:
         if ts is None:
             ts = await self.ctx.journal.get_state(self._thread_key(skey))
             if ts is not None:
-                self._threads[skey] = ts
+                _bounded_put(self._threads, skey, ts, SUBJECT_MEMORY)
         return ts
 
     async def _post(self, channel: str, payload: dict[str, Any]) -> str | None:
