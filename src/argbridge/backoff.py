@@ -27,7 +27,10 @@ class Backoff:
 
     def next_delay(self, at_least: float = 0.0) -> float:
         """Return the next delay (seconds) and advance; never below ``at_least``."""
-        ceiling = min(self.cap, self.base * (self.factor**self.attempt))
+        try:
+            ceiling = min(self.cap, self.base * (self.factor**self.attempt))
+        except OverflowError:  # hours into an outage: factor**attempt left float range
+            ceiling = self.cap
         self.attempt += 1
         delay = self.rng.uniform(0.0, ceiling) if self.jitter else ceiling
         return max(delay, at_least)

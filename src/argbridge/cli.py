@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "argbridge.commands.ops",
     "argbridge.commands.signing",
     "argbridge.commands.arga",
+    "argbridge.commands.dlq",
 ]
 
 EXIT_CONFIG = 2

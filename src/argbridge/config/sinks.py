@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from argbridge.config.base import ByteSize, Duration, Secret, StrictModel
 
@@ -49,12 +49,51 @@ class KafkaSinkConfig(SinkBase):
     acks: Annotated[Literal[0, 1, "all"], BeforeValidator(_acks)] = "all"
     mode: Literal["binary", "structured"] = "binary"
     compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "none"
+    #: Off by default: aiokafka's idempotent producer can hang forever (stop/send_and_wait).
     enable_idempotence: bool = False
     request_timeout: Duration = 30.0
+    #: Upper bound on every aiokafka call (start, metadata, send, ack wait, stop).
+    call_timeout: Duration = 60.0
     max_batch_bytes: ByteSize = 1024 * 1024
+    #: Largest record (and produce request) sent; a bigger event is dead-lettered, not
+    #: retried forever. Keep it at or below the broker's ``message.max.bytes``.
+    max_record_bytes: ByteSize = 1024 * 1024
+    #: Batches awaiting their ack at once.
     max_in_flight: int = Field(default=4, ge=1)
-    linger: Duration = 0.005
+    #: The sink already batches from the journal; lingering only adds latency.
+    linger: Duration = 0.0
     client_id: str = "argbridge"
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_template(cls, value: str) -> str:
+        from argbridge.delivery.kafka_records import template_fields
+
+        template_fields(value)
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("compression")
+    @classmethod
+    def _codec_available(cls, value: str) -> str:
+        if value in ("lz4", "zstd", "snappy"):
+            try:
+                import cramjam  # noqa: F401
+            except ImportError:
+                raise ValueError(
+                    f"{value} needs the cramjam package (pip install 'argbridge[compression]');"
+                    " gzip works without extras"
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> KafkaSinkConfig:
+        if self.call_timeout <= self.request_timeout:
+            raise ValueError("call_timeout must be larger than request_timeout")
+        if self.enable_idempotence and self.acks != "all":
+            raise ValueError('enable_idempotence needs acks = "all"')
+        return self
 
 
 class SlackSinkConfig(SinkBase):
@@ -63,6 +102,7 @@ class SlackSinkConfig(SinkBase):
     type: Literal["slack"]
     webhook_url: Secret | None = None
     bot_token: Secret | None = None
+    #: Channel for chat.postMessage (a route's ``topic`` overrides it per route).
     channel: str | None = None
     api_base_url: str = "https://slack.com/api"
     #: Messages per second per channel (token bucket) and burst.
@@ -70,7 +110,22 @@ class SlackSinkConfig(SinkBase):
     burst: int = Field(default=3, ge=1)
     #: Per-subject cooldown: coalesce a chatty run's events within this window.
     cooldown: Duration = 0.0
+    #: Reply in one thread per run/incident (bot-token mode only).
+    threads: bool = True
+    #: Only these event types (prefixes) reach Slack; empty = whatever the routes send.
+    include_types: list[str] = Field(default_factory=list)
     dashboard_url: str | None = None
+    timeout: Duration = 10.0
+    #: Slack has no idempotency key: ids already posted are remembered to skip resends.
+    dedupe_memory: int = Field(default=10_000, ge=0)
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> SlackSinkConfig:
+        if (self.webhook_url is None) == (self.bot_token is None):
+            raise ValueError("set exactly one of webhook_url or bot_token")
+        if self.bot_token is not None and not self.channel:
+            raise ValueError("bot_token needs a channel (chat.postMessage)")
+        return self
 
 
 class WebhookSinkConfig(SinkBase):
@@ -78,13 +133,28 @@ class WebhookSinkConfig(SinkBase):
 
     type: Literal["webhook"]
     url: str
-    #: Signing secrets (``whsec_…``); all sign each message (rotation).
+    #: Signing secrets (``whsec_<base64>``, or raw text used as key bytes); all sign each
+    #: message so receivers keep verifying during a rotation.
     secrets: list[Secret] = Field(min_length=1)
     timeout: Duration = 15.0
     retry_schedule: list[Duration] = Field(
-        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+        min_length=1,
     )
+    #: Each retry delay varies by ± this fraction.
+    retry_jitter: float = Field(default=0.1, ge=0, lt=1)
     #: Allow loopback/private/link-local destinations (SSRF guard off for this endpoint).
     allow_private: bool = False
     breaker_threshold: int = Field(default=5, ge=1)
     breaker_cooldown: Duration = 30.0
+    #: Concurrent requests to this endpoint.
+    concurrency: int = Field(default=8, ge=1, le=256)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        from argbridge.delivery.ssrf import host_and_port
+
+        host_and_port(value)
+        return value

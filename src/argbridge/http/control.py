@@ -19,7 +19,11 @@ if TYPE_CHECKING:
     from argbridge.runtime import App
 
 #: Modules exposing ``register(app, router)`` for parts of the control API.
-CONTROL_MODULES: list[str] = ["argbridge.http.control_ops", "argbridge.http.control_arga"]
+CONTROL_MODULES: list[str] = [
+    "argbridge.http.control_ops",
+    "argbridge.http.control_arga",
+    "argbridge.http.control_dlq",
+]
 
 
 def check_access(app: App, request: Request) -> Response | None:

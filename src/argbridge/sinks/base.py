@@ -61,6 +61,18 @@ class SinkContext:
         if self.log is None:
             self.log = get_logger(component=self.name, kind="sink")
 
+    def count_sent(self, records: Sequence[JournalRecord]) -> None:
+        """Count events the destination confirmed: sent events/bytes and the latency
+        from journal commit to confirmation (Vector: only after success)."""
+        if not records:
+            return
+        self.metrics.sent.labels(self.name, "sink").inc(len(records))
+        self.metrics.sent_bytes.labels(self.name, "sink").inc(sum(r.size for r in records))
+        now = self.clock.time()
+        hist = self.metrics.delivery_latency.labels(self.name)
+        for r in records:
+            hist.observe(max(0.0, now - r.appended_at))
+
 
 @runtime_checkable
 class Sink(Protocol):
@@ -107,6 +119,7 @@ class SinkWorker:
         self.backoff = backoff or Backoff()
         self.name = ctx.name
         self._stopping = anyio.Event()
+        self._poked = anyio.Event()
         self.in_flight = 0
         self.started = False
         self.last_error: str | None = None
@@ -115,6 +128,10 @@ class SinkWorker:
     def stop(self) -> None:
         """Finish the batch in flight, then return from :meth:`run`."""
         self._stopping.set()
+
+    def poke(self) -> None:
+        """Read again now (after a replay moved the cursor back)."""
+        self._poked.set()
 
     async def run(self) -> None:
         journal, metrics, log = self.ctx.journal, self.ctx.metrics, self.ctx.log
@@ -134,7 +151,7 @@ class SinkWorker:
                             # has delivered everything journaled so far.
                             log.debug("sink.caught_up", cursor=cursor)
                             self._reported_cursor = cursor
-                        await self._unless_stopped(journal.wait_for_events, cursor)
+                        await self._unless_stopped(journal.wait_for_events, cursor, pokeable=True)
                         continue
                     deliveries = [
                         Delivery(r, route)
@@ -154,15 +171,24 @@ class SinkWorker:
             finally:
                 tg.cancel_scope.cancel()
 
-    async def _unless_stopped(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        """Await ``fn(*args)``, returning early when :meth:`stop` is called."""
+    async def _unless_stopped(
+        self, fn: Callable[..., Awaitable[Any]], *args: Any, pokeable: bool = False
+    ) -> None:
+        """Await ``fn(*args)``, returning early on :meth:`stop` (or :meth:`poke`)."""
         async with anyio.create_task_group() as tg:
 
             async def stop_waiter() -> None:
                 await self._stopping.wait()
                 tg.cancel_scope.cancel()
 
+            async def poke_waiter() -> None:
+                await self._poked.wait()
+                self._poked = anyio.Event()
+                tg.cancel_scope.cancel()
+
             tg.start_soon(stop_waiter)
+            if pokeable:
+                tg.start_soon(poke_waiter)
             await fn(*args)
             tg.cancel_scope.cancel()
 
@@ -206,12 +232,7 @@ class SinkWorker:
                 continue
             self.backoff.reset()
             self.last_error = None
-            now = ctx.clock.time()
-            ctx.metrics.sent.labels(self.name, "sink").inc(len(deliveries))
-            ctx.metrics.sent_bytes.labels(self.name, "sink").inc(
-                sum(d.record.size for d in deliveries)
-            )
-            hist = ctx.metrics.delivery_latency.labels(self.name)
-            for d in deliveries:
-                hist.observe(max(0.0, now - d.record.appended_at))
+            if not getattr(self.sink, "reports_sent", False):
+                # (A sink with reports_sent counts what the destination confirmed itself.)
+                ctx.count_sent([d.record for d in deliveries])
             return

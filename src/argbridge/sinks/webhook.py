@@ -1,0 +1,254 @@
+"""The ``webhook`` sink: signed outbound webhooks (Standard Webhooks) with a retry schedule.
+
+Each event is POSTed as structured CloudEvent JSON, signed with every configured secret
+(:mod:`argbridge.delivery.webhook_out`), within ``timeout`` (15 s by default). ``deliver``
+makes the first attempt for every event of a batch (``concurrency`` at a time) and
+records the outcome in the journal before returning, so the worker's cursor can move on
+and a dead endpoint never holds the live stream back:
+
+- 2xx → delivered;
+- 410 → the endpoint is disabled (durably, ``journal.set_state``); this and every later
+  event is dead-lettered until ``argbridge dlq replay`` re-enables it;
+- ``webhook-delivery: abort-message`` → dead-lettered at once, no more retries;
+- anything else (429/502/503/504 honour ``Retry-After``, timeouts, 5xx…) →
+  ``journal.schedule_retry`` on the jittered schedule (default: immediately, 5 s, 5 min,
+  30 min, 2 h, 5 h, 10 h, 10 h); after the last attempt → ``journal.dead_letter``.
+
+``background()`` runs the due retries (and requeued dead letters). A circuit breaker
+per endpoint opens after ``breaker_threshold`` consecutive endpoint failures; while open,
+attempts are postponed (not counted) until the cooldown ends, then one half-open probe
+decides. Destinations resolving to loopback/private/link-local addresses are refused
+unless ``allow_private`` (:mod:`argbridge.delivery.ssrf`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anyio
+import httpx
+
+from argbridge import __version__
+from argbridge.config.settings import Settings
+from argbridge.config.sinks import WebhookSinkConfig
+from argbridge.delivery.breaker import BreakerState, CircuitBreaker
+from argbridge.delivery.schedule import RetrySchedule
+from argbridge.delivery.ssrf import (
+    DestinationRefused,
+    check_addresses,
+    host_and_port,
+    literal_address,
+)
+from argbridge.delivery.webhook_out import (
+    Outcome,
+    Signer,
+    Verdict,
+    build_request,
+    classify,
+    transport_failure,
+)
+from argbridge.journal import JournalRecord, RetryItem
+from argbridge.sinks.base import Delivery, Health, SinkContext
+from argbridge.sinks.requeue import IDLE_POLL, Waker, refresh_dead_letter_gauge
+
+#: How long resolved addresses are trusted before the SSRF guard resolves again.
+RESOLVE_TTL = 30.0
+
+
+class WebhookSink:
+    """POSTs signed CloudEvents to one endpoint."""
+
+    reports_sent = True
+
+    def __init__(self, config: WebhookSinkConfig, ctx: SinkContext, settings: Settings) -> None:
+        self.name = ctx.name
+        self.config = config
+        self.ctx = ctx
+        self.signer = Signer([s.get_secret_value() for s in config.secrets])
+        self.schedule = RetrySchedule(config.retry_schedule, config.retry_jitter)
+        self.breaker = CircuitBreaker(config.breaker_threshold, config.breaker_cooldown)
+        self.host, self.port = host_and_port(config.url)
+        self.disabled: str | None = None
+        self.waker = Waker()
+        self._client: httpx.AsyncClient | None = None
+        self._limiter = anyio.Semaphore(config.concurrency)
+        self._resolved_at: float | None = None
+        self._state_key = f"webhook:{self.name}:disabled"
+        self._last_error: str | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self.config.timeout,
+                follow_redirects=False,  # 3xx is a failure (Standard Webhooks)
+                headers={"user-agent": f"argbridge/{__version__}"},
+                limits=httpx.Limits(max_connections=self.config.concurrency),
+            )
+        self.disabled = await self.ctx.journal.get_state(self._state_key)
+        self._gauge()
+        await refresh_dead_letter_gauge(self.ctx)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def health(self) -> Health:
+        if self.disabled:
+            return Health(True, f"endpoint disabled ({self.disabled}); dlq replay re-enables")
+        state = self.breaker.state(self.ctx.clock.monotonic())
+        if state is not BreakerState.CLOSED:
+            return Health(True, f"circuit {state.name.lower()}: {self._last_error}")
+        return Health(True, "ok")
+
+    async def enable(self) -> None:
+        """Re-enable after a 410 (the operator fixed the endpoint; called on dlq replay)."""
+        if self.disabled is not None:
+            self.disabled = None
+            await self.ctx.journal.delete_state(self._state_key)
+            self.ctx.log.info("webhook.enabled")
+        self.breaker.success()
+        self._gauge()
+        self.waker.wake()
+
+    def wake(self) -> None:
+        self.waker.wake()
+
+    # -- delivery ------------------------------------------------------------------------
+
+    async def deliver(self, batch: Sequence[Delivery]) -> None:
+        # One endpoint: an event reaching it through two routes is sent once.
+        records = list({d.event.id: d.record for d in batch}.values())
+        await self._run_all(records)
+
+    async def _run_all(self, items: Sequence[JournalRecord | RetryItem]) -> None:
+        async with anyio.create_task_group() as tg:
+            for item in items:
+                await self._limiter.acquire()
+                tg.start_soon(self._attempt_and_release, item)
+
+    async def _attempt_and_release(self, item: JournalRecord | RetryItem) -> None:
+        try:
+            await self.attempt(item)
+        finally:
+            self._limiter.release()
+
+    async def background(self) -> None:
+        """Run due retries; sleep until the next one is due or something is scheduled."""
+        journal, clock = self.ctx.journal, self.ctx.clock
+        while True:
+            now = clock.time()
+            items = await journal.due_retries(self.name, now, self.config.concurrency * 8)
+            if items:
+                await self._run_all(items)
+                continue
+            due = await journal.next_retry_due(self.name)
+            await self.waker.wait(clock, IDLE_POLL if due is None else min(IDLE_POLL, due - now))
+
+    async def attempt(self, item: JournalRecord | RetryItem) -> None:
+        """One delivery attempt of ``item``, with its outcome recorded in the journal."""
+        ctx = self.ctx
+        made = item.attempt if isinstance(item, RetryItem) else 0
+        if self.disabled is not None:
+            await self._dead_letter(item, f"endpoint disabled ({self.disabled})", made)
+            return
+        now_m = ctx.clock.monotonic()
+        if not self.breaker.allow(now_m):
+            # Postponed, not attempted: the attempt count does not move.
+            wait = self.breaker.retry_at(now_m) - now_m
+            if wait <= 0:  # half-open with its probe out: look again shortly
+                wait = min(1.0, self.config.breaker_cooldown)
+            await ctx.journal.schedule_retry(
+                self.name, item, made, ctx.clock.time() + wait, "circuit breaker open"
+            )
+            return
+        try:
+            await self._guard()
+        except DestinationRefused as exc:
+            self.breaker.success()  # nothing was sent; do not leave a probe hanging
+            await self._dead_letter(item, str(exc), made)
+            return
+        except OSError as exc:  # DNS trouble is transient: retry on the schedule
+            verdict = transport_failure(exc)
+        else:
+            verdict = await self._post(item)
+        made += 1
+        if verdict.endpoint_failure:
+            self.breaker.failure(ctx.clock.monotonic())
+            self._last_error = verdict.reason
+        else:
+            self.breaker.success()
+        self._gauge()
+        if verdict.outcome is Outcome.DELIVERED:
+            if isinstance(item, JournalRecord):
+                ctx.count_sent([item])
+            else:
+                # A retried event: its journal copy may be gone, so no size or latency.
+                ctx.metrics.sent.labels(self.name, "sink").inc()
+                await ctx.journal.clear_retry(self.name, item.event.id)
+            return
+        ctx.metrics.errors.labels(self.name, "sink", verdict.reason.split(":")[0]).inc()
+        if verdict.outcome is Outcome.DISABLE:
+            self.disabled = verdict.reason
+            await ctx.journal.set_state(self._state_key, verdict.reason)
+            ctx.log.error("webhook.disabled", reason=verdict.reason, url=self._safe_url())
+            await self._dead_letter(item, verdict.reason, made)
+        elif verdict.outcome is Outcome.ABORT:
+            await self._dead_letter(item, verdict.reason, made)
+        else:
+            await self._retry_later(item, made, verdict)
+
+    async def _retry_later(self, item: JournalRecord | RetryItem, made: int, v: Verdict) -> None:
+        delay = self.schedule.next_delay(made, v.retry_after)
+        if delay is None:
+            await self._dead_letter(item, f"gave up after {made} attempt(s): {v.reason}", made)
+            return
+        due = self.ctx.clock.time() + delay
+        await self.ctx.journal.schedule_retry(self.name, item, made, due, v.reason)
+        self.ctx.log.info(
+            "webhook.retry_scheduled", event_id=item.event.id, attempt=made, in_s=round(delay, 3)
+        )
+        self.waker.wake()
+
+    async def _dead_letter(self, item: JournalRecord | RetryItem, reason: str, made: int) -> None:
+        await self.ctx.journal.dead_letter(self.name, item, reason, made)
+        self.ctx.log.warning("webhook.dead_letter", event_id=item.event.id, reason=reason)
+        await refresh_dead_letter_gauge(self.ctx)
+
+    async def _post(self, item: JournalRecord | RetryItem) -> Verdict:
+        assert self._client is not None, "start() first"
+        clock = self.ctx.clock
+        request = build_request(item.event, self.signer, clock.time(), self.config.headers)
+        try:
+            response = await self._client.post(
+                self.config.url, content=request.body, headers=request.headers
+            )
+        except httpx.HTTPError as exc:
+            return transport_failure(exc)
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        return classify(response.status_code, headers, clock.time())
+
+    async def _guard(self) -> None:
+        """The SSRF guard (resolves the host at most every ``RESOLVE_TTL`` seconds)."""
+        if self.config.allow_private:
+            return
+        now = self.ctx.clock.monotonic()
+        if self._resolved_at is not None and now - self._resolved_at < RESOLVE_TTL:
+            return
+        literal = literal_address(self.host)
+        if literal is not None:
+            addresses = [str(literal)]
+        else:
+            infos = await anyio.getaddrinfo(self.host, self.port)
+            addresses = [str(info[4][0]) for info in infos]
+        check_addresses(self.host, addresses, allow_private=False)
+        self._resolved_at = now
+
+    def _gauge(self) -> None:
+        state = self.breaker.state(self.ctx.clock.monotonic())
+        self.ctx.metrics.breaker_state.labels(self.name).set(int(state))
+
+    def _safe_url(self) -> str:
+        return f"{self.host}:{self.port}"

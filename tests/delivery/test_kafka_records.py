@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+from cloudevents.core.bindings import kafka as ce_kafka
+from hypothesis import given
+from hypothesis import strategies as st
+
+from argbridge.delivery.kafka_records import (
+    STRUCTURED_CONTENT_TYPE,
+    KafkaRecord,
+    build_record,
+    choose_partition,
+    render_topic,
+    template_fields,
+)
+from argbridge.errors import EventError
+from argbridge.events import CloudEvent
+
+
+def event(**kw: Any) -> CloudEvent:
+    base: dict[str, Any] = {
+        "id": "e-1",
+        "source": "urn:arga:runs/r1",
+        "type": "arga.validation.run.failed",
+        "subject": "runs/r1",
+        "time": "2026-01-02T03:04:05.678Z",
+        "data": {"status": "failed", "n": 1, "text": "é ✓"},
+        "partitionkey": "r1",
+        "sequence": 7,
+        "severity": "high",
+        "extensions": {"traceparent": "00-ab-cd-01", "flag": True},
+    }
+    base.update(kw)
+    return CloudEvent(**base)
+
+
+def message(record: KafkaRecord) -> ce_kafka.KafkaMessage:
+    return ce_kafka.KafkaMessage(
+        headers=dict(record.headers),
+        key=record.key.decode() if record.key is not None else None,
+        value=record.value,
+    )
+
+
+def test_binary_mode_decodes_with_the_cloudevents_binding():
+    ev = event()
+    record = build_record(ev, "t")
+    assert record.key == b"r1"
+    assert record.value == orjson.dumps(ev.data)
+    headers = dict(record.headers)
+    assert headers["content-type"] == b"application/json"
+    assert headers["ce_id"] == b"e-1"
+    assert headers["ce_specversion"] == b"1.0"
+    assert headers["ce_partitionkey"] == b"r1"  # the key mapper must not remove it
+    assert headers["ce_flag"] == b"true"
+    assert "ce_datacontenttype" not in headers
+    decoded = ce_kafka.from_kafka_event(message(record))
+    attrs = decoded.get_attributes()
+    assert attrs["id"] == "e-1"
+    assert attrs["type"] == ev.type
+    assert attrs["source"] == ev.source
+    assert attrs["subject"] == "runs/r1"
+    assert attrs["partitionkey"] == "r1"
+    assert attrs["sequence"] == "7"
+    assert attrs["severity"] == "high"
+    assert attrs["traceparent"] == "00-ab-cd-01"
+    assert decoded.get_data() == ev.data
+
+
+def test_structured_mode_decodes_and_round_trips():
+    ev = event()
+    record = build_record(ev, "t", "structured")
+    assert dict(record.headers) == {"content-type": STRUCTURED_CONTENT_TYPE}
+    assert record.key == b"r1"
+    assert CloudEvent.from_json(record.value) == ev
+    decoded = ce_kafka.from_kafka_event(message(record))
+    assert decoded.get_attributes()["id"] == "e-1"
+    assert decoded.get_data() == ev.data
+
+
+def test_no_partitionkey_means_no_key_and_no_data_means_empty_value():
+    record = build_record(event(partitionkey=None, data=None), "t")
+    assert record.key is None
+    assert record.value == b""
+
+
+def test_topic_templates():
+    ev = event()
+    assert render_topic("argbridge.events", ev) == "argbridge.events"
+    assert render_topic("ab.{type}", ev) == "ab.arga.validation.run.failed"
+    assert render_topic("ab.{source}", ev) == "ab.urn_arga_runs_r1"
+    assert render_topic("sev-{severity}-{missing}", ev) == "sev-high-none"
+    assert render_topic("x.{traceparent}", ev) == "x.00-ab-cd-01"
+    assert len(render_topic("{type}" * 20, ev)) == 249
+    with pytest.raises(ValueError):
+        template_fields("a.{type!r}")
+    with pytest.raises(ValueError):
+        template_fields("a.{}")
+    with pytest.raises(EventError):
+        render_topic("{subject}", event(subject="."))
+
+
+@given(st.binary(min_size=1, max_size=40), st.integers(min_value=1, max_value=64))
+def test_partition_matches_the_default_partitioner(key, n):
+    partitions = list(range(n))
+    assert choose_partition(key, partitions, "id") == DefaultPartitioner()(
+        key, partitions, partitions
+    )
+
+
+def test_keyless_events_always_land_on_the_same_partition():
+    parts = [3, 0, 2, 1]
+    first = choose_partition(None, parts, "event-42")
+    assert all(choose_partition(None, parts, "event-42") == first for _ in range(5))
+    with pytest.raises(ValueError):
+        choose_partition(b"k", [], "x")

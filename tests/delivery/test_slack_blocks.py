@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from argbridge.delivery.slack_blocks import (
+    GREEN,
+    MAX_HEADER,
+    RED,
+    SlackPayloadError,
+    build_message,
+    check_limits,
+    colour,
+    escape,
+    is_terminal,
+    truncate,
+)
+from argbridge.events import CloudEvent
+from tests.support.receivers import validate_slack_payload
+
+
+def run_failed(**data: Any) -> CloudEvent:
+    body: dict[str, Any] = {
+        "run_id": "r-1",
+        "status": "failed",
+        "title": "Checkout flow",
+        "message": "Step 3 <payment> failed & retried",
+        "urls": {"run": "https://arga.example/runs/r-1", "bogus": "javascript:alert(1)"},
+    }
+    body.update(data)
+    return CloudEvent(
+        id="e1",
+        source="urn:arga",
+        type="arga.validation.run.failed",
+        subject="runs/r-1",
+        time="2026-01-02T03:04:05.000Z",
+        data=body,
+    )
+
+
+def incident(**kw: Any) -> CloudEvent:
+    return CloudEvent(
+        id="i1",
+        source="urn:argus",
+        type="argus.incident.resolved",
+        subject="incidents/42",
+        severity=kw.pop("severity", "critical"),
+        data={"incident_id": 42, "action": "resolved", "status": "resolved", "title": "DB down"},
+    )
+
+
+def test_run_failed_message():
+    msg = build_message(run_failed(), dashboard_url="https://dash.example")
+    payload = msg.payload("#runs", "123.456")
+    validate_slack_payload(payload)
+    assert payload["channel"] == "#runs" and payload["thread_ts"] == "123.456"
+    assert payload["blocks"][0]["type"] == "header"
+    assert payload["blocks"][0]["text"]["text"] == "Validation run failed: Checkout flow"
+    att = payload["attachments"][0]
+    assert att["color"] == RED
+    kinds = [b["type"] for b in att["blocks"]]
+    assert kinds == ["section", "section", "context", "actions"]
+    assert att["blocks"][0]["text"]["text"] == "Step 3 &lt;payment&gt; failed &amp; retried"
+    fields = "\n".join(f["text"] for f in att["blocks"][1]["fields"])
+    assert "*Run*\nr-1" in fields and "*Status*\nfailed" in fields
+    urls = [e["url"] for e in att["blocks"][3]["elements"]]
+    assert urls == ["https://arga.example/runs/r-1", "https://dash.example"]
+    assert "Validation run failed" in msg.text
+
+
+def test_resolved_incident_is_green_even_when_critical():
+    ev = incident()
+    assert colour(ev) == GREEN
+    assert is_terminal(ev)
+    payload = build_message(ev).payload()
+    validate_slack_payload(payload)
+    assert payload["blocks"][0]["text"]["text"] == "Incident resolved: DB down"
+
+
+def test_truncate_never_cuts_an_entity():
+    text = escape("a" * 10 + "&b")
+    assert truncate(text, 13) == "a" * 10 + "…"
+    assert truncate("abc", 3) == "abc"
+    assert truncate("abcd", 3) == "ab…"
+
+
+def test_check_limits_rejects_what_slack_would():
+    with pytest.raises(SlackPayloadError, match="blocks"):
+        check_limits({"text": "x", "blocks": [{"type": "divider"}] * 51})
+    with pytest.raises(SlackPayloadError, match="header"):
+        check_limits(
+            {
+                "text": "x",
+                "blocks": [{"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}],
+            }
+        )
+
+
+def test_coalesced_count_is_shown():
+    payload = build_message(run_failed(), coalesced=4).payload()
+    context = next(b for b in payload["attachments"][0]["blocks"] if b["type"] == "context")
+    assert any("+4 earlier" in e["text"] for e in context["elements"])
+
+
+_text = st.text(st.characters(codec="utf-8"), max_size=6000)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    title=_text,
+    message=_text,
+    status=_text,
+    step=_text,
+    urls=st.dictionaries(
+        st.text(max_size=80), st.text(max_size=3100).map(lambda s: "https://x/" + s), max_size=40
+    ),
+)
+def test_any_event_builds_a_valid_payload(title, message, status, step, urls):
+    ev = run_failed(title=title, message=message, status=status, step=step, urls=urls)
+    payload = build_message(ev, dashboard_url="https://d").payload("#c")
+    validate_slack_payload(payload)
+    assert len(payload["blocks"][0]["text"]["text"]) <= MAX_HEADER

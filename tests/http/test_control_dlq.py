@@ -1,0 +1,118 @@
+"""Dead letters and replay through the control API of a running daemon."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import httpx
+
+from argbridge.config.settings import Settings
+from tests.conftest import free_port, make_event, settings
+from tests.support.daemon import running_app
+from tests.support.receivers import Reply, WebhookReceiver, serve
+
+SECRET = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXh4eA=="
+
+
+def daemon_settings(tmp_path: Path, hook_url: str, token: str | None = None) -> Settings:
+    http: dict[str, Any] = {"enabled": True, "port": free_port()}
+    if token:
+        http["control_token"] = token
+    return settings(
+        tmp_path,
+        http=http,
+        sinks={
+            "hook": {
+                "type": "webhook",
+                "url": hook_url,
+                "secrets": [SECRET],
+                "allow_private": True,
+                "retry_schedule": [0],
+            },
+            "file": {"type": "file"},
+        },
+    )
+
+
+async def until(cond: Callable[[], Awaitable[bool]]) -> None:
+    with anyio.fail_after(10):
+        while not await cond():
+            await anyio.lowlevel.checkpoint()
+
+
+async def test_list_replay_dead_letters_and_replay_the_journal(tmp_path):
+    receiver = WebhookReceiver([SECRET])
+    receiver.default = Reply(500)
+    async with serve(receiver.router) as base:
+        s = daemon_settings(tmp_path, base + "/hook", token="ctl-token-123")
+        async with running_app(s) as (app, url), httpx.AsyncClient(base_url=url) as http:
+            auth = {"authorization": "Bearer ctl-token-123"}
+            assert (await http.get("/control/dlq")).status_code == 401
+            for n in range(3):
+                await app.journal.append(make_event(n))
+
+            async def three_dead():
+                return await app.journal.count_dead_letters("hook") == 3
+
+            await until(three_dead)
+            listing = (await http.get("/control/dlq", params={"sink": "hook"}, headers=auth)).json()
+            assert listing["total"] == 3
+            assert {i["reason"] for i in listing["items"]} == {
+                "gave up after 1 attempt(s): HTTP 500"
+            }
+            metric = app.metrics.registry.get_sample_value(
+                "argbridge_sink_dead_letters", {"component": "hook"}
+            )
+            assert metric == 3
+
+            receiver.default = Reply(204)
+            first = listing["items"][0]["id"]
+            r = await http.post("/control/dlq/replay", json={"ids": [first]}, headers=auth)
+            assert r.json()["requeued"] == 1
+            await receiver.wait_for(4)
+            r = await http.post("/control/dlq/replay", json={"sink": "hook"}, headers=auth)
+            assert r.json()["requeued"] == 2
+            await receiver.wait_for(6)
+
+            async def all_done():
+                return await app.journal.count_retries("hook") == 0
+
+            await until(all_done)
+            assert await app.journal.count_dead_letters("hook") == 0
+            delivered = {r.payload["id"] for r in receiver.received if r.payload}
+            assert delivered == {make_event(n).id for n in range(3)}
+
+            # Journal replay: rewind the file sink and re-deliver everything since then.
+            r = await http.post(
+                "/control/replay", json={"sink": "file", "since": "1h"}, headers=auth
+            )
+            assert r.json()["events"] == 3
+
+            async def file_caught_up():
+                p = (await http.get("/control/sinks/file/progress", headers=auth)).json()
+                return p["cursor"] == p["last_seq"] and p["backlog"] == 0
+
+            await until(file_caught_up)
+            lines = (s.state_dir / "events.jsonl").read_bytes().splitlines()
+            assert len(lines) == 6
+
+            # Clear errors.
+            r = await http.post(
+                "/control/replay", json={"sink": "nope", "since": "1h"}, headers=auth
+            )
+            assert r.status_code == 404 and "no sink named" in r.json()["detail"]
+            r = await http.post("/control/replay", json={"sink": "file"}, headers=auth)
+            assert r.status_code == 400
+            r = await http.post(
+                "/control/replay", json={"sink": "file", "since": "yesterday-ish"}, headers=auth
+            )
+            assert r.status_code == 400 and "RFC 3339" in r.json()["detail"]
+            r = await http.post(
+                "/control/replay", json={"sink": "file", "since": time.time() + 60}, headers=auth
+            )
+            assert r.status_code == 404

@@ -1,0 +1,239 @@
+"""The Kafka sink against a real Kafka-protocol broker (Tansu), decoded with the
+``cloudevents`` package's Kafka binding."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from aiokafka import ConsumerRecord
+from cloudevents.core.bindings import kafka as ce_kafka
+
+from argbridge.backoff import Backoff
+from argbridge.config.settings import Settings
+from argbridge.journal import Journal
+from argbridge.metrics import Metrics
+from argbridge.router import Router
+from argbridge.sinks.base import SinkContext, SinkWorker
+from argbridge.sinks.kafka import KafkaSink
+from tests.conftest import make_event, settings
+from tests.support.tansu import Tansu
+
+pytestmark = pytest.mark.kafka
+
+
+def decode(record: ConsumerRecord[bytes, bytes]) -> Any:
+    return ce_kafka.from_kafka_event(
+        ce_kafka.KafkaMessage(
+            headers=dict(record.headers),
+            key=record.key.decode() if record.key is not None else None,
+            value=record.value if record.value is not None else b"",
+        )
+    )
+
+
+def kafka_settings(tmp_path: Path, broker: Tansu, **cfg: Any) -> Settings:
+    routes = cfg.pop("routes", None)
+    sink = {
+        "type": "kafka",
+        "bootstrap_servers": broker.bootstrap,
+        "topic": "ab.{type}",
+        "request_timeout": 1.0,
+        "call_timeout": 3.0,
+        "retry_initial": 0.01,
+        "retry_max": 0.05,
+        **cfg,
+    }
+    extra = {"routes": routes} if routes else {}
+    return settings(tmp_path, sinks={"k": sink}, **extra)
+
+
+@contextlib.asynccontextmanager
+async def running(tmp_path: Path, s: Settings) -> AsyncIterator[tuple[Journal, KafkaSink, Metrics]]:
+    metrics = Metrics()
+    async with Journal(tmp_path / "j.db", sinks=["k"]) as journal:
+        ctx = SinkContext("k", journal, metrics)
+        sink = KafkaSink(s.sinks["k"], ctx, s)  # type: ignore[arg-type]
+        cfg = s.sinks["k"]
+        worker = SinkWorker(
+            sink,
+            ctx,
+            Router(s.routes, list(s.sinks)),
+            batch_size=cfg.batch_size,
+            backoff=Backoff(base=cfg.retry_initial, cap=cfg.retry_max),
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            try:
+                with anyio.fail_after(40):
+                    yield journal, sink, metrics
+            finally:
+                worker.stop()
+                tg.cancel_scope.cancel()
+        await sink.aclose()
+
+
+async def caught_up(journal: Journal) -> None:
+    while journal.cursor("k") < journal.last_seq:
+        await anyio.lowlevel.checkpoint()
+
+
+async def test_binary_records_keys_and_headers_decode(tmp_path, tansu):
+    s = kafka_settings(tmp_path, tansu)
+    async with running(tmp_path, s) as (journal, sink, metrics):
+        events = [
+            make_event(n, type_="arga.validation.step", partitionkey=f"run-{n % 3}", sequence=n)
+            for n in range(30)
+        ]
+        await journal.append_many(events)
+        await caught_up(journal)
+        assert sink.health().ready and "connected" in sink.health().detail
+        sent = metrics.registry.get_sample_value(
+            "argbridge_component_sent_events_total", {"component": "k", "kind": "sink"}
+        )
+        assert sent == 30
+    records = await tansu.consume("ab.arga.validation.step", 30)
+    assert len(records) == 30
+    by_key: dict[bytes, list[int]] = defaultdict(list)
+    partitions: dict[bytes, set[int]] = defaultdict(set)
+    for r in records:
+        ev = decode(r)
+        attrs = ev.get_attributes()
+        assert r.key is not None
+        assert attrs["partitionkey"] == r.key.decode()
+        assert attrs["type"] == "arga.validation.step"
+        assert dict(r.headers)["content-type"] == b"application/json"
+        by_key[r.key].append(ev.get_data()["n"])
+        partitions[r.key].add(r.partition)
+    assert all(len(p) == 1 for p in partitions.values())  # one partition per run
+    for key, ns in by_key.items():
+        assert ns == sorted(ns), f"order broken for {key!r}"
+    assert sorted(n for ns in by_key.values() for n in ns) == list(range(30))
+
+
+async def test_structured_mode_gzip_and_route_topic(tmp_path, tansu):
+    routes = [{"sinks": ["k"], "topic": "incidents.{severity}"}]
+    s = kafka_settings(tmp_path, tansu, mode="structured", compression="gzip", routes=routes)
+    async with running(tmp_path, s) as (journal, _, _):
+        await journal.append_many(
+            [make_event(n, severity="high", partitionkey="inc-1") for n in range(5)]
+        )
+        await caught_up(journal)
+    records = await tansu.consume("incidents.high", 5)
+    assert [decode(r).get_data()["n"] for r in records] == [0, 1, 2, 3, 4]
+    assert dict(records[0].headers)["content-type"].startswith(b"application/cloudevents+json")
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd", "snappy"])
+async def test_cramjam_codecs(tmp_path, tansu, codec):
+    s = kafka_settings(tmp_path, tansu, compression=codec, topic="codec")
+    async with running(tmp_path, s) as (journal, _, _):
+        await journal.append_many([make_event(n, size=2000, partitionkey="p") for n in range(10)])
+        await caught_up(journal)
+    records = await tansu.consume("codec", 10)
+    assert [decode(r).get_data()["n"] for r in records] == list(range(10))
+
+
+async def test_broker_down_at_start_then_up(tmp_path):
+    from tests.support.tansu import start_tansu, stop_tansu
+
+    broker = start_tansu()
+    port_taken = broker.port
+    stop_tansu(broker)  # nothing listens on this port now
+    s = kafka_settings(tmp_path, Tansu(port_taken, broker.proc), topic="late", call_timeout=2.0)
+    metrics = Metrics()
+    async with Journal(tmp_path / "j.db", sinks=["k"]) as journal:
+        ctx = SinkContext("k", journal, metrics)
+        sink = KafkaSink(s.sinks["k"], ctx, s)  # type: ignore[arg-type]
+        with pytest.raises(Exception, match="cannot connect"):
+            await sink.start()
+        assert not sink.health().ready
+        assert "broker unavailable" in sink.health().detail
+        await sink.aclose()
+
+
+async def test_broker_outage_mid_run_loses_nothing_and_keeps_order(tmp_path, tansu):
+    s = kafka_settings(tmp_path, tansu, topic="outage", batch_size=50)
+    async with running(tmp_path, s) as (journal, sink, _):
+        await journal.append_many([make_event(n, partitionkey=f"r{n % 4}") for n in range(100)])
+        await caught_up(journal)
+        tansu.freeze()
+        await journal.append_many(
+            [make_event(n, partitionkey=f"r{n % 4}") for n in range(100, 300)]
+        )
+        while sink.health().ready:  # the frozen broker times a produce out
+            await anyio.lowlevel.checkpoint()
+        assert "broker unavailable" in sink.health().detail
+        assert journal.cursor("k") < journal.last_seq  # the journal holds the backlog
+        tansu.thaw()
+        await caught_up(journal)
+        assert sink.health().ready
+    records = await tansu.consume("outage", 300)
+    seen: dict[str, list[int]] = defaultdict(list)
+    for r in records:
+        ev = decode(r)
+        seen[ev.get_attributes()["partitionkey"]].append(ev.get_data()["n"])
+    numbers = {n for ns in seen.values() for n in ns}
+    assert numbers == set(range(300))  # every event delivered (duplicates allowed)
+    for key, ns in seen.items():
+        firsts = list(dict.fromkeys(ns))  # a resent batch repeats a run, in order
+        assert firsts == sorted(firsts), f"order broken for {key}"
+
+
+async def test_oversized_record_is_dead_lettered_and_requeued_ones_are_sent(tmp_path, tansu):
+    s = kafka_settings(tmp_path, tansu, topic="dlq", max_record_bytes=8192)
+    async with running(tmp_path, s) as (journal, sink, _):
+        await journal.append_many([make_event(1), make_event(2, size=20_000), make_event(3)])
+        await caught_up(journal)
+        (dl,) = await journal.dead_letters("k")
+        assert dl.event.id == make_event(2).id and "max_record_bytes" in dl.reason
+        # An operator replays another event that had failed (simulated dead letter).
+        record = (await journal.read_after(0, 1))[0]
+        await journal.dead_letter("k", record, "simulated", 1)
+        await journal.requeue_dead_letters("k", dlids=[dl.dlid + 1])
+        sink.wake()
+        while await journal.count_retries("k"):
+            await anyio.lowlevel.checkpoint()
+    records = await tansu.consume("dlq", 3)
+    assert [decode(r).get_data()["n"] for r in records] == [1, 3, 1]
+
+
+async def test_readyz_reports_the_broker_state(tmp_path, tansu):
+    import httpx
+
+    from tests.conftest import free_port
+    from tests.support.daemon import running_app
+
+    sink = {
+        "type": "kafka",
+        "bootstrap_servers": tansu.bootstrap,
+        "topic": "ready",
+        "request_timeout": 0.5,
+        "call_timeout": 1.0,
+        "retry_initial": 0.01,
+        "retry_max": 0.05,
+    }
+    s = settings(tmp_path, http={"enabled": True, "port": free_port()}, sinks={"k": sink})
+    async with running_app(s) as (app, url), httpx.AsyncClient(base_url=url) as http:
+        await app.journal.append(make_event(1))
+        while app.journal.cursor("k") < 1:
+            await anyio.lowlevel.checkpoint()
+        r = await http.get("/readyz")
+        assert r.status_code == 200, r.text
+        tansu.freeze()
+        await app.journal.append(make_event(2))
+        while app.sinks["k"].health().ready:
+            await anyio.lowlevel.checkpoint()
+        r = await http.get("/readyz")
+        assert r.status_code == 503
+        assert "broker unavailable" in r.json()["components"]["sink:k"]["detail"]
+        tansu.thaw()
+        while app.journal.cursor("k") < 2:
+            await anyio.lowlevel.checkpoint()
+        assert (await http.get("/readyz")).status_code == 200
