@@ -33,7 +33,7 @@ pytest: $(VENV)/.test-stamp
 test: lint typecheck pytest
 
 bench: $(VENV)/.test-stamp
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache
