@@ -108,6 +108,28 @@ class ArgaSource:
     def open_slots(self) -> int:
         return self.config.max_streams - int(self._slots.value)
 
+    async def fetch_run(
+        self, ctx: SourceContext, log: Any, run_id: str, path: str
+    ) -> dict[str, Any] | None:
+        """GET a run document for gap-fill; ``None`` (logged or counted) when unusable.
+
+        A failed gap-fill never ends the stream: the live stream still runs.
+        """
+        try:
+            response = await self.client.get(path)
+        except httpx.TransportError as exc:
+            log.warning("arga.gap_fill_failed", error=type(exc).__name__)
+            return None
+        if response.status_code != 200:
+            log.warning("arga.gap_fill_failed", status=response.status_code)
+            return None
+        try:
+            run = response.json()
+        except ValueError:
+            ctx.reject("malformed_json", run_id=run_id, position=path)
+            return None
+        return run if isinstance(run, dict) else None
+
     async def alert(self, ctx: SourceContext, run_id: str, stream: str, detail: str) -> None:
         """Arga refused our credentials: alert event + metric + error log."""
         self.auth_failures += 1

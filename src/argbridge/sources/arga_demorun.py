@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import anyio
-import httpx
 import orjson
 from websockets.asyncio.client import connect
 from websockets.exceptions import (
@@ -180,20 +179,10 @@ class DemoRunFollower:
 
     async def gap_fill(self) -> int:
         """Emit ``events_json`` (and ``done`` for a terminal run) of the demo run."""
-        try:
-            response = await self.src.client.get(f"/demo-runner/runs/{self.run_id}")
-        except httpx.TransportError as exc:
-            self.log.warning("arga.gap_fill_failed", error=type(exc).__name__)
-            return 0
-        if response.status_code != 200:
-            self.log.warning("arga.gap_fill_failed", status=response.status_code)
-            return 0
-        try:
-            run = response.json()
-        except ValueError:
-            self.ctx.reject("malformed_json", run_id=self.run_id, position="demo-run")
-            return 0
-        if not isinstance(run, dict):
+        run = await self.src.fetch_run(
+            self.ctx, self.log, self.run_id, f"/demo-runner/runs/{self.run_id}"
+        )
+        if run is None:
             return 0
         events = demorun_from_run(
             self.run_id, run, base_url=self.src.public_base_url, prefix=self.ctx.type_prefix

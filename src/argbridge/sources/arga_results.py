@@ -198,20 +198,8 @@ class ResultsFollower:
         """Emit the step results of ``GET /runs/{run_id}`` (and its terminal event at the
         end, so the terminal event stays last); returns how many were new. Failures
         are logged: the live stream still runs."""
-        try:
-            response = await self.src.client.get(f"/runs/{self.run_id}")
-        except httpx.TransportError as exc:
-            self.log.warning("arga.gap_fill_failed", error=type(exc).__name__)
-            return 0
-        if response.status_code != 200:
-            self.log.warning("arga.gap_fill_failed", status=response.status_code)
-            return 0
-        try:
-            run = response.json()
-        except ValueError:
-            self.ctx.reject("malformed_json", run_id=self.run_id, position="runs")
-            return 0
-        if not isinstance(run, dict):
+        run = await self.src.fetch_run(self.ctx, self.log, self.run_id, f"/runs/{self.run_id}")
+        if run is None:
             return 0
         events = results_from_run(
             self.run_id,
