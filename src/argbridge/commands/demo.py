@@ -78,7 +78,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from argbridge.demo.config import DemoPlan, demo_config, new_secret, render_toml
     from argbridge.demo.console import Console
     from argbridge.demo.runner import Demo, DemoOptions, StateDirError
-    from argbridge.errors import ConfigError
+    from argbridge.errors import ArgbridgeError, ConfigError
     from argbridge.logging import configure_logging
 
     if args.print_config:
@@ -110,12 +110,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     demo = Demo(options, Console())
     try:
         code: int = anyio.run(demo.run, backend="asyncio")
-    except StateDirError as exc:
-        print(f"argbridge demo: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except ConfigError as exc:
-        print(f"argbridge demo: invalid configuration: {exc}", file=sys.stderr)
-        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except BaseException as exc:
+        # Errors from inside task groups arrive wrapped in exception groups.
+        error = _first(exc, (StateDirError, ConfigError, ArgbridgeError, RuntimeError, OSError))
+        if error is None:
+            raise
+        if isinstance(error, ConfigError):
+            print("argbridge demo: invalid configuration", file=sys.stderr)
+            for key, msg in error.problems:
+                print(f"  {key}: {msg}" if key else f"  {msg}", file=sys.stderr)
+        else:
+            print(f"argbridge demo: {error}", file=sys.stderr)
+        return EXIT_ERROR
     return code
+
+
+def _first(exc: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
+    """``exc`` itself or the first exception of ``types`` nested in exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first(inner, types)
+            if found is not None:
+                return found
+        return None
+    return exc if isinstance(exc, types) else None

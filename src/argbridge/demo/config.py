@@ -87,7 +87,7 @@ def demo_config(plan: DemoPlan) -> dict[str, Any]:
     return {
         "state_dir": str(plan.state_dir),
         "log": {"level": plan.log_level, "format": "auto"},
-        "runtime": {"drain_timeout": "5s", "restart_max": "5s"},
+        "runtime": {"drain_timeout": "3s", "restart_max": "5s"},
         "http": {"enabled": True, "host": "127.0.0.1", "port": 0, "shutdown_timeout": "2s"},
         "sources": {
             "arga": {

@@ -111,7 +111,10 @@ class Demo:
         app = self.app
         assert app is not None
         elapsed = time.monotonic() - self._started_at if self._started_at else 0.0
-        stats = app._journal.stats() if app._journal is not None else None
+        try:
+            stats = app.journal.stats()  # in-memory counters, also after the journal closed
+        except RuntimeError:
+            stats = None  # not open yet
         dest: dict[str, str] = {}
         if self.sender is not None:
             s = self.sender
@@ -152,9 +155,9 @@ class Demo:
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if self.stop_requested.is_set():
-                    self.say(f"{name} again: stopping without draining")
-                    self.forced = True
-                    if self._daemon_scope is not None:
+                    if self._daemon_scope is not None and not self.forced:
+                        self.say(f"{name} again: stopping without draining")
+                        self.forced = True
                         self._daemon_scope.cancel()
                     continue
                 self.say(f"{name}: stopping (the daemon drains its sinks first)")

@@ -25,6 +25,8 @@ from argbridge.metrics import Metrics
 class SinkLine:
     name: str
     type: str
+    #: Routed to this sink and read from the journal (``received``) / confirmed (``sent``).
+    received: int
     sent: int
     backlog: int
     p50: float | None
@@ -108,6 +110,7 @@ def take_snapshot(
 ) -> Snapshot:
     """Read the metrics; ``sinks`` maps sink name → type (in display order)."""
     received = counter_by_component(metrics, "argbridge_component_received_events", "source")
+    read = counter_by_component(metrics, "argbridge_component_received_events", "sink")
     sent = counter_by_component(metrics, "argbridge_component_sent_events", "sink")
     errors = counter_by_component(metrics, "argbridge_component_errors", "sink")
     discarded: dict[str, int] = {}
@@ -123,6 +126,7 @@ def take_snapshot(
             SinkLine(
                 name=name,
                 type=type_,
+                received=read.get(name, 0),
                 sent=sent.get(name, 0),
                 backlog=stats.backlog_events.get(name, 0) if stats else 0,
                 p50=quantile(0.5, b),
@@ -169,14 +173,14 @@ def format_summary(snap: Snapshot, console: Console | None = None, title: str = 
         lines.append(f"  {name:<10} {count:>8}")
     lines.append(
         c.style(
-            f"  {'sink':<10} {'type':<8} {'sent':>8} {'p50':>8} {'p99':>8} {'backlog':>8}"
-            f" {'errors':>7}",
+            f"  {'sink':<10} {'type':<8} {'received':>8} {'sent':>8} {'p50':>8} {'p99':>8}"
+            f" {'backlog':>8} {'errors':>7}",
             "dim",
         )
     )
     for s in snap.sinks:
         lines.append(
-            f"  {s.name:<10} {s.type:<8} {s.sent:>8} {format_ms(s.p50):>8} "
+            f"  {s.name:<10} {s.type:<8} {s.received:>8} {s.sent:>8} {format_ms(s.p50):>8} "
             f"{format_ms(s.p99):>8} {s.backlog:>8} {s.errors:>7}"
         )
     for label, text in snap.destinations.items():

@@ -30,6 +30,8 @@ from aiokafka.errors import KafkaError
 
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
+#: Bound on closing the record counter's consumer (a frozen broker never answers).
+CONSUMER_STOP_TIMEOUT = 2.0
 
 
 def tansu_binary() -> Path | None:
@@ -82,6 +84,8 @@ class TansuBroker:
         """Terminate (then kill after a bound) and reap; returns the exit status."""
         if self.proc.poll() is None:
             self.proc.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGCONT)  # a stopped (frozen) broker too
             try:
                 self.proc.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -181,5 +185,5 @@ class RecordCounter:
                 batch = await consumer.getmany(timeout_ms=200)
                 self.records += sum(len(recs) for recs in batch.values())
         finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(STOP_TIMEOUT):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(CONSUMER_STOP_TIMEOUT):
                 await consumer.stop()
