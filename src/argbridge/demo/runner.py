@@ -33,7 +33,13 @@ from argbridge.demo.receiver import PATH as RECEIVER_PATH
 from argbridge.demo.receiver import SignedWebhookReceiver
 from argbridge.demo.slack_console import SlackConsole
 from argbridge.demo.summary import format_summary, take_snapshot
-from argbridge.demo.tansu import RecordCounter, TansuBroker, start_tansu, tansu_binary
+from argbridge.demo.tansu import (
+    STOP_TIMEOUT,
+    RecordCounter,
+    TansuBroker,
+    start_tansu,
+    tansu_binary,
+)
 from argbridge.runtime import App
 
 MARKER = ".argbridge-demo"
@@ -173,7 +179,7 @@ class Demo:
                     await self._run(stack, removed)
             finally:
                 if self.broker is not None:
-                    self.broker.stop()
+                    self.broker.stop(timeout=0.5 if self.forced else STOP_TIMEOUT)
                 tg.cancel_scope.cancel()
         return EXIT_FORCED if self.forced else 0
 

@@ -80,14 +80,17 @@ class TansuBroker:
     def running(self) -> bool:
         return self.proc.poll() is None
 
-    def stop(self) -> int | None:
-        """Terminate (then kill after a bound) and reap; returns the exit status."""
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
+        """Terminate (then kill after ``timeout``) and reap; returns the exit status.
+
+        Tansu waits for its clients to disconnect before it exits: after a forced stop
+        (a producer left connected) a short ``timeout`` is all it gets."""
         if self.proc.poll() is None:
             self.proc.terminate()
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(signal.SIGCONT)  # a stopped (frozen) broker too
             try:
-                self.proc.wait(STOP_TIMEOUT)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
