@@ -1,16 +1,17 @@
-# The two commands: `make run` and `make test`. Both create .venv on first use.
+# The two commands: `make run` (the demo) and `make test`. Both create .venv on first use.
+# `make daemon` runs the daemon alone on $(CONFIG).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/default.toml
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run daemon test lint typecheck pytest bench clean
 
 $(BIN)/python:
 	sh scripts/bootstrap-venv.sh "$(PYTHON)" "$(VENV)"
 
 $(VENV)/.run-stamp: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[demo]'
 	touch $@
 
 $(VENV)/.test-stamp: pyproject.toml | $(BIN)/python
@@ -18,6 +19,9 @@ $(VENV)/.test-stamp: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.run-stamp
 
 run: $(VENV)/.run-stamp
+	$(BIN)/argbridge demo $(DEMO_ARGS)
+
+daemon: $(VENV)/.run-stamp
 	$(BIN)/argbridge run --config $(CONFIG)
 
 lint: $(VENV)/.test-stamp

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from argbridge.delivery.slack_blocks import (
+    AMBER,
     GREEN,
     MAX_HEADER,
     RED,
@@ -123,3 +124,17 @@ def test_any_event_builds_a_valid_payload(title, message, status, step, urls):
     payload = build_message(ev, dashboard_url="https://d").payload("#c")
     validate_slack_payload(payload)
     assert len(payload["blocks"][0]["text"]["text"]) <= MAX_HEADER
+
+
+@pytest.mark.parametrize(("severity", "expected"), [("P1", RED), ("p2", RED), ("P3", AMBER)])
+def test_argus_priorities_colour_open_incidents(severity, expected):
+    event = CloudEvent(
+        id="i2",
+        source="urn:argus",
+        type="argus.incident.created",
+        subject="INC-1",
+        severity=severity,
+        data={"incident_id": "INC-1", "action": "created", "status": "open"},
+    )
+    assert colour(event) == expected
+    assert colour(incident(severity=severity)) == GREEN  # resolved stays green

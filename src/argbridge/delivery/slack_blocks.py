@@ -37,7 +37,18 @@ MAX_FALLBACK_TEXT = 3000
 MAX_TOTAL_TEXT = 12000
 
 RED, AMBER, BLUE, GREEN, GREY = "#E01E5A", "#ECB22E", "#439FE0", "#2EB67D", "#A0A0A0"
-SEVERITY_COLOURS = {"critical": RED, "high": RED, "medium": AMBER, "low": BLUE, "info": BLUE}
+SEVERITY_COLOURS = {
+    "critical": RED,
+    "high": RED,
+    "medium": AMBER,
+    "low": BLUE,
+    "info": BLUE,
+    # Argus incident priorities (the normaliser's ``severity`` extension is P1..P4).
+    "p1": RED,
+    "p2": RED,
+    "p3": AMBER,
+    "p4": BLUE,
+}
 _BAD = {"failed", "failure", "error", "errored", "cancelled", "canceled", "timeout", "timed_out"}
 _GOOD = {"completed", "complete", "passed", "success", "succeeded", "resolved", "closed", "ok"}
 _WARN = {"acknowledged", "mitigated", "investigating", "identified", "monitoring", "warning"}
