@@ -786,7 +786,7 @@ class Journal:
             ).fetchall()
         )
         return [
-            RetryItem(sink, seq, CloudEvent.from_json(body), attempt, due, err)
+            RetryItem(sink, seq, CloudEvent.from_trusted_json(body), attempt, due, err)
             for seq, body, attempt, due, err in rows
         ]
 
@@ -824,7 +824,9 @@ class Journal:
             ).fetchall()
         )
         return [
-            DeadLetter(dlid, s, seq, CloudEvent.from_json(body), reason, attempts, failed_at)
+            DeadLetter(
+                dlid, s, seq, CloudEvent.from_trusted_json(body), reason, attempts, failed_at
+            )
             for dlid, s, seq, body, reason, attempts, failed_at in rows
         ]
 
@@ -857,7 +859,7 @@ class Journal:
 
 def _record(row: tuple[int, bytes, int, float]) -> JournalRecord:
     seq, body, size, appended_at = row
-    return JournalRecord(seq, CloudEvent.from_json(body), size, appended_at)
+    return JournalRecord(seq, CloudEvent.from_trusted_json(body), size, appended_at)
 
 
 def _dl_filter(
