@@ -197,7 +197,10 @@ def serve_daemon(port: int, state: str) -> None:
         profiler.disable()
         profiler.dump_stats(profile)
     stats = app.journal.stats()
-    print(f"STATS appended={stats.appended} duplicates={stats.duplicates}", flush=True)
+    print(
+        f"STATS appended={stats.appended} duplicates={stats.duplicates} commits={stats.commits}",
+        flush=True,
+    )
 
 
 # -- in-process breakdown (no HTTP, no load generator) -------------------------------------
@@ -416,9 +419,13 @@ def bench_one(kind: str, args: argparse.Namespace, tmp: Path, body_path: Path) -
             proc.kill()
             tail = ""
     if kind == "daemon":
-        stats = re.search(r"STATS appended=(\d+) duplicates=(\d+)", tail or "")
+        stats = re.search(r"STATS appended=(\d+) duplicates=(\d+) commits=(\d+)", tail or "")
         if stats:
-            print(f"    journal: appended {stats.group(1)}, duplicates {stats.group(2)}")
+            appended, commits = int(stats.group(1)), int(stats.group(3))
+            print(
+                f"    journal: appended {appended}, duplicates {stats.group(2)}, "
+                f"{appended / max(1, commits):.1f} events per commit"
+            )
     rps, p50, p99, total, non2xx, errors = parse_wrk(out)
     return Result(kind, rps, p50, p99, total, non2xx, errors, peak, cpu_after - cpu_before)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from argbridge.errors import EventError
-from argbridge.events import CloudEvent, deterministic_id, now_rfc3339
+from argbridge.events import ID_NAMESPACE, CloudEvent, deterministic_id, now_rfc3339
 
 
 def base(**kw: Any) -> CloudEvent:
@@ -107,12 +108,14 @@ def test_round_trip_with_everything():
         extensions={"ext1": "x", "flag": True, "num": 3},
     )
     assert CloudEvent.from_json(ev.to_json()) == ev
+    assert CloudEvent.from_trusted_json(ev.to_json()) == ev
 
 
 def test_round_trip_without_datacontenttype_stays_without_it():
     ev = base(datacontenttype=None)
     assert "datacontenttype" not in ev.to_dict()
     assert CloudEvent.from_json(ev.to_json()) == ev
+    assert CloudEvent.from_trusted_json(ev.to_json()) == ev
 
 
 json_values = st.recursive(
@@ -153,6 +156,8 @@ json_values = st.recursive(
 def test_round_trip_property(data, subject, ext):
     ev = base(subject=subject, data=data, extensions=ext)
     assert CloudEvent.from_json(ev.to_json()) == ev
+    # The journal's decode (no re-validation) gives the very same event.
+    assert CloudEvent.from_trusted_json(ev.to_json()) == ev
 
 
 def test_deterministic_id_is_stable_and_separates_parts():
@@ -164,3 +169,21 @@ def test_deterministic_id_is_stable_and_separates_parts():
     assert deterministic_id("x") == "65cc1680-4048-5be0-b210-88d29c1f9b09"
     with pytest.raises(EventError):
         deterministic_id()
+
+
+@given(st.lists(st.one_of(st.text(), st.integers()), min_size=1, max_size=4))
+def test_deterministic_id_is_uuid5_of_the_joined_parts(parts):
+    # The fast implementation must give exactly the stdlib's UUIDv5, forever.
+    expected = uuid.uuid5(ID_NAMESPACE, "\x1f".join(str(p) for p in parts))
+    assert deterministic_id(*parts) == str(expected)
+
+
+def test_trusted_json_still_rejects_what_to_json_never_writes():
+    with pytest.raises(EventError):
+        CloudEvent.from_trusted_json(b"not json")
+    with pytest.raises(EventError):
+        CloudEvent.from_trusted_json(b"[1]")
+    with pytest.raises(EventError):
+        CloudEvent.from_trusted_json(
+            b'{"specversion":"1.0","id":"1","source":"s","type":"t","data_base64":"AA=="}'
+        )

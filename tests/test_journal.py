@@ -53,6 +53,18 @@ async def test_concurrent_appends_share_transactions(journal: Journal):
     assert [r.seq for r in records] == list(range(1, 201))
 
 
+async def test_a_large_group_keeps_append_order_and_dense_seqs(journal: Journal):
+    # 301 appends in one group commit, one of them a duplicate in the middle.
+    events = [make_event(n) for n in range(300)]
+    events.insert(150, make_event(7))
+    statuses = await journal.append_many(events)
+    assert statuses.count(AppendStatus.DUPLICATE) == 1 and statuses[150] is AppendStatus.DUPLICATE
+    assert journal.stats().commits == 1
+    records = await journal.read("a", 1000)
+    assert [r.seq for r in records] == list(range(1, 301))
+    assert [r.event for r in records] == [e for i, e in enumerate(events) if i != 150]
+
+
 async def test_committed_events_survive_reopen(tmp_path: Path):
     path = tmp_path / "j.db"
     async with Journal(path, sinks=["a"]) as j:

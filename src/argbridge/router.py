@@ -26,6 +26,10 @@ class Route:
     topic: str | None = None
 
     def matches(self, event: CloudEvent) -> bool:
+        if not self.filters:
+            # The default route (no routes configured) matches everything: skip building
+            # the attribute dict (1 µs per event and sink in the sink worker).
+            return True
         attrs = event.attributes()
         return all(matches(f, attrs) for f in self.filters)
 

@@ -14,6 +14,7 @@ from argbridge.delivery.kafka_records import (
     KafkaRecord,
     build_record,
     choose_partition,
+    partition_for,
     render_topic,
     template_fields,
 )
@@ -110,6 +111,9 @@ def test_partition_matches_the_default_partitioner(key, n):
     assert choose_partition(key, partitions, "id") == DefaultPartitioner()(
         key, partitions, partitions
     )
+    # The sink's path (partitions sorted once per topic) picks the same partition.
+    shuffled = partitions[::-1]
+    assert partition_for(key, partitions, "id") == choose_partition(key, shuffled, "id")
 
 
 def test_keyless_events_always_land_on_the_same_partition():

@@ -89,17 +89,3 @@ def test_auth_failed_alert():
     assert ev.type == "argbridge.source.auth_failed"
     assert ev.severity == "high" and ev.data["run_id"] == RUN
     assert "401" in ev.data["detail"]
-
-
-def test_fast_deterministic_id_matches_the_foundation():
-    from hypothesis import given
-    from hypothesis import strategies as st
-
-    from argbridge.events import deterministic_id as reference
-    from argbridge.normalize.arga import deterministic_id as fast
-
-    @given(st.lists(st.one_of(st.text(), st.integers()), min_size=1, max_size=4))
-    def check(parts):
-        assert fast(*parts) == reference(*parts)
-
-    check()

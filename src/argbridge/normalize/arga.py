@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from argbridge.events import ID_NAMESPACE, CloudEvent, now_rfc3339
+from argbridge.events import CloudEvent, deterministic_id, now_rfc3339
 
 TERMINAL_STATUSES = frozenset({"completed", "complete", "failed", "cancelled", "canceled"})
 _TYPE_PART = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -46,19 +46,6 @@ def _type_part(value: Any, default: str) -> str:
     if value in (None, ""):
         return default
     return _clean_type(value if isinstance(value, str) else str(value), default)
-
-
-_NS = ID_NAMESPACE.bytes
-
-
-def deterministic_id(*parts: str | int) -> str:
-    """:func:`argbridge.events.deterministic_id` (UUIDv5 of the parts), computed without
-    building ``uuid.UUID`` objects: 3-4x faster on the stream hot path, same ids."""
-    digest = bytearray(hashlib.sha1(_NS + "\x1f".join(map(str, parts)).encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def content_hash(payload: Any) -> str:

@@ -31,7 +31,7 @@ from argbridge.config.sinks import KafkaSinkConfig
 from argbridge.delivery.kafka_records import (
     KafkaRecord,
     build_record,
-    choose_partition,
+    partition_for,
     render_topic,
 )
 from argbridge.errors import EventError, SinkError
@@ -170,8 +170,10 @@ class KafkaSink:
                 partitions = self._partitions.get(topic)
                 if partitions is None:
                     partitions = sorted(await producer.partitions_for(topic))
+                    if not partitions:
+                        raise SinkError(f"kafka: topic {topic!r} has no partitions")
                     self._partitions[topic] = partitions
-                slot = (topic, choose_partition(record.key, partitions, d.event.id))
+                slot = (topic, partition_for(record.key, partitions, d.event.id))
                 builder = builders.get(slot)
                 if builder is None:
                     builder = builders[slot] = producer.create_batch()
