@@ -123,9 +123,8 @@ def free_port() -> int:
 def serve_bare(port: int) -> None:
     """A raw ASGI app answering 204 after reading the body, under the daemon's uvicorn."""
     import anyio
-    import uvicorn
 
-    from argbridge.http.server import _EmbeddedServer
+    from argbridge.http import embed
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -138,25 +137,10 @@ def serve_bare(port: int) -> None:
         await send({"type": "http.response.body", "body": b""})
 
     async def main() -> None:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        config = uvicorn.Config(
-            app,
-            lifespan="off",
-            http="httptools",
-            loop="none",
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=1,
-            server_header=False,
-        )
-        config.load()
-        server = _EmbeddedServer(config)
-        server.lifespan = config.lifespan_class(config)
-        await server.startup(sockets=[sock])
-        print("READY", flush=True)
-        await server.main_loop()
+        # Exactly the daemon's embedding (argbridge.http.embed), minus the daemon.
+        async with embed.embedded(app, embed.bind("127.0.0.1", port), shutdown_timeout=1):
+            print("READY", flush=True)
+            await anyio.sleep_forever()
 
     anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
 

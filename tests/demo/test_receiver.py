@@ -9,8 +9,8 @@ import httpx
 
 from argbridge.delivery.webhook_out import Signer, build_request
 from argbridge.demo.config import new_secret
-from argbridge.demo.http import serve
 from argbridge.demo.receiver import PATH, SignedWebhookReceiver
+from argbridge.http.embed import serve
 from tests.conftest import make_event
 
 

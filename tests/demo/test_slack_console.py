@@ -9,8 +9,8 @@ import httpx
 
 from argbridge.delivery.slack_blocks import build_message
 from argbridge.demo.console import Console
-from argbridge.demo.http import serve
 from argbridge.demo.slack_console import SlackConsole, format_rendered, render_message, unmrkdwn
+from argbridge.http.embed import serve
 from argbridge.normalize.argus import incident_event
 
 BODY = {

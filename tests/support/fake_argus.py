@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import socket
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import uvicorn
 
+from argbridge.http import embed
 from argbridge.http.asgi import Request, Response, Router, json_response, problem
-
-
-class _QuietServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 @dataclass
@@ -45,31 +38,10 @@ async def fake_argus(answer: Any, *, hang: bool = False) -> AsyncIterator[FakeAr
 
     router = Router()
     router.add("GET", "/api/v1/ai/similar-incidents/{id}", similar)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        router,
-        lifespan="off",
-        loop="none",
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=1,
-    )
-    config.load()
-    server = _QuietServer(config)
-    server.lifespan = config.lifespan_class(config)
-    fake.base = f"http://127.0.0.1:{port}/api/v1"
-    await server.startup(sockets=[sock])
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.main_loop)
-            try:
-                yield fake
-            finally:
-                fake.released.set()
-                server.should_exit = True
-    finally:
-        with anyio.fail_after(5):
-            await server.shutdown(sockets=[sock])
-        sock.close()
+    sock = embed.bind()
+    fake.base = f"http://127.0.0.1:{sock.getsockname()[1]}/api/v1"
+    async with embed.embedded(router, sock, shutdown_timeout=1):
+        try:
+            yield fake
+        finally:
+            fake.released.set()

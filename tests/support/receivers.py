@@ -10,54 +10,28 @@ package against each secret it knows; Slack payloads are validated with
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 import orjson
-import uvicorn
 from slack_sdk.models.attachments import BlockAttachment
 from slack_sdk.models.blocks import Block
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from argbridge.http import embed
 from argbridge.http.asgi import Request, Response, Router
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 @contextlib.asynccontextmanager
 async def serve(router: Router, http: str = "h11") -> AsyncIterator[str]:
     """Serve ``router`` on a free loopback port; yields the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        router, lifespan="off", http=http, loop="none", log_level="warning", access_log=False
-    )
-    config.load()
-    server = _Server(config)
-    server.lifespan = config.lifespan_class(config)
-    await server.startup(sockets=[sock])
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.main_loop)
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
-            tg.cancel_scope.cancel()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                await server.shutdown(sockets=[sock])
-            sock.close()
+    async with embed.serve(router, http=http) as url:
+        yield url
 
 
 @dataclass

@@ -28,7 +28,6 @@ import anyio
 from argbridge.demo.argus_sender import ArgusSender
 from argbridge.demo.config import DemoPlan, demo_settings, new_secret
 from argbridge.demo.console import Console
-from argbridge.demo.http import serve
 from argbridge.demo.receiver import PATH as RECEIVER_PATH
 from argbridge.demo.receiver import SignedWebhookReceiver
 from argbridge.demo.slack_console import SlackConsole
@@ -40,6 +39,7 @@ from argbridge.demo.tansu import (
     start_tansu,
     tansu_binary,
 )
+from argbridge.http.embed import serve
 from argbridge.runtime import App
 
 MARKER = ".argbridge-demo"

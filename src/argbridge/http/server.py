@@ -3,33 +3,23 @@
 Serves ``/healthz`` (liveness), ``/readyz`` (per-component readiness), ``/metrics``
 (Prometheus) and whatever routes components add to :attr:`HttpServer.router`
 (inbound webhooks, the control API; ``POST /webhooks/<unknown>`` is a 404 problem).
-uvicorn's own signal handling is disabled: the runtime owns SIGTERM/SIGINT and stops the
-server through ``should_exit``; graceful shutdown is bounded by ``http.shutdown_timeout``.
+uvicorn runs through :mod:`argbridge.http.embed`: the runtime owns SIGTERM/SIGINT, and
+graceful shutdown is bounded by ``http.shutdown_timeout``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import socket
-from collections.abc import Generator
 from typing import TYPE_CHECKING
 
 import anyio
-import uvicorn
 
 from argbridge.errors import ArgbridgeError
-from argbridge.http import control
+from argbridge.http import control, embed
 from argbridge.http.asgi import Request, Response, Router, json_response, problem
 
 if TYPE_CHECKING:
     from argbridge.runtime import App
-
-
-class _EmbeddedServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        # The daemon owns signal handling; uvicorn must not replace our handlers.
-        yield
 
 
 class HttpServer:
@@ -48,7 +38,6 @@ class HttpServer:
         control.register_all(app, self.router)
         self.port: int | None = None
         self.started = anyio.Event()
-        self._server: _EmbeddedServer | None = None
 
     async def _healthz(self, request: Request) -> Response:
         return json_response({"status": "alive"})
@@ -78,40 +67,21 @@ class HttpServer:
     async def serve(self, app: App) -> None:
         """Run until cancelled; then shut down gracefully within the configured bound."""
         cfg = self.config
-        sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((cfg.host, cfg.port))
+            sock = embed.bind(cfg.host, cfg.port)
         except OSError as exc:
-            sock.close()
             raise ArgbridgeError(
                 f"http: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}"
             ) from None
         self.port = sock.getsockname()[1]
-        uconfig = uvicorn.Config(
+        async with embed.embedded(
             self.router,
-            lifespan="off",
-            http="httptools",
-            loop="none",
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=max(1, round(cfg.shutdown_timeout)),
-            server_header=False,
+            sock,
+            shutdown_timeout=cfg.shutdown_timeout,
             # No X-Forwarded-For rewriting: one less middleware on the hot path, and the
             # control API's loopback check sees the real peer address.
             proxy_headers=False,
-        )
-        uconfig.load()
-        server = _EmbeddedServer(uconfig)
-        server.lifespan = uconfig.lifespan_class(uconfig)
-        self._server = server
-        await server.startup(sockets=[sock])
-        app.log.info("http.listening", host=cfg.host, port=self.port)
-        self.started.set()
-        try:
-            await server.main_loop()
-        finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(cfg.shutdown_timeout + 1):
-                server.should_exit = True
-                await server.shutdown(sockets=[sock])
-            sock.close()
+        ):
+            app.log.info("http.listening", host=cfg.host, port=self.port)
+            self.started.set()
+            await anyio.sleep_forever()

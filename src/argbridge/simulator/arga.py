@@ -23,7 +23,6 @@ It is used by the tests, the benchmark and the ``simulate`` option of the arga s
 from __future__ import annotations
 
 import itertools
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -34,8 +33,8 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import orjson
-import uvicorn
 
+from argbridge.http import embed
 from argbridge.simulator.arga_runs import (
     TERMINAL,
     DemoRun,
@@ -87,7 +86,6 @@ class ArgaSimulator:
         self.send_started: float | None = None
         self.max_open_streams = 0
         self.started_runs: list[str] = []
-        self._server: uvicorn.Server | None = None
         self._activity = anyio.Event()
         self._counter = itertools.count(1)
 
@@ -180,41 +178,21 @@ class ArgaSimulator:
     async def serve(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        sock = socket.socket(socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
+        sock = embed.bind("127.0.0.1", self.port)
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
+        async with embed.embedded(
             self,
-            lifespan="off",
-            http="httptools",
+            sock,
+            shutdown_timeout=1,
+            # SSE streams never end by themselves: do not wait for them on shutdown.
+            force_exit=True,
             ws="websockets-sansio",
-            loop="none",
             log_level="critical",
-            access_log=False,
-            timeout_graceful_shutdown=1,
+            server_header=True,
             ws_ping_interval=None,
-        )
-        config.load()
-        server = uvicorn.Server(config)
-        server.lifespan = config.lifespan_class(config)
-        self._server = server
-        await server.startup(sockets=[sock])
-        task_status.started()
-        try:
-            await server.main_loop()
-        finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                server.should_exit = True
-                server.force_exit = True
-                try:
-                    await server.shutdown(sockets=[sock])
-                except Exception:
-                    for connection in list(server.server_state.connections):
-                        transport = getattr(connection, "transport", None)
-                        if transport is not None:
-                            transport.abort()
-            sock.close()
+        ):
+            task_status.started()
+            await anyio.sleep_forever()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
