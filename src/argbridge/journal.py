@@ -94,9 +94,6 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL, upd
 # Existence is checked before inserting (see _known_ids): a conflicting INSERT OR IGNORE
 # would still burn an AUTOINCREMENT value, and seq must stay dense (backlog = last_seq -
 # cursor).
-#: Concurrent commit leaders. Two (one fsyncing, one gathering) halved the groups and
-#: doubled fsyncs in bench/bench_journal.py, so one leader it is.
-_LEADERS = 1
 _INSERT = (
     "INSERT INTO events (id, type, subject, size, body, appended_at) VALUES (?, ?, ?, ?, ?, ?)"
 )
@@ -242,8 +239,7 @@ class Journal:
         self._wlimiter = anyio.CapacityLimiter(1)
         self._rlimiter = anyio.CapacityLimiter(1)
         self._pending: deque[_Op] = deque()
-        self._leaders = 0
-        self._commit_lock = anyio.Lock()
+        self._committing = False
         self._idle = anyio.Event()
         self._idle.set()
         #: Set (and replaced) after every group commit and whenever a leader slot frees
@@ -281,7 +277,7 @@ class Journal:
             return
         self._closed = True
         with anyio.CancelScope(shield=True):
-            while self._leaders:
+            while self._committing:
                 await self._idle.wait()
             while self._pending:
                 await self._commit_next()
@@ -511,16 +507,18 @@ class Journal:
         return await self._wait(self._enqueue(kind, args))
 
     async def _wait(self, op: _Op) -> Any:
-        """Wait for ``op`` to commit, leading a group commit when the leader slot is free.
+        """Wait for ``op`` to commit, leading a group commit when nobody else is.
 
-        Group commit without a background task: a waiter that finds the leader slot free
-        leads: it takes the commit lock, then commits everything queued by then (up to
-        ``max_group_commit``) in one transaction. The others wait on ``_progress``, which
-        is set after each commit (their op is then finished, or one of them leads next).
+        Group commit without a background task: a waiter that finds no commit running
+        leads: it commits everything queued by then (up to ``max_group_commit``) in one
+        transaction. The others wait on ``_progress``, which is set after each commit
+        (their op is then finished, or one of them leads next). One leader at a time: two
+        (one fsyncing, one gathering) halved the groups and doubled the fsyncs in
+        bench/bench_journal.py.
         """
         try:
             while not op.finished:
-                if self._leaders < _LEADERS:
+                if not self._committing:
                     await self._commit_next()
                 else:
                     await self._progress.wait()
@@ -540,40 +538,38 @@ class Journal:
         event.set()
 
     def _promote(self) -> None:
-        if self._leaders < _LEADERS and self._pending:
+        if not self._committing and self._pending:
             self._wake_waiters()
 
     async def _commit_next(self) -> None:
-        self._leaders += 1
+        self._committing = True
         self._idle = anyio.Event()
         ops: list[_Op] = []
         try:
             with anyio.CancelScope(shield=True):
-                async with self._commit_lock:
-                    # Let appenders that are already runnable queue their ops first: a
-                    # bigger group costs the same fsync.
-                    await anyio.lowlevel.checkpoint()
-                    n = min(len(self._pending), self.max_group_commit)
-                    ops = [self._pending.popleft() for _ in range(n)]
-                    if not ops:
-                        return
-                    try:
-                        summary = await anyio.to_thread.run_sync(
-                            self._commit_sync, ops, limiter=self._wlimiter
-                        )
-                    except Exception as exc:
-                        error = JournalError(f"journal commit failed: {exc}")
-                        error.__cause__ = exc
-                        for op in ops:
-                            op.error = error
-                    else:
-                        self._apply(summary)
+                # Let appenders that are already runnable queue their ops first: a bigger
+                # group costs the same fsync.
+                await anyio.lowlevel.checkpoint()
+                n = min(len(self._pending), self.max_group_commit)
+                ops = [self._pending.popleft() for _ in range(n)]
+                if not ops:
+                    return
+                try:
+                    summary = await anyio.to_thread.run_sync(
+                        self._commit_sync, ops, limiter=self._wlimiter
+                    )
+                except Exception as exc:
+                    error = JournalError(f"journal commit failed: {exc}")
+                    error.__cause__ = exc
+                    for op in ops:
+                        op.error = error
+                else:
+                    self._apply(summary)
         finally:
             for op in ops:
                 op.finished = True
-            self._leaders -= 1
-            if not self._leaders:
-                self._idle.set()
+            self._committing = False
+            self._idle.set()
             if ops:
                 self._wake_waiters()
 
