@@ -106,14 +106,79 @@ class AppendStatus(enum.Enum):
     DUPLICATE = "duplicate"
 
 
-@dataclass(frozen=True, slots=True)
 class JournalRecord:
-    """One journaled event with its position."""
+    """One journaled event with its position.
+
+    Records read from the journal keep the stored JSON ``body`` and decode ``event``
+    only when first asked for it: a sink that can work from the body (the Kafka sink in
+    binary mode) skips building a :class:`CloudEvent` per record (3-5 µs each).
+    Immutable like the frozen dataclass it replaces; equal when all fields are equal.
+    """
+
+    __slots__ = ("seq", "size", "appended_at", "_event", "_body")
 
     seq: int
-    event: CloudEvent
     size: int
     appended_at: float
+    _event: CloudEvent | None
+    _body: bytes | None
+
+    def __init__(
+        self,
+        seq: int,
+        event: CloudEvent | None,
+        size: int,
+        appended_at: float,
+        body: bytes | None = None,
+    ) -> None:
+        if event is None and body is None:
+            raise ValueError("a JournalRecord needs its event or its stored body")
+        setattr_ = object.__setattr__
+        setattr_(self, "seq", seq)
+        setattr_(self, "size", size)
+        setattr_(self, "appended_at", appended_at)
+        setattr_(self, "_event", event)
+        setattr_(self, "_body", body)
+
+    @property
+    def event(self) -> CloudEvent:
+        event = self._event
+        if event is None:
+            assert self._body is not None
+            event = CloudEvent.from_trusted_json(self._body)
+            object.__setattr__(self, "_event", event)
+        return event
+
+    @property
+    def body(self) -> bytes:
+        """The event's JSON (as stored, or encoded from the event)."""
+        body = self._body
+        if body is None:
+            body = self.event.to_json()
+            object.__setattr__(self, "_body", body)
+        return body
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"JournalRecord is immutable (cannot set {name!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, JournalRecord):
+            return NotImplemented
+        return (self.seq, self.event, self.size, self.appended_at) == (
+            other.seq,
+            other.event,
+            other.size,
+            other.appended_at,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.seq, self.size, self.appended_at))
+
+    def __repr__(self) -> str:
+        return (
+            f"JournalRecord(seq={self.seq!r}, event={self.event!r}, size={self.size!r}, "
+            f"appended_at={self.appended_at!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -859,7 +924,7 @@ class Journal:
 
 def _record(row: tuple[int, bytes, int, float]) -> JournalRecord:
     seq, body, size, appended_at = row
-    return JournalRecord(seq, CloudEvent.from_trusted_json(body), size, appended_at)
+    return JournalRecord(seq, None, size, appended_at, body)
 
 
 def _dl_filter(
