@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from argbridge.delivery.kafka_records import (
     STRUCTURED_CONTENT_TYPE,
     KafkaRecord,
+    binary_parts_from_json,
     build_record,
     choose_partition,
     partition_for,
@@ -122,3 +123,78 @@ def test_keyless_events_always_land_on_the_same_partition():
     assert all(choose_partition(None, parts, "event-42") == first for _ in range(5))
     with pytest.raises(ValueError):
         choose_partition(b"k", [], "x")
+
+
+_text = st.text(min_size=1, max_size=12)
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(
+    data=_json,
+    subject=st.none() | _text,
+    partitionkey=st.none() | _text,
+    sequence=st.none() | st.integers(0, 2**40),
+    contenttype=st.none() | st.just("application/json"),
+    extensions=st.dictionaries(
+        st.sampled_from(["traceparent", "flag", "n", "x1"]),
+        st.booleans() | st.integers(-5, 5) | _text,
+        max_size=3,
+    ),
+)
+def test_binary_parts_from_the_stored_body_equal_build_record(
+    data, subject, partitionkey, sequence, contenttype, extensions
+):
+    e = CloudEvent(
+        id="e-1",
+        source="urn:x",
+        type="t",
+        subject=subject,
+        data=data,
+        datacontenttype=contenttype,
+        partitionkey=partitionkey,
+        sequence=sequence,
+        extensions=extensions,
+    )
+    expected = build_record(e, "topic")
+    parts = binary_parts_from_json(e.to_json())
+    assert parts is not None
+    key, value, headers, event_id = parts
+    assert (key, value, headers, event_id) == (
+        expected.key,
+        expected.value,
+        expected.headers,
+        "e-1",
+    )
+
+
+def test_binary_parts_are_not_fooled_by_data_lookalikes_in_attributes():
+    e = event(subject='x,"data":1', extensions={"traceparent": ',"data":{'}, data=[1, {"data": 2}])
+    parts = binary_parts_from_json(e.to_json())
+    expected = build_record(e, "t")
+    assert parts == (expected.key, expected.value, expected.headers, e.id)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"[]",
+        b"not json",
+        b'{"id":1}',
+        b'{"source":"s"}',
+        b'{"id":"a","data":1}x',
+        b'{"id":"a","data_base64":"AA=="}',
+    ],
+)
+def test_binary_parts_refuse_bodies_to_json_never_writes(body):
+    assert binary_parts_from_json(body) is None
