@@ -11,6 +11,7 @@ from inside ``deliver`` and run them in ``background``.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -69,9 +70,39 @@ class SinkContext:
         self.metrics.sent.labels(self.name, "sink").inc(len(records))
         self.metrics.sent_bytes.labels(self.name, "sink").inc(sum(r.size for r in records))
         now = self.clock.time()
-        hist = self.metrics.delivery_latency.labels(self.name)
-        for r in records:
-            hist.observe(max(0.0, now - r.appended_at))
+        observe_many(
+            self.metrics.delivery_latency.labels(self.name),
+            [now - r.appended_at for r in records],
+        )
+
+
+def observe_many(hist: Any, values: list[float]) -> None:
+    """``hist.observe(max(0, v))`` for every value, in one pass per batch.
+
+    Same result as observing one by one (tested), but the bucket counts are added once
+    per bucket instead of once per value (prometheus-client takes a lock and scans the
+    bounds on every ``observe``: 1.5 µs per delivered event). Falls back to plain
+    ``observe`` if the client's histogram internals ever change.
+    """
+    bounds = getattr(hist, "_upper_bounds", None)
+    buckets = getattr(hist, "_buckets", None)
+    total = getattr(hist, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for v in values:
+            hist.observe(max(0.0, v))
+        return
+    values.sort()  # records come oldest first: one descending run, sorted in O(n)
+    if values and values[0] < 0.0:
+        values = [max(0.0, v) for v in values]
+    total.inc(sum(values))
+    done = 0
+    for i, bound in enumerate(bounds):
+        upto = bisect_right(values, bound, lo=done)
+        if upto > done:
+            buckets[i].inc(upto - done)
+            done = upto
+        if done == len(values):
+            break
 
 
 @runtime_checkable
@@ -124,6 +155,12 @@ class SinkWorker:
         self.started = False
         self.last_error: str | None = None
         self._reported_cursor = -1
+        #: After a pipeline failure the next batch goes through the plain retrying loop.
+        self._serial_next = False
+        #: The route every event takes when one filterless route reaches this sink (the
+        #: usual case): no per-event routing, no event decode.
+        routes = [r for r in router.routes if self.name in r.sinks]
+        self._route_all = routes[0] if len(routes) == 1 and not routes[0].filters else None
 
     def stop(self) -> None:
         """Finish the batch in flight, then return from :meth:`run`."""
@@ -134,10 +171,11 @@ class SinkWorker:
         self._poked.set()
 
     async def run(self) -> None:
-        journal, metrics, log = self.ctx.journal, self.ctx.metrics, self.ctx.log
+        journal, log = self.ctx.journal, self.ctx.log
         if not await self._start_sink():
             return  # stopped before the sink ever started: nothing is in flight
         background = getattr(self.sink, "background", None)
+        pipelined = callable(getattr(self.sink, "submit", None))
         async with anyio.create_task_group() as tg:
             if background is not None:
                 tg.start_soon(background, name=f"{self.name}-background")
@@ -153,15 +191,13 @@ class SinkWorker:
                             self._reported_cursor = cursor
                         await self._unless_stopped(journal.wait_for_events, cursor, pokeable=True)
                         continue
-                    deliveries = [
-                        Delivery(r, route)
-                        for r in records
-                        for route in self.router.routes_for(self.name, r.event)
-                    ]
-                    metrics.received.labels(self.name, "sink").inc(len(deliveries))
-                    metrics.received_bytes.labels(self.name, "sink").inc(
-                        sum(d.record.size for d in deliveries)
-                    )
+                    if pipelined and not self._serial_next:
+                        await self._pipeline(records)
+                        continue
+                    # The plain loop (and, after a pipeline failure, the batch that failed:
+                    # retried here with backoff, or dead-lettered when permanent).
+                    self._serial_next = False
+                    deliveries = self._route(records)
                     if deliveries:
                         await self._deliver(deliveries)
                     await journal.ack(self.name, records[-1].seq)
@@ -170,6 +206,111 @@ class SinkWorker:
                 log.info("sink.stopped", reason="journal closed")
             finally:
                 tg.cancel_scope.cancel()
+
+    def _route(self, records: Sequence[JournalRecord]) -> list[Delivery]:
+        """The deliveries of ``records`` for this sink (counted as received)."""
+        routes_for, name = self.router.routes_for, self.name
+        if self._route_all is not None:
+            route = self._route_all
+            deliveries = [Delivery(r, route) for r in records]
+        else:
+            deliveries = [
+                Delivery(r, route) for r in records for route in routes_for(name, r.event)
+            ]
+        metrics = self.ctx.metrics
+        metrics.received.labels(name, "sink").inc(len(deliveries))
+        metrics.received_bytes.labels(name, "sink").inc(sum(d.record.size for d in deliveries))
+        return deliveries
+
+    async def _pipeline(self, records: list[JournalRecord]) -> None:
+        """Deliver ``records`` and the batches after them through ``sink.submit``,
+        overlapping three stages: reading batch N+2 (SQLite, in a thread), building and
+        submitting batch N+1, and waiting for batch N's confirmation. Batches are acked
+        to the journal in order, each only after its own confirmation.
+
+        Ends when the journal has nothing more, on :meth:`stop` (after the submitted
+        batches are confirmed and acked), on a failure (the unacked batches are read
+        again from the cursor: the first one goes through the plain retrying loop), or
+        when a rewind made an ack stale (the journal ignored it: the cursor is not where
+        the ack put it) — the next read starts from the rewound cursor.
+
+        Only the first batch comes from ``journal.read`` (which records the read epoch
+        the acks are checked against); the next ones come from ``read_after`` the
+        previous batch, so a rewind during the pipeline makes every later ack stale too.
+        """
+        journal, name = self.ctx.journal, self.name
+        submit: Callable[[Sequence[Delivery]], Awaitable[Callable[[], Awaitable[None]]]]
+        submit = self.sink.submit  # type: ignore[attr-defined]
+        send, receive = anyio.create_memory_object_stream[
+            tuple[Callable[[], Awaitable[None]] | None, int, int]
+        ]()
+        failure: list[BaseException] = []
+        closed: list[JournalClosed] = []
+
+        async def confirm_in_order(tg: anyio.abc.TaskGroup) -> None:
+            async with receive:
+                async for confirmed, last_seq, n in receive:
+                    try:
+                        if confirmed is not None:
+                            await confirmed()
+                    except Exception as exc:  # bugs too: never drop, retry later
+                        failure.append(exc)
+                        tg.cancel_scope.cancel()
+                        return
+                    if n:
+                        self.backoff.reset()
+                        self.last_error = None
+                    try:
+                        await journal.ack(name, last_seq)
+                    except JournalClosed as exc:
+                        closed.append(exc)
+                        tg.cancel_scope.cancel()
+                        return
+                    self.in_flight = max(0, self.in_flight - n)
+                    if journal.cursor(name) != last_seq:
+                        # A rewind since the first read: the ack was stale and ignored.
+                        tg.cancel_scope.cancel()
+                        return
+
+        async def read_next(after: int, box: list[list[JournalRecord]], done: anyio.Event) -> None:
+            try:
+                box.append(await journal.read_after(after, self.batch_size))
+            except JournalClosed as exc:
+                closed.append(exc)
+                box.append([])
+            finally:
+                done.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(confirm_in_order, tg)
+            async with send:
+                while records:
+                    box: list[list[JournalRecord]] = []
+                    fetched = anyio.Event()
+                    if not self._stopping.is_set():
+                        tg.start_soon(read_next, records[-1].seq, box, fetched)
+                    deliveries = self._route(records)
+                    confirmed = None
+                    if deliveries:
+                        try:
+                            confirmed = await submit(deliveries)
+                        except Exception as exc:
+                            failure.append(exc)
+                            tg.cancel_scope.cancel()
+                            break
+                        self.in_flight += len(deliveries)
+                    await send.send((confirmed, records[-1].seq, len(deliveries)))
+                    if self._stopping.is_set():
+                        break
+                    await fetched.wait()
+                    records = box[0]
+        self.in_flight = 0
+        if closed:
+            raise closed[0]
+        if failure:
+            self._serial_next = True
+            delay = self._failed(failure[0], "deliver")
+            await self._unless_stopped(self.ctx.clock.sleep, delay)
 
     async def _unless_stopped(
         self, fn: Callable[..., Awaitable[Any]], *args: Any, pokeable: bool = False

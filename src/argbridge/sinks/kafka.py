@@ -18,9 +18,10 @@ backlog — nothing is lost, at worst a batch is sent twice (consumers dedupe on
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn
 
 import anyio
 from aiokafka import AIOKafkaProducer
@@ -30,11 +31,13 @@ from argbridge.config.settings import Settings
 from argbridge.config.sinks import KafkaSinkConfig
 from argbridge.delivery.kafka_records import (
     KafkaRecord,
+    binary_parts_from_json,
     build_record,
     partition_for,
     render_topic,
 )
 from argbridge.errors import EventError, SinkError
+from argbridge.journal import JournalRecord
 from argbridge.sinks.base import Delivery, Health, SinkContext
 from argbridge.sinks.requeue import RequeueRunner, refresh_dead_letter_gauge
 
@@ -53,6 +56,9 @@ class KafkaSink:
         self.ctx = ctx
         self.producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, list[int]] = {}
+        #: Ack futures of batches handed to the producer, oldest first (the in-flight
+        #: bound spans submits: the worker submits the next batch before acks arrive).
+        self._inflight: deque[Any] = deque()
         self._state = "not started"
         self._ok = False
         self.requeue = RequeueRunner(ctx, settings, self.deliver)
@@ -95,6 +101,7 @@ class KafkaSink:
             ) from exc
         self.producer = producer
         self._partitions.clear()
+        self._inflight.clear()
         self._ok = True
         self._state = f"connected to {self._servers()}"
         self.ctx.log.info("kafka.connected", servers=self._servers())
@@ -126,77 +133,124 @@ class KafkaSink:
     # -- delivery ------------------------------------------------------------------------
 
     async def deliver(self, batch: Sequence[Delivery]) -> None:
+        confirmed = await self.submit(batch)
+        await confirmed()
+
+    async def submit(self, batch: Sequence[Delivery]) -> Callable[[], Awaitable[None]]:
+        """The first half of :meth:`deliver`: build the records and hand every Kafka
+        batch to the producer (at most ``max_in_flight`` awaiting their ack, counted
+        across submits); return the second half, which waits until the broker acked
+        all of them. The :class:`SinkWorker` builds the next journal batch meanwhile
+        (the broker and this process then work at the same time) and acks the journal
+        in submit order, each only after its own ``confirmed()`` returned."""
         if self.producer is None:
             await self._connect()
         producer = self.producer
         assert producer is not None
+        futures: list[Any] = []
         try:
             with anyio.fail_after(self.config.call_timeout):
-                sent = await self._send(producer, batch)
+                sent = await self._send(producer, batch, futures)
         except (KafkaError, OSError, TimeoutError) as exc:
-            self._fail(exc, "produce")
-            self.producer = None
-            await self._stop(producer)
-            raise SinkError(f"kafka: produce failed: {_describe(exc)}") from exc
-        self._ok = True
-        self._state = f"connected to {self._servers()}"
-        self.ctx.count_sent([d.record for d in sent])
+            await self._broken(producer, exc)
 
-    async def _send(self, producer: AIOKafkaProducer, batch: Sequence[Delivery]) -> list[Delivery]:
+        async def confirmed() -> None:
+            try:
+                with anyio.fail_after(self.config.call_timeout):
+                    for fut in futures:
+                        await fut
+            except MessageSizeTooLargeError as exc:
+                raise SinkError(f"kafka: broker refused a batch as too large: {exc}") from exc
+            except (KafkaError, OSError, TimeoutError) as exc:
+                await self._broken(producer, exc)
+            if producer is self.producer:
+                self._ok = True
+                self._state = f"connected to {self._servers()}"
+            self.ctx.count_sent(sent)
+
+        return confirmed
+
+    async def _broken(self, producer: AIOKafkaProducer, exc: BaseException) -> NoReturn:
+        """Drop a producer that failed (bounded stop) and raise the retryable error."""
+        self._fail(exc, "produce")
+        if self.producer is producer:
+            self.producer = None
+            self._inflight.clear()
+        await self._stop(producer)
+        raise SinkError(f"kafka: produce failed: {_describe(exc)}") from exc
+
+    async def _send(
+        self, producer: AIOKafkaProducer, batch: Sequence[Delivery], futures: list[Any]
+    ) -> list[JournalRecord]:
         """Build and submit batches as records are made (the broker works meanwhile);
-        return the deliveries sent once every batch is acked."""
+        append the ack futures to ``futures``; return the records submitted."""
         mode, default_topic = self.config.mode, self.config.topic
+        max_record_bytes = self.config.max_record_bytes
         builders: dict[tuple[str, int], Any] = {}
-        pending: deque[Any] = deque()
-        sent: list[Delivery] = []
+        inflight = self._inflight
+        sent: list[JournalRecord] = []
+        partitions_of = self._partitions
 
         async def submit(slot: tuple[str, int], builder: Any) -> None:
-            pending.append(await producer.send_batch(builder, slot[0], partition=slot[1]))
-            while len(pending) > self.config.max_in_flight:
-                await pending.popleft()
+            fut = await producer.send_batch(builder, slot[0], partition=slot[1])
+            # Whoever awaits it (or nobody, after a failure), its outcome counts as read:
+            # no "exception was never retrieved" later.
+            fut.add_done_callback(_settle)
+            futures.append(fut)
+            inflight.append(fut)
+            while len(inflight) > self.config.max_in_flight:
+                oldest = inflight.popleft()
+                if not oldest.done():
+                    # Wait without consuming the outcome: its owner's confirmed() reads it.
+                    await asyncio.wait((oldest,))
 
-        try:
-            for d in batch:
+        for d in batch:
+            record = d.record
+            template = d.route.topic or default_topic
+            parts = None
+            if mode == "binary" and "{" not in template:
+                # The fast path: the record straight from the stored JSON (no CloudEvent).
+                parts = binary_parts_from_json(record.body)
+            if parts is not None:
+                topic = template
+                key, value, headers, event_id = parts
+                # An upper bound of KafkaRecord.size (the body holds every header value
+                # with more framing than the header names add); exact only when needed.
+                size = len(record.body) + (len(key) if key else 0) + 32
+                if size > max_record_bytes:
+                    size = KafkaRecord(topic, key, value, headers).size
+            else:
                 try:
-                    topic = render_topic(d.route.topic or default_topic, d.event)
+                    topic = render_topic(template, d.event)
                 except EventError as exc:
                     await self._dead_letter(d, str(exc))
                     continue
-                record = build_record(d.event, topic, mode)
-                if record.size > self.config.max_record_bytes:
-                    reason = f"record of {record.size} bytes > max_record_bytes"
-                    await self._dead_letter(d, reason)
-                    continue
-                partitions = self._partitions.get(topic)
-                if partitions is None:
-                    partitions = sorted(await producer.partitions_for(topic))
-                    if not partitions:
-                        raise SinkError(f"kafka: topic {topic!r} has no partitions")
-                    self._partitions[topic] = partitions
-                slot = (topic, partition_for(record.key, partitions, d.event.id))
-                builder = builders.get(slot)
-                if builder is None:
-                    builder = builders[slot] = producer.create_batch()
-                ts = int(d.record.appended_at * 1000)
-                if not _put(builder, record, ts):
-                    await submit(slot, builder)
-                    builder = builders[slot] = producer.create_batch()
-                    if not _put(builder, record, ts):  # an empty batch takes any record
-                        raise SinkError("kafka: a record does not fit an empty batch")
-                sent.append(d)
-            for slot, builder in builders.items():
-                if builder.record_count():
-                    await submit(slot, builder)
-            while pending:
-                try:
-                    await pending.popleft()
-                except MessageSizeTooLargeError as exc:
-                    raise SinkError(f"kafka: broker refused a batch as too large: {exc}") from exc
-        finally:
-            # Futures left behind by a failure or timeout must not log "exception was never
-            # retrieved" later: read their outcome whenever they settle.
-            for fut in pending:
-                fut.add_done_callback(_settle)
+                built = build_record(d.event, topic, mode)
+                key, value, headers, event_id = built.key, built.value, built.headers, d.event.id
+                size = built.size
+            if size > max_record_bytes:
+                await self._dead_letter(d, f"record of {size} bytes > max_record_bytes")
+                continue
+            partitions = partitions_of.get(topic)
+            if partitions is None:
+                partitions = sorted(await producer.partitions_for(topic))
+                if not partitions:
+                    raise SinkError(f"kafka: topic {topic!r} has no partitions")
+                partitions_of[topic] = partitions
+            slot = (topic, partition_for(key, partitions, event_id))
+            builder = builders.get(slot)
+            if builder is None:
+                builder = builders[slot] = producer.create_batch()
+            ts = int(record.appended_at * 1000)
+            if builder.append(key=key, value=value, timestamp=ts, headers=headers) is None:
+                await submit(slot, builder)
+                builder = builders[slot] = producer.create_batch()
+                if builder.append(key=key, value=value, timestamp=ts, headers=headers) is None:
+                    raise SinkError("kafka: a record does not fit an empty batch")
+            sent.append(record)
+        for slot, builder in builders.items():
+            if builder.record_count():
+                await submit(slot, builder)
         return sent
 
     async def _dead_letter(self, d: Delivery, reason: str) -> None:
@@ -212,12 +266,6 @@ class KafkaSink:
     def _servers(self) -> str:
         s = self.config.bootstrap_servers
         return s if isinstance(s, str) else ",".join(s)
-
-
-def _put(builder: Any, record: KafkaRecord, ts: int) -> bool:
-    """Append to a ``BatchBuilder``; ``False`` when it is full."""
-    meta = builder.append(key=record.key, value=record.value, timestamp=ts, headers=record.headers)
-    return meta is not None
 
 
 def _settle(fut: Any) -> None:
