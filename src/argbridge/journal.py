@@ -115,7 +115,7 @@ class JournalRecord:
     Immutable like the frozen dataclass it replaces; equal when all fields are equal.
     """
 
-    __slots__ = ("seq", "size", "appended_at", "_event", "_body")
+    __slots__ = ("_body", "_event", "appended_at", "seq", "size")
 
     seq: int
     size: int

@@ -14,7 +14,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import anyio
 
@@ -28,9 +28,11 @@ from argbridge.metrics import Metrics
 from argbridge.router import Route, Router
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One event for one route of this sink (an event on two routes comes twice)."""
+class Delivery(NamedTuple):
+    """One event for one route of this sink (an event on two routes comes twice).
+
+    A named tuple (immutable like a frozen dataclass, built in a tenth of the time: the
+    worker makes one per event and route)."""
 
     record: JournalRecord
     route: Route
@@ -241,15 +243,18 @@ class SinkWorker:
         journal, name = self.ctx.journal, self.name
         submit: Callable[[Sequence[Delivery]], Awaitable[Callable[[], Awaitable[None]]]]
         submit = self.sink.submit  # type: ignore[attr-defined]
+        # One batch may wait here while the previous one is confirmed and acked (the
+        # journal's ack is an fsync): the next one is built meanwhile.
         send, receive = anyio.create_memory_object_stream[
-            tuple[Callable[[], Awaitable[None]] | None, int, int]
-        ]()
+            tuple[Callable[[], Awaitable[None]] | None, int, list[Delivery]]
+        ](1)
+        reports_sent = getattr(self.sink, "reports_sent", False)
         failure: list[BaseException] = []
         closed: list[JournalClosed] = []
 
         async def confirm_in_order(tg: anyio.abc.TaskGroup) -> None:
             async with receive:
-                async for confirmed, last_seq, n in receive:
+                async for confirmed, last_seq, deliveries in receive:
                     try:
                         if confirmed is not None:
                             await confirmed()
@@ -257,16 +262,18 @@ class SinkWorker:
                         failure.append(exc)
                         tg.cancel_scope.cancel()
                         return
-                    if n:
+                    if deliveries:
                         self.backoff.reset()
                         self.last_error = None
+                        if not reports_sent:
+                            self.ctx.count_sent([d.record for d in deliveries])
                     try:
                         await journal.ack(name, last_seq)
                     except JournalClosed as exc:
                         closed.append(exc)
                         tg.cancel_scope.cancel()
                         return
-                    self.in_flight = max(0, self.in_flight - n)
+                    self.in_flight = max(0, self.in_flight - len(deliveries))
                     if journal.cursor(name) != last_seq:
                         # A rewind since the first read: the ack was stale and ignored.
                         tg.cancel_scope.cancel()
@@ -299,7 +306,7 @@ class SinkWorker:
                             tg.cancel_scope.cancel()
                             break
                         self.in_flight += len(deliveries)
-                    await send.send((confirmed, records[-1].seq, len(deliveries)))
+                    await send.send((confirmed, records[-1].seq, deliveries))
                     if self._stopping.is_set():
                         break
                     await fetched.wait()
