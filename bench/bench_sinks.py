@@ -10,13 +10,15 @@ uvicorn receiver for the webhooks, the journal in a temp dir (SQLite WAL, FULL s
    (a) the ceiling: a bare aiokafka producer filling 1 MiB ``create_batch`` builders per
    partition with pre-encoded records, 4 batches in flight; (b) argbridge: the events
    pre-journaled, then a :class:`SinkWorker` + :class:`KafkaSink` draining the journal
-   (read, decode, build records with ``ce_*`` headers, produce, wait for acks, ack the
-   journal) — target ≥ 60 % of (a).
+   (read, build records with ``ce_*`` headers, produce, wait for acks, ack the journal;
+   the worker pipelines these stages across batches) — target ≥ 60 % of (a). Also
+   printed: the process's CPU time per event for both (``our CPU``), which is what the
+   gap is made of on a 2-core machine shared with the broker.
 2. **Webhook throughput**: journal → :class:`WebhookSink` → local receiver answering 204
    (the receiver does not verify, so the figure is the sender's; the tests verify).
 3. **Latency**: events appended at 2,000/s for ``--seconds``; for each event, from the
-   moment its append committed (``append_many`` returned) to the moment the Kafka sink's
-   ``deliver`` returned (every record of the batch acked); first 2 s dropped.
+   moment its append committed (``append_many`` returned) to the moment the Kafka sink
+   confirmed its batch (every record acked by the broker); first 2 s dropped.
    Target p99 < 25 ms.
 """
 
@@ -83,7 +85,15 @@ def row(label: str, value: str, note: str = "") -> None:
     print(f"   {label:<52} {value:>18}  {note}", flush=True)
 
 
-async def bare_producer(bootstrap: str, topic: str, count: int) -> float:
+def cpu_seconds() -> float:
+    """CPU time of this process so far (all threads: event loop, SQLite reads, commits)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+async def bare_producer(
+    bootstrap: str, topic: str, count: int, totals: dict[str, float] | None = None
+) -> float:
     """The ceiling: aiokafka batch API, pre-encoded 1 KiB records, 4 batches in flight."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -99,6 +109,7 @@ async def bare_producer(bootstrap: str, topic: str, count: int) -> float:
         values = [event(n).data_bytes() for n in range(KEYS)]
         keys = [f"run-{k}".encode() for k in range(KEYS)]
         headers = [("ce_id", b"x" * 36), ("ce_type", b"arga.validation.step_result")]
+        cpu0 = cpu_seconds()
         start = time.perf_counter()
         pending: list[Any] = []
         builders = {p: producer.create_batch() for p in partitions}
@@ -117,7 +128,10 @@ async def bare_producer(bootstrap: str, topic: str, count: int) -> float:
                 pending.append(await producer.send_batch(b, topic, partition=p))
         for f in pending:
             await f
-        return count / (time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        if totals is not None:
+            totals["cpu_bare"] = totals.get("cpu_bare", 0.0) + cpu_seconds() - cpu0
+        return count / elapsed
     finally:
         await producer.stop()
 
@@ -215,43 +229,13 @@ async def journal_to_kafka(
                 timed(journal, "ack", totals)
                 timed(sink, "submit", totals)
                 timed_confirm(sink, totals)
+            cpu0 = cpu_seconds()
             start = time.perf_counter()
             async with worker_for(s, "k", journal, sink, metrics):
                 await drain(journal, "k")
             elapsed = time.perf_counter() - start
-            await sink.aclose()
-        return count / elapsed
-
-
-async def journal_to_kafka_prefetch(bootstrap: str, topic: str, count: int, batch: int) -> float:
-    """A prototype, not the shipped worker: read batch N+1 while batch N is delivered
-    (what a prefetching SinkWorker would gain; the ack still follows each delivery)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        s = sink_settings(
-            Path(tmp),
-            {"k": {"type": "kafka", "bootstrap_servers": bootstrap, "topic": topic}},
-        )
-        async with Journal(Path(tmp) / "j.db", sinks=["k"], max_backlog_events=10**7) as journal:
-            await fill(journal, count)
-            sink = KafkaSink(s.sinks["k"], SinkContext("k", journal, Metrics()), s)  # type: ignore[arg-type]
-            await sink.start()
-            router = EventRouter(s.routes, list(s.sinks))
-            start = time.perf_counter()
-
-            async def prefetch(after: int, out: list[Any]) -> None:
-                out.extend(await journal.read_after(after, batch))
-
-            records = await journal.read_after(0, batch)
-            while records:
-                nxt: list[Any] = []
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(prefetch, records[-1].seq, nxt)
-                    await sink.deliver(
-                        [Delivery(r, rt) for r in records for rt in router.routes_for("k", r.event)]
-                    )
-                    await journal.ack("k", records[-1].seq)
-                records = nxt
-            elapsed = time.perf_counter() - start
+            if totals is not None:
+                totals["cpu_ours"] = totals.get("cpu_ours", 0.0) + cpu_seconds() - cpu0
             await sink.aclose()
         return count / elapsed
 
@@ -357,7 +341,7 @@ async def main(args: argparse.Namespace) -> None:
         bare, ours = [], []
         totals: dict[str, float] = {}
         for i in range(args.runs):
-            bare.append(await bare_producer(bootstrap, f"bare{i}", count))
+            bare.append(await bare_producer(bootstrap, f"bare{i}", count, totals))
             ours.append(await journal_to_kafka(bootstrap, f"sink{i}", count, args.batch, totals))
             row(f"run {i + 1}: bare aiokafka create_batch/send_batch", f"{bare[-1]:,.0f} ev/s")
             row(f"run {i + 1}: journal → KafkaSink (batch {args.batch})", f"{ours[-1]:,.0f} ev/s")
@@ -368,13 +352,12 @@ async def main(args: argparse.Namespace) -> None:
         row(
             "journal → KafkaSink", f"{o:,.0f} ev/s", f"{100 * o / b:.0f}% of ceiling (target ≥ 60%)"
         )
-        pre = await journal_to_kafka_prefetch(bootstrap, "prefetch", count, args.batch)
-        row(
-            "prototype: same, reading the next batch meanwhile",
-            f"{pre:,.0f} ev/s",
-            f"{100 * pre / b:.0f}% (1 run; not the shipped worker)",
-        )
         n_all = count * args.runs
+        for part, label in (
+            ("cpu_bare", "CPU of this process: bare producer"),
+            ("cpu_ours", "CPU of this process: journal → KafkaSink"),
+        ):
+            row(f"  {label}", f"{1e6 * totals.get(part, 0) / n_all:.1f} µs/ev")
         print("   wall time per event in each stage (the worker overlaps them: not additive)")
         for part, label in (
             ("read", "journal.read (first batch of a pipeline run)"),
