@@ -193,7 +193,10 @@ class SinkWorker:
                             self._reported_cursor = cursor
                         await self._unless_stopped(journal.wait_for_events, cursor, pokeable=True)
                         continue
-                    if pipelined and not self._serial_next:
+                    if pipelined and len(records) == self.batch_size and not self._serial_next:
+                        # A full batch: a backlog to drain, where overlapping the stages
+                        # pays. A partial one (caught up, live traffic) takes the plain
+                        # loop: nothing to read ahead, and fewer hops per event.
                         await self._pipeline(records)
                         continue
                     # The plain loop (and, after a pipeline failure, the batch that failed:
