@@ -213,6 +213,7 @@ class PipelinedSink(ScriptedSink):
         self.confirmed: list[list[int]] = []
         self.gates: dict[int, anyio.Event] = {}
         self.fail_on: dict[int, BaseException] = {}
+        self.serial: list[list[int]] = []  # batches that went through plain deliver()
         self.changed = anyio.Event()
 
     def _changed(self) -> None:
@@ -239,6 +240,7 @@ class PipelinedSink(ScriptedSink):
         return confirmed
 
     async def deliver(self, batch: Sequence[Delivery]) -> None:
+        self.serial.append([d.record.seq for d in batch])
         await (await self.submit(batch))()
 
 
@@ -393,3 +395,23 @@ async def test_journal_records_decode_lazily_and_stay_immutable(tmp_path: Path):
             records[0].seq = 5
         built = JournalRecord(1, events[0], 10, 0.0)
         assert built.body == events[0].to_json() and built.event is events[0]
+
+
+async def test_partial_batches_take_the_plain_loop_full_ones_the_pipeline(tmp_path: Path):
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        sink = PipelinedSink()
+        worker = make_worker(journal, sink)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            await journal.append_many([make_event(n) for n in range(3)])  # live: partial
+            with anyio.fail_after(5):
+                while journal.cursor("s") < 3:
+                    await anyio.wait_all_tasks_blocked()
+            assert sink.serial == [[1, 2, 3]]
+            await journal.append_many([make_event(n) for n in range(3, 13)])  # a backlog
+            with anyio.fail_after(5):
+                while journal.cursor("s") < 13:
+                    await anyio.wait_all_tasks_blocked()
+            worker.stop()
+        assert sink.confirmed == [[1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13]]
+        assert sink.serial == [[1, 2, 3]]  # the backlog went through submit() alone
