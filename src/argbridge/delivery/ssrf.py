@@ -1,14 +1,12 @@
 """The private-address guard for outbound requests (SSRF).
 
-Pure: the driver resolves the host (``anyio.getaddrinfo``) and passes the addresses here.
+Pure: the driver (:mod:`argbridge.sinks.pinned`) resolves the host for every new
+connection, passes the addresses here, and connects only to an approved one, so a DNS
+answer that changes between check and connect (rebinding) cannot get through.
 A destination is refused when *any* address it resolves to is loopback, private
 (RFC 1918, ULA), link-local (including cloud metadata ``169.254.169.254``), carrier-grade
 NAT, multicast, unspecified or reserved — also when wrapped as IPv4-mapped/6to4 IPv6 —,
 unless the endpoint is explicitly allowed (``allow_private``).
-
-Limit: the check runs on resolution, not on the connected socket, so a DNS answer that
-changes between check and connect (rebinding) is not caught; resolve-and-pin would need
-a custom transport.
 """
 
 from __future__ import annotations

@@ -117,7 +117,10 @@ def _launch(binary: Path, port: int, log_path: Path | None) -> TansuBroker:
 async def start_tansu(binary: Path, *, log_path: Path | None = None) -> TansuBroker:
     """Start the broker on a free loopback port; raises ``RuntimeError`` if it won't."""
     port = free_port()
-    broker = await anyio.to_thread.run_sync(_launch, binary, port, log_path)
+    # Launched from the event loop's thread, not a worker thread: the parent-death signal
+    # (PR_SET_PDEATHSIG) fires when the *thread* that forked exits, and anyio retires
+    # worker threads after 10 s idle — the broker would get SIGTERM mid-demo.
+    broker = _launch(binary, port, log_path)
     proc = broker.proc
     try:
         with anyio.fail_after(START_TIMEOUT):
