@@ -99,6 +99,11 @@ class KafkaSink:
             raise SinkError(
                 f"kafka: cannot connect to {self._servers()}: {_describe(exc)}"
             ) from exc
+        except BaseException:
+            # Cancelled while connecting (the pipelined worker cancels a submit when an
+            # earlier batch failed): do not leave a half-started producer behind.
+            await self._stop(producer)
+            raise
         self.producer = producer
         self._partitions.clear()
         self._inflight.clear()
