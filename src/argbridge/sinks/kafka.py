@@ -209,19 +209,21 @@ class KafkaSink:
                     # Wait without consuming the outcome: its owner's confirmed() reads it.
                     await asyncio.wait((oldest,))
 
+        binary = mode == "binary"
         for d in batch:
             record = d.record
             template = d.route.topic or default_topic
             parts = None
-            if mode == "binary" and "{" not in template:
+            if binary and "{" not in template:
                 # The fast path: the record straight from the stored JSON (no CloudEvent).
-                parts = binary_parts_from_json(record.body)
+                body = record.body
+                parts = binary_parts_from_json(body)
             if parts is not None:
                 topic = template
                 key, value, headers, event_id = parts
                 # An upper bound of KafkaRecord.size (the body holds every header value
                 # with more framing than the header names add); exact only when needed.
-                size = len(record.body) + (len(key) if key else 0) + 32
+                size = len(body) + (len(key) if key else 0) + 32
                 if size > max_record_bytes:
                     size = KafkaRecord(topic, key, value, headers).size
             else:
