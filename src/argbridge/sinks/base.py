@@ -7,6 +7,12 @@ journal only after ``deliver`` returned (the destination confirmed). A retryable
 failure re-delivers the same batch after a backoff; a permanent one dead-letters it.
 Sinks with their own per-event retry schedule (webhooks) record retries in the journal
 from inside ``deliver`` and run them in ``background``.
+
+A sink that also has ``submit(batch) -> confirmed`` (Kafka) is pipelined while there is a
+backlog (a full batch was read): the worker reads batch N+2 (in a thread), submits N+1
+and waits for N's confirmation at the same time, and acks the journal in order, each
+batch only after its own confirmation. A failure or a rewind ends the pipeline; reading
+starts again from the journal's cursor (see :meth:`SinkWorker._pipeline`).
 """
 
 from __future__ import annotations

@@ -8,6 +8,14 @@ partition (``create_batch``/``send_batch``, several when a batch fills up), keep
 ``max_in_flight`` batches awaiting their ack, and returns only when the broker acked
 every batch (``acks=all`` by default). Only then does the worker move the cursor.
 
+``deliver`` is ``submit`` (build and hand over) followed by its ``confirmed()`` (wait for
+the acks): the :class:`~argbridge.sinks.base.SinkWorker` calls the two halves itself
+when draining a backlog, building batch N+1 while the broker works on batch N. With the
+default binary mode and a fixed topic, records are built straight from the journal's
+stored JSON (:func:`~argbridge.delivery.kafka_records.binary_parts_from_json`: no
+``CloudEvent`` decode, no re-encoding of ``data``); the latency histogram is filled once
+per batch.
+
 Every aiokafka call is bounded (``call_timeout``): the idempotent producer can hang
 forever (aiokafka #1101) and a frozen broker accepts connections but never answers. On
 any failure the producer is stopped (bounded) and dropped; the worker retries the batch
