@@ -182,9 +182,10 @@ async def worker_for(
 
 
 async def drain(journal: Journal, name: str) -> None:
-    # Polling every ms costs nothing measurable and keeps the worker code untouched.
+    # Polling keeps the worker code untouched. Every 5 ms: at most 5 ms late on a run of
+    # seconds (0.1 %), while a 1 ms poll took ~3 % of the process's CPU (py-spy).
     while journal.cursor(name) < journal.last_seq:  # noqa: ASYNC110
-        await anyio.sleep(0.001)
+        await anyio.sleep(0.005)
 
 
 def timed(target: Any, name: str, totals: dict[str, float]) -> None:
