@@ -10,6 +10,7 @@ and unique ``webhook-id`` values (so nothing is deduplicated away).
 Usage::
 
     .venv/bin/python bench/bench_webhooks.py [--duration 10] [--connections 64] [--runs 1]
+        [--breakdown] [--stub-journal]
 
 Needs ``wrk`` (Debian: ``apt-get install -y wrk``). Targets: ≥ 35 % of the bare app's
 req/s and p99 < 20 ms at 64 connections.
@@ -145,8 +146,11 @@ def serve_bare(port: int) -> None:
     anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
 
 
-def serve_daemon(port: int, state: str) -> None:
-    """The real daemon with one argus-webhook source (journal only, no sinks)."""
+def serve_daemon(port: int, state: str, stub_journal: bool = False) -> None:
+    """The real daemon with one argus-webhook source (journal only, no sinks).
+
+    ``stub_journal``: the journal append is replaced by a no-op after startup, so the
+    run shows what HTTP + verification + normalisation cost without the commit."""
     import anyio
 
     from argbridge.config.settings import load_settings
@@ -174,6 +178,13 @@ def serve_daemon(port: int, state: str) -> None:
             await app.ready.wait()
             assert app.http is not None
             await app.http.started.wait()
+            if stub_journal:
+                from argbridge.journal import AppendStatus
+
+                async def no_append(event: Any) -> AppendStatus:
+                    return AppendStatus.APPENDED
+
+                app.journal.append = no_append  # type: ignore[method-assign]
             print("READY", flush=True)
 
     anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
@@ -380,7 +391,8 @@ def bench_one(kind: str, args: argparse.Namespace, tmp: Path, body_path: Path) -
         extra = ["-", str(body_path)]
     else:
         state = tmp / f"state-{port}"
-        proc = start_server(["--serve", "daemon", "--port", str(port), "--state", str(state)])
+        serve = "daemon" if kind == "daemon" else "daemon-stub"
+        proc = start_server(["--serve", serve, "--port", str(port), "--state", str(state)])
         script = tmp / "signed.lua"
         script.write_text(LUA)
         # Unique ids (separate sets for warm-up and run) at well above the expected rate.
@@ -391,7 +403,7 @@ def bench_one(kind: str, args: argparse.Namespace, tmp: Path, body_path: Path) -
         extra = [str(ids), str(body_path), str(args.threads)]
     try:
         if args.warmup:
-            run_wrk(script, port, args, warm_extra if kind == "daemon" else extra, args.warmup)
+            run_wrk(script, port, args, extra if kind == "bare" else warm_extra, args.warmup)
         _, cpu_before = proc_stats(proc.pid)
         out = run_wrk(script, port, args, extra, args.duration)
         peak, cpu_after = proc_stats(proc.pid)
@@ -427,15 +439,22 @@ def main() -> int:
     parser.add_argument(
         "--breakdown", action="store_true", help="also time the handler in-process (no HTTP)"
     )
-    parser.add_argument("--serve", choices=["bare", "daemon"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--stub-journal",
+        action="store_true",
+        help="also run the daemon with the journal append stubbed (what the commit costs)",
+    )
+    parser.add_argument(
+        "--serve", choices=["bare", "daemon", "daemon-stub"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve == "bare":
         serve_bare(args.port)
         return 0
-    if args.serve == "daemon":
-        serve_daemon(args.port, args.state)
+    if args.serve in ("daemon", "daemon-stub"):
+        serve_daemon(args.port, args.state, stub_journal=args.serve == "daemon-stub")
         return 0
     if args.breakdown:
         breakdown()
@@ -455,11 +474,13 @@ def main() -> int:
             f"(warm-up {args.warmup:g}s), body {body_path.stat().st_size} B, {args.runs} run(s)"
         )
         for _ in range(args.runs):
-            for kind in ("bare", "daemon"):
+            kinds = ("bare", "stub", "daemon") if args.stub_journal else ("bare", "daemon")
+            for kind in kinds:
                 result = bench_one(kind, args, tmp, body_path)
                 results.append(result)
+                per_req = result.cpu_s / max(1, result.requests) * 1e6
                 print(
-                    f"  {kind:6s} {result.rps:9.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
+                    f"  {kind:6s} {result.rps:9.0f} req/s  {per_req:5.0f} µs CPU/req  p50 {result.p50_ms:6.2f} ms  "
                     f"p99 {result.p99_ms:6.2f} ms  non-2xx {result.non_2xx}  "
                     f"server CPU {result.cpu_s / args.duration:4.2f} cores  "
                     f"peak RSS {result.peak_rss_mb:.0f} MiB"
