@@ -480,7 +480,8 @@ def main() -> int:
                 results.append(result)
                 per_req = result.cpu_s / max(1, result.requests) * 1e6
                 print(
-                    f"  {kind:6s} {result.rps:9.0f} req/s  {per_req:5.0f} µs CPU/req  p50 {result.p50_ms:6.2f} ms  "
+                    f"  {kind:6s} {result.rps:9.0f} req/s  {per_req:5.0f} µs CPU/req  "
+                    f"p50 {result.p50_ms:6.2f} ms  "
                     f"p99 {result.p99_ms:6.2f} ms  non-2xx {result.non_2xx}  "
                     f"server CPU {result.cpu_s / args.duration:4.2f} cores  "
                     f"peak RSS {result.peak_rss_mb:.0f} MiB"
