@@ -156,3 +156,35 @@ async def test_a_refused_body_answer_is_written_before_the_close():
             await stream.aclose()
     assert received.startswith(b"HTTP/1.1 413 ")
     assert received.endswith(b"\r\n\r\ntoo large")
+
+
+async def test_expect_100_continue_is_not_held_back():
+    async def echo_size(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        size, more = 0, True
+        while more:
+            message = await receive()
+            size += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"%d" % size
+        headers = [(b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async with embed.serve(echo_size) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with anyio.fail_after(5):
+            stream = await anyio.connect_tcp("127.0.0.1", port)
+            await stream.send(
+                b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n"
+            )
+            # The body is sent only after the interim answer arrived (it must not wait
+            # for a later write that never comes).
+            assert (await stream.receive()).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await stream.send(b"hello")
+            received = b""
+            while not received.endswith(b"\r\n\r\n5"):
+                received += await stream.receive()
+            await stream.aclose()
+        assert received.startswith(b"HTTP/1.1 200 OK\r\n")
