@@ -201,6 +201,113 @@ def serve_daemon(port: int, state: str, stub_journal: bool = False) -> None:
 # -- in-process breakdown (no HTTP, no load generator) -------------------------------------
 
 
+def pieces(number: int = 20000) -> None:
+    """µs of each necessary piece of a webhook request, alone (min of 5 timeit runs), and
+    the journal alone (64 concurrent appenders, CPU of all threads per event)."""
+    import timeit
+
+    import orjson
+
+    from argbridge.http.asgi import Request, Router
+    from argbridge.normalize.argus import incident_event
+    from argbridge.signing import Verifier, sign_standard
+    from argbridge.sources.webhook import _accepted
+
+    body = webhook_body()
+    ts = int(time.time())
+    raw_headers = [
+        (b"host", b"127.0.0.1:8080"),
+        (b"content-type", b"application/json"),
+        (b"content-length", b"1024"),
+        (b"webhook-id", b"msg_1"),
+        (b"webhook-timestamp", str(ts).encode()),
+        (b"webhook-signature", sign_standard(SECRET, "msg_1", ts, body).encode()),
+    ]
+    scope = {"type": "http", "method": "POST", "path": "/webhooks/argus", "headers": raw_headers}
+    router = Router()
+
+    async def handler(request: Request) -> Any:
+        raise NotImplementedError
+
+    async def receive() -> MutableMapping[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    router.add("POST", "/webhooks/argus", handler)
+    verifier = Verifier("standard-webhooks", [SECRET])
+    headers = Request(scope, receive).headers
+    payload = orjson.loads(body)
+    event = incident_event("argus", payload, delivery_id="msg_1")
+    cases: list[tuple[str, Any]] = [
+        (
+            "route + Request (headers dict)",
+            lambda: (router.match("POST", "/webhooks/argus"), Request(scope, receive)),
+        ),
+        ("HMAC verify (standard-webhooks)", lambda: verifier.verify(headers, body, ts)),
+        ("JSON parse (orjson, 1 KiB)", lambda: orjson.loads(body)),
+        ("normalise (incident_event)", lambda: incident_event("argus", payload, delivery_id="m")),
+        ("event JSON for the journal", event.to_json),
+        ("200 JSON answer", lambda: _accepted(event, "accepted")),
+    ]
+    print("pieces alone (µs per request, min of 5 runs):")
+    total = 0.0
+    for label, fn in cases:
+        best = min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e6
+        total += best
+        print(f"  {label:34s} {best:6.2f}")
+    print(f"  {'sum':34s} {total:6.2f}")
+    journal_alone()
+
+
+def journal_alone(count: int = 20000, concurrency: int = 64) -> None:
+    """CPU per event of ``Journal.append`` alone, split by thread (loop vs SQLite worker)."""
+    import threading
+
+    import anyio
+    import orjson
+
+    from argbridge.journal import Journal
+    from argbridge.normalize.argus import incident_event
+
+    payload = orjson.loads(webhook_body())
+    events = [incident_event("argus", payload, delivery_id=f"m{i}") for i in range(count)]
+
+    def thread_cpu() -> dict[int, float]:
+        out: dict[int, float] = {}
+        ticks = os.sysconf("SC_CLK_TCK")
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            out[int(tid)] = (int(fields[11]) + int(fields[12])) / ticks
+        return out
+
+    async def main() -> None:
+        state = tempfile.mkdtemp(prefix="argbridge-bench-")
+        try:
+            async with Journal(Path(state) / "journal.db", sinks=[]) as journal:
+                loop_tid = threading.get_native_id()
+
+                async def worker(k: int) -> None:
+                    for event in events[k::concurrency]:
+                        await journal.append(event)
+
+                before, wall = thread_cpu(), time.perf_counter()
+                async with anyio.create_task_group() as tg:
+                    for k in range(concurrency):
+                        tg.start_soon(worker, k)
+                after, wall = thread_cpu(), time.perf_counter() - wall
+        finally:
+            shutil.rmtree(state, ignore_errors=True)
+        loop_cpu = after.get(loop_tid, 0.0) - before.get(loop_tid, 0.0)
+        others = sum(after.values()) - sum(before.values()) - loop_cpu
+        print(
+            f"journal.append alone ({count} events, {concurrency} concurrent): "
+            f"{count / wall:.0f} events/s, CPU {loop_cpu / count * 1e6:.1f} µs/event in the "
+            f"event loop + {others / count * 1e6:.1f} µs/event in the SQLite thread"
+        )
+
+    anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
+
+
 def breakdown(count: int = 20000, concurrency: int = 64) -> None:
     """µs per request of the webhook handler called as an ASGI app (no sockets), with the
     real journal and with the journal append replaced by a no-op: where the time goes."""
@@ -457,6 +564,7 @@ def main() -> int:
         serve_daemon(args.port, args.state, stub_journal=args.serve == "daemon-stub")
         return 0
     if args.breakdown:
+        pieces()
         breakdown()
     if shutil.which("wrk") is None:
         print(
