@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import signal
 import time
 from pathlib import Path
@@ -11,7 +10,6 @@ import anyio
 import httpx
 
 from argbridge.http.asgi import Request, Response
-from argbridge.http.server import freeze_startup_heap
 from tests.support.webhooks import running_app, webhook_settings
 
 
@@ -69,13 +67,3 @@ async def test_graceful_shutdown_is_bounded_with_a_hanging_request(tmp_path: Pat
     # uvicorn waited for the request up to the bound, then gave up on it.
     assert elapsed < 4
     assert len(outcome) == 1
-
-
-async def test_startup_heap_is_frozen_once_before_listening(tmp_path: Path):
-    async with running_app(webhook_settings(tmp_path)) as r:
-        assert gc.isenabled()
-        frozen = gc.get_freeze_count()
-        assert frozen > 0  # the daemon's start-up objects are out of the collector's sight
-        freeze_startup_heap()  # once per process: a later server does not freeze again
-        assert gc.get_freeze_count() == frozen
-        assert (await r.client.get(f"{r.base}/healthz")).status_code == 200

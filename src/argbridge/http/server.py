@@ -5,18 +5,11 @@ Serves ``/healthz`` (liveness), ``/readyz`` (per-component readiness), ``/metric
 (inbound webhooks, the control API; ``POST /webhooks/<unknown>`` is a 404 problem).
 uvicorn runs through :mod:`argbridge.http.embed`: the runtime owns SIGTERM/SIGINT, and
 graceful shutdown is bounded by ``http.shutdown_timeout``.
-
-Before it starts listening, the server moves everything the daemon allocated while
-starting (imports, pydantic models, clients) out of the garbage collector's sight
-(:func:`freeze_startup_heap`, once per process): a full (generation 2) collection of
-that heap took ~42 ms, several times a run under the webhook benchmark, and was what
-the p99 latency measured (p99 40 ms → 23 ms, gen-2 time 202 ms → 2 ms per 8 s run).
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
 from typing import TYPE_CHECKING
 
 import anyio
@@ -27,21 +20,6 @@ from argbridge.http.asgi import Request, Response, Router, json_response, proble
 
 if TYPE_CHECKING:
     from argbridge.runtime import App
-
-
-_frozen = False
-
-
-def freeze_startup_heap() -> None:
-    """Collect the start-up garbage, then exempt what survives from future collections
-    (:func:`gc.freeze`), so full collections under load only walk what requests
-    allocate. Once per process: later calls do nothing."""
-    global _frozen
-    if _frozen:
-        return
-    _frozen = True
-    gc.collect()
-    gc.freeze()
 
 
 class HttpServer:
@@ -96,7 +74,6 @@ class HttpServer:
                 f"http: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}"
             ) from None
         self.port = sock.getsockname()[1]
-        freeze_startup_heap()
         async with embed.embedded(
             self.router,
             sock,
