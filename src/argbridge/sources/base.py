@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 from argbridge.clock import SYSTEM_CLOCK, Clock
 from argbridge.events import CloudEvent
 from argbridge.journal import AppendStatus, Journal
-from argbridge.logging import get_logger
+from argbridge.logging import Throttle, get_logger
 from argbridge.metrics import Metrics
 from argbridge.sinks.base import Health
 
@@ -36,6 +36,9 @@ class SourceContext:
     _received: Any = field(default=None, init=False, repr=False)
     _duplicates: Any = field(default=None, init=False, repr=False)
     _rejected: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    #: Rejections are all counted but logged at most 5 per reason a minute: a flood of
+    #: bad requests must not flood the log too.
+    _throttle: Throttle = field(default_factory=Throttle, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.log is None:
@@ -75,13 +78,19 @@ class SourceContext:
             self._duplicates.inc()
 
     def reject(self, reason: str, **fields: Any) -> None:
-        """Count and log an upstream frame we cannot use (never raises)."""
+        """Count and log an upstream frame we cannot use (never raises). The log is
+        throttled per reason (:class:`~argbridge.logging.Throttle`); the count is not."""
         counter = self._rejected.get(reason)
         if counter is None:
             counter = self._rejected[reason] = self.metrics.discarded.labels(
                 self.name, "source", reason
             )
         counter.inc()
+        suppressed = self._throttle.allow(reason, self.clock.monotonic())
+        if suppressed is None:
+            return
+        if suppressed:
+            fields["suppressed"] = suppressed
         self.log.warning("source.rejected", reason=reason, **fields)
 
 
