@@ -10,6 +10,7 @@ and unique ``webhook-id`` values (so nothing is deduplicated away).
 Usage::
 
     .venv/bin/python bench/bench_webhooks.py [--duration 10] [--connections 64] [--runs 1]
+        [--breakdown] [--stub-journal]
 
 Needs ``wrk`` (Debian: ``apt-get install -y wrk``). Targets: ≥ 35 % of the bare app's
 req/s and p99 < 20 ms at 64 connections.
@@ -145,8 +146,11 @@ def serve_bare(port: int) -> None:
     anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
 
 
-def serve_daemon(port: int, state: str) -> None:
-    """The real daemon with one argus-webhook source (journal only, no sinks)."""
+def serve_daemon(port: int, state: str, stub_journal: bool = False) -> None:
+    """The real daemon with one argus-webhook source (journal only, no sinks).
+
+    ``stub_journal``: the journal append is replaced by a no-op after startup, so the
+    run shows what HTTP + verification + normalisation cost without the commit."""
     import anyio
 
     from argbridge.config.settings import load_settings
@@ -174,6 +178,13 @@ def serve_daemon(port: int, state: str) -> None:
             await app.ready.wait()
             assert app.http is not None
             await app.http.started.wait()
+            if stub_journal:
+                from argbridge.journal import AppendStatus
+
+                async def no_append(event: Any) -> AppendStatus:
+                    return AppendStatus.APPENDED
+
+                app.journal.append = no_append  # type: ignore[method-assign]
             print("READY", flush=True)
 
     anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
@@ -188,6 +199,113 @@ def serve_daemon(port: int, state: str) -> None:
 
 
 # -- in-process breakdown (no HTTP, no load generator) -------------------------------------
+
+
+def pieces(number: int = 20000) -> None:
+    """µs of each necessary piece of a webhook request, alone (min of 5 timeit runs), and
+    the journal alone (64 concurrent appenders, CPU of all threads per event)."""
+    import timeit
+
+    import orjson
+
+    from argbridge.http.asgi import Request, Router
+    from argbridge.normalize.argus import incident_event
+    from argbridge.signing import Verifier, sign_standard
+    from argbridge.sources.webhook import _accepted
+
+    body = webhook_body()
+    ts = int(time.time())
+    raw_headers = [
+        (b"host", b"127.0.0.1:8080"),
+        (b"content-type", b"application/json"),
+        (b"content-length", b"1024"),
+        (b"webhook-id", b"msg_1"),
+        (b"webhook-timestamp", str(ts).encode()),
+        (b"webhook-signature", sign_standard(SECRET, "msg_1", ts, body).encode()),
+    ]
+    scope = {"type": "http", "method": "POST", "path": "/webhooks/argus", "headers": raw_headers}
+    router = Router()
+
+    async def handler(request: Request) -> Any:
+        raise NotImplementedError
+
+    async def receive() -> MutableMapping[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    router.add("POST", "/webhooks/argus", handler)
+    verifier = Verifier("standard-webhooks", [SECRET])
+    headers = Request(scope, receive).headers
+    payload = orjson.loads(body)
+    event = incident_event("argus", payload, delivery_id="msg_1")
+    cases: list[tuple[str, Any]] = [
+        (
+            "route + Request (headers dict)",
+            lambda: (router.match("POST", "/webhooks/argus"), Request(scope, receive)),
+        ),
+        ("HMAC verify (standard-webhooks)", lambda: verifier.verify(headers, body, ts)),
+        ("JSON parse (orjson, 1 KiB)", lambda: orjson.loads(body)),
+        ("normalise (incident_event)", lambda: incident_event("argus", payload, delivery_id="m")),
+        ("event JSON for the journal", event.to_json),
+        ("200 JSON answer", lambda: _accepted(event, "accepted")),
+    ]
+    print("pieces alone (µs per request, min of 5 runs):")
+    total = 0.0
+    for label, fn in cases:
+        best = min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e6
+        total += best
+        print(f"  {label:34s} {best:6.2f}")
+    print(f"  {'sum':34s} {total:6.2f}")
+    journal_alone()
+
+
+def journal_alone(count: int = 20000, concurrency: int = 64) -> None:
+    """CPU per event of ``Journal.append`` alone, split by thread (loop vs SQLite worker)."""
+    import threading
+
+    import anyio
+    import orjson
+
+    from argbridge.journal import Journal
+    from argbridge.normalize.argus import incident_event
+
+    payload = orjson.loads(webhook_body())
+    events = [incident_event("argus", payload, delivery_id=f"m{i}") for i in range(count)]
+
+    def thread_cpu() -> dict[int, float]:
+        out: dict[int, float] = {}
+        ticks = os.sysconf("SC_CLK_TCK")
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            out[int(tid)] = (int(fields[11]) + int(fields[12])) / ticks
+        return out
+
+    async def main() -> None:
+        state = tempfile.mkdtemp(prefix="argbridge-bench-")
+        try:
+            async with Journal(Path(state) / "journal.db", sinks=[]) as journal:
+                loop_tid = threading.get_native_id()
+
+                async def worker(k: int) -> None:
+                    for event in events[k::concurrency]:
+                        await journal.append(event)
+
+                before, wall = thread_cpu(), time.perf_counter()
+                async with anyio.create_task_group() as tg:
+                    for k in range(concurrency):
+                        tg.start_soon(worker, k)
+                after, wall = thread_cpu(), time.perf_counter() - wall
+        finally:
+            shutil.rmtree(state, ignore_errors=True)
+        loop_cpu = after.get(loop_tid, 0.0) - before.get(loop_tid, 0.0)
+        others = sum(after.values()) - sum(before.values()) - loop_cpu
+        print(
+            f"journal.append alone ({count} events, {concurrency} concurrent): "
+            f"{count / wall:.0f} events/s, CPU {loop_cpu / count * 1e6:.1f} µs/event in the "
+            f"event loop + {others / count * 1e6:.1f} µs/event in the SQLite thread"
+        )
+
+    anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
 
 
 def breakdown(count: int = 20000, concurrency: int = 64) -> None:
@@ -380,7 +498,8 @@ def bench_one(kind: str, args: argparse.Namespace, tmp: Path, body_path: Path) -
         extra = ["-", str(body_path)]
     else:
         state = tmp / f"state-{port}"
-        proc = start_server(["--serve", "daemon", "--port", str(port), "--state", str(state)])
+        serve = "daemon" if kind == "daemon" else "daemon-stub"
+        proc = start_server(["--serve", serve, "--port", str(port), "--state", str(state)])
         script = tmp / "signed.lua"
         script.write_text(LUA)
         # Unique ids (separate sets for warm-up and run) at well above the expected rate.
@@ -391,7 +510,7 @@ def bench_one(kind: str, args: argparse.Namespace, tmp: Path, body_path: Path) -
         extra = [str(ids), str(body_path), str(args.threads)]
     try:
         if args.warmup:
-            run_wrk(script, port, args, warm_extra if kind == "daemon" else extra, args.warmup)
+            run_wrk(script, port, args, extra if kind == "bare" else warm_extra, args.warmup)
         _, cpu_before = proc_stats(proc.pid)
         out = run_wrk(script, port, args, extra, args.duration)
         peak, cpu_after = proc_stats(proc.pid)
@@ -427,17 +546,25 @@ def main() -> int:
     parser.add_argument(
         "--breakdown", action="store_true", help="also time the handler in-process (no HTTP)"
     )
-    parser.add_argument("--serve", choices=["bare", "daemon"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--stub-journal",
+        action="store_true",
+        help="also run the daemon with the journal append stubbed (what the commit costs)",
+    )
+    parser.add_argument(
+        "--serve", choices=["bare", "daemon", "daemon-stub"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve == "bare":
         serve_bare(args.port)
         return 0
-    if args.serve == "daemon":
-        serve_daemon(args.port, args.state)
+    if args.serve in ("daemon", "daemon-stub"):
+        serve_daemon(args.port, args.state, stub_journal=args.serve == "daemon-stub")
         return 0
     if args.breakdown:
+        pieces()
         breakdown()
     if shutil.which("wrk") is None:
         print(
@@ -455,11 +582,14 @@ def main() -> int:
             f"(warm-up {args.warmup:g}s), body {body_path.stat().st_size} B, {args.runs} run(s)"
         )
         for _ in range(args.runs):
-            for kind in ("bare", "daemon"):
+            kinds = ("bare", "stub", "daemon") if args.stub_journal else ("bare", "daemon")
+            for kind in kinds:
                 result = bench_one(kind, args, tmp, body_path)
                 results.append(result)
+                per_req = result.cpu_s / max(1, result.requests) * 1e6
                 print(
-                    f"  {kind:6s} {result.rps:9.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
+                    f"  {kind:6s} {result.rps:9.0f} req/s  {per_req:5.0f} µs CPU/req  "
+                    f"p50 {result.p50_ms:6.2f} ms  "
                     f"p99 {result.p99_ms:6.2f} ms  non-2xx {result.non_2xx}  "
                     f"server CPU {result.cpu_s / args.duration:4.2f} cores  "
                     f"peak RSS {result.peak_rss_mb:.0f} MiB"

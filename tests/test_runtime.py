@@ -147,3 +147,20 @@ async def test_shutdown_drains_the_in_flight_batch_within_the_deadline(
 
     async with Journal(tmp_path / "state" / "journal.db", sinks=["slow"]) as j:
         assert j.cursor("slow") == (3 if release else 0)
+
+
+async def test_startup_heap_is_frozen_once_after_the_build(tmp_path: Path):
+    import gc
+
+    from argbridge.runtime import freeze_startup_heap
+
+    app = App(settings(tmp_path), handle_signals=False)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(app.run)
+        await app.ready.wait()
+        assert gc.isenabled()
+        frozen = gc.get_freeze_count()
+        assert frozen > 0  # the daemon's start-up objects are out of the collector's sight
+        freeze_startup_heap()  # once per process: a later daemon does not freeze again
+        assert gc.get_freeze_count() == frozen
+        app.request_shutdown()

@@ -15,6 +15,7 @@ from standardwebhooks import Webhook
 
 from argbridge.errors import SignatureError
 from argbridge.signing import (
+    HmacKey,
     VerificationFailed,
     Verifier,
     body_hash,
@@ -263,3 +264,23 @@ def test_roundtrip_any_body(body, msg_id):
     # Headers travel as latin-1 in ASGI: simulate the server's decoding.
     wire = {k: v.encode("utf-8").decode("latin-1") for k, v in headers.items()}
     assert Verifier("standard-webhooks", [SECRET]).verify(wire, body, NOW).timestamp == NOW
+
+
+@given(st.binary(min_size=1, max_size=200), st.lists(st.binary(max_size=300), max_size=4))
+def test_precomputed_hmac_key_is_exactly_hmac_sha256(key, parts):
+    # Keys shorter than, equal to and longer than the 64-byte block (hashed first).
+    assert HmacKey(key).digest(*parts) == hmac.digest(key, b"".join(parts), "sha256")
+
+
+@pytest.mark.parametrize("length", [1, 63, 64, 65, 200])
+def test_hmac_sha256_any_secret_length_hand_computed(length):
+    secret = "s" * length
+    mac = hmac.new(secret.encode(), BODY, hashlib.sha256).hexdigest()
+    v = Verifier("hmac-sha256", [secret])
+    v.verify({"x-hub-signature-256": f"sha256={mac}"}, BODY, NOW)
+    bad = mac[:-1] + ("1" if mac.endswith("0") else "0")
+    assert reason(v, {"x-hub-signature-256": f"sha256={bad}"}, BODY) == "mismatch"
+
+
+def test_hmac_key_repr_hides_the_key():
+    assert "k" * 8 not in repr(HmacKey(b"k" * 32))

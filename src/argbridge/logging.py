@@ -2,8 +2,10 @@
 
 Owns: :func:`configure_logging`, :func:`redact` (the processor that removes secrets
 from every event dict: values of keys that name secrets, ``?token=``-style query
-parameters in URLs, ``Bearer`` tokens and registered secret values), and
-:func:`register_secret` so configured secrets are masked wherever they appear.
+parameters in URLs, ``Bearer`` tokens and registered secret values),
+:func:`register_secret` so configured secrets are masked wherever they appear, and
+:class:`Throttle`, which keeps a flood of one kind of warning (say, unsigned requests)
+from flooding the log.
 """
 
 from __future__ import annotations
@@ -133,6 +135,35 @@ def _redact_exception_console(
 class _RedactingFormatter(std_logging.Formatter):
     def format(self, record: std_logging.LogRecord) -> str:
         return redact_text(super().format(record))
+
+
+class Throttle:
+    """At most ``burst`` log lines per key in each ``window`` seconds (sans-I/O: the
+    caller passes the monotonic time). The next line logged after some were held back
+    carries how many (``suppressed``); metrics still count every occurrence."""
+
+    __slots__ = ("_state", "burst", "window")
+
+    def __init__(self, burst: int = 5, window: float = 60.0) -> None:
+        self.burst = burst
+        self.window = window
+        #: key -> [window start, lines logged in it, suppressed since the last line]
+        self._state: dict[str, list[float]] = {}
+
+    def allow(self, key: str, now: float) -> int | None:
+        """``None``: hold this line back; else log it, with this many suppressed before."""
+        state = self._state.get(key)
+        if state is None:
+            state = self._state[key] = [now, 0, 0]
+        elif now - state[0] >= self.window:
+            state[0], state[1] = now, 0
+        if state[1] >= self.burst:
+            state[2] += 1
+            return None
+        state[1] += 1
+        suppressed = int(state[2])
+        state[2] = 0
+        return suppressed
 
 
 def get_logger(**bind: Any) -> Any:

@@ -6,10 +6,17 @@ intake (sources and services are cancelled, so webhooks get no new 2xx), let eac
 worker finish its in-flight batch within ``runtime.drain_timeout``, close sinks (bounded),
 close the journal, return (exit 0). A second signal skips the drain. A component that
 raises is logged, counted and restarted with backoff; it never takes the daemon down.
+
+Once the components are built, everything start-up allocated (imports, pydantic models,
+clients) is moved out of the garbage collector's sight (:func:`freeze_startup_heap`,
+once per process): a full (generation 2) collection of that heap took ~42 ms, several
+times per run under bench/bench_webhooks.py, and was what its p99 latency measured
+(p99 40 ms → 23 ms, gen-2 time 202 ms → 2 ms per 8 s run).
 """
 
 from __future__ import annotations
 
+import gc
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,6 +40,21 @@ Service = Callable[["App"], Awaitable[None]]
 #: Services (the HTTP server, systemd notify…) register themselves here at import time
 #: or are added per app with :meth:`App.add_service`.
 DEFAULT_SERVICES: list[tuple[str, Service]] = []
+
+
+_frozen = False
+
+
+def freeze_startup_heap() -> None:
+    """Collect the start-up garbage, then exempt what survives from future collections
+    (:func:`gc.freeze`), so full collections under load only walk what the daemon
+    allocates while running. Once per process: later calls do nothing."""
+    global _frozen
+    if _frozen:
+        return
+    _frozen = True
+    gc.collect()
+    gc.freeze()
 
 
 def _secret_values(obj: Any) -> list[str]:
@@ -142,6 +164,7 @@ class App:
                 self._journal = journal
                 self.metrics.watch_journal(journal)
                 self._build()
+                freeze_startup_heap()
                 self.log.info(
                     "daemon.starting",
                     state_dir=str(s.state_dir),

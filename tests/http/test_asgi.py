@@ -16,6 +16,7 @@ from argbridge.http.asgi import (
     Request,
     Response,
     Router,
+    _deadlines,
     json_response,
     problem,
 )
@@ -94,6 +95,41 @@ async def test_body_deadline():
     feed = Feed([b"x"], stall=True)
     with anyio.fail_after(5), pytest.raises(BodyTimeout):
         await Request(scope(), _keep_open(feed)).body(100, 0.05)
+
+
+async def test_a_shorter_deadline_added_later_fires_first_and_alone():
+    # One shared loop timer serves every body deadline: it is re-armed for an earlier one.
+    outcome: dict[str, str] = {}
+    short_done = anyio.Event()
+
+    async def read(name: str, deadline: float, done: anyio.Event | None = None) -> None:
+        try:
+            await Request(scope(), _keep_open(Feed([b"x"], stall=True))).body(100, deadline)
+        except BodyTimeout:
+            outcome[name] = "timeout"
+        except asyncio.CancelledError:
+            outcome[name] = "cancelled"
+            raise
+        finally:
+            if done is not None:
+                done.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read, "long", 60.0)
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(read, "short", 0.05, short_done)
+            await short_done.wait()
+            assert outcome == {"short": "timeout"}  # the 60 s one is still waiting
+            tg.cancel_scope.cancel()  # an outside cancellation stays a cancellation
+    assert outcome == {"short": "timeout", "long": "cancelled"}
+    assert not _deadlines(asyncio.get_running_loop())._due  # nothing left behind
+
+
+async def test_completed_reads_leave_no_deadline_behind():
+    for _ in range(3):
+        assert await Request(scope(), Feed([b"ab", b"c"])).body(100, 0.05) == b"abc"
+    assert not _deadlines(asyncio.get_running_loop())._due
 
 
 def _keep_open(feed: Feed) -> Any:

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from argbridge.events import CloudEvent, deterministic_id
+from argbridge.normalize import argus
 from argbridge.normalize.argus import (
     IncidentShapeError,
     incident_action,
@@ -68,6 +69,26 @@ def test_action_from_field_or_status(body, action):
 
 def test_incident_action_direct():
     assert incident_action({}, {"status": "closed"}) == "closed"
+
+
+def test_action_memo_is_bounded_and_never_changes_the_answer():
+    # Event values are untrusted: a sender cycling through names cannot grow the memo.
+    for i in range(argus._ACTIONS_MAX + 500):
+        value = f"Incident.Custom-{i}"
+        assert incident_action({"event": value}, {}) == f"custom_{i}"
+        assert incident_action({"event": value}, {}) == f"custom_{i}"  # memoised (or not)
+    assert len(argus._ACTIONS) <= argus._ACTIONS_MAX
+    assert incident_action({"event": "incident.incident"}, {"status": "open"}) == "created"
+
+
+def test_incident_event_takes_any_mapping_not_only_dict():
+    from types import MappingProxyType
+
+    body = MappingProxyType({"event": "incident.created", "incident": {**INCIDENT}})
+    ev = incident_event("argus", body, delivery_id="d")
+    assert ev.subject == INCIDENT["id"] and ev.type == "argus.incident.created"
+    with pytest.raises(IncidentShapeError):
+        incident_event("argus", ["not", "a", "mapping"], delivery_id="d")
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 from argbridge.clock import SYSTEM_CLOCK, Clock
 from argbridge.events import CloudEvent
 from argbridge.journal import AppendStatus, Journal
-from argbridge.logging import get_logger
+from argbridge.logging import Throttle, get_logger
 from argbridge.metrics import Metrics
 from argbridge.sinks.base import Health
 
@@ -31,10 +31,20 @@ class SourceContext:
     clock: Clock = SYSTEM_CLOCK
     type_prefix: str = ""
     log: Any = field(default=None)
+    # Metric children of this source, looked up once: ``labels()`` costs ~1 µs a call,
+    # and emit runs for every accepted event.
+    _received: Any = field(default=None, init=False, repr=False)
+    _duplicates: Any = field(default=None, init=False, repr=False)
+    _rejected: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    #: Rejections are all counted but logged at most 5 per reason a minute: a flood of
+    #: bad requests must not flood the log too.
+    _throttle: Throttle = field(default_factory=Throttle, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.log is None:
             self.log = get_logger(component=self.name, kind="source")
+        self._received = self.metrics.received.labels(self.name, "source")
+        self._duplicates = self.metrics.discarded.labels(self.name, "source", "duplicate")
 
     @property
     def paused(self) -> bool:
@@ -56,22 +66,31 @@ class SourceContext:
         statuses = await self.journal.append_many(events)
         appended = sum(1 for status in statuses if status is AppendStatus.APPENDED)
         if appended:
-            self.metrics.received.labels(self.name, "source").inc(appended)
+            self._received.inc(appended)
         if appended < len(statuses):
-            self.metrics.discarded.labels(self.name, "source", "duplicate").inc(
-                len(statuses) - appended
-            )
+            self._duplicates.inc(len(statuses) - appended)
         return statuses
 
     def _count(self, status: AppendStatus, event: CloudEvent) -> None:
         if status is AppendStatus.APPENDED:
-            self.metrics.received.labels(self.name, "source").inc()
+            self._received.inc()
         else:
-            self.metrics.discarded.labels(self.name, "source", "duplicate").inc()
+            self._duplicates.inc()
 
     def reject(self, reason: str, **fields: Any) -> None:
-        """Count and log an upstream frame we cannot use (never raises)."""
-        self.metrics.discarded.labels(self.name, "source", reason).inc()
+        """Count and log an upstream frame we cannot use (never raises). The log is
+        throttled per reason (:class:`~argbridge.logging.Throttle`); the count is not."""
+        counter = self._rejected.get(reason)
+        if counter is None:
+            counter = self._rejected[reason] = self.metrics.discarded.labels(
+                self.name, "source", reason
+            )
+        counter.inc()
+        suppressed = self._throttle.allow(reason, self.clock.monotonic())
+        if suppressed is None:
+            return
+        if suppressed:
+            fields["suppressed"] = suppressed
         self.log.warning("source.rejected", reason=reason, **fields)
 
 
