@@ -15,6 +15,7 @@ Owns :class:`GuardedNetworkBackend` (an ``httpcore`` network backend) and
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -101,13 +102,18 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
 
 
 class _GuardedTransport(httpx.AsyncHTTPTransport):
-    def __init__(self, limits: httpx.Limits, backend: httpcore.AsyncNetworkBackend) -> None:
+    def __init__(
+        self,
+        limits: httpx.Limits,
+        backend: httpcore.AsyncNetworkBackend,
+        ssl_context: ssl.SSLContext,
+    ) -> None:
         # No proxy from the environment: a proxy would connect on our behalf, past the guard.
-        super().__init__(limits=limits, trust_env=False)
+        super().__init__(verify=ssl_context, limits=limits, trust_env=False)
         # httpx builds its pool without a network_backend parameter; this pool is the
-        # same one (httpx's own TLS defaults) with the guarded backend.
+        # same one with the guarded backend.
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -116,7 +122,16 @@ class _GuardedTransport(httpx.AsyncHTTPTransport):
 
 
 def guarded_transport(
-    limits: httpx.Limits, resolver: Resolver = system_resolver, approve: Approver = public_only
+    limits: httpx.Limits,
+    resolver: Resolver = system_resolver,
+    approve: Approver = public_only,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> httpx.AsyncHTTPTransport:
-    """An ``httpx`` transport whose every new connection passes the SSRF guard."""
-    return _GuardedTransport(limits, GuardedNetworkBackend(resolver, approve))
+    """An ``httpx`` transport whose every new connection passes the SSRF guard.
+
+    ``ssl_context``: share one between transports (loading the CA bundle into a new
+    context costs milliseconds); by default httpx's own defaults (certifi's CAs)."""
+    if ssl_context is None:
+        ssl_context = httpx.create_ssl_context(trust_env=False)
+    return _GuardedTransport(limits, GuardedNetworkBackend(resolver, approve), ssl_context)
