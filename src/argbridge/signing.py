@@ -94,38 +94,25 @@ def _mac(key: bytes, *parts: bytes) -> bytes:
     return hmac.digest(key, b"".join(parts), "sha256")
 
 
-_BLOCK = 64  # SHA-256 block size
-_IPAD = bytes(x ^ 0x36 for x in range(256))
-_OPAD = bytes(x ^ 0x5C for x in range(256))
-
-
 class HmacKey:
-    """HMAC-SHA256 (RFC 2104) with the keyed inner and outer states computed once.
-
-    Per request this only copies two SHA-256 states: 1.3 µs for a 1 KiB body instead of
-    3.4 µs for :func:`hmac.digest`, which derives both pads from the key every call.
-    The result is byte-for-byte ``hmac.digest(key, msg, "sha256")``.
+    """HMAC-SHA256 of one key, with the keyed state computed once (the stdlib's
+    ``hmac.new`` + ``copy()``): per request only the state is copied — 1.8 µs for a 1 KiB
+    body instead of 2.3 µs for :func:`hmac.digest`, which derives both pads every call.
     """
 
-    __slots__ = ("_inner", "_outer")
+    __slots__ = ("_base",)
 
     def __init__(self, key: bytes) -> None:
-        if len(key) > _BLOCK:
-            key = hashlib.sha256(key).digest()
-        key = key.ljust(_BLOCK, b"\0")
-        self._inner = hashlib.sha256(key.translate(_IPAD))
-        self._outer = hashlib.sha256(key.translate(_OPAD))
+        self._base = hmac.new(key, digestmod="sha256")
 
     def __repr__(self) -> str:
         return "HmacKey(<hidden>)"
 
     def digest(self, *parts: bytes) -> bytes:
-        inner = self._inner.copy()
+        mac = self._base.copy()
         for part in parts:
-            inner.update(part)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()
+            mac.update(part)
+        return mac.digest()
 
 
 def _any_match(candidates: Iterable[bytes], expected: Sequence[bytes]) -> bool:
