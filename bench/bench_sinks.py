@@ -54,6 +54,7 @@ from argbridge.router import Router as EventRouter
 from argbridge.sinks.base import Delivery, SinkContext, SinkWorker
 from argbridge.sinks.kafka import KafkaSink
 from argbridge.sinks.webhook import WebhookSink
+from bench.common import as_the_daemon
 
 PAD = "x" * 900  # ≈ 1 KiB of data per event once serialised
 KEYS = 64
@@ -352,6 +353,7 @@ async def main(args: argparse.Namespace) -> None:
     configure_logging("warning", "json")  # no per-batch debug lines on the terminal
     print("== bench_sinks", flush=True)
     print(f"   {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, pid {os.getpid()}, uvloop={args.uvloop}")
+    print(f"   {as_the_daemon()}")
     broker = await open_tansu()
     try:
         bootstrap = broker.bootstrap

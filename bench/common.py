@@ -28,6 +28,21 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
+def as_the_daemon() -> str:
+    """Set up the garbage collector as the daemon does after start-up (the default
+    ``runtime.gc_thresholds``, then :func:`~argbridge.runtime.freeze_startup_heap`), for
+    benchmarks that build components without an :class:`~argbridge.runtime.App`; returns
+    a line for the report."""
+    import gc
+
+    from argbridge.config.settings import RuntimeConfig
+    from argbridge.runtime import freeze_startup_heap, tune_collector
+
+    tune_collector(RuntimeConfig().gc_thresholds)
+    freeze_startup_heap()
+    return f"gc thresholds {gc.get_threshold()} (runtime.gc_thresholds), start-up heap frozen"
+
+
 def header(title: str) -> None:
     print(f"== {title}")
     print(

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from argbridge.errors import JournalClosed, JournalError
-from argbridge.journal import AppendStatus, Journal
+from argbridge.journal import AppendStatus, Journal, JournalRecord, _records
 from tests.conftest import make_event
 
 
@@ -314,3 +314,14 @@ async def test_background_checkpoints_keep_commits_free_of_checkpointing(tmp_pat
         assert busy == 0 and log == done  # everything was already copied
     async with Journal(path, sinks=["a"]) as j:
         assert j.last_seq == 1500
+
+
+def test_records_read_are_the_records_init_makes_and_stay_immutable():
+    e = make_event(1)
+    body = e.to_json()
+    (made,) = _records([(7, body, len(body), 12.5)])
+    assert made == JournalRecord(7, None, len(body), 12.5, body)
+    assert (made.seq, made.size, made.appended_at, made.body) == (7, len(body), 12.5, body)
+    assert made.event == e  # decoded on first use
+    with pytest.raises(AttributeError, match="immutable"):
+        made.seq = 8

@@ -821,14 +821,13 @@ class Journal:
     async def read_after(self, after_seq: int, limit: int) -> list[JournalRecord]:
         """Up to ``limit`` retained events with ``seq > after_seq``, oldest first."""
         records: list[JournalRecord] = await self._read(
-            lambda c: [
-                _record(row)
-                for row in c.execute(
+            lambda c: _records(
+                c.execute(
                     "SELECT seq, body, size, appended_at FROM events WHERE seq > ? "
                     "ORDER BY seq LIMIT ?",
                     (after_seq, limit),
                 )
-            ]
+            )
         )
         return records
 
@@ -922,9 +921,28 @@ class Journal:
             raise JournalError(f"unknown sink {sink!r}; the journal tracks {list(self.sinks)}")
 
 
-def _record(row: tuple[int, bytes, int, float]) -> JournalRecord:
-    seq, body, size, appended_at = row
-    return JournalRecord(seq, None, size, appended_at, body)
+def _records(rows: Iterable[tuple[int, bytes, int, float]]) -> list[JournalRecord]:
+    """``JournalRecord(seq, None, size, appended_at, body)`` for each row, made with the
+    slots' own setters: a third of the cost of ``__init__`` (which has to go around the
+    immutability guard), on the path every delivered event takes."""
+    new, cls = object.__new__, JournalRecord
+    set_seq, set_body, set_size, set_at, set_event = _RECORD_SETTERS
+    records: list[JournalRecord] = []
+    append = records.append
+    for seq, body, size, appended_at in rows:
+        record = new(cls)
+        set_seq(record, seq)
+        set_body(record, body)
+        set_size(record, size)
+        set_at(record, appended_at)
+        set_event(record, None)
+        append(record)
+    return records
+
+
+_RECORD_SETTERS = tuple(
+    vars(JournalRecord)[name].__set__ for name in ("seq", "_body", "size", "appended_at", "_event")
+)
 
 
 def _dl_filter(

@@ -14,7 +14,15 @@ from argbridge.errors import PermanentDeliveryError, SinkError
 from argbridge.journal import Journal, JournalRecord
 from argbridge.metrics import Metrics
 from argbridge.router import Router
-from argbridge.sinks.base import Delivery, Health, SinkContext, SinkWorker, observe_many
+from argbridge.sinks.base import (
+    Delivery,
+    Health,
+    RouteBatch,
+    SinkContext,
+    SinkWorker,
+    observe_many,
+    records_of,
+)
 from tests.conftest import make_event
 
 
@@ -92,6 +100,32 @@ async def test_acks_after_delivery_in_batches(tmp_path: Path):
         assert [len(b) for b in sink.delivered] == [4, 4, 2]
         assert [i for b in sink.delivered for i in b] == [e.id for e in events]
         assert metrics.sent.labels("s", "sink")._value.get() == 10
+
+
+async def test_one_filterless_route_hands_the_sink_a_route_batch(tmp_path: Path):
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        await journal.append_many([make_event(n) for n in range(3)])
+        seen: list[Sequence[Delivery]] = []
+        sink = ScriptedSink()
+        inner = sink.deliver
+
+        async def deliver(batch: Sequence[Delivery]) -> None:
+            seen.append(batch)
+            await inner(batch)
+
+        sink.deliver = deliver  # type: ignore[method-assign]
+        worker = make_worker(journal, sink)
+        await run_until_caught_up(worker, journal, "s")
+        (batch,) = seen
+        assert type(batch) is RouteBatch
+        records = await journal.read_after(0, 10)
+        route = worker.router.routes[0]
+        # A sequence of deliveries like any other, made on demand.
+        assert list(batch) == [Delivery(r, route) for r in records]
+        assert len(batch) == 3 and batch[1] == Delivery(records[1], route)
+        assert batch[1:] == [Delivery(r, route) for r in records[1:]]
+        assert records_of(batch) == records == records_of(list(batch))
+        assert "3 records" in repr(batch)
 
 
 async def test_no_ack_while_delivery_is_in_flight(tmp_path: Path):

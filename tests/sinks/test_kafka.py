@@ -131,6 +131,27 @@ async def test_structured_mode_gzip_and_route_topic(tmp_path, tansu):
     assert dict(records[0].headers)["content-type"].startswith(b"application/cloudevents+json")
 
 
+async def test_two_routes_send_an_event_to_each_route_topic(tmp_path, tansu):
+    # Two routes: the worker hands the sink a list of deliveries (not one RouteBatch).
+    routes = [
+        {"sinks": ["k"], "filters": [{"prefix": {"type": "argus."}}], "topic": "incidents"},
+        {"sinks": ["k"]},
+    ]
+    s = kafka_settings(tmp_path, tansu, topic="all-events", routes=routes)
+    async with running(tmp_path, s) as (journal, _, _):
+        await journal.append_many(
+            [
+                make_event(n, type_="argus.incident.created" if n % 2 else "arga.run.started")
+                for n in range(6)
+            ]
+        )
+        await caught_up(journal)
+    incidents = await tansu.consume("incidents", 3)
+    everything = await tansu.consume("all-events", 6)
+    assert sorted(decode(r).get_data()["n"] for r in incidents) == [1, 3, 5]
+    assert sorted(decode(r).get_data()["n"] for r in everything) == list(range(6))
+
+
 @pytest.mark.parametrize("codec", ["lz4", "zstd", "snappy"])
 async def test_cramjam_codecs(tmp_path, tansu, codec):
     s = kafka_settings(tmp_path, tansu, compression=codec, topic="codec")

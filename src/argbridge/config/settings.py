@@ -68,6 +68,15 @@ class RuntimeConfig(StrictModel):
     restart_max: Duration = 30.0
     #: Use uvloop when installed.
     uvloop: bool = True
+    #: The garbage collector's generation thresholds (``gc.set_threshold``). Python's
+    #: default ``[700, 10, 10]`` runs a young collection every 700 net container
+    #: allocations: while a sink drains a backlog, the batches in flight are walked
+    #: again and again (~570 collections, 0.75 µs per event delivered to Kafka, 4% of the
+    #: sink's CPU, measured with ``gc.callbacks``); with the default below, none. Refcounting
+    #: frees nearly all garbage anyway; cycles wait a little longer.
+    gc_thresholds: tuple[
+        Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]
+    ] = (50_000, 20, 10)
 
 
 class HttpConfig(StrictModel):

@@ -18,9 +18,9 @@ starts again from the journal's cursor (see :meth:`SinkWorker._pipeline`).
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, overload, runtime_checkable
 
 import anyio
 
@@ -49,6 +49,48 @@ class Delivery(NamedTuple):
 
 
 _new_delivery = tuple.__new__
+
+
+class RouteBatch(Sequence[Delivery]):
+    """The deliveries of ``records`` when all of them take one ``route`` (the usual case:
+    one filterless route reaches the sink), without a :class:`Delivery` per event: they
+    are made when iterated, and a sink that knows this type reads ``records`` directly
+    (the Kafka sink's hot path)."""
+
+    __slots__ = ("records", "route")
+
+    def __init__(self, records: Sequence[JournalRecord], route: Route) -> None:
+        self.records = records
+        self.route = route
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @overload
+    def __getitem__(self, index: int) -> Delivery: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Delivery]: ...
+
+    def __getitem__(self, index: int | slice) -> Delivery | list[Delivery]:
+        if isinstance(index, slice):
+            return [Delivery(r, self.route) for r in self.records[index]]
+        return Delivery(self.records[index], self.route)
+
+    def __iter__(self) -> Iterator[Delivery]:
+        route = self.route
+        for r in self.records:
+            yield _new_delivery(Delivery, (r, route))
+
+    def __repr__(self) -> str:
+        return f"RouteBatch({len(self.records)} records, route={self.route.name!r})"
+
+
+def records_of(batch: Sequence[Delivery]) -> Sequence[JournalRecord]:
+    """The records of ``batch`` (one per delivery)."""
+    if type(batch) is RouteBatch:
+        return batch.records
+    return [d.record for d in batch]
 
 
 @dataclass(slots=True)
@@ -221,13 +263,12 @@ class SinkWorker:
             finally:
                 tg.cancel_scope.cancel()
 
-    def _route(self, records: Sequence[JournalRecord]) -> list[Delivery]:
+    def _route(self, records: Sequence[JournalRecord]) -> Sequence[Delivery]:
         """The deliveries of ``records`` for this sink (counted as received)."""
         routes_for, name = self.router.routes_for, self.name
+        deliveries: Sequence[Delivery]
         if self._route_all is not None:
-            route = self._route_all
-            # tuple.__new__ directly: the named tuple's own __new__ is a Python function.
-            deliveries = [_new_delivery(Delivery, (r, route)) for r in records]
+            deliveries = RouteBatch(records, self._route_all)
             size = sum([r.size for r in records])
         else:
             deliveries = [
@@ -261,7 +302,7 @@ class SinkWorker:
         # One batch may wait here while the previous one is confirmed and acked (the
         # journal's ack is an fsync): the next one is built meanwhile.
         send, receive = anyio.create_memory_object_stream[
-            tuple[Callable[[], Awaitable[None]] | None, int, list[Delivery]]
+            tuple[Callable[[], Awaitable[None]] | None, int, Sequence[Delivery]]
         ](1)
         reports_sent = getattr(self.sink, "reports_sent", False)
         failure: list[BaseException] = []
@@ -281,7 +322,7 @@ class SinkWorker:
                         self.backoff.reset()
                         self.last_error = None
                         if not reports_sent:
-                            self.ctx.count_sent([d.record for d in deliveries])
+                            self.ctx.count_sent(records_of(deliveries))
                     try:
                         await journal.ack(name, last_seq)
                     except JournalClosed as exc:
@@ -397,5 +438,5 @@ class SinkWorker:
             self.last_error = None
             if not getattr(self.sink, "reports_sent", False):
                 # (A sink with reports_sent counts what the destination confirmed itself.)
-                ctx.count_sent([d.record for d in deliveries])
+                ctx.count_sent(records_of(deliveries))
             return

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from itertools import repeat
 from typing import Any, NoReturn
 
 import anyio
@@ -46,11 +47,14 @@ from argbridge.delivery.kafka_records import (
 )
 from argbridge.errors import EventError, SinkError
 from argbridge.journal import JournalRecord
-from argbridge.sinks.base import Delivery, Health, SinkContext
+from argbridge.router import Route
+from argbridge.sinks.base import Delivery, Health, RouteBatch, SinkContext
 from argbridge.sinks.requeue import RequeueRunner, refresh_dead_letter_gauge
 
 #: Bound on stopping a producer (it flushes; with a dead broker that never ends).
 CLOSE_TIMEOUT = 5.0
+#: Keys whose partition is remembered per topic (runs and incidents: far fewer).
+_MAX_CACHED_KEYS = 65_536
 
 
 class KafkaSink:
@@ -63,7 +67,9 @@ class KafkaSink:
         self.config = config
         self.ctx = ctx
         self.producer: AIOKafkaProducer | None = None
-        self._partitions: dict[str, list[int]] = {}
+        #: Per topic: its sorted partitions, and the partition of each key seen (a run's
+        #: events share a key: the partitioner's hash is worth remembering).
+        self._topics: dict[str, tuple[list[int], dict[bytes, int]]] = {}
         #: Ack futures of batches handed to the producer, oldest first (the in-flight
         #: bound spans submits: the worker submits the next batch before acks arrive).
         self._inflight: deque[Any] = deque()
@@ -113,7 +119,7 @@ class KafkaSink:
             await self._stop(producer)
             raise
         self.producer = producer
-        self._partitions.clear()
+        self._topics.clear()
         self._inflight.clear()
         self._ok = True
         self._state = f"connected to {self._servers()}"
@@ -202,7 +208,7 @@ class KafkaSink:
         builders: dict[tuple[str, int], Any] = {}
         inflight = self._inflight
         sent: list[JournalRecord] = []
-        partitions_of = self._partitions
+        topics = self._topics
 
         async def submit(slot: tuple[str, int], builder: Any) -> None:
             fut = await producer.send_batch(builder, slot[0], partition=slot[1])
@@ -217,10 +223,12 @@ class KafkaSink:
                     # Wait without consuming the outcome: its owner's confirmed() reads it.
                     await asyncio.wait((oldest,))
 
+        # (record, route) pairs: a RouteBatch (one route for all) makes no Delivery at all.
+        pairs: Iterable[tuple[JournalRecord, Route]]
+        pairs = zip(batch.records, repeat(batch.route)) if type(batch) is RouteBatch else batch
         binary = mode == "binary"
-        for d in batch:
-            record = d.record
-            template = d.route.topic or default_topic
+        for record, route in pairs:
+            template = route.topic or default_topic
             parts = None
             if binary and "{" not in template:
                 # The fast path: the record straight from the stored JSON (no CloudEvent).
@@ -235,24 +243,29 @@ class KafkaSink:
                 if size > max_record_bytes:
                     size = KafkaRecord(topic, key, value, headers).size
             else:
+                event = record.event
                 try:
-                    topic = render_topic(template, d.event)
+                    topic = render_topic(template, event)
                 except EventError as exc:
-                    await self._dead_letter(d, str(exc))
+                    await self._dead_letter(Delivery(record, route), str(exc))
                     continue
-                built = build_record(d.event, topic, mode)
-                key, value, headers, event_id = built.key, built.value, built.headers, d.event.id
+                built = build_record(event, topic, mode)
+                key, value, headers, event_id = built.key, built.value, built.headers, event.id
                 size = built.size
             if size > max_record_bytes:
-                await self._dead_letter(d, f"record of {size} bytes > max_record_bytes")
+                reason = f"record of {size} bytes > max_record_bytes"
+                await self._dead_letter(Delivery(record, route), reason)
                 continue
-            partitions = partitions_of.get(topic)
-            if partitions is None:
-                partitions = sorted(await producer.partitions_for(topic))
-                if not partitions:
-                    raise SinkError(f"kafka: topic {topic!r} has no partitions")
-                partitions_of[topic] = partitions
-            slot = (topic, partition_for(key, partitions, event_id))
+            known = topics.get(topic)
+            if known is None:
+                known = topics[topic] = await self._topic(producer, topic)
+            partitions, partition_of_key = known
+            partition = partition_of_key.get(key) if key is not None else None
+            if partition is None:
+                partition = partition_for(key, partitions, event_id)
+                if key is not None and len(partition_of_key) < _MAX_CACHED_KEYS:
+                    partition_of_key[key] = partition
+            slot = (topic, partition)
             builder = builders.get(slot)
             if builder is None:
                 builder = builders[slot] = producer.create_batch()
@@ -267,6 +280,15 @@ class KafkaSink:
             if builder.record_count():
                 await submit(slot, builder)
         return sent
+
+    async def _topic(
+        self, producer: AIOKafkaProducer, topic: str
+    ) -> tuple[list[int], dict[bytes, int]]:
+        """``topic``'s sorted partitions, and an empty key → partition cache for it."""
+        partitions = sorted(await producer.partitions_for(topic))
+        if not partitions:
+            raise SinkError(f"kafka: topic {topic!r} has no partitions")
+        return partitions, {}
 
     async def _dead_letter(self, d: Delivery, reason: str) -> None:
         await self.ctx.journal.dead_letter(self.name, d.record, reason, 1)
