@@ -29,18 +29,24 @@ def median(values: Sequence[float]) -> float:
 
 
 def as_the_daemon() -> str:
-    """Set up the garbage collector as the daemon does after start-up (the default
-    ``runtime.gc_thresholds``, then :func:`~argbridge.runtime.freeze_startup_heap`), for
+    """Set up the garbage collector and malloc as the daemon does after start-up (the
+    default ``runtime.gc_thresholds`` and ``malloc_*`` settings, then
+    :func:`~argbridge.runtime.freeze_startup_heap`), for
     benchmarks that build components without an :class:`~argbridge.runtime.App`; returns
     a line for the report."""
     import gc
 
     from argbridge.config.settings import RuntimeConfig
-    from argbridge.runtime import freeze_startup_heap, tune_collector
+    from argbridge.runtime import freeze_startup_heap, tune_collector, tune_malloc
 
-    tune_collector(RuntimeConfig().gc_thresholds)
+    runtime = RuntimeConfig()
+    tune_collector(runtime.gc_thresholds)
+    malloc = tune_malloc(runtime.malloc_trim_threshold, runtime.malloc_mmap_threshold)
     freeze_startup_heap()
-    return f"gc thresholds {gc.get_threshold()} (runtime.gc_thresholds), start-up heap frozen"
+    return (
+        f"as the daemon: gc thresholds {gc.get_threshold()}, start-up heap frozen, "
+        f"malloc {', '.join(malloc) or 'glibc defaults'}"
+    )
 
 
 def header(title: str) -> None:

@@ -165,3 +165,20 @@ async def test_startup_heap_is_frozen_once_after_the_build(tmp_path: Path):
         freeze_startup_heap()  # once per process: a later daemon does not freeze again
         assert gc.get_freeze_count() == frozen
         app.request_shutdown()
+
+
+def test_malloc_thresholds_are_set_together_with_glibc_only_and_env_wins(monkeypatch):
+    import platform
+
+    from argbridge.runtime import tune_malloc
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt tuning is glibc-only")
+    mib = 1024 * 1024
+    assert tune_malloc(32 * mib, 8 * mib) == [
+        f"mmap_threshold={8 * mib}",
+        f"trim_threshold={32 * mib}",
+    ]
+    assert tune_malloc(0, 8 * mib) == []  # 0 in either: glibc's adaptive thresholds stay
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1048576")
+    assert tune_malloc(32 * mib, 8 * mib) == []  # the operator's environment wins

@@ -13,12 +13,17 @@ once per process): a full (generation 2) collection of that heap took ~42 ms, se
 times per run under bench/bench_webhooks.py, and was what its p99 latency measured
 (p99 40 ms → 23 ms, gen-2 time 202 ms → 2 ms per 8 s run). The collector's thresholds
 come from ``runtime.gc_thresholds`` (:func:`tune_collector`): far fewer young collections
-than Python's default (4% of the Kafka sink's CPU while it drains a backlog).
+than Python's default (4% of the Kafka sink's CPU while it drains a backlog), and glibc
+malloc keeps freed MiB-sized buffers instead of handing them back to the kernel
+(:func:`tune_malloc`; 0.5 page faults per event drained, ~6% of that CPU).
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
+import os
+import platform
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -63,6 +68,39 @@ def tune_collector(thresholds: tuple[int, int, int]) -> None:
     """Apply ``runtime.gc_thresholds`` (every daemon start; the benchmarks call this too,
     so they measure what the daemon runs)."""
     gc.set_threshold(*thresholds)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h>
+
+
+def tune_malloc(trim_threshold: int, mmap_threshold: int) -> list[str]:
+    """Apply ``runtime.malloc_trim_threshold``/``malloc_mmap_threshold`` with glibc's
+    ``mallopt`` (``0`` in either: neither); returns the settings applied.
+
+    Nothing happens off glibc, or when the operator set ``MALLOC_TRIM_THRESHOLD_`` or
+    ``MALLOC_MMAP_THRESHOLD_``: setting either one disables glibc's adaptive thresholds,
+    so the two are only ever set together. (Setting only the trim threshold sent every
+    allocation over 128 KiB to mmap: 2.6 page faults per event drained to Kafka.)
+    """
+    if platform.libc_ver()[0] != "glibc" or any(
+        name in os.environ for name in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
+    ):
+        return []
+    if not trim_threshold or not mmap_threshold:
+        return []
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return []
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    applied = []
+    for param, value, name in (
+        (_M_MMAP_THRESHOLD, mmap_threshold, "mmap_threshold"),
+        (_M_TRIM_THRESHOLD, trim_threshold, "trim_threshold"),
+    ):
+        if mallopt(param, value) == 1:
+            applied.append(f"{name}={value}")
+    return applied
 
 
 def _secret_values(obj: Any) -> list[str]:
@@ -173,9 +211,14 @@ class App:
                 self.metrics.watch_journal(journal)
                 self._build()
                 tune_collector(s.runtime.gc_thresholds)
+                malloc = tune_malloc(
+                    s.runtime.malloc_trim_threshold, s.runtime.malloc_mmap_threshold
+                )
                 freeze_startup_heap()
                 self.log.info(
                     "daemon.starting",
+                    gc_thresholds=list(s.runtime.gc_thresholds),
+                    malloc=malloc or "glibc defaults",
                     state_dir=str(s.state_dir),
                     sources=list(self.sources),
                     sinks=list(self.sinks),

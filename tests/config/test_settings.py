@@ -113,6 +113,13 @@ def test_gc_thresholds_default_and_errors(tmp_path):
     assert list(problems(path)) == ["runtime.gc_thresholds.2"]
 
 
+def test_malloc_thresholds(tmp_path):
+    runtime = load_settings(write(tmp_path, "")).runtime
+    assert (runtime.malloc_trim_threshold, runtime.malloc_mmap_threshold) == (32 << 20, 8 << 20)
+    path = write(tmp_path, '[runtime]\nmalloc_mmap_threshold = "64MiB"\n')
+    assert list(problems(path)) == ["runtime.malloc_mmap_threshold"]  # glibc's cap: 32 MiB
+
+
 SECRET = "s3cr3t-value-that-must-not-leak"
 
 

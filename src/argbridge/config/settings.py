@@ -77,6 +77,15 @@ class RuntimeConfig(StrictModel):
     gc_thresholds: tuple[
         Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]
     ] = (50_000, 20, 10)
+    #: glibc malloc: keep up to this much freed memory instead of returning it to the
+    #: kernel, and serve allocations up to ``malloc_mmap_threshold`` from the heap. With
+    #: glibc's defaults a sink draining a backlog (MiB-sized batches and requests, freed
+    #: and made again) took 0.5 page faults per event, ~1 µs of the Kafka sink's ~16.
+    #: ``0`` in either leaves glibc's own adaptive thresholds (setting one disables them,
+    #: so both are set or neither); ``MALLOC_TRIM_THRESHOLD_`` or ``MALLOC_MMAP_THRESHOLD_``
+    #: in the environment win over both. No effect off glibc.
+    malloc_trim_threshold: ByteSize = Field(default=32 * 1024 * 1024, ge=0)
+    malloc_mmap_threshold: ByteSize = Field(default=8 * 1024 * 1024, ge=0, le=32 * 1024 * 1024)
 
 
 class HttpConfig(StrictModel):
