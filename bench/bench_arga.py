@@ -40,6 +40,7 @@ from argbridge.metrics import Metrics
 from argbridge.simulator.arga import ArgaSimulator
 from argbridge.sources.arga import ArgaSource
 from argbridge.sources.base import SourceContext
+from bench.common import as_the_daemon
 
 TOKEN = "bench-token-0000"
 PAD = 430  # → ~500 bytes of JSON per event
@@ -212,6 +213,7 @@ def main() -> None:
     server.start()
     try:
         port = q.get(timeout=120)
+        print(as_the_daemon())  # this process only: the fake Arga server keeps Python's defaults
         anyio.run(run, args, f"http://127.0.0.1:{port}", backend_options={"use_uvloop": True})
     finally:
         server.terminate()

@@ -22,7 +22,7 @@ import anyio
 
 from argbridge.events import CloudEvent, deterministic_id
 from argbridge.journal import Journal
-from bench.common import header, median, peak_rss_mib, percentile, row
+from bench.common import as_the_daemon, header, median, peak_rss_mib, percentile, row
 
 
 def make_events(n: int, tag: str) -> list[CloudEvent]:
@@ -115,6 +115,7 @@ def main() -> None:
     args = parser.parse_args()
     loop = "uvloop" if args.uvloop else "asyncio"
     header(f"journal append: group commit vs bare sqlite3 (WAL, synchronous=FULL, 1 KiB, {loop})")
+    print(f"   {as_the_daemon()}")
     ceilings: list[float] = []
     ceilings_1000: list[float] = []
     ceilings_uuid: list[float] = []
