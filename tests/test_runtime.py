@@ -154,12 +154,14 @@ async def test_startup_heap_is_frozen_once_after_the_build(tmp_path: Path):
 
     from argbridge.runtime import freeze_startup_heap
 
-    app = App(settings(tmp_path, runtime={"gc_thresholds": [40_000, 15, 90]}), handle_signals=False)
+    before = gc.get_threshold()
+    app = App(settings(tmp_path, runtime={"gc_thresholds": [4000, 15, 90]}), handle_signals=False)
     async with anyio.create_task_group() as tg:
         tg.start_soon(app.run)
         await app.ready.wait()
         assert gc.isenabled()
-        assert gc.get_threshold() == (40_000, 15, 90)  # runtime.gc_thresholds
+        assert gc.get_threshold() == (4000, 15, 90)  # runtime.gc_thresholds
+        gc.set_threshold(*before)  # the rest of the test run keeps its own
         frozen = gc.get_freeze_count()
         assert frozen > 0  # the daemon's start-up objects are out of the collector's sight
         freeze_startup_heap()  # once per process: a later daemon does not freeze again

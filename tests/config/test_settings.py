@@ -104,7 +104,7 @@ def test_durations_and_sizes(tmp_path):
 
 
 def test_gc_thresholds_default_and_errors(tmp_path):
-    assert load_settings(write(tmp_path, "")).runtime.gc_thresholds == (50_000, 20, 10)
+    assert load_settings(write(tmp_path, "")).runtime.gc_thresholds == (700, 10, 10)
     path = write(tmp_path, "[runtime]\ngc_thresholds = [1000, 10, 10]\n")
     assert load_settings(path).runtime.gc_thresholds == (1000, 10, 10)
     path = write(tmp_path, "[runtime]\ngc_thresholds = [0, 10, 10]\n")
