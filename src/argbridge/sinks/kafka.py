@@ -13,8 +13,10 @@ the acks): the :class:`~argbridge.sinks.base.SinkWorker` calls the two halves it
 when draining a backlog, building batch N+1 while the broker works on batch N. With the
 default binary mode and a fixed topic, records are built straight from the journal's
 stored JSON (:func:`~argbridge.delivery.kafka_records.binary_parts_from_json`: no
-``CloudEvent`` decode, no re-encoding of ``data``); the latency histogram is filled once
-per batch.
+``CloudEvent`` decode, no re-encoding of ``data``), a
+:class:`~argbridge.sinks.base.RouteBatch` is read without a ``Delivery`` per event, each
+key's partition is remembered per topic, and the latency histogram is filled once per
+batch.
 
 Every aiokafka call is bounded (``call_timeout``): the idempotent producer can hang
 forever (aiokafka #1101) and a frozen broker accepts connections but never answers. On
