@@ -27,7 +27,11 @@ SPECVERSION = "1.0"
 CORE_ATTRIBUTES = frozenset(
     {"specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema"}
 )
+#: Every attribute a :class:`CloudEvent` holds as a field: the spec's plus argbridge's
+#: own extensions (the rest of an event's attributes are in ``extensions``).
+ATTRIBUTES = CORE_ATTRIBUTES | {"partitionkey", "sequence", "severity"}
 _RESERVED = CORE_ATTRIBUTES | {"data", "data_base64"}
+_FIELDS = ATTRIBUTES | {"data"}
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 #: RFC 3339 date-time (what CloudEvents requires for ``time``).
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
@@ -188,20 +192,7 @@ class CloudEvent:
             raise EventError("a CloudEvent must be a JSON object")
         if "data_base64" in obj:
             raise EventError("data_base64 is not supported: argbridge events carry JSON data")
-        known = {
-            "specversion",
-            "id",
-            "source",
-            "type",
-            "subject",
-            "time",
-            "datacontenttype",
-            "dataschema",
-            "partitionkey",
-            "sequence",
-            "severity",
-            "data",
-        }
+        known = _FIELDS
         kwargs: dict[str, Any] = {k: obj[k] for k in known if k in obj}
         kwargs.setdefault("datacontenttype", None)
         if "specversion" not in kwargs:

@@ -30,7 +30,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from argbridge.errors import EventError
-from argbridge.events import CloudEvent, ExtensionValue
+from argbridge.events import ATTRIBUTES, CloudEvent, ExtensionValue
 
 Mode = Literal["binary", "structured"]
 STRUCTURED_CONTENT_TYPE = b"application/cloudevents+json; charset=UTF-8"
@@ -136,21 +136,7 @@ def build_record(event: CloudEvent, topic: str, mode: Mode = "binary") -> KafkaR
 #: Header name for each attribute name in binary mode (``ce_`` + name, except
 #: ``datacontenttype``): the spec's attributes, then extension names as they are seen
 #: (at most :data:`_MAX_HEADER_NAMES`; past that, made per record).
-_HEADER_NAMES: dict[str, str] = {
-    name: "ce_" + name
-    for name in (
-        "specversion",
-        "id",
-        "source",
-        "type",
-        "subject",
-        "time",
-        "dataschema",
-        "partitionkey",
-        "sequence",
-        "severity",
-    )
-}
+_HEADER_NAMES: dict[str, str] = {name: "ce_" + name for name in ATTRIBUTES}
 _HEADER_NAMES["datacontenttype"] = "content-type"
 _MAX_HEADER_NAMES = 1024
 _DATA_KEY = b',"data":'
