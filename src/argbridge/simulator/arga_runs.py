@@ -59,28 +59,24 @@ class Faults:
 
 
 @dataclass
-class ValidationRun:
-    """A validation run: its SSE events (ids 1..n) and step results."""
+class _Run:
+    """What both kinds of run share: the scripted events, how many are published, the
+    status, and an event that wakes streams when more is published."""
 
     run_id: str
     events: list[dict[str, Any]] = field(default_factory=list)
     published: int = 0
     status: str = "running"
-    repo: str = "acme/web-app"
-    #: After the published events, send filler events of this many bytes forever.
+    #: After the published events, send filler events of this many bytes forever (load
+    #: and backpressure tests).
     flood_pad: int = 0
     changed: anyio.Event = field(default_factory=anyio.Event)
 
-    def publish(self, n: int | None = None) -> None:
-        """Make the next ``n`` events (default: all) visible; the run turns terminal
-        when its ``run_<status>`` event is published."""
+    def _advance(self, n: int | None) -> None:
+        """Make the next ``n`` events (default: all) visible."""
         self.published = (
             len(self.events) if n is None else min(len(self.events), self.published + n)
         )
-        last = self.events[self.published - 1] if self.published else {}
-        if str(last.get("type", "")).startswith("run_") and last.get("status") in TERMINAL:
-            self.status = str(last["status"])
-        self._notify()
 
     def _notify(self) -> None:
         self.changed.set()
@@ -89,6 +85,22 @@ class ValidationRun:
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+
+@dataclass
+class ValidationRun(_Run):
+    """A validation run: its SSE events (ids 1..n) and step results."""
+
+    repo: str = "acme/web-app"
+
+    def publish(self, n: int | None = None) -> None:
+        """Make the next ``n`` events (default: all) visible; the run turns terminal
+        when its ``run_<status>`` event is published."""
+        self._advance(n)
+        last = self.events[self.published - 1] if self.published else {}
+        if str(last.get("type", "")).startswith("run_") and last.get("status") in TERMINAL:
+            self.status = str(last["status"])
+        self._notify()
 
     def results_json(self) -> list[dict[str, Any]]:
         return [
@@ -109,31 +121,17 @@ class ValidationRun:
 
 
 @dataclass
-class DemoRun:
+class DemoRun(_Run):
     """A demo run: its event log and final status."""
 
-    run_id: str
-    events: list[dict[str, Any]] = field(default_factory=list)
-    published: int = 0
     final_status: str = "completed"
-    status: str = "running"
-    #: Send filler events of this many bytes forever (load and backpressure tests).
-    flood_pad: int = 0
-    changed: anyio.Event = field(default_factory=anyio.Event)
 
     def publish(self, n: int | None = None) -> None:
         """Publish the next ``n`` events (default all); all published → terminal."""
-        self.published = (
-            len(self.events) if n is None else min(len(self.events), self.published + n)
-        )
+        self._advance(n)
         if self.published == len(self.events):
             self.status = self.final_status
-        self.changed.set()
-        self.changed = anyio.Event()
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL
+        self._notify()
 
     def details(self) -> dict[str, Any]:
         return {
