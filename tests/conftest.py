@@ -13,6 +13,8 @@ from argbridge.config.settings import Settings, load_settings
 from argbridge.events import CloudEvent, deterministic_id
 from argbridge.journal import Journal
 
+pytest_plugins = ["tests.support.kafka_fixtures"]
+
 
 def free_port() -> int:
     """A free TCP port on 127.0.0.1 (never a fixed one)."""

@@ -1,0 +1,161 @@
+"""Pytest plugin: the Apache Kafka fixtures and the guard that CI ran them.
+
+Fixtures (each broker shape starts once per test session, on first use):
+
+- ``kafka``: one node of the newest 4.x with PLAINTEXT, SSL (mTLS), SASL_SSL and
+  SASL_PLAINTEXT listeners and a PROXIED listener behind a cuttable :class:`TcpProxy`;
+- ``kafka_cluster``: three nodes of the newest 4.x, replication factor 3,
+  ``min.insync.replicas=2``;
+- ``broker``: ``kafka``, or Tansu where Apache Kafka cannot run (the fallback);
+- ``kafka_any``: one node of each version in ``ARGBRIDGE_KAFKA_VERSIONS`` (a comma list,
+  default the newest 4.x; ``make soak`` adds the newest 3.9): the compatibility matrix.
+
+Before each test the fixture puts the shape back as a test may have left it: killed
+nodes restarted on their log dirs, paused ones resumed, the proxy restored.
+
+Without Java or Maven the tests that need Apache Kafka are skipped, unless
+``ARGBRIDGE_REQUIRE_KAFKA=1`` (set by ``make test`` under ``CI=true``): then they fail,
+and the session fails too if no Apache Kafka test passed, so CI never skips the Kafka
+suite silently. The terminal summary prints each broker's start-up time.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.apache_kafka import STARTUPS, KafkaCluster, start_kafka
+from tests.support.kafka_dist import NEWEST_4X, KafkaUnavailable
+from tests.support.tansu import Tansu, start_tansu, stop_tansu
+
+FIXTURES = frozenset({"kafka", "kafka_cluster", "kafka_any"})  # "broker" may be Tansu
+MARK = "apache_kafka"
+_clusters: dict[tuple[str, int], KafkaCluster] = {}
+_passed = 0
+
+
+def required() -> bool:
+    return os.environ.get("ARGBRIDGE_REQUIRE_KAFKA", "") not in ("", "0")
+
+
+def matrix_versions() -> list[str]:
+    raw = os.environ.get("ARGBRIDGE_KAFKA_VERSIONS", NEWEST_4X)
+    return [v.strip() for v in raw.split(",") if v.strip()]
+
+
+def _root() -> Path:
+    return Path(tempfile.mkdtemp(prefix="argbridge-kafka-"))
+
+
+def _started(version: str, nodes: int) -> KafkaCluster:
+    """The session's cluster of that shape, healed (raises :class:`KafkaUnavailable`)."""
+    key = (version, nodes)
+    cluster = _clusters.get(key)
+    if cluster is None:
+        cluster = start_kafka(
+            _root(), nodes=nodes, version=version, secure=nodes == 1, proxied=nodes == 1
+        )
+        _clusters[key] = cluster
+    heal(cluster)
+    return cluster
+
+
+def _shape(version: str, nodes: int) -> KafkaCluster:
+    try:
+        return _started(version, nodes)
+    except KafkaUnavailable as exc:
+        if required():
+            pytest.fail(f"Apache Kafka is required here (ARGBRIDGE_REQUIRE_KAFKA): {exc}")
+        pytest.skip(f"Apache Kafka unavailable: {exc}")
+
+
+def heal(cluster: KafkaCluster) -> None:
+    """Undo what a test did to the brokers: resume, restart, restore the proxy."""
+    restarted = False
+    for node in cluster.nodes:
+        if node.running:
+            node.resume()
+        else:
+            node.start()
+            restarted = True
+    if cluster.proxy is not None and cluster.proxy.is_cut:
+        cluster.proxy.restore()
+    if restarted:
+        cluster.wait_ready()
+
+
+@pytest.fixture
+def kafka() -> KafkaCluster:
+    return _shape(NEWEST_4X, 1)
+
+
+@pytest.fixture
+def kafka_cluster() -> KafkaCluster:
+    return _shape(NEWEST_4X, 3)
+
+
+@pytest.fixture
+def broker(request: pytest.FixtureRequest) -> Iterator[KafkaCluster | Tansu]:
+    """Apache Kafka (one node, newest 4.x), or Tansu on a machine without Java/Maven
+    (never under ``ARGBRIDGE_REQUIRE_KAFKA``). Topics outlive a test: use fresh names."""
+    try:
+        cluster = _started(NEWEST_4X, 1)
+    except KafkaUnavailable as exc:
+        if required():
+            pytest.fail(f"Apache Kafka is required here (ARGBRIDGE_REQUIRE_KAFKA): {exc}")
+    else:
+        request.node.add_marker(MARK)
+        yield cluster
+        return
+    tansu = start_tansu()
+    try:
+        yield tansu
+    finally:
+        stop_tansu(tansu)
+
+
+@pytest.fixture(params=matrix_versions())
+def kafka_any(request: pytest.FixtureRequest) -> KafkaCluster:
+    return _shape(str(request.param), 1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{MARK}: needs Apache Kafka brokers (Java + Maven)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(MARK)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    global _passed
+    if report.when == "call" and report.passed and MARK in report.keywords:
+        _passed += 1
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for cluster in _clusters.values():
+        cluster.stop()
+    _clusters.clear()
+    if required() and _passed == 0 and session.testscollected and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in STARTUPS:
+        terminalreporter.write_line(line)
+    if required() and _passed == 0:
+        terminalreporter.write_line(
+            "FAILED: no Apache Kafka test passed, and ARGBRIDGE_REQUIRE_KAFKA is set "
+            "(make test under CI=true): the Kafka suite must run in CI",
+            red=True,
+        )
+    elif _passed:
+        terminalreporter.write_line(f"Apache Kafka tests passed: {_passed}")
