@@ -5,8 +5,9 @@ Start-up order: state dir checked writable and every listener bound (else
 started → sources and services started → :attr:`App.ready` set. Shutdown (SIGTERM/SIGINT
 or :meth:`App.request_shutdown`): stop intake (sources and services are cancelled, so
 webhooks get no new 2xx), let each sink worker finish its in-flight batch within
-``runtime.drain_timeout``, close sinks (bounded), close the journal, return (exit 0). A second signal skips the drain. A component that
-raises is logged, counted and restarted with backoff; it never takes the daemon down.
+``runtime.drain_timeout``, close sinks (bounded), close the journal, return (exit 0). A
+second signal skips the drain. A component that raises is logged, counted and restarted
+with backoff; it never takes the daemon down.
 
 Once the components are built, everything start-up allocated (imports, pydantic models,
 clients) is moved out of the garbage collector's sight (:func:`freeze_startup_heap`,
