@@ -21,11 +21,14 @@ SECRET = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXh4eA=="
 
 def daemon_settings(tmp_path: Path, hook_url: str, token: str | None = None) -> Settings:
     http: dict[str, Any] = {"enabled": True, "port": free_port()}
+    # The control API on a free loopback TCP port (with the token when given).
+    control: dict[str, Any] = {"port": 0}
     if token:
-        http["control_token"] = token
+        control["token"] = token
     return settings(
         tmp_path,
         http=http,
+        control=control,
         sinks={
             "hook": {
                 "type": "webhook",

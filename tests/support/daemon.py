@@ -1,4 +1,7 @@
-"""Run a whole :class:`argbridge.runtime.App` in-process for control-API/CLI tests."""
+"""Run a whole :class:`argbridge.runtime.App` in-process for control-API/CLI tests.
+
+Yields the app and the base URL of its TCP control listener (``control.port`` on
+loopback: the settings must set it, e.g. to 0 for a free port)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import anyio
 
 from argbridge.config.settings import Settings
 from argbridge.runtime import App
+from tests.support.ops import control_tcp_url, listening
 
 
 @contextlib.asynccontextmanager
@@ -19,10 +23,9 @@ async def running_app(s: Settings, **kw: Any) -> AsyncIterator[tuple[App, str]]:
         tg.start_soon(app.run)
         with anyio.fail_after(10):
             await app.ready.wait()
-            assert app.http is not None
-            await app.http.started.wait()
+            await listening(app)
         try:
-            yield app, f"http://127.0.0.1:{app.http.port}"
+            yield app, control_tcp_url(app)
         finally:
             app.request_shutdown()
             with anyio.fail_after(15):

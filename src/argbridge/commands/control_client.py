@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,8 +69,12 @@ class Target:
 
     def client(self, timeout: float | httpx.Timeout = 10.0) -> httpx.Client:
         """A client for this control API (never reads proxy settings from the environment:
-        the control API is local)."""
-        transport = httpx.HTTPTransport(uds=str(self.socket)) if self.socket is not None else None
+        the control API is local); raises ``httpx.ConnectError`` at once when the socket
+        cannot be connected to (:meth:`probe`)."""
+        transport = None
+        if self.socket is not None:
+            self.probe()
+            transport = httpx.HTTPTransport(uds=str(self.socket))
         return httpx.Client(
             base_url=self.base_url,
             headers=self.headers(),
@@ -77,6 +82,17 @@ class Target:
             transport=transport,
             trust_env=False,
         )
+
+    def probe(self) -> None:
+        """Connect to the socket once (and close it): a missing, stale or forbidden socket
+        is reported before any request. (httpcore 1.0 leaves the socket of a failed Unix
+        connect open until the garbage collector finds it.)"""
+        assert self.socket is not None
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                sock.connect(str(self.socket))
+            except OSError as exc:
+                raise httpx.ConnectError(exc.strerror or str(exc)) from exc
 
 
 def add_arguments(p: argparse.ArgumentParser, *, url_flag: str | None = "--url") -> None:

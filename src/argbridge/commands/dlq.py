@@ -32,7 +32,10 @@ class ControlClient:
     def __init__(self, target: control_client.Target, timeout: float = 10.0) -> None:
         self.target = target
         self.base = target.where
-        self.http = target.client(timeout)
+        try:
+            self.http = target.client(timeout)
+        except httpx.HTTPError as exc:
+            raise ControlError(control_client.unreachable(target, exc)) from None
 
     def __repr__(self) -> str:
         return f"ControlClient({self.base!r})"
