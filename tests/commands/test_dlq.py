@@ -13,6 +13,7 @@ from argbridge.delivery.timespec import parse_since
 from tests.conftest import make_event
 from tests.http.test_control_dlq import SECRET, daemon_settings
 from tests.support.daemon import running_app
+from tests.support.ops import control_tcp_url
 from tests.support.receivers import Reply, WebhookReceiver, serve
 
 
@@ -34,7 +35,8 @@ async def test_cli_lists_and_replays(tmp_path: Path, capsys):
     receiver.default = Reply(500)
     async with serve(receiver.router) as base:
         s = daemon_settings(tmp_path, base + "/hook")
-        async with running_app(s) as (app, url):
+        async with running_app(s) as (app, _):
+            url = control_tcp_url(app)
             for n in range(2):
                 await app.journal.append(make_event(n))
             with anyio.fail_after(10):

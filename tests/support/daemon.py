@@ -1,7 +1,8 @@
 """Run a whole :class:`argbridge.runtime.App` in-process for control-API/CLI tests.
 
-Yields the app and the base URL of its TCP control listener (``control.port`` on
-loopback: the settings must set it, e.g. to 0 for a free port)."""
+Yields the app and the base URL of its webhook listener (``/webhooks/*``, ``/readyz``);
+the control API is reached with :func:`tests.support.ops.control_client` (socket) or
+:func:`tests.support.ops.control_tcp_url` (``control.port``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import anyio
 
 from argbridge.config.settings import Settings
 from argbridge.runtime import App
-from tests.support.ops import control_tcp_url, listening
+from tests.support.ops import base_url, listening
 
 
 @contextlib.asynccontextmanager
@@ -25,7 +26,7 @@ async def running_app(s: Settings, **kw: Any) -> AsyncIterator[tuple[App, str]]:
             await app.ready.wait()
             await listening(app)
         try:
-            yield app, control_tcp_url(app)
+            yield app, base_url(app)
         finally:
             app.request_shutdown()
             with anyio.fail_after(15):
