@@ -135,8 +135,8 @@ def test_without_nginx_these_tests_skip_but_fail_under_ci(monkeypatch):
 
     monkeypatch.setattr(nginx, "nginx_binary", lambda: None)
     monkeypatch.delenv("CI", raising=False)
-    with pytest.raises(pytest.skip.Exception, match="install-system-deps.sh"):
+    with pytest.raises(pytest.skip.Exception, match=r"install-system-deps\.sh"):
         nginx.require_nginx()
     monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match="install-system-deps.sh"):
+    with pytest.raises(pytest.fail.Exception, match=r"install-system-deps\.sh"):
         nginx.require_nginx()
