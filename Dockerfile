@@ -39,7 +39,10 @@ COPY config/container.toml /etc/argbridge/argbridge.toml
 USER 10001:10001
 WORKDIR /var/lib/argbridge
 VOLUME ["/var/lib/argbridge"]
-EXPOSE 8080
+# 8080: webhooks, /healthz, /readyz (the public listener); 9464: /metrics (metrics.listener
+# = "own" in the container config). The control API is the Unix socket in the volume:
+#   docker exec argbridge argbridge status --config /etc/argbridge/argbridge.toml
+EXPOSE 8080 9464
 # Liveness over HTTP with the standard library (slim images have no curl); any error
 # (refused, timeout, non-2xx) exits 1 = unhealthy. Override the URL if the config moves
 # the listener.

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/default.toml
 
-.PHONY: run daemon test lint typecheck pytest bench clean
+.PHONY: run daemon test lint typecheck pytest bench clean system-deps
 
 $(BIN)/python:
 	sh scripts/bootstrap-venv.sh "$(PYTHON)" "$(VENV)"
@@ -32,8 +32,15 @@ typecheck: $(VENV)/.test-stamp
 	$(BIN)/mypy
 
 # Under CI=true the Apache Kafka suite must run: a missing Java/Maven fails it, never skips.
-pytest: $(VENV)/.test-stamp
+pytest: $(VENV)/.test-stamp system-deps
 	ARGBRIDGE_REQUIRE_KAFKA=$${ARGBRIDGE_REQUIRE_KAFKA:-$${CI:+1}} $(BIN)/pytest
+
+# System packages the tests use (nginx for the reverse-proxy tests): installed only when
+# missing and only as root; otherwise those tests skip (and fail under CI=true).
+system-deps:
+	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ] && [ "$$(id -u)" = 0 ]; then \
+		sh scripts/install-system-deps.sh; \
+	fi
 
 test: lint typecheck pytest
 

@@ -23,8 +23,7 @@ from urllib.parse import urlsplit
 import anyio
 import pytest
 
-from argbridge.config.settings import HttpConfig, load_settings
-from argbridge.http.server import HttpServer
+from argbridge.config.settings import HttpConfig, MetricsConfig, load_settings
 from argbridge.runtime import App
 from tests.conftest import free_port
 from tests.support.ops import base_url, ops_settings, running
@@ -151,13 +150,18 @@ def test_volume_is_the_state_dir_of_the_container_config(dockerfile, monkeypatch
     assert "-o argbridge" in runs and "/var/lib/argbridge" in runs
 
 
-def test_exposed_port_matches_the_http_defaults(dockerfile):
+def test_exposed_ports_are_the_webhook_and_metrics_listeners(dockerfile):
     exposed = only(dockerfile, "EXPOSE").args.split()
-    assert exposed == [str(HttpConfig().port)]
+    assert exposed == [str(HttpConfig().port), str(MetricsConfig().port)]
     repo_file, _ = container_config_path(dockerfile)
     settings = load_settings(repo_file)
     assert settings.http.enabled and settings.http.host == "0.0.0.0"
     assert str(settings.http.port) == exposed[0]
+    assert settings.metrics.listener == "own" and str(settings.metrics.port) == exposed[1]
+    # The control API is never a published port: the socket in the volume, for
+    # `docker exec argbridge argbridge status --config /etc/argbridge/argbridge.toml`.
+    assert settings.control.enabled and settings.control.port is None
+    assert settings.control.socket_path(settings.state_dir).parent == settings.state_dir
 
 
 def _healthcheck(dockerfile: list[Instruction]) -> tuple[list[str], str]:
@@ -175,10 +179,14 @@ def test_healthcheck_targets_healthz_on_the_exposed_port(dockerfile, tmp_path):
     assert argv[0] == "python", "slim images have python, not curl"
     parts = urlsplit(url)
     assert parts.path == "/healthz"
-    assert str(parts.port) == only(dockerfile, "EXPOSE").args
-    server = HttpServer(App(ops_settings(tmp_path, 0), handle_signals=False))
+    assert str(parts.port) == only(dockerfile, "EXPOSE").args.split()[0]
+    server = App(ops_settings(tmp_path, 0), handle_signals=False).http
+    assert server is not None
     handler, _, _ = server.router.match("GET", parts.path)
     assert handler is not None
+    # The webhook listener the health check reaches has no control or metrics routes.
+    for path in ("/metrics", "/control/status"):
+        assert server.router.match("GET", path)[0] is None
 
 
 async def test_healthcheck_command_against_a_live_daemon(dockerfile, tmp_path):

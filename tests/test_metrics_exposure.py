@@ -1,4 +1,5 @@
-"""``/metrics`` of a running daemon after a delivery, and ``/readyz`` naming what is not ready."""
+"""``/metrics`` of a running daemon after a delivery (on the control socket, where it is
+served by default), and ``/readyz`` naming what is not ready (on the webhook listener)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from argbridge.runtime import App
 from tests.conftest import free_port
-from tests.support.ops import all_delivered, base_url, ops_settings, running, wait_until
+from tests.support.ops import (
+    all_delivered,
+    base_url,
+    control_client,
+    ops_settings,
+    running,
+    wait_until,
+)
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -30,7 +38,7 @@ async def test_metrics_after_a_delivery(tmp_path):
         records = await app.journal.read_after(0, 2)
         for record in records:
             await app.journal.dead_letter("file", record, "test", attempts=1)
-        async with httpx.AsyncClient(base_url=base_url(app)) as client:
+        async with control_client(app) as client:
             response = await client.get("/metrics")
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -67,8 +75,9 @@ async def test_metrics_count_errors_and_backlog_while_a_sink_cannot_start(tmp_pa
     )
     async with running(app):
         await wait_until(lambda: bool(getattr(app.sources["sample"], "finished", False)))
-        async with httpx.AsyncClient(base_url=base_url(app)) as client:
+        async with control_client(app) as client:
             found = samples((await client.get("/metrics")).text)
+        async with httpx.AsyncClient(base_url=base_url(app)) as client:
             ready = await client.get("/readyz")
             alive = await client.get("/healthz")
         n = app.journal.last_seq

@@ -147,8 +147,13 @@ def test_state_dir_is_the_state_directory(service, monkeypatch, tmp_path):
     monkeypatch.setenv("ARGBRIDGE_STATE_DIR", str(tmp_path / "state"))
     settings = load_settings(CONFIG)
     assert settings.state_dir == tmp_path / "state"
-    assert settings.http.control_token is not None
-    assert settings.http.control_token.get_secret_value() == "value-of-control-token"
+    # The control API is the socket in the state directory, not a TCP port; /metrics has
+    # its own loopback port; the public listener serves webhooks and health only.
+    control = settings.control
+    assert control.enabled and control.port is None
+    assert control.socket_path(settings.state_dir) == tmp_path / "state" / "control.sock"
+    assert settings.metrics.listener == "own" and settings.metrics.host == "127.0.0.1"
+    assert "AF_UNIX" in one(service, "RestrictAddressFamilies").split()
 
 
 def test_timeout_stop_covers_the_graceful_stop(service, monkeypatch, tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 from argbridge import __version__
 from argbridge.config import load_settings
 from argbridge.config.settings import Settings
-from argbridge.errors import ConfigError
+from argbridge.errors import ConfigError, StartupError
 
 #: Extra command modules, each exposing ``register(subparsers) -> None``.
 COMMAND_MODULES: list[str] = [
@@ -28,6 +28,8 @@ COMMAND_MODULES: list[str] = [
 ]
 
 EXIT_CONFIG = 2
+#: A listener cannot bind or the state dir cannot be written (nothing was started).
+EXIT_STARTUP = 1
 
 
 def _print_config_errors(path: str | None, exc: ConfigError) -> None:
@@ -68,6 +70,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_config_errors(args.config, exc)
         return EXIT_CONFIG
+    except StartupError as exc:
+        # One line, before READY=1 and before any source or sink started.
+        print(f"argbridge: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
     except KeyboardInterrupt:
         return 130
     return 0

@@ -4,6 +4,7 @@
 
     ArgbridgeError
     ├── ConfigError            invalid configuration (carries every problem with its key path)
+    ├── StartupError           the daemon cannot start (a listener cannot bind, state dir…)
     ├── EventError             a CloudEvent that breaks the 1.0 spec (bad attribute/extension)
     ├── JournalError           the durable journal cannot be opened or written
     │   └── JournalClosed      the journal was closed while a caller waited on it
@@ -34,6 +35,13 @@ class ConfigError(ArgbridgeError):
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         self.problems = problems
         super().__init__("\n".join(f"{path}: {msg}" if path else msg for path, msg in problems))
+
+
+class StartupError(ArgbridgeError):
+    """The daemon cannot start: a listener cannot bind, the state dir cannot be written.
+
+    Raised before READY=1 and before any source or sink starts; the message is one line
+    naming the address or path (and the config key that sets it)."""
 
 
 class EventError(ArgbridgeError, ValueError):

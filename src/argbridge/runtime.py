@@ -1,11 +1,13 @@
 """The daemon: one anyio task group supervising the journal, sinks, sources and services.
 
-Start-up order: journal open → sink workers started → sources and services started →
-:attr:`App.ready` set. Shutdown (SIGTERM/SIGINT or :meth:`App.request_shutdown`): stop
-intake (sources and services are cancelled, so webhooks get no new 2xx), let each sink
-worker finish its in-flight batch within ``runtime.drain_timeout``, close sinks (bounded),
-close the journal, return (exit 0). A second signal skips the drain. A component that
-raises is logged, counted and restarted with backoff; it never takes the daemon down.
+Start-up order: state dir checked writable and every listener bound (else
+:class:`~argbridge.errors.StartupError`, nothing started) → journal open → sink workers
+started → sources and services started → :attr:`App.ready` set. Shutdown (SIGTERM/SIGINT
+or :meth:`App.request_shutdown`): stop intake (sources and services are cancelled, so
+webhooks get no new 2xx), let each sink worker finish its in-flight batch within
+``runtime.drain_timeout``, close sinks (bounded), close the journal, return (exit 0). A
+second signal skips the drain. A component that raises is logged, counted and restarted
+with backoff; it never takes the daemon down.
 
 Once the components are built, everything start-up allocated (imports, pydantic models,
 clients) is moved out of the garbage collector's sight (:func:`freeze_startup_heap`,
@@ -25,7 +27,9 @@ import gc
 import os
 import platform
 import signal
+import tempfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -34,7 +38,8 @@ import anyio.abc
 from argbridge.backoff import Backoff
 from argbridge.clock import SYSTEM_CLOCK, Clock
 from argbridge.config.settings import Settings
-from argbridge.http.server import HttpServer
+from argbridge.errors import StartupError
+from argbridge.http.server import Planes
 from argbridge.journal import Journal
 from argbridge.logging import get_logger, register_secrets
 from argbridge.metrics import Metrics
@@ -122,6 +127,16 @@ def _secret_values(obj: Any) -> list[str]:
     return found
 
 
+def prepare_state_dir(path: Path) -> None:
+    """Create ``state_dir`` and prove it writable; else :class:`StartupError` naming it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise StartupError(f"state_dir {path} cannot be written: {exc.strerror or exc}") from None
+
+
 class App:
     """One argbridge daemon."""
 
@@ -150,10 +165,14 @@ class App:
         self.services: list[tuple[str, Service]] = list(DEFAULT_SERVICES)
         self._force = False
         register_secrets(_secret_values(settings))
-        self.http: HttpServer | None = None
-        if settings.http.enabled:
-            self.http = HttpServer(self)
-            self.services.append(("http", self.http.serve))
+        #: Every listener (webhook, control, metrics), bound in :meth:`run` before anything
+        #: else starts; :attr:`http` is the public webhook listener, :attr:`control` the
+        #: control API's Unix socket (either ``None`` when disabled).
+        self.planes = Planes(self, settings)
+        self.http = self.planes.webhook
+        self.control = self.planes.control
+        for listener in self.planes.listeners():
+            self.services.append((listener.name, listener.serve))
 
     @property
     def journal(self) -> Journal:
@@ -190,9 +209,24 @@ class App:
         return out
 
     async def run(self) -> None:
-        """Run until shutdown; returns normally after a graceful stop."""
+        """Run until shutdown; returns normally after a graceful stop.
+
+        Fails fast with :class:`StartupError` (before READY=1, before any source or sink
+        starts) when the state dir cannot be written or a listener cannot bind.
+        """
+        try:
+            prepare_state_dir(self.settings.state_dir)
+            self.planes.bind()
+        except StartupError:
+            self.stopped.set()
+            raise
+        try:
+            await self._run_bound()
+        finally:
+            self.planes.close()
+
+    async def _run_bound(self) -> None:
         s = self.settings
-        s.state_dir.mkdir(parents=True, exist_ok=True)
         journal = Journal(
             s.state_dir / "journal.db",
             sinks=list(s.sinks),

@@ -8,6 +8,7 @@ import pytest
 from argbridge.cli import main
 from tests.support.arga_app import running_app
 from tests.support.arga_fake import simulator
+from tests.support.ops import control_tcp_url
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -16,8 +17,8 @@ async def test_follow_and_start_commands(tmp_path, capsys):
     async with simulator() as sim:
         sim.add_validation_run("r1", steps=1, published=1)
         async with running_app(tmp_path, sim, token="ctl-token-5678") as app:
-            assert app.http is not None
-            daemon = ["--daemon", f"http://127.0.0.1:{app.http.port}", "--token", "ctl-token-5678"]
+            url = control_tcp_url(app)
+            daemon = ["--daemon", url, "--token", "ctl-token-5678"]
 
             def run(*argv: str) -> int:
                 return main([*argv])
@@ -40,10 +41,18 @@ async def test_follow_and_start_commands(tmp_path, capsys):
                 "follow",
                 "r1",
                 "--daemon",
-                f"http://127.0.0.1:{app.http.port}",
+                url,
                 "--token",
                 "bad",
             )
+            assert code == 1
+            assert "401" in capsys.readouterr().err
+            # Over the control socket no token is needed; the hidden --url alias of
+            # `follow` still names a TCP control listener.
+            state = ["--state-dir", str(app.settings.state_dir)]
+            assert await anyio.to_thread.run_sync(run, "follow", "--list", *state) == 0
+            assert "r1" in capsys.readouterr().out
+            code = await anyio.to_thread.run_sync(run, "follow", "--list", "--url", url)
             assert code == 1
             assert "401" in capsys.readouterr().err
 
@@ -54,13 +63,13 @@ def test_unreachable_daemon(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["follow", "r1", "--daemon", f"http://127.0.0.1:{free_port()}"])
     assert exc.value.code == 3
-    assert "cannot reach the daemon" in capsys.readouterr().err
+    assert "cannot reach http://127.0.0.1:" in capsys.readouterr().err
 
 
-def test_config_without_http_is_a_usage_error(tmp_path, capsys):
+def test_config_without_control_is_a_usage_error(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[http]\nenabled = false\n")
+    cfg.write_text("[control]\nenabled = false\n")
     with pytest.raises(SystemExit) as exc:
         main(["follow", "r1", "--config", str(cfg)])
     assert exc.value.code == 2
-    assert "http.enabled" in capsys.readouterr().err
+    assert "control.enabled is false" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from argbridge.delivery.timespec import parse_since
 from tests.conftest import make_event
 from tests.http.test_control_dlq import SECRET, daemon_settings
 from tests.support.daemon import running_app
+from tests.support.ops import control_tcp_url
 from tests.support.receivers import Reply, WebhookReceiver, serve
 
 
@@ -34,7 +35,8 @@ async def test_cli_lists_and_replays(tmp_path: Path, capsys):
     receiver.default = Reply(500)
     async with serve(receiver.router) as base:
         s = daemon_settings(tmp_path, base + "/hook")
-        async with running_app(s) as (app, url):
+        async with running_app(s) as (app, _):
+            url = control_tcp_url(app)
             for n in range(2):
                 await app.journal.append(make_event(n))
             with anyio.fail_after(10):
@@ -59,10 +61,22 @@ async def test_cli_lists_and_replays(tmp_path: Path, capsys):
             assert await cli("dlq", "list", "--url", url, "--sink", "nope") == 1
             assert "no sink named" in capsys.readouterr().err
 
+            # The same over the control socket, found from the state dir.
+            state = ["--state-dir", str(s.state_dir)]
+            assert await cli("dlq", "list", *state, "--sink", "hook") == 0
+            assert "no dead letters for sink hook" in capsys.readouterr().out
+
 
 async def test_cli_reports_an_unreachable_daemon(capsys):
     from tests.conftest import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     assert await cli("dlq", "list", "--url", url) == 3
-    assert "cannot reach the daemon" in capsys.readouterr().err
+    assert f"cannot reach {url}" in capsys.readouterr().err
+
+
+async def test_cli_reports_a_missing_control_socket(tmp_path: Path, capsys):
+    assert await cli("dlq", "list", "--state-dir", str(tmp_path)) == 3
+    err = capsys.readouterr().err
+    assert f"cannot connect to unix:{tmp_path / 'control.sock'}" in err
+    assert "is the daemon running with this state dir?" in err

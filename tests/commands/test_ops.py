@@ -1,4 +1,5 @@
-"""``argbridge status`` and ``argbridge tail`` against a running in-process daemon."""
+"""``argbridge status`` and ``argbridge tail`` against a running in-process daemon, over its
+control socket (found from ``--state-dir`` or ``--config``) or its TCP control listener."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ from argbridge.cli import main
 from argbridge.commands.ops import format_item
 from argbridge.runtime import App
 from tests.conftest import free_port, make_event
-from tests.support.ops import all_delivered, base_url, ops_settings, running, wait_until
+from tests.support.ops import (
+    all_delivered,
+    control_tcp_url,
+    ops_settings,
+    running,
+    wait_until,
+)
 
 
 async def cli(*argv: str) -> int:
@@ -35,7 +42,7 @@ async def test_status_pretty_prints_a_ready_daemon(tmp_path, capsys):
     app = App(ops_settings(tmp_path, free_port()), handle_signals=False)
     async with running(app):
         await wait_until(lambda: all_delivered(app))
-        code = await cli("status", "--url", base_url(app))
+        code = await cli("status", "--state-dir", str(app.settings.state_dir))
         out = output(capsys)[0]
     assert code == 0
     first = out.splitlines()[0]
@@ -60,9 +67,10 @@ async def test_status_exit_code_and_last_error_when_a_sink_is_down(tmp_path, cap
     )
     async with running(app):
         await wait_until(lambda: app.workers["file"].last_error is not None)
-        code = await cli("status", "--url", base_url(app))
+        state = ["--state-dir", str(app.settings.state_dir)]
+        code = await cli("status", *state)
         out = output(capsys)[0]
-        json_code = await cli("status", "--url", base_url(app), "--json")
+        json_code = await cli("status", *state, "--json")
         doc = orjson.loads(output(capsys)[0])
     assert code == 1
     assert "NOT READY (sink:file)" in out.splitlines()[0]
@@ -71,39 +79,40 @@ async def test_status_exit_code_and_last_error_when_a_sink_is_down(tmp_path, cap
     assert json_code == 1 and doc["not_ready"] == ["sink:file"]
 
 
-async def test_status_from_config_uses_its_port_and_token(tmp_path, capsys, monkeypatch):
-    port = free_port()
+async def test_status_from_config_uses_its_socket_and_url_uses_the_token(
+    tmp_path, capsys, monkeypatch
+):
     monkeypatch.setenv("TEST_CONTROL_TOKEN", "tok-0123456789")
     app = App(
         ops_settings(
             tmp_path,
-            port,
-            http={
-                "enabled": True,
-                "host": "0.0.0.0",
-                "port": port,
-                "control_token": "env:TEST_CONTROL_TOKEN",
-            },
+            free_port(),
+            control={"port": 0, "token": "env:TEST_CONTROL_TOKEN"},
         ),
         handle_signals=False,
     )
     config = tmp_path / "argbridge.toml"
     config.write_text(
-        f'state_dir = "{tmp_path / "other"}"\n'
-        f'[http]\nenabled = true\nhost = "0.0.0.0"\nport = {port}\n'
-        'control_token = "env:TEST_CONTROL_TOKEN"\n'
+        f'state_dir = "{app.settings.state_dir}"\n'
+        '[control]\nport = 9\ntoken = "env:TEST_CONTROL_TOKEN"\n'
     )
     async with running(app):
+        # The socket needs no token (mode 0600 is its access control).
+        monkeypatch.delenv("TEST_CONTROL_TOKEN")
         assert await cli("status", "--config", str(config)) == 0
         output(capsys)
-        # Without the token the daemon refuses, and the CLI says why.
-        url = f"http://127.0.0.1:{port}"
+        # The TCP listener refuses without the token, and the CLI says why.
+        url = control_tcp_url(app)
         assert await cli("status", "--url", url) == 3
         err = output(capsys)[1]
         assert "refused the control token (401)" in err
+        monkeypatch.setenv("TEST_CONTROL_TOKEN", "tok-0123456789")
         assert await cli("status", "--url", url, "--token", "env:TEST_CONTROL_TOKEN") == 0
         out, err = output(capsys)
         assert "tok-0123456789" not in out + err
+        # --config with --url: the TCP listener, with the config's control.token.
+        assert await cli("status", "--config", str(config), "--url", url) == 0
+        output(capsys)
 
 
 async def test_status_unreachable_daemon(tmp_path, capsys):
@@ -111,16 +120,21 @@ async def test_status_unreachable_daemon(tmp_path, capsys):
     err = output(capsys)[1]
     assert code == 3
     assert "cannot reach http://127.0.0.1:" in err
-    assert "[http] enabled" in err
+    assert "control.port" in err
+    code = await cli("status", "--state-dir", str(tmp_path))
+    err = output(capsys)[1]
+    assert code == 3
+    assert f"cannot connect to unix:{tmp_path / 'control.sock'}" in err
 
 
 async def test_tail_prints_journaled_events_filtered_by_type(tmp_path, capsys):
     app = App(ops_settings(tmp_path, free_port()), handle_signals=False)
     async with running(app):
         await wait_until(lambda: all_delivered(app))
-        code = await cli("tail", "--url", base_url(app), "--after", "0", "--type", "argus.")
+        state = ["--state-dir", str(app.settings.state_dir)]
+        code = await cli("tail", *state, "--after", "0", "--type", "argus.")
         out = output(capsys)[0]
-        json_code = await cli("tail", "--url", base_url(app), "-n", "2", "--json")
+        json_code = await cli("tail", *state, "-n", "2", "--json")
         json_out = output(capsys)[0]
     assert code == 0
     lines = out.splitlines()
@@ -143,8 +157,8 @@ async def test_tail_follow_prints_events_as_they_are_journaled(tmp_path, capsys)
                     result.append(
                         await cli(
                             "tail",
-                            "--url",
-                            base_url(app),
+                            "--socket",
+                            str(app.settings.state_dir / "control.sock"),
                             "--follow",
                             "--after",
                             str(last),
@@ -189,52 +203,46 @@ def test_help_lists_the_commands(capsys):
 async def test_status_with_a_systemd_config_needs_only_the_control_credential(
     tmp_path, capsys, monkeypatch
 ):
-    port = free_port()
     creds = tmp_path / "credentials"
     creds.mkdir()
     (creds / "control-token").write_text("ctl-token-abcdef\n")
     app = App(
-        ops_settings(
-            tmp_path,
-            port,
-            http={
-                "enabled": True,
-                "host": "0.0.0.0",
-                "port": port,
-                "control_token": "ctl-token-abcdef",
-            },
-        ),
+        ops_settings(tmp_path, free_port(), control={"port": 0, "token": "ctl-token-abcdef"}),
         handle_signals=False,
     )
     # A daemon config as under systemd: every secret is a credential of the unit.
     config = tmp_path / "argbridge.toml"
     config.write_text(
-        'state_dir = "/var/lib/argbridge"\n'
-        f'[http]\nenabled = true\nhost = "0.0.0.0"\nport = {port}\n'
-        'control_token = "credential:control-token"\n'
+        f'state_dir = "{app.settings.state_dir}"\n'
+        '[http]\nenabled = true\nhost = "0.0.0.0"\nport = 8080\n'
+        '[control]\ntoken = "credential:control-token"\n'
         '[sources.arga]\ntype = "arga"\napi_key = "credential:arga-api-key"\n'
     )
     async with running(app):
-        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+        # The socket: no credential is read at all.
         assert await cli("status", "--config", str(config)) == 0
+        output(capsys)
+        url = control_tcp_url(app)
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+        assert await cli("status", "--config", str(config), "--url", url) == 0
         output(capsys)
         # From a shell outside the unit, with no access to its credentials: a clear hint.
         monkeypatch.delenv("CREDENTIALS_DIRECTORY")
-        assert await cli("status", "--config", str(config)) == 2
+        assert await cli("status", "--config", str(config), "--url", url) == 2
         err = output(capsys)[1]
-        assert "http.control_token" in err
+        assert "control.token" in err
         assert "--token file:/etc/argbridge/credentials/control-token" in err
         token_file = f"file:{creds / 'control-token'}"
-        assert await cli("status", "--config", str(config), "--token", token_file) == 0
+        assert await cli("status", "--url", url, "--token", token_file) == 0
 
 
 async def test_status_config_errors_name_the_key(tmp_path, capsys):
     config = tmp_path / "argbridge.toml"
-    config.write_text("[http]\nenabled = false\n")
+    config.write_text("[control]\nenabled = false\n")
     assert await cli("status", "--config", str(config)) == 2
-    assert "http.enabled is false" in output(capsys)[1]
-    config.write_text('[http]\nport = "eighty"\n')
+    assert "control.enabled is false" in output(capsys)[1]
+    config.write_text('[control]\nenabled = "maybe"\n')
     assert await cli("status", "--config", str(config)) == 2
-    assert "http.port" in output(capsys)[1]
+    assert "control.enabled" in output(capsys)[1]
     assert await cli("status", "--config", str(tmp_path / "missing.toml")) == 2
     assert "does not exist" in output(capsys)[1]

@@ -8,6 +8,7 @@ import pytest
 
 from tests.support.arga_app import running_app
 from tests.support.arga_fake import simulator
+from tests.support.ops import control_tcp_url
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -16,8 +17,7 @@ async def test_follow_list_and_start(tmp_path):
     async with simulator() as sim:
         run = sim.add_validation_run("r1", steps=1, published=1)
         async with running_app(tmp_path, sim, token="ctl-token-1234") as app:
-            assert app.http is not None
-            base = f"http://127.0.0.1:{app.http.port}"
+            base = control_tcp_url(app)
             auth = {"authorization": "Bearer ctl-token-1234"}
             async with httpx.AsyncClient(base_url=base, trust_env=False) as c:
                 r = await c.post("/control/follow", json={"run_id": "r1"})

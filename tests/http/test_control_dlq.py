@@ -14,6 +14,7 @@ import httpx
 from argbridge.config.settings import Settings
 from tests.conftest import free_port, make_event, settings
 from tests.support.daemon import running_app
+from tests.support.ops import control_tcp_url
 from tests.support.receivers import Reply, WebhookReceiver, serve
 
 SECRET = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXh4eA=="
@@ -21,11 +22,14 @@ SECRET = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXh4eA=="
 
 def daemon_settings(tmp_path: Path, hook_url: str, token: str | None = None) -> Settings:
     http: dict[str, Any] = {"enabled": True, "port": free_port()}
+    # The control API on a free loopback TCP port (with the token when given).
+    control: dict[str, Any] = {"port": 0}
     if token:
-        http["control_token"] = token
+        control["token"] = token
     return settings(
         tmp_path,
         http=http,
+        control=control,
         sinks={
             "hook": {
                 "type": "webhook",
@@ -50,7 +54,10 @@ async def test_list_replay_dead_letters_and_replay_the_journal(tmp_path):
     receiver.default = Reply(500)
     async with serve(receiver.router) as base:
         s = daemon_settings(tmp_path, base + "/hook", token="ctl-token-123")
-        async with running_app(s) as (app, url), httpx.AsyncClient(base_url=url) as http:
+        async with (
+            running_app(s) as (app, _),
+            httpx.AsyncClient(base_url=control_tcp_url(app)) as http,
+        ):
             auth = {"authorization": "Bearer ctl-token-123"}
             assert (await http.get("/control/dlq")).status_code == 401
             for n in range(3):

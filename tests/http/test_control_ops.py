@@ -1,4 +1,5 @@
-"""``/control/status`` and ``/control/tail`` against a running in-process daemon."""
+"""``/control/status`` and ``/control/tail`` against a running in-process daemon (over its
+control socket, or its TCP control listener with a token)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ import orjson
 
 from argbridge.runtime import App
 from tests.conftest import free_port, make_event
-from tests.support.ops import all_delivered, base_url, ops_settings, running, wait_until
+from tests.support.ops import (
+    all_delivered,
+    control_client,
+    control_tcp_url,
+    ops_settings,
+    running,
+    wait_until,
+)
 
 
 async def test_status_reports_components_backlogs_and_dead_letters(tmp_path):
@@ -19,7 +27,7 @@ async def test_status_reports_components_backlogs_and_dead_letters(tmp_path):
         await wait_until(lambda: all_delivered(app))
         records = await app.journal.read_after(0, 1)
         await app.journal.dead_letter("file", records[0], "refused for the test", attempts=3)
-        async with httpx.AsyncClient(base_url=base_url(app)) as client:
+        async with control_client(app) as client:
             response = await client.get("/control/status")
         assert response.status_code == 200
         doc = response.json()
@@ -51,7 +59,7 @@ async def test_status_names_the_failing_sink_and_its_last_error(tmp_path):
     )
     async with running(app):
         await wait_until(lambda: app.workers["file"].last_error is not None)
-        async with httpx.AsyncClient(base_url=base_url(app)) as client:
+        async with control_client(app) as client:
             doc = (await client.get("/control/status")).json()
         assert doc["ready"] is False
         assert doc["not_ready"] == ["sink:file"]
@@ -65,17 +73,12 @@ async def test_control_api_needs_the_token_when_configured(tmp_path):
         ops_settings(
             tmp_path,
             free_port(),
-            http={
-                "enabled": True,
-                "host": "127.0.0.1",
-                "port": free_port(),
-                "control_token": "s3cret-token-value",
-            },
+            control={"port": 0, "token": "s3cret-token-value"},
         ),
         handle_signals=False,
     )
     async with running(app):
-        async with httpx.AsyncClient(base_url=base_url(app)) as client:
+        async with httpx.AsyncClient(base_url=control_tcp_url(app)) as client:
             for path in ("/control/status", "/control/tail"):
                 denied = await client.get(path)
                 assert denied.status_code == 401
@@ -98,7 +101,7 @@ async def test_tail_lists_recent_events_filtered_by_type(tmp_path):
     async with running(app):
         await wait_until(lambda: all_delivered(app))
         last = app.journal.last_seq
-        async with httpx.AsyncClient(base_url=base_url(app)) as client:
+        async with control_client(app) as client:
             everything = await client.get("/control/tail", params={"after": 0})
             assert everything.status_code == 200
             assert everything.headers["content-type"] == "application/x-ndjson"
@@ -132,7 +135,7 @@ async def test_tail_follow_streams_new_events_as_they_are_journaled(tmp_path):
         last = app.journal.last_seq
         params = {"after": str(last), "follow": "1", "type": "arga.validation."}
         async with (
-            httpx.AsyncClient(base_url=base_url(app), timeout=10) as client,
+            control_client(app, timeout=10) as client,
             client.stream("GET", "/control/tail", params=params) as response,
         ):
             assert response.status_code == 200
@@ -155,7 +158,7 @@ async def test_tail_follow_ends_when_the_daemon_stops(tmp_path):
     got: list[str] = []
     async with running(app):
         await wait_until(lambda: all_delivered(app))
-        client = httpx.AsyncClient(base_url=base_url(app), timeout=10)
+        client = control_client(app, timeout=10)
         try:
             async with client.stream(
                 "GET", "/control/tail", params={"follow": "1", "n": "0"}

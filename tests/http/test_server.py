@@ -13,18 +13,18 @@ from argbridge.http.asgi import Request, Response
 from tests.support.webhooks import running_app, webhook_settings
 
 
-async def test_health_ready_metrics_and_404(tmp_path: Path):
+async def test_health_ready_and_404_on_the_webhook_listener(tmp_path: Path):
     async with running_app(webhook_settings(tmp_path)) as r:
         assert (await r.client.get(f"{r.base}/healthz")).json() == {"status": "alive"}
         ready = await r.client.get(f"{r.base}/readyz")
         assert ready.status_code == 200
         assert ready.json()["components"]["source:argus"]["ready"] is True
-        metrics = await r.client.get(f"{r.base}/metrics")
-        assert metrics.status_code == 200
-        assert b"argbridge_" in metrics.content
         missing = await r.client.get(f"{r.base}/nope")
         assert missing.status_code == 404
         assert missing.headers["content-type"] == "application/problem+json"
+        # The control plane and /metrics are not served here (see test_planes.py).
+        for path in ("/metrics", "/control/status", "/control/tail"):
+            assert (await r.client.get(f"{r.base}{path}")).status_code == 404
 
 
 async def test_server_does_not_take_over_signal_handlers(tmp_path: Path):

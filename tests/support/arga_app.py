@@ -1,4 +1,5 @@
-"""Run a whole App (HTTP control API on a free port) against the Arga simulator."""
+"""Run a whole App against the Arga simulator (control API on its socket and, with a
+token, on a free loopback TCP port too)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from argbridge.runtime import App
 from argbridge.simulator.arga import ArgaSimulator
 from tests.conftest import free_port, settings
 from tests.support.arga_fake import arga_config
+from tests.support.ops import listening
 
 
 @asynccontextmanager
@@ -20,12 +22,12 @@ async def running_app(
     tmp_path: Path, sim: ArgaSimulator | None, *, token: str | None = None, **source: Any
 ) -> AsyncIterator[App]:
     http: dict[str, Any] = {"enabled": True, "port": free_port()}
-    if token:
-        http["control_token"] = token
+    control: dict[str, Any] = {"port": 0, "token": token} if token else {}
     src = arga_config(sim, **source) if sim is not None else {"type": "arga", **source}
     s = settings(
         tmp_path,
         http=http,
+        control=control,
         sources={"arga": src},
         sinks={"file": {"type": "file", "path": "events.jsonl"}},
         routes=[{"sinks": ["file"]}],
@@ -35,7 +37,6 @@ async def running_app(
         tg.start_soon(app.run)
         with anyio.fail_after(10):
             await app.ready.wait()
-            assert app.http is not None
-            await app.http.started.wait()
+            await listening(app)
         yield app
         app.request_shutdown()

@@ -1,4 +1,8 @@
-"""Run a whole :class:`argbridge.runtime.App` in-process for control-API/CLI tests."""
+"""Run a whole :class:`argbridge.runtime.App` in-process for control-API/CLI tests.
+
+Yields the app and the base URL of its webhook listener (``/webhooks/*``, ``/readyz``);
+the control API is reached with :func:`tests.support.ops.control_client` (socket) or
+:func:`tests.support.ops.control_tcp_url` (``control.port``)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import anyio
 
 from argbridge.config.settings import Settings
 from argbridge.runtime import App
+from tests.support.ops import base_url, listening
 
 
 @contextlib.asynccontextmanager
@@ -19,10 +24,9 @@ async def running_app(s: Settings, **kw: Any) -> AsyncIterator[tuple[App, str]]:
         tg.start_soon(app.run)
         with anyio.fail_after(10):
             await app.ready.wait()
-            assert app.http is not None
-            await app.http.started.wait()
+            await listening(app)
         try:
-            yield app, f"http://127.0.0.1:{app.http.port}"
+            yield app, base_url(app)
         finally:
             app.request_shutdown()
             with anyio.fail_after(15):

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import anyio
+import httpx
 
 from argbridge.runtime import App
 
@@ -116,8 +117,8 @@ async def running(app: App, *, wait_http: bool = True) -> AsyncIterator[App]:
         tg.start_soon(app.run)
         with anyio.fail_after(20):
             await app.ready.wait()
-            if wait_http and app.http is not None:
-                await app.http.started.wait()
+            if wait_http:
+                await listening(app)
         try:
             yield app
         finally:
@@ -158,5 +159,30 @@ def all_delivered(app: App, sink: str = "file") -> bool:
 
 
 def base_url(app: App) -> str:
+    """The public webhook listener."""
     assert app.http is not None and app.http.port is not None
     return f"http://127.0.0.1:{app.http.port}"
+
+
+async def listening(app: App) -> None:
+    """Wait until every listener of ``app`` accepts connections."""
+    for listener in app.planes.listeners():
+        await listener.started.wait()
+
+
+def control_socket(app: App) -> Path:
+    assert app.control is not None and app.control.address.path is not None
+    return app.control.address.path
+
+
+def control_client(app: App, **kw: Any) -> httpx.AsyncClient:
+    """A client of the control API over the daemon's Unix socket."""
+    transport = httpx.AsyncHTTPTransport(uds=str(control_socket(app)))
+    return httpx.AsyncClient(base_url="http://argbridge", transport=transport, **kw)
+
+
+def control_tcp_url(app: App) -> str:
+    """The TCP control listener (``control.port``)."""
+    listener = app.planes.control_tcp
+    assert listener is not None and listener.port is not None
+    return f"http://127.0.0.1:{listener.port}"

@@ -21,6 +21,7 @@ from argbridge.clock import Clock, SystemClock
 from argbridge.config.settings import Settings
 from argbridge.runtime import App
 from tests.conftest import free_port, settings
+from tests.support.ops import listening
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
 OLD_SECRET = "whsec_" + base64.b64encode(b"o" * 32).decode()
@@ -72,8 +73,8 @@ async def running_app(s: Settings, clock: Clock | None = None) -> AsyncIterator[
         tg.start_soon(app.run)
         with anyio.fail_after(10):
             await app.ready.wait()
-            assert app.http is not None
-            await app.http.started.wait()
+            await listening(app)
+        assert app.http is not None
         base = f"http://127.0.0.1:{app.http.port}"
         async with httpx.AsyncClient(timeout=10) as client:
             try:

@@ -8,19 +8,21 @@ daemon's control API (they never need the Arga API key: the daemon has it).
   the daemon calls ``POST /validate/url-run`` / ``pr-run`` itself, follows the SSE
   response and keeps following the run; the command prints the run id.
 
-The daemon is found from ``--config`` (``http.host``/``http.port``/``http.control_token``)
-or ``--daemon http://host:port`` (token from ``--token`` or ``$ARGBRIDGE_CONTROL_TOKEN``).
+The daemon is found as :mod:`argbridge.commands.control_client` says: its control socket
+from ``--config``, ``--state-dir`` or ``--socket``, or a TCP control listener with
+``--daemon http://host:port`` (token from ``--token`` or ``$ARGBRIDGE_CONTROL_TOKEN``).
 Exit codes: 0 ok, 1 refused/failed, 2 bad configuration or arguments, 3 daemon unreachable.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
 import httpx
+
+from argbridge.commands import control_client
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -28,11 +30,8 @@ EXIT_UNREACHABLE = 3
 
 
 def _daemon_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", help="the daemon's TOML configuration (finds host/port/token)")
-    p.add_argument("--daemon", metavar="URL", help="daemon base URL, e.g. http://127.0.0.1:8080")
-    p.add_argument(
-        "--token", help="control API token (default: from --config or $ARGBRIDGE_CONTROL_TOKEN)"
-    )
+    # ``--url`` is the page to validate in ``start url-run``: the TCP control URL is --daemon.
+    control_client.add_arguments(p, url_flag="--daemon")
     p.add_argument("--source", help="arga source name (needed when the daemon has several)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the daemon")
 
@@ -42,8 +41,8 @@ def register(sub: Any) -> None:
     p.add_argument("run_id", nargs="?", help="validation run id (or demo run id with --demo)")
     p.add_argument("--demo", action="store_true", help="a demo-runner run (WebSocket)")
     p.add_argument("--list", action="store_true", help="list the runs the daemon follows")
-    p.add_argument("--url", dest="daemon_url", help=argparse.SUPPRESS)
     _daemon_args(p)
+    p.add_argument("--url", dest="control_url", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_follow)
 
     s = sub.add_parser("start", help="start an Arga validation run and follow it")
@@ -64,46 +63,17 @@ def register(sub: Any) -> None:
     r.set_defaults(func=cmd_start)
 
 
-def _target(args: argparse.Namespace) -> tuple[str, str | None]:
-    """The daemon's base URL and control token."""
-    token = args.token or os.environ.get("ARGBRIDGE_CONTROL_TOKEN")
-    daemon = args.daemon or getattr(args, "daemon_url", None)
-    if daemon:
-        return daemon.rstrip("/"), token
-    if not args.config:
-        print("argbridge: pass --config FILE or --daemon URL", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
-    from argbridge.cli import load_or_exit
-
-    settings = load_or_exit(args.config)
-    http = settings.http
-    if not http.enabled or http.port == 0:
-        print(
-            f"{args.config}: http.enabled must be true and http.port fixed to reach the"
-            " daemon's control API (or pass --daemon URL)",
-            file=sys.stderr,
-        )
-        raise SystemExit(EXIT_USAGE)
-    host = http.host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    if token is None and http.control_token is not None:
-        token = http.control_token.get_secret_value()
-    return f"http://{host}:{http.port}", token
-
-
 def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    base, token = _target(args)
-    headers = {"authorization": f"Bearer {token}"} if token else {}
     try:
-        with httpx.Client(timeout=args.timeout, trust_env=False) as client:
-            response = client.request(method, base + path, json=body, headers=headers)
+        target = control_client.resolve(args)
+    except control_client.TargetError as exc:
+        print(f"argbridge: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+    try:
+        with target.client(args.timeout) as client:
+            response = client.request(method, path, json=body)
     except httpx.HTTPError as exc:
-        print(
-            f"argbridge: cannot reach the daemon at {base}: {type(exc).__name__}", file=sys.stderr
-        )
+        print(f"argbridge: {control_client.unreachable(target, exc)}", file=sys.stderr)
         raise SystemExit(EXIT_UNREACHABLE) from None
     try:
         data = response.json()

@@ -1,15 +1,15 @@
 """``argbridge dlq list|replay`` and ``argbridge replay``: clients of the control API.
 
-They talk to the running daemon: ``--url`` (and ``--token`` or
-``$ARGBRIDGE_CONTROL_TOKEN``), or ``--config`` to take the address and token from the
-daemon's configuration (``http.host``/``http.port``/``http.control_token``). Replays
+They talk to the running daemon's control API, found as
+:mod:`argbridge.commands.control_client` says (the control socket from ``--config``,
+``--state-dir`` or ``--socket``; a TCP control listener with ``--url`` and ``--token``).
+Replays
 show progress until the sink has caught up (``--no-wait`` returns at once).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from argbridge.commands import control_client
 from argbridge.delivery.timespec import parse_since
 
 EXIT_FAILED = 1
@@ -28,10 +29,13 @@ class ControlError(Exception):
 
 
 class ControlClient:
-    def __init__(self, url: str, token: str | None, timeout: float = 10.0) -> None:
-        headers = {"authorization": f"Bearer {token}"} if token else {}
-        self.base = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.base, headers=headers, timeout=timeout)
+    def __init__(self, target: control_client.Target, timeout: float = 10.0) -> None:
+        self.target = target
+        self.base = target.where
+        try:
+            self.http = target.client(timeout)
+        except httpx.HTTPError as exc:
+            raise ControlError(control_client.unreachable(target, exc)) from None
 
     def __repr__(self) -> str:
         return f"ControlClient({self.base!r})"
@@ -40,9 +44,7 @@ class ControlClient:
         try:
             response = self.http.request(method, path, **kw)
         except httpx.HTTPError as exc:
-            raise ControlError(
-                f"cannot reach the daemon at {self.base}: {type(exc).__name__}"
-            ) from None
+            raise ControlError(control_client.unreachable(self.target, exc)) from None
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail") or response.json().get("title")
@@ -56,23 +58,10 @@ class ControlClient:
 
 
 def _client(args: argparse.Namespace) -> ControlClient:
-    token = args.token or os.environ.get("ARGBRIDGE_CONTROL_TOKEN")
-    url = args.url
-    if url is None:
-        if args.config is None:
-            raise ControlError("give --url or --config so I can find the daemon")
-        from argbridge.cli import load_or_exit
-
-        settings = load_or_exit(args.config)
-        host = settings.http.host
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        url = f"http://{host}:{settings.http.port}"
-        if token is None and settings.http.control_token is not None:
-            token = settings.http.control_token.get_secret_value()
-    return ControlClient(url, token)
+    try:
+        return ControlClient(control_client.resolve(args))
+    except control_client.TargetError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _fmt_time(ts: float) -> str:
@@ -183,7 +172,8 @@ def _run(fn: Any) -> Any:
             code: int = fn(args)
         except ControlError as exc:
             print(f"argbridge {args.command}: {exc}", file=sys.stderr)
-            return EXIT_UNREACHABLE if "cannot reach" in str(exc) else EXIT_FAILED
+            unreachable = "cannot reach" in str(exc) or "cannot connect" in str(exc)
+            return EXIT_UNREACHABLE if unreachable else EXIT_FAILED
         except ValueError as exc:
             print(f"argbridge {args.command}: {exc}", file=sys.stderr)
             return 2
@@ -193,10 +183,7 @@ def _run(fn: Any) -> Any:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--config", "-c", help="daemon configuration (address and token)")
-    where.add_argument("--url", help="control API base URL, e.g. http://127.0.0.1:8080")
-    p.add_argument("--token", help="control token (default: $ARGBRIDGE_CONTROL_TOKEN)")
+    control_client.add_arguments(p)
 
 
 def register(sub: Any) -> None:

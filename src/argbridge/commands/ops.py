@@ -1,12 +1,9 @@
 """``argbridge status`` and ``argbridge tail``: live views of a running daemon.
 
-Both talk to the daemon's control API (:mod:`argbridge.http.control_ops`). The daemon is
-found with ``--url`` or, from ``--config``, through ``[http] host/port`` (a wildcard
-host means loopback; only the ``[http]`` table is read, so the daemon's other secrets
-are not needed); the bearer token comes from ``--token`` (which, like the config,
-accepts ``env:NAME``, ``file:PATH`` and ``credential:NAME`` so it stays out of ``ps``)
-or from the config's ``http.control_token`` (a ``credential:NAME`` outside the unit is
-read from ``/run/credentials/argbridge.service/NAME``).
+Both talk to the daemon's control API (:mod:`argbridge.http.control_ops`), found as
+:mod:`argbridge.commands.control_client` says: the control socket from ``--config``,
+``--state-dir`` or ``--socket`` (default ``./var/control.sock``), or a TCP control
+listener with ``--url`` (and ``--token``).
 
 Exit codes: 0 success (``status``: the daemon is ready), 1 the daemon is not ready, 2 bad
 arguments or config, 3 the daemon cannot be reached or refused the request.
@@ -23,10 +20,11 @@ from typing import Any
 import httpx
 import orjson
 
+from argbridge.commands import control_client
+
 EXIT_NOT_READY = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
-DEFAULT_URL = "http://127.0.0.1:8080"
 
 
 class CommandError(Exception):
@@ -65,125 +63,45 @@ def register(sub: Any) -> None:
 
 
 def _connection_args(p: argparse.ArgumentParser) -> None:
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--config", "-c", help="the daemon's TOML config (finds host, port, token)")
-    where.add_argument("--url", help=f"the daemon's HTTP base URL (default {DEFAULT_URL})")
-    p.add_argument(
-        "--token",
-        help="control API bearer token, or env:NAME / file:PATH / credential:NAME",
-    )
+    control_client.add_arguments(p)
     p.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
 
 
-#: Where systemd puts a unit's credentials (readable by root) when you run the CLI from a
-#: shell rather than inside the unit.
-SYSTEMD_CREDENTIALS = "/run/credentials/argbridge.service"
-
-
-def _config_http(path: str) -> tuple[str, str | None]:
-    """``(base_url, control_token reference)`` from a config file's ``[http]`` table.
-
-    Only ``[http]`` is read (plus ``ARGBRIDGE_HTTP__HOST``/``__PORT``/``__ENABLED``/
-    ``__CONTROL_TOKEN`` overrides), so the other secrets of a daemon config (often
-    ``credential:`` references that only exist inside the systemd unit) are never touched.
-    """
-    import os
-    import tomllib
-
-    from pydantic import ValidationError
-
-    from argbridge.config.settings import HttpConfig
-
-    try:
-        with open(path, "rb") as fh:
-            raw = tomllib.load(fh).get("http", {})
-    except FileNotFoundError:
-        raise CommandError(f"config file {path} does not exist", EXIT_USAGE) from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise CommandError(f"cannot read {path}: {exc}", EXIT_USAGE) from None
-    if not isinstance(raw, dict):
-        raise CommandError(f"{path}: http must be a table", EXIT_USAGE)
-    raw = dict(raw)
-    for key in ("host", "port", "enabled", "control_token"):
-        env = os.environ.get(f"ARGBRIDGE_HTTP__{key.upper()}")
-        if env is not None:
-            raw[key] = env
-    token_ref = raw.pop("control_token", None)
-    try:
-        http = HttpConfig.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise CommandError(f"{path}: http.{where}: {first['msg']}", EXIT_USAGE) from None
-    if not http.enabled:
-        raise CommandError(f"{path}: http.enabled is false; there is no control API", EXIT_USAGE)
-    if http.port == 0:
-        raise CommandError(f"{path}: http.port is 0 (a random port); pass --url", EXIT_USAGE)
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(http.host, http.host)
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{http.port}", token_ref if isinstance(token_ref, str) else None
-
-
-def _resolve_token(ref: str, what: str) -> str:
-    import os
-
-    from argbridge.config.base import resolve_secret
-
-    if ref.startswith("credential:") and not os.environ.get("CREDENTIALS_DIRECTORY"):
-        # Outside the unit: read the credential where systemd keeps it (root only).
-        name = ref.removeprefix("credential:")
-        ref = f"file:{SYSTEMD_CREDENTIALS}/{name}"
-        hint = f" (pass --token file:/etc/argbridge/credentials/{name} or run as root)"
-    else:
-        hint = ""
-    try:
-        value: str = resolve_secret(ref).get_secret_value()
-    except ValueError as exc:
-        raise CommandError(f"{what}: {exc}{hint}", EXIT_USAGE) from None
-    return value
-
-
-def endpoint(args: argparse.Namespace) -> tuple[str, str | None]:
-    """``(base_url, token)`` from the arguments (and the config, if given)."""
-    url = args.url
-    token: str | None = None
-    if args.config:
-        url, ref = _config_http(args.config)
-        if ref is not None and not args.token:
-            token = _resolve_token(ref, f"{args.config}: http.control_token")
-    if args.token:
-        token = _resolve_token(args.token, "--token")
-    return (url or DEFAULT_URL).rstrip("/"), token
-
-
 def _client(args: argparse.Namespace, *, stream: bool = False) -> httpx.Client:
-    base, token = endpoint(args)
-    args.base_url = base
-    headers = {"authorization": f"Bearer {token}"} if token else {}
+    try:
+        target = control_client.resolve(args)
+    except control_client.TargetError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    args.target = target
     timeout = httpx.Timeout(args.timeout, read=None if stream else args.timeout)
-    return httpx.Client(base_url=base, headers=headers, timeout=timeout)
+    return target.client(timeout)
+
+
+def _where(args: argparse.Namespace) -> str:
+    target = getattr(args, "target", None)
+    return target.where if target is not None else "the daemon"
 
 
 def _check(response: httpx.Response, base: str) -> None:
     if response.status_code == 401:
-        raise CommandError(
-            f"{base} refused the control token (401): pass --token or set http.control_token"
-        )
+        raise CommandError(f"{base} refused the control token (401): pass --token (control.token)")
     if response.status_code == 403:
-        raise CommandError(
-            f"{base} allows the control API from loopback only (403): "
-            "run this on the daemon's host or set http.control_token"
-        )
+        raise CommandError(f"{base} refused the request (403): {_detail(response)}")
     if response.status_code == 404:
-        raise CommandError(f"{base} has no control API here (404): is this an argbridge daemon?")
+        raise CommandError(
+            f"{base} has no control API here (404): the control API is on the daemon's "
+            "control socket (--config, --state-dir) or control.port, not the webhook listener"
+        )
     if response.status_code >= 400:
-        detail = ""
-        try:
-            detail = response.json().get("detail", "")
-        except ValueError:
-            pass
-        raise CommandError(f"{base}: HTTP {response.status_code} {detail}".rstrip())
+        raise CommandError(f"{base}: HTTP {response.status_code} {_detail(response)}".rstrip())
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail", "")
+    except ValueError:
+        return ""
+    return detail if isinstance(detail, str) else ""
 
 
 def _run(args: argparse.Namespace, fn: Any) -> int:
@@ -194,12 +112,9 @@ def _run(args: argparse.Namespace, fn: Any) -> int:
         print(f"argbridge {args.command}: {exc}", file=sys.stderr)
         return exc.code
     except httpx.TransportError as exc:
-        base = getattr(args, "base_url", None) or args.url or DEFAULT_URL
-        print(
-            f"argbridge {args.command}: cannot reach {base}: {type(exc).__name__}: {exc} "
-            "(is it running with [http] enabled?)",
-            file=sys.stderr,
-        )
+        target = getattr(args, "target", None)
+        message = control_client.unreachable(target, exc) if target else str(exc)
+        print(f"argbridge {args.command}: {message}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         return 0
@@ -222,12 +137,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     with _client(args) as client:
         response = client.get("/control/status")
-        _check(response, str(client.base_url))
+        _check(response, _where(args))
         doc = response.json()
         if args.json:
             print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
         else:
-            print(render_status(doc, str(client.base_url).rstrip("/")))
+            print(render_status(doc, _where(args)))
     return 0 if doc.get("ready") else EXIT_NOT_READY
 
 
@@ -337,7 +252,7 @@ def _tail(args: argparse.Namespace) -> int:
         with client.stream("GET", "/control/tail", params=params) as response:
             if response.status_code >= 400:
                 response.read()
-                _check(response, str(client.base_url))
+                _check(response, _where(args))
             for item in _items(response.iter_lines()):
                 print(format_item(item, as_json=args.json), flush=True)
     return 0

@@ -7,6 +7,7 @@ lines (:func:`format_errors`) that never echo an input value (it may be a secret
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from pathlib import Path
@@ -89,12 +90,71 @@ class RuntimeConfig(StrictModel):
 
 
 class HttpConfig(StrictModel):
+    """The public listener: inbound webhooks (``/webhooks/*``), ``/healthz``, ``/readyz``.
+
+    Nothing else is served here (``/metrics`` only with ``metrics.listener = "http"``):
+    this is the address a reverse proxy or an ingress forwards to.
+    """
+
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    #: Bearer token for the control API (``argbridge follow``, ``dlq``…); unset = loopback only.
-    control_token: Secret | None = None
+    #: Graceful shutdown bound of open connections (every listener uses it).
     shutdown_timeout: Duration = 5.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "control_token" in data:
+            raise ValueError(
+                "control_token: moved to control.token (the control API has its own "
+                "listener, [control], and is no longer served on the webhook listener)"
+            )
+        return data
+
+
+def is_loopback_host(host: str) -> bool:
+    """``host`` is ``localhost`` or a loopback IP literal (a DNS name is not trusted to be)."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class ControlConfig(StrictModel):
+    """The control plane: ``/control/*`` (``argbridge status``, ``tail``, ``follow``,
+    ``dlq``…) and, by default, ``/metrics``; never served on the webhook listener.
+
+    Always a Unix socket (mode 0600, so only the daemon's user and root can connect; no
+    token needed there); a TCP listener besides it only when ``port`` is set.
+    """
+
+    enabled: bool = True
+    #: The control socket; a relative path is under ``state_dir``.
+    socket: Path = Path("control.sock")
+    #: TCP listener for the control API (besides the socket): unset = none; 0 = a free port.
+    port: int | None = Field(default=None, ge=0, le=65535)
+    host: str = "127.0.0.1"
+    #: Bearer token the TCP listener requires; mandatory when ``host`` is not loopback.
+    #: Without it, a loopback TCP listener refuses requests a proxy relayed (``Forwarded``,
+    #: ``X-Forwarded-For``, ``X-Real-IP``).
+    token: Secret | None = None
+
+    def socket_path(self, state_dir: Path) -> Path:
+        return self.socket if self.socket.is_absolute() else state_dir / self.socket
+
+
+class MetricsConfig(StrictModel):
+    """Where ``/metrics`` (Prometheus) is served."""
+
+    #: ``control``: on the control listener (socket, and control TCP with its token);
+    #: ``own``: a listener of its own at ``host``:``port`` for a Prometheus scraper;
+    #: ``http``: on the public webhook listener too (only if you mean it); ``off``: nowhere.
+    listener: Literal["control", "own", "http", "off"] = "control"
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
 
 
 class FilterConfig(StrictModel):
@@ -154,6 +214,8 @@ class Settings(BaseSettings):
     journal: JournalConfig = JournalConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     http: HttpConfig = HttpConfig()
+    control: ControlConfig = ControlConfig()
+    metrics: MetricsConfig = MetricsConfig()
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     sinks: dict[str, SinkConfig] = Field(default_factory=dict)
     routes: list[RouteConfig] = Field(default_factory=list)
@@ -195,7 +257,7 @@ class Settings(BaseSettings):
 
 def _cross_check_sources(settings: Settings) -> list[tuple[tuple[int | str, ...], str]]:
     """Checks across sections that need validated values."""
-    problems: list[tuple[tuple[int | str, ...], str]] = []
+    problems: list[tuple[tuple[int | str, ...], str]] = _listener_problems(settings)
     window = settings.journal.dedupe_window
     for name, source in settings.sources.items():
         if source.type not in ("argus-webhook", "webhook"):
@@ -211,6 +273,50 @@ def _cross_check_sources(settings: Settings) -> list[tuple[tuple[int | str, ...]
                 )
             )
     return problems
+
+
+def _listener_problems(settings: Settings) -> list[tuple[tuple[int | str, ...], str]]:
+    """The control and metrics planes are only reachable where the config says."""
+    problems: list[tuple[tuple[int | str, ...], str]] = []
+    control = settings.control
+    if (
+        control.enabled
+        and control.port is not None
+        and control.token is None
+        and not is_loopback_host(control.host)
+    ):
+        problems.append(
+            (
+                ("control", "token"),
+                f"required: the control API would listen on TCP {control.host}:{control.port}"
+                " (control.host is not a loopback address) without a token; set control.token"
+                " or bind control.host to 127.0.0.1",
+            )
+        )
+    if control.enabled:
+        length = len(str(control.socket_path(settings.state_dir)).encode())
+        if length > UNIX_PATH_MAX:
+            problems.append(
+                (
+                    ("control", "socket"),
+                    f"the socket path is {length} bytes, over the {UNIX_PATH_MAX} a Unix socket"
+                    " allows; set an absolute, shorter control.socket",
+                )
+            )
+    listener = settings.metrics.listener
+    if listener == "control" and not control.enabled:
+        problems.append(
+            (("metrics", "listener"), '"control" needs control.enabled = true (or use "own")')
+        )
+    if listener == "http" and not settings.http.enabled:
+        problems.append(
+            (("metrics", "listener"), '"http" needs http.enabled = true (or use "own")')
+        )
+    return problems
+
+
+#: Longest path a Unix socket address holds (``sun_path`` is 108 bytes with the NUL).
+UNIX_PATH_MAX = 107
 
 
 def _route_problems(data: Any) -> list[tuple[tuple[int | str, ...], str]]:
@@ -317,11 +423,13 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
 
 __all__ = [
     "ByteSize",
+    "ControlConfig",
     "Duration",
     "FilterConfig",
     "HttpConfig",
     "JournalConfig",
     "LogConfig",
+    "MetricsConfig",
     "RouteConfig",
     "RuntimeConfig",
     "Secret",

@@ -212,7 +212,11 @@ class Demo:
             assert app.http is not None and app.http.port is not None
             base = f"http://127.0.0.1:{app.http.port}"
             self._started_at = time.monotonic()
-            self.say(f"daemon ready on {base} (readyz, metrics, control API)")
+            control = app.control.address if app.control is not None else "off"
+            self.say(
+                f"daemon ready: webhooks and /readyz on {base}; "
+                f"control API and /metrics on {control}"
+            )
             self.say(
                 f"sinks: {', '.join(settings.sinks)}; events also in "
                 f"{opts.state_dir / 'events.jsonl'}"
@@ -269,8 +273,8 @@ class Demo:
     async def _wait_listening(self, app: App) -> None:
         with anyio.fail_after(30):
             await app.ready.wait()
-            assert app.http is not None
-            await app.http.started.wait()
+            for listener in app.planes.listeners():
+                await listener.started.wait()
 
     async def _stop_after(self, seconds: float) -> None:
         await anyio.sleep(seconds)

@@ -1,6 +1,7 @@
 """Control API for the Arga sources (``argbridge follow`` / ``argbridge start``).
 
-Routes (access checked by :func:`argbridge.http.control.check_access`):
+Routes (served on the control listener, access checked by
+:class:`argbridge.http.control.ControlAccess`):
 
 - ``POST /control/follow`` ``{"run_id": R, "demo": false, "source": null}`` → 202 and
   the run's state (200 when it was already followed);
@@ -21,23 +22,22 @@ import orjson
 
 from argbridge.errors import SourceError
 from argbridge.http.asgi import Request, Response, Router, json_response, problem
-from argbridge.http.control import check_access
+from argbridge.http.facade import ControlFacade
 
 if TYPE_CHECKING:
-    from argbridge.runtime import App
     from argbridge.sources.arga import ArgaSource
 
 BODY_LIMIT = 64 * 1024
 START_KINDS = ("url-run", "pr-run")
 
 
-def _arga_sources(app: App) -> dict[str, ArgaSource]:
+def _arga_sources(app: ControlFacade) -> dict[str, ArgaSource]:
     from argbridge.sources.arga import ArgaSource
 
     return {n: s for n, s in app.sources.items() if isinstance(s, ArgaSource)}
 
 
-def _pick(app: App, name: Any) -> ArgaSource | Response:
+def _pick(app: ControlFacade, name: Any) -> ArgaSource | Response:
     sources = _arga_sources(app)
     if not sources:
         return problem(409, "No Arga source", "this daemon has no source of type arga")
@@ -65,11 +65,8 @@ async def _body(request: Request) -> dict[str, Any] | Response:
     return body
 
 
-def register(app: App, router: Router) -> None:
+def register(app: ControlFacade, router: Router) -> None:
     async def follow(request: Request) -> Response:
-        denied = check_access(app, request)
-        if denied is not None:
-            return denied
         body = await _body(request)
         if isinstance(body, Response):
             return body
@@ -92,9 +89,6 @@ def register(app: App, router: Router) -> None:
         )
 
     async def listing(request: Request) -> Response:
-        denied = check_access(app, request)
-        if denied is not None:
-            return denied
         out = [
             {"source": name, **state.to_json()}
             for name, src in _arga_sources(app).items()
@@ -103,9 +97,6 @@ def register(app: App, router: Router) -> None:
         return json_response({"runs": out})
 
     async def start(request: Request) -> Response:
-        denied = check_access(app, request)
-        if denied is not None:
-            return denied
         kind = request.params["kind"]
         if kind not in START_KINDS:
             return problem(404, "Unknown run kind", "use url-run or pr-run")

@@ -15,28 +15,16 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from argbridge.delivery.timespec import parse_since
 from argbridge.http.asgi import Request, Response, Router, json_response, problem
-from argbridge.http.control import check_access
-
-if TYPE_CHECKING:
-    from argbridge.runtime import App
+from argbridge.http.facade import ControlFacade
+from argbridge.logging import get_logger
 
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-def _guard(app: App, handler: Handler) -> Handler:
-    async def guarded(request: Request) -> Response:
-        denied = check_access(app, request)
-        if denied is not None:
-            return denied
-        return await handler(request)
-
-    return guarded
 
 
 class _BadRequest(Exception):
@@ -58,7 +46,9 @@ async def _body(request: Request) -> dict[str, Any]:
     return body
 
 
-def register(app: App, router: Router) -> None:
+def register(app: ControlFacade, router: Router) -> None:
+    log = get_logger(component="control", kind="service")
+
     def known_sink(name: Any, *, required: bool = False) -> str | None:
         if name is None:
             if required:
@@ -89,7 +79,7 @@ def register(app: App, router: Router) -> None:
             except LookupError as exc:
                 return problem(404, "Not Found", str(exc))
 
-        return _guard(app, handler)
+        return handler
 
     async def list_dead_letters(request: Request) -> Response:
         query = request.query
@@ -137,7 +127,7 @@ def register(app: App, router: Router) -> None:
             if wake is not None:
                 wake()
             app.metrics.dead_letters.labels(name).set(await app.journal.count_dead_letters(name))
-        app.log.info("dlq.replay", sink=sink, ids=ids, since=since, requeued=count)
+        log.info("dlq.replay", sink=sink, ids=ids, since=since, requeued=count)
         return json_response({"requeued": count, "sinks": targets})
 
     async def replay_journal(request: Request) -> Response:
@@ -154,7 +144,7 @@ def register(app: App, router: Router) -> None:
         if worker is not None:
             worker.poke()
         last = app.journal.last_seq
-        app.log.info("replay", sink=sink, since=since, from_seq=first, to_seq=last)
+        log.info("replay", sink=sink, since=since, from_seq=first, to_seq=last)
         return json_response(
             {"sink": sink, "from_seq": first, "to_seq": last, "events": last - first + 1}
         )

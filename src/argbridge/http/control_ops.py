@@ -11,14 +11,14 @@
   until the client goes away or the daemon stops), ``limit=N`` (stop after N events).
   Memory is bounded: the journal is read in pages of :data:`PAGE` events.
 
-Both need control API access (:func:`argbridge.http.control.check_access`). Error texts
+Both are served on the control listener (:mod:`argbridge.http.control`). Error texts
 shown here pass through :func:`argbridge.logging.redact_text`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import orjson
@@ -26,11 +26,8 @@ import orjson
 from argbridge import __version__
 from argbridge.errors import JournalClosed, JournalError
 from argbridge.http.asgi import Request, Response, Router, Send, json_response, problem
-from argbridge.http.control import check_access
+from argbridge.http.facade import ControlFacade, open_journal
 from argbridge.logging import redact_text
-
-if TYPE_CHECKING:
-    from argbridge.runtime import App
 
 #: Events read from the journal per page while tailing.
 PAGE = 200
@@ -40,12 +37,12 @@ MAX_BACKLOG = 10_000
 _TRUE = {"1", "true", "yes", "on"}
 
 
-def _sample(app: App, name: str, labels: dict[str, str]) -> float:
+def _sample(app: ControlFacade, name: str, labels: dict[str, str]) -> float:
     value = app.metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
 
 
-def _errors_of(app: App, component: str) -> int:
+def _errors_of(app: ControlFacade, component: str) -> int:
     total = 0.0
     for family in app.metrics.errors.collect():
         for sample in family.samples:
@@ -54,7 +51,7 @@ def _errors_of(app: App, component: str) -> int:
     return int(total)
 
 
-async def collect_status(app: App) -> dict[str, Any]:
+async def collect_status(app: ControlFacade) -> dict[str, Any]:
     """The status document served at ``/control/status``."""
     health = app.health()
     journal = app.journal
@@ -172,7 +169,7 @@ class TailQuery:
 class NdjsonTail(Response):
     """A streamed response: journaled events as NDJSON, optionally following new ones."""
 
-    def __init__(self, app: App, request: Request, query: TailQuery) -> None:
+    def __init__(self, app: ControlFacade, request: Request, query: TailQuery) -> None:
         super().__init__(200, b"", [], b"application/x-ndjson")
         self.app = app
         self.request = request
@@ -248,25 +245,19 @@ class NdjsonTail(Response):
             await journal.wait_for_events(cursor)
 
 
-def register(app: App, router: Router) -> None:
+def register(app: ControlFacade, router: Router) -> None:
     async def status(request: Request) -> Response:
-        denied = check_access(app, request)
-        if denied is not None:
-            return denied
         try:
             return json_response(await collect_status(app))
         except (RuntimeError, JournalClosed):
             return problem(503, "Service Unavailable", "the journal is not open")
 
     async def tail(request: Request) -> Response:
-        denied = check_access(app, request)
-        if denied is not None:
-            return denied
         try:
             query = TailQuery(request.query)
         except ValueError as exc:
             return problem(400, "Bad Request", str(exc))
-        if app._journal is None or app._journal.closed:
+        if open_journal(app) is None:
             return problem(503, "Service Unavailable", "the journal is not open")
         return NdjsonTail(app, request, query)
 

@@ -4,8 +4,8 @@ The one place that embeds uvicorn: the daemon's listener, the Arga simulator, th
 local destinations and the test servers all go through :func:`embedded`. It
 - never lets uvicorn capture SIGINT/SIGTERM (the daemon, the demo or the test owns
   signals; uvicorn's ``capture_signals`` would swap the process's handlers while it runs);
-- serves an already bound socket, so callers choose host and port (0 = a free one) and
-  report bind errors their own way;
+- serves an already bound socket, TCP (:func:`bind`) or Unix (:func:`bind_unix`), so
+  callers choose the address (port 0 = a free one) and report bind errors their own way;
 - bounds shutdown: graceful for ``shutdown_timeout`` seconds, then open connections are
   aborted, so a stuck request (or an endless SSE stream) never hangs the caller;
 - writes each response in one ``send()``: uvicorn's httptools protocol writes the status
@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import os
 import socket
+import stat
 from collections.abc import AsyncIterator, Generator, Iterable
 from typing import Any
 
@@ -158,6 +161,39 @@ def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_unix(path: str | os.PathLike[str], mode: int = 0o600) -> socket.socket:
+    """A Unix stream socket bound at ``path`` with permissions ``mode``; raises ``OSError``.
+
+    The mode is set on the socket before ``bind`` (Linux gives the new file the socket's
+    mode), so the path is never reachable with wider permissions, whatever the umask. A
+    leftover socket file nobody listens on (a daemon killed with SIGKILL) is replaced;
+    one that answers is ``EADDRINUSE``; any other kind of file is left alone
+    (``EEXIST``).
+    """
+    target = os.fspath(path)
+    if os.path.lexists(target):
+        if not stat.S_ISSOCK(os.lstat(target).st_mode):
+            raise OSError(errno.EEXIST, "the path exists and is not a socket")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(target)
+            except (ConnectionRefusedError, FileNotFoundError):
+                pass
+            else:
+                raise OSError(errno.EADDRINUSE, "another process is listening on it")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        os.fchmod(sock.fileno(), mode)
+        sock.bind(target)
+        os.chmod(target, mode)
     except OSError:
         sock.close()
         raise
