@@ -1,8 +1,9 @@
 """The one place that maps a config ``type`` to the class that implements it.
 
 Sinks are built as ``cls(config, ctx, settings)`` and sources as
-``cls(name, config, settings)``; modules are imported lazily so a daemon that uses
-only the file sink never imports aiokafka.
+``cls(name, config, settings)`` (a simulated arga source by its hosting factory);
+modules are imported lazily so a daemon that uses only the file sink never imports
+aiokafka, nor a production arga source the simulator.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from argbridge.config.arga import ArgaSourceConfig
 from argbridge.config.settings import Settings, SinkConfig, SourceConfig
 from argbridge.sinks.base import Sink, SinkContext
 from argbridge.sources.base import Source
@@ -22,7 +24,7 @@ SINKS: dict[str, str] = {
 }
 SOURCES: dict[str, str] = {
     "replay": "argbridge.sources.replay:ReplaySource",
-    "arga": "argbridge.sources.arga:ArgaSource",
+    "arga": "argbridge.sources.arga.source:ArgaSource",
     "argus-webhook": "argbridge.sources.webhook:WebhookSource",
     "webhook": "argbridge.sources.webhook:WebhookSource",
 }
@@ -38,6 +40,14 @@ def build_sink(config: SinkConfig, ctx: SinkContext, settings: Settings) -> Sink
     return sink
 
 
+#: An arga source with ``simulate.enabled`` gets the in-process simulator as its upstream
+#: (so the production source never imports the simulator).
+SIMULATED_ARGA = "argbridge.simulator.hosting:simulated_arga_source"
+
+
 def build_source(name: str, config: SourceConfig, settings: Settings) -> Source:
-    source: Source = _load(SOURCES[config.type])(name, config, settings)
+    path = SOURCES[config.type]
+    if isinstance(config, ArgaSourceConfig) and config.simulated:
+        path = SIMULATED_ARGA
+    source: Source = _load(path)(name, config, settings)
     return source
