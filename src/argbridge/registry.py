@@ -27,6 +27,9 @@ SOURCES: dict[str, str] = {
     "arga": "argbridge.sources.arga.source:ArgaSource",
     "argus-webhook": "argbridge.sources.webhook:WebhookSource",
     "webhook": "argbridge.sources.webhook:WebhookSource",
+    "sse": "argbridge.sources.sse:SSESource",
+    "websocket": "argbridge.sources.websocket:WebSocketSource",
+    "poll": "argbridge.sources.poll:PollSource",
 }
 
 

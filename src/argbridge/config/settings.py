@@ -25,18 +25,25 @@ from argbridge.config.sinks import (
     WebhookSinkConfig,
 )
 from argbridge.config.sources import ReplaySourceConfig
+from argbridge.config.streams import PollSourceConfig, SSESourceConfig, WebSocketSourceConfig
 from argbridge.config.webhooks import ArgusWebhookSourceConfig, GenericWebhookSourceConfig
 from argbridge.errors import ConfigError
 
 SourceConfig = Annotated[
-    ReplaySourceConfig | ArgaSourceConfig | ArgusWebhookSourceConfig | GenericWebhookSourceConfig,
+    ReplaySourceConfig
+    | ArgaSourceConfig
+    | ArgusWebhookSourceConfig
+    | GenericWebhookSourceConfig
+    | SSESourceConfig
+    | WebSocketSourceConfig
+    | PollSourceConfig,
     Field(discriminator="type"),
 ]
 SinkConfig = Annotated[
     FileSinkConfig | KafkaSinkConfig | SlackSinkConfig | WebhookSinkConfig,
     Field(discriminator="type"),
 ]
-SOURCE_TYPES = ("replay", "arga", "argus-webhook", "webhook")
+SOURCE_TYPES = ("replay", "arga", "argus-webhook", "webhook", "sse", "websocket", "poll")
 SINK_TYPES = ("file", "kafka", "slack", "webhook")
 
 
