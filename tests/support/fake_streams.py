@@ -146,6 +146,7 @@ class FakeUpstream:
         if handler is None:
             if scope["type"] == "websocket":
                 await receive()
+                await send({"type": "websocket.accept"})
                 await send({"type": "websocket.close", "code": 4404})
                 return
             await send_json(send, 404, {"error": {"code": "NOT_FOUND", "status": 404}})
