@@ -12,6 +12,11 @@ import importlib
 from typing import Any
 
 from argbridge.config.arga import ArgaSourceConfig
+from argbridge.config.profiles import (
+    ArgosCIProfileConfig,
+    ArgosOmniProfileConfig,
+    ArgusE2EProfileConfig,
+)
 from argbridge.config.settings import Settings, SinkConfig, SourceConfig
 from argbridge.sinks.base import Sink, SinkContext
 from argbridge.sources.base import Source
@@ -49,6 +54,14 @@ SIMULATED_ARGA = "argbridge.simulator.hosting:simulated_arga_source"
 
 
 def build_source(name: str, config: SourceConfig, settings: Settings) -> Source:
+    if isinstance(config, ArgusE2EProfileConfig | ArgosCIProfileConfig | ArgosOmniProfileConfig):
+        # A profile is configuration: it expands to generic sources (one or a group).
+        parts = {n: build_source(n, c, settings) for n, c in config.expand(name).items()}
+        if len(parts) == 1 and name in parts:
+            return parts[name]
+        from argbridge.sources.group import SourceGroup
+
+        return SourceGroup(name, parts)
     path = SOURCES[config.type]
     if isinstance(config, ArgaSourceConfig) and config.simulated:
         path = SIMULATED_ARGA

@@ -191,7 +191,7 @@ class SSEStream:
 
     frames: list[bytes] = field(default_factory=list)
     ended: bool = False
-    #: Drop the connection (abruptly) after this many frames, in the next session only.
+    #: Drop the connection (abruptly) once, after this many frames of a session.
     drop_after: int | None = None
     #: The drop leaves half a frame on the wire.
     half_frame: bool = True
@@ -223,14 +223,14 @@ class SSEStream:
             }
         )
         self.open += 1
-        drop, self.drop_after = self.drop_after, None
         sent = 0
         pos = start
         try:
             while True:
                 while pos < len(self.frames):
                     frame = self.frames[pos]
-                    if drop is not None and sent >= drop:
+                    if self.drop_after is not None and sent >= self.drop_after:
+                        self.drop_after = None
                         if self.half_frame:
                             await send(
                                 {

@@ -18,6 +18,11 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from argbridge.config.arga import ArgaSourceConfig
 from argbridge.config.base import ByteSize, Duration, Secret, StrictModel
+from argbridge.config.profiles import (
+    ArgosCIProfileConfig,
+    ArgosOmniProfileConfig,
+    ArgusE2EProfileConfig,
+)
 from argbridge.config.sinks import (
     FileSinkConfig,
     KafkaSinkConfig,
@@ -36,14 +41,28 @@ SourceConfig = Annotated[
     | GenericWebhookSourceConfig
     | SSESourceConfig
     | WebSocketSourceConfig
-    | PollSourceConfig,
+    | PollSourceConfig
+    | ArgusE2EProfileConfig
+    | ArgosCIProfileConfig
+    | ArgosOmniProfileConfig,
     Field(discriminator="type"),
 ]
 SinkConfig = Annotated[
     FileSinkConfig | KafkaSinkConfig | SlackSinkConfig | WebhookSinkConfig,
     Field(discriminator="type"),
 ]
-SOURCE_TYPES = ("replay", "arga", "argus-webhook", "webhook", "sse", "websocket", "poll")
+SOURCE_TYPES = (
+    "replay",
+    "arga",
+    "argus-webhook",
+    "webhook",
+    "sse",
+    "websocket",
+    "poll",
+    "argus-e2e",
+    "argos-ci",
+    "argos-omni",
+)
 SINK_TYPES = ("file", "kafka", "slack", "webhook")
 
 

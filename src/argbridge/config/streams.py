@@ -126,6 +126,9 @@ class HttpSourceBase(StrictModel):
     mapping: MappingConfig = MappingConfig()
     #: The upstream's name in alerts ("Argus E2E refused the credentials…").
     vendor: str = "the upstream"
+    #: A link shown with each event as ``data.url`` (``{run_id}`` replaced), e.g. the
+    #: run's page; a mapped ``data.url`` wins.
+    link: str | None = None
     #: Payloads whose JSON is larger get their largest fields replaced by size + SHA-256.
     max_event_bytes: ByteSize = Field(default=256 * 1024, ge=1024)
     reconnect: ReconnectConfig = ReconnectConfig()

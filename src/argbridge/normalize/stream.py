@@ -50,6 +50,8 @@ class EventSpec:
     mapping: CompiledMapping = EMPTY
     #: Payloads whose JSON is larger get their largest fields replaced (0 = no cap).
     max_event_bytes: int = 0
+    #: ``data.url`` of every event unless the mapping sets it.
+    link: str | None = None
 
 
 def _finish(
@@ -68,6 +70,8 @@ def _finish(
         shrink(payload, size, spec.max_event_bytes) if spec.max_event_bytes else (payload, [])
     )
     data = {**head, **mapped.data, "upstream": upstream}
+    if spec.link and data.get("url") is None:
+        data["url"] = spec.link
     if replaced:
         data["truncated"] = [r.to_json() for r in replaced]
     subject = mapped.subject or default_subject

@@ -41,8 +41,9 @@ class GenericSource:
         self.stopped = anyio.Event()
         self.throttle = Throttle()
 
-    def spec(self, ctx: SourceContext, url: str) -> EventSpec:
+    def spec(self, ctx: SourceContext, url: str, run_id: str = "") -> EventSpec:
         cfg = self.config
+        link = cfg.link.replace("{run_id}", run_id) if cfg.link else None
         return EventSpec(
             source_name=self.name,
             ce_source=cfg.ce_source or safe_url(url),
@@ -50,6 +51,7 @@ class GenericSource:
             prefix=ctx.type_prefix,
             mapping=cfg.mapping.compile(),
             max_event_bytes=cfg.max_event_bytes,
+            link=link,
         )
 
     def new_policy(self) -> ReconnectPolicy:

@@ -238,7 +238,9 @@ class SSESource(GenericSource):
                 self,
                 http,
                 ctx,
-                self.spec(ctx, with_run(cfg.url, self.run_id) if self.run_id else cfg.url),
+                self.spec(
+                    ctx, with_run(cfg.url, self.run_id) if self.run_id else cfg.url, self.run_id
+                ),
                 run_id=self.run_id,
                 state=state,
                 policy=policy,

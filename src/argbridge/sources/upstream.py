@@ -159,11 +159,21 @@ class StartOnce:
             raise StartError("start_unreachable", type(exc).__name__, retry=True) from None
         except httpx.TransportError as exc:
             raise StartError("start_unknown", type(exc).__name__, retry=False) from None
-        if response.status_code in (408, 425, 429) or response.status_code >= 500:
+        status = response.status_code
+        if status in (408, 425, 429, 503):
             # Refused before it was processed (rate limit, outage): safe to send again.
             await self._forget()
-            raise StartError(f"http_{response.status_code}", "start refused", retry=True) from None
-        if response.status_code not in (200, 201, 202):
+            raise StartError(
+                f"http_{status}",
+                "start refused for now",
+                retry=True,
+                status=status,
+                retry_after=response.headers.get("retry-after"),
+            )
+        if status >= 500:
+            # The run may or may not exist now: never guess by sending it again.
+            raise StartError("start_unknown", f"HTTP {status}", retry=False)
+        if status not in (200, 201, 202):
             await self._forget()
             raise StartError(
                 "auth_failed" if response.status_code in (401, 403) else "start_refused",

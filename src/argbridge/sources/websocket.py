@@ -193,7 +193,7 @@ class WebSocketSource(GenericSource):
         follower = WebSocketFollower(
             self,
             ctx,
-            self.spec(ctx, url),
+            self.spec(ctx, url, run_id),
             url=_with_query(url, auth_params(cfg.auth)),
             opts=WsOptions.of(cfg.websocket, {**cfg.headers, **auth_headers(cfg.auth)}),
             run_id=run_id,
