@@ -181,7 +181,7 @@ async def test_argos_omni_items_and_analyses_with_one_auth_alert(tmp_path):
         assert types.count("argos.omni.analysis.failed") == 1
         analysis = next(e for e in events if e.type == "argos.omni.analysis.failed")
         assert analysis.severity == "high" and analysis.partitionkey == "wf1"
-        assert analysis.data["item_id"] == "it1"
+        assert analysis.data["item"] == "it1"
         assert len(alerts) == 1 and "Argos Omni refused" in alerts[0].data["message"]
         request = fake.hits("/v1/workflows/wf1/items")[0]
         assert request.headers["x-api-key"] == "omni-key-1"

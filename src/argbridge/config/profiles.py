@@ -252,7 +252,7 @@ class ArgosOmniProfileConfig(StrictModel):
                             "name": "name || fileName || title",
                             "folder_id": "folderId || folder_id",
                             "profile_id": "profileId || profile_id",
-                            "item_id": "itemId || item_id",
+                            "item": "itemId || item_id",
                         },
                     },
                 }

@@ -12,7 +12,7 @@ Owns the event shape of the generic sources, pure and unit-tested on literals:
   item id, change marker)``, so re-polling an unchanged item emits nothing new;
 - ``subject`` and ``partitionkey``: mapped, else the run (streams) or the item id;
 - ``data``: ``event``/``run`` (streams) or ``item_id``/``marker`` (poll), the mapping's
-  named ``data`` fields, ``upstream`` (the payload, untouched except for oversized
+  named ``data`` fields (those that are not null), ``upstream`` (the payload, untouched except for oversized
   fields, see :mod:`argbridge.normalize.oversize`) and ``truncated`` when fields were
   replaced.
 """
@@ -69,7 +69,8 @@ def _finish(
     upstream, replaced = (
         shrink(payload, size, spec.max_event_bytes) if spec.max_event_bytes else (payload, [])
     )
-    data = {**head, **mapped.data, "upstream": upstream}
+    fields = {k: v for k, v in mapped.data.items() if v is not None}
+    data = {**head, **fields, "upstream": upstream}
     if spec.link and data.get("url") is None:
         data["url"] = spec.link
     if replaced:
