@@ -224,3 +224,19 @@ async def test_mapping_sets_attributes_and_a_failing_mapping_is_a_rejection(tmp_
         assert events[0].time == "2023-11-14T22:13:20.000Z"
         assert events[0].severity == "high" and events[1].severity == "low"
         assert events[0].data["build"] == 7
+
+
+async def test_terminal_expression_ends_the_stream(tmp_path):
+    async with fake_upstream() as fake:
+        stream = SSEStream()
+        fake.add("GET", "/stream", stream.handler)
+        stream.publish(
+            sse_frame({"type": "progress"}, id="1"),
+            sse_frame({"type": "run_complete"}, id="2"),
+        )
+        cfg = sse_config(fake.base, terminal="starts_with(type, 'run_')")
+        async with running(tmp_path, cfg) as r:
+            with anyio.fail_after(10):
+                await r.done.wait()
+            assert len(await r.events()) == 2
+        assert r.source.status == "done"

@@ -153,6 +153,8 @@ class SSESourceConfig(HttpSourceBase):
     start: StartConfig | None = None
     #: Event names (``event:``) that end the subscription, e.g. ``["complete"]``.
     terminal_events: list[str] = Field(default_factory=list)
+    #: Or a JMESPath over the payload that is true on the event that ends it.
+    terminal: str | None = None
     #: Must exceed the server's heartbeat interval.
     read_timeout: Duration = 60.0
 
@@ -163,6 +165,8 @@ class SSESourceConfig(HttpSourceBase):
 
     @model_validator(mode="after")
     def _shape(self) -> SSESourceConfig:
+        if self.terminal is not None:
+            compile_expression("terminal", self.terminal)
         if self.body is not None and self.method == "GET":
             raise ValueError("body: a GET stream has no body (method = 'POST')")
         if self.start is not None and self.run_id is not None:

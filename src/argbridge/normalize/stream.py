@@ -12,9 +12,9 @@ Owns the event shape of the generic sources, pure and unit-tested on literals:
   item id, change marker)``, so re-polling an unchanged item emits nothing new;
 - ``subject`` and ``partitionkey``: mapped, else the run (streams) or the item id;
 - ``data``: ``event``/``run`` (streams) or ``item_id``/``marker`` (poll), the mapping's
-  named ``data`` fields (those that are not null), ``upstream`` (the payload, untouched except for oversized
-  fields, see :mod:`argbridge.normalize.oversize`) and ``truncated`` when fields were
-  replaced.
+  named ``data`` fields (those that are not null), ``upstream`` (the payload, untouched
+  except for oversized fields, see :mod:`argbridge.normalize.oversize`) and
+  ``truncated`` when fields were replaced.
 """
 
 from __future__ import annotations

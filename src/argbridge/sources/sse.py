@@ -11,8 +11,8 @@ follower uses, with the same :class:`~argbridge.sse.SSEDecoder`,
 - ``id:`` → ``Last-Event-ID`` on reconnect, persisted in the state store once the
   events before it are committed, so a restart resumes; ``retry:`` is a floor under
   the backoff; 401/403 stop + alert, 404 stop, 429/5xx back off (``Retry-After``);
-- ``terminal_events`` end the subscription; the stream is then remembered as done
-  (a restart does not follow it again);
+- ``terminal_events`` (event names) or a ``terminal`` JMESPath end the subscription;
+  the stream is then remembered as done (a restart does not follow it again);
 - the size cap (:mod:`argbridge.normalize.oversize`), counted and logged;
 - with ``start``, the run is started first, at most once ever
   (:class:`~argbridge.sources.upstream.StartOnce`), and ``{run_id}`` in the URL or the
@@ -24,13 +24,15 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import jmespath.exceptions
+import jmespath.parser
 import orjson
 
 from argbridge.config.settings import Settings
 from argbridge.config.streams import SSESourceConfig
 from argbridge.errors import EventError
 from argbridge.events import CloudEvent, now_rfc3339
-from argbridge.normalize.mapping import MappingError
+from argbridge.normalize.mapping import MappingError, compile_expression
 from argbridge.normalize.stream import EventSpec, stream_event
 from argbridge.reconnect import Decision, ReconnectPolicy
 from argbridge.sources.base import SourceContext
@@ -48,6 +50,13 @@ from argbridge.sources.upstream import (
     with_run,
 )
 from argbridge.sse import SSEDecoder
+
+
+def _true(expression: jmespath.parser.ParsedResult, payload: Any) -> bool:
+    try:
+        return bool(expression.search(payload))
+    except jmespath.exceptions.JMESPathError:
+        return False
 
 
 class SSEFollower(StreamFollower):
@@ -79,6 +88,7 @@ class SSEFollower(StreamFollower):
         self.url = with_run(cfg.url, run_id) if run_id else cfg.url
         self.body = fill_run(cfg.body, run_id) if cfg.body is not None else None
         self.terminal_names = frozenset(cfg.terminal_events)
+        self._terminal = compile_expression("terminal", cfg.terminal) if cfg.terminal else None
         self._throttle = source.throttle
         prefix = f"sse:{source.name}:{run_id or '-'}"
         self.last_id_key = f"{prefix}:last_id"
@@ -196,7 +206,9 @@ class SSEFollower(StreamFollower):
             if replaced:
                 note_replaced(self.ctx, self._throttle, replaced, run_id=self.run_id)
             batch.append(event)
-            if ev.type in self.terminal_names:
+            if ev.type in self.terminal_names or (
+                self._terminal is not None and _true(self._terminal, payload)
+            ):
                 self.terminal = True
                 break
         if batch:
