@@ -138,3 +138,93 @@ def test_argus_priorities_colour_open_incidents(severity, expected):
     )
     assert colour(event) == expected
     assert colour(incident(severity=severity)) == GREEN  # resolved stays green
+
+
+# -- the generic sources' profiles (Argus E2E, Argos CI, Argos Omni) -----------------------
+
+
+def _profile_event(profile: dict[str, Any], payload: dict[str, Any], event: str = "") -> CloudEvent:
+    """An event built exactly as the profile's generic source builds it."""
+    from argbridge.config.settings import load_settings
+    from argbridge.normalize.stream import EventSpec, item_event, stream_event
+
+    s = load_settings(None, sources={"p": profile})
+    (cfg,) = s.sources["p"].expand("p").values()  # type: ignore[union-attr]
+    link = cfg.link.replace("{run_id}", "run-1") if cfg.link else None
+    spec = EventSpec("p", "https://x", cfg.ce_type, mapping=cfg.mapping.compile(), link=link)
+    now = "2026-01-12T10:00:00Z"
+    if cfg.type == "sse":
+        ev, _ = stream_event(
+            spec,
+            payload,
+            run="run-1",
+            event=event,
+            position=0,
+            content=b"{}",
+            upstream_id=None,
+            now=now,
+        )
+        return ev
+    ev, _ = item_event(spec, payload, item_id=payload["id"], marker="m", size=0, now=now)
+    return ev
+
+
+E2E = {"type": "argus-e2e", "api_key": "k", "run_id": "run-1"}
+CI = {"type": "argos-ci", "token": "t"}
+
+
+def test_failed_e2e_run_is_red_with_counts_and_its_link():
+    ev = _profile_event(E2E, {"passed": 9, "failed": 1, "duration_seconds": 120}, "complete")
+    assert colour(ev) == RED
+    msg = build_message(ev)
+    payload = msg.payload()
+    validate_slack_payload(payload)
+    assert payload["blocks"][0]["text"]["text"] == "E2E run failed (9 passed, 1 failed)"
+    blocks = payload["attachments"][0]["blocks"]
+    buttons = next(b for b in blocks if b["type"] == "actions")["elements"]
+    assert buttons[0]["text"]["text"] == "Open run"
+    assert buttons[0]["url"] == "https://app.argus.io/runs/run-1"
+    fields = next(b for b in blocks if b.get("fields"))["fields"]
+    assert {"type": "mrkdwn", "text": "*Failed*\n1"} in fields
+    assert msg.text.startswith(":red_circle: E2E run failed")
+
+
+def test_passed_e2e_run_is_green_and_a_state_update_names_the_test():
+    ev = _profile_event(E2E, {"passed": 10, "failed": 0}, "complete")
+    assert colour(ev) == GREEN
+    assert build_message(ev).payload()["blocks"][0]["text"]["text"] == (
+        "E2E run passed (10 passed, 0 failed)"
+    )
+    upd = _profile_event(E2E, {"status": "running", "current_test": "login"}, "state_update")
+    assert build_message(upd).payload()["blocks"][0]["text"]["text"] == "E2E run running: login"
+
+
+def test_failed_ci_build_is_red_with_its_link():
+    build = {
+        "id": "b7",
+        "number": 7,
+        "name": "default",
+        "status": "complete",
+        "conclusion": "failure",
+        "url": "https://app.argos-ci.com/acme/web/builds/7",
+        "head": {"sha": "a" * 40, "branch": "main"},
+    }
+    ev = _profile_event(CI, build)
+    assert ev.type == "argos.ci.build.failure" and colour(ev) == RED
+    payload = build_message(ev).payload()
+    validate_slack_payload(payload)
+    assert payload["blocks"][0]["text"]["text"] == "CI build #7 failure: default"
+    blocks = payload["attachments"][0]["blocks"]
+    button = next(b for b in blocks if b["type"] == "actions")["elements"][0]
+    assert (button["text"]["text"], button["url"]) == ("Open build", build["url"])
+    ok = _profile_event(CI, {**build, "conclusion": "success"})
+    assert colour(ok) == GREEN
+
+
+def test_omni_analysis_headline():
+    omni = {"type": "argos-omni", "api_key": "k", "workflow_id": "wf1", "include": ["analyses"]}
+    ev = _profile_event(omni, {"id": "an1", "status": "rejected", "name": "passport.jpg"})
+    assert colour(ev) == RED
+    assert build_message(ev).payload()["blocks"][0]["text"]["text"] == (
+        "Omni analysis rejected: passport.jpg"
+    )

@@ -71,6 +71,11 @@ class Harness:
         await state.finished.wait()
         return state.status
 
+    async def discover_once(self) -> int:
+        """One poll of the run listings (what the poll loop does each interval)."""
+        assert self.source.discovery is not None
+        return await self.source.discovery.once()
+
     def metric(self, name: str, **labels: str) -> float:
         value = self.metrics.registry.get_sample_value(name, labels)
         return value or 0.0

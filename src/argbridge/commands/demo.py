@@ -89,10 +89,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             receiver_secret=new_secret(),
             slack_url="http://127.0.0.1:PORT/services/TDEMO/BDEMO/demo-token",
             kafka_bootstrap=None if args.no_kafka else "127.0.0.1:PORT",
+            argos_ci_url="http://127.0.0.1:PORT/v2",
+            argos_ci_token=new_secret(),
             tick=args.tick,
             log_level=args.log_level,
         )
-        secrets = (plan.argus_secret, plan.receiver_secret)
+        secrets = (plan.argus_secret, plan.receiver_secret, plan.argos_ci_token or "")
         print("# argbridge demo: ports are chosen and secrets generated at start")
         print(render_toml(demo_config(plan), mask=secrets), end="")
         return 0

@@ -19,6 +19,11 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from argbridge.config.arga import ArgaSourceConfig
 from argbridge.config.base import ByteSize, Duration, Secret, StrictModel
+from argbridge.config.profiles import (
+    ArgosCIProfileConfig,
+    ArgosOmniProfileConfig,
+    ArgusE2EProfileConfig,
+)
 from argbridge.config.sinks import (
     FileSinkConfig,
     KafkaSinkConfig,
@@ -26,18 +31,39 @@ from argbridge.config.sinks import (
     WebhookSinkConfig,
 )
 from argbridge.config.sources import ReplaySourceConfig
+from argbridge.config.streams import PollSourceConfig, SSESourceConfig, WebSocketSourceConfig
 from argbridge.config.webhooks import ArgusWebhookSourceConfig, GenericWebhookSourceConfig
 from argbridge.errors import ConfigError
 
 SourceConfig = Annotated[
-    ReplaySourceConfig | ArgaSourceConfig | ArgusWebhookSourceConfig | GenericWebhookSourceConfig,
+    ReplaySourceConfig
+    | ArgaSourceConfig
+    | ArgusWebhookSourceConfig
+    | GenericWebhookSourceConfig
+    | SSESourceConfig
+    | WebSocketSourceConfig
+    | PollSourceConfig
+    | ArgusE2EProfileConfig
+    | ArgosCIProfileConfig
+    | ArgosOmniProfileConfig,
     Field(discriminator="type"),
 ]
 SinkConfig = Annotated[
     FileSinkConfig | KafkaSinkConfig | SlackSinkConfig | WebhookSinkConfig,
     Field(discriminator="type"),
 ]
-SOURCE_TYPES = ("replay", "arga", "argus-webhook", "webhook")
+SOURCE_TYPES = (
+    "replay",
+    "arga",
+    "argus-webhook",
+    "webhook",
+    "sse",
+    "websocket",
+    "poll",
+    "argus-e2e",
+    "argos-ci",
+    "argos-omni",
+)
 SINK_TYPES = ("file", "kafka", "slack", "webhook")
 
 

@@ -49,7 +49,19 @@ SEVERITY_COLOURS = {
     "p3": AMBER,
     "p4": BLUE,
 }
-_BAD = {"failed", "failure", "error", "errored", "cancelled", "canceled", "timeout", "timed_out"}
+_BAD = {
+    "failed",
+    "failure",
+    "error",
+    "errored",
+    "cancelled",
+    "canceled",
+    "timeout",
+    "timed_out",
+    "rejected",
+    "aborted",
+    "expired",
+}
 _GOOD = {"completed", "complete", "passed", "success", "succeeded", "resolved", "closed", "ok"}
 _WARN = {"acknowledged", "mitigated", "investigating", "identified", "monitoring", "warning"}
 _EMOJI = {RED: ":red_circle:", AMBER: ":large_orange_circle:", GREEN: ":large_green_circle:"}
@@ -63,6 +75,12 @@ _LINK_LABELS = {
     "logs": "Logs",
     "report": "Report",
 }
+#: Link labels of the generic sources' ``data.url`` by event type prefix.
+_URL_LABELS = (
+    ("argus.e2e.", "Open run"),
+    ("argos.ci.build", "Open build"),
+    ("argos.omni.", "Open in Omni"),
+)
 
 
 class SlackPayloadError(PermanentDeliveryError):
@@ -145,7 +163,10 @@ def colour(event: CloudEvent) -> str:
 
 def _status_of(event: CloudEvent) -> str:
     data = _data(event)
-    for value in (data.get("status"), data.get("action")):
+    failed = data.get("failed")
+    if isinstance(failed, int) and not isinstance(failed, bool) and failed > 0:
+        return "failed"  # an E2E run's ``complete`` with failed tests
+    for value in (data.get("conclusion"), data.get("status"), data.get("action")):
         if isinstance(value, str) and value:
             return value.lower()
     last = event.type.rsplit(".", 1)[-1].lower()
@@ -163,15 +184,47 @@ def title(event: CloudEvent) -> str:
         return f"Demo run {data.get('status') or 'done'}"
     if ".incident." in event.type:
         return f"Incident {parts[-1]}" + (f": {name}" if name else "")
+    generic = _generic_title(event, data)
+    if generic:
+        return generic
     if name:
         return str(name)
     return event.type
 
 
+def _generic_title(event: CloudEvent, data: Mapping[str, Any]) -> str | None:
+    """Headlines of the Argus E2E, Argos CI and Argos Omni profiles' events."""
+    t = event.type
+    if ".e2e." in t or t.startswith("argus.e2e"):
+        kind = t.rsplit(".", 1)[-1]
+        if kind == "complete":
+            verdict = "failed" if _status_of(event) == "failed" else "passed"
+            counts = ", ".join(
+                f"{data[k]} {k}" for k in ("passed", "failed") if isinstance(data.get(k), int)
+            )
+            return f"E2E run {verdict}" + (f" ({counts})" if counts else "")
+        if kind == "state_update":
+            test = data.get("current_test")
+            return f"E2E run {data.get('status') or 'update'}" + (f": {test}" if test else "")
+        if kind == "screenshot":
+            return "E2E screenshot" + (f" (step {data['step']})" if data.get("step") else "")
+        return f"E2E {kind}"
+    if ".ci.build." in t or t.startswith("argos.ci.build"):
+        number = data.get("number")
+        what = f"CI build #{number}" if number is not None else "CI build"
+        name = data.get("name")
+        return f"{what} {_status_of(event)}" + (f": {name}" if name else "")
+    if ".omni." in t:
+        kind = "analysis" if ".omni.analysis" in t else "item"
+        name = data.get("name")
+        return f"Omni {kind} {_status_of(event)}" + (f": {name}" if name else "")
+    return None
+
+
 def _fields(event: CloudEvent) -> list[dict[str, Any]]:
     data = _data(event)
     pairs: list[tuple[str, Any]] = [
-        ("Run", data.get("run_id")),
+        ("Run", data.get("run_id") or data.get("run")),
         ("Incident", data.get("incident_id")),
         ("Status", data.get("status")),
         ("Severity", event.severity or data.get("severity")),
@@ -180,7 +233,17 @@ def _fields(event: CloudEvent) -> list[dict[str, Any]]:
         ("Service", data.get("service")),
         ("Team", data.get("team")),
         ("Previous status", data.get("previous_status")),
-        ("Subject", None if data.get("run_id") or data.get("incident_id") else event.subject),
+        ("Passed", data.get("passed")),
+        ("Failed", data.get("failed")),
+        ("Duration", f"{data['duration_seconds']} s" if data.get("duration_seconds") else None),
+        ("Branch", data.get("branch")),
+        ("Commit", str(data["commit"])[:12] if data.get("commit") else None),
+        (
+            "Subject",
+            None
+            if data.get("run_id") or data.get("run") or data.get("incident_id")
+            else event.subject,
+        ),
     ]
     out = []
     for label, value in pairs:
@@ -200,6 +263,10 @@ def _links(event: CloudEvent, dashboard_url: str | None) -> list[dict[str, Any]]
     for key in ("artifacts_url", "report_url", "logs_url"):
         if isinstance(data.get(key), str):
             urls.setdefault(key.removesuffix("_url"), data[key])
+    url = data.get("url")
+    if isinstance(url, str):
+        label = next((lb for prefix, lb in _URL_LABELS if prefix in event.type), "Open")
+        urls = {label: url, **urls}
     if dashboard_url:
         urls.setdefault("dashboard", dashboard_url)
     buttons: list[dict[str, Any]] = []
@@ -208,7 +275,9 @@ def _links(event: CloudEvent, dashboard_url: str | None) -> list[dict[str, Any]]
             continue
         if len(url) > MAX_URL:
             continue
-        label = _LINK_LABELS.get(str(key), str(key).replace("_", " ").capitalize())
+        label = _LINK_LABELS.get(str(key)) or (
+            str(key) if " " in str(key) else str(key).replace("_", " ").capitalize()
+        )
         buttons.append(
             {
                 "type": "button",

@@ -8,6 +8,8 @@ a TOML file would (``argbridge demo --print-config`` shows it, secrets masked):
   validation runs over SSE, demo runs over WebSocket);
 - ``sources.argus``: ``type = "argus-webhook"`` at ``POST /webhooks/argus``, Standard
   Webhooks with the demo's inbound secret;
+- ``sources.argos-ci``: the ``argos-ci`` profile polling the demo's Argos CI stand-in
+  (:mod:`argbridge.demo.argos_ci`), when one is given;
 - ``sinks.file`` always (``events.jsonl`` in the state directory); ``sinks.kafka`` when
   a broker is given; ``sinks.slack`` to the local Slack console; ``sinks.webhook`` to
   the local verifying receiver (``allow_private = true``: it is on loopback);
@@ -28,7 +30,13 @@ from argbridge.config import load_settings
 from argbridge.config.settings import Settings
 
 KAFKA_TOPIC = "argbridge.demo"
-SLACK_TYPES = ("argus.incident.", "arga.validation.run.", "arga.demorun.done")
+SLACK_TYPES = (
+    "argus.incident.",
+    "arga.validation.run.",
+    "arga.demorun.done",
+    "argos.ci.build.failure",
+    "argos.ci.build.success",
+)
 
 
 def new_secret() -> str:
@@ -46,6 +54,9 @@ class DemoPlan:
     receiver_secret: str
     slack_url: str
     kafka_bootstrap: str | None = None
+    #: The Argos CI stand-in's API base (``…/v2``) and project token, if it runs.
+    argos_ci_url: str | None = None
+    argos_ci_token: str | None = None
     tick: float = 0.5
     steps: int = 4
     log_level: str = "warning"
@@ -84,20 +95,29 @@ def demo_config(plan: DemoPlan) -> dict[str, Any]:
         "retry_max": "5s",
     }
     everything.append("webhook")
+    sources: dict[str, Any] = {
+        "arga": {
+            "type": "arga",
+            "poll_interval": "1s",
+            "reconnect": {"initial": "200ms", "max": "5s"},
+            "simulate": {"tick": plan.tick, "steps": plan.steps, "loop": True},
+        },
+        "argus": {"type": "argus-webhook", "secrets": [plan.argus_secret]},
+    }
+    if plan.argos_ci_url is not None and plan.argos_ci_token is not None:
+        sources["argos-ci"] = {
+            "type": "argos-ci",
+            "base_url": plan.argos_ci_url,
+            "token": plan.argos_ci_token,
+            "interval": "1s",
+            "reconnect": {"initial": "200ms", "max": "5s"},
+        }
     return {
         "state_dir": str(plan.state_dir),
         "log": {"level": plan.log_level, "format": "auto"},
         "runtime": {"drain_timeout": "3s", "restart_max": "5s"},
         "http": {"enabled": True, "host": "127.0.0.1", "port": 0, "shutdown_timeout": "2s"},
-        "sources": {
-            "arga": {
-                "type": "arga",
-                "poll_interval": "1s",
-                "reconnect": {"initial": "200ms", "max": "5s"},
-                "simulate": {"tick": plan.tick, "steps": plan.steps, "loop": True},
-            },
-            "argus": {"type": "argus-webhook", "secrets": [plan.argus_secret]},
-        },
+        "sources": sources,
         "sinks": sinks,
         "routes": [
             {"name": "everything", "sinks": everything},

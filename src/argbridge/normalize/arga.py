@@ -254,8 +254,10 @@ def auth_failed_event(
     at: float,
     base_url: str = "https://api.argalabs.com",
     prefix: str = "",
+    vendor: str = "Arga",
 ) -> CloudEvent:
-    """The alert raised when Arga refuses our credentials (401/403, WS close 1008)."""
+    """The alert raised when an upstream (Arga, or the upstream of a generic stream
+    source, named by ``vendor``) refuses our credentials (401/403, WS close 1008)."""
     return CloudEvent(
         id=deterministic_id("auth-failed", source_name, stream, run_id, f"{at:.3f}"),
         source=f"urn:argbridge:source:{source_name}",
@@ -267,7 +269,7 @@ def auth_failed_event(
             "stream": stream,
             "run_id": run_id,
             "detail": detail,
-            "message": f"Arga refused the credentials of source {source_name!r} ({detail});"
+            "message": f"{vendor} refused the credentials of source {source_name!r} ({detail});"
             " the stream is stopped until the key is fixed",
             "urls": {"api": base_url},
         },

@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from argbridge.journal import Journal
-from argbridge.sources.arga_pipeline import DEFAULT_MAX_BYTES
+from argbridge.sources.pipeline import DEFAULT_MAX_BYTES
 from tests.support.arga_fake import running_source, simulator
 
 pytestmark = pytest.mark.timeout(60)

@@ -6,8 +6,14 @@ cap on open streams (``max_streams``, default 10 as the vendor documents; a stre
 holds a slot only while connected, never while backing off), one follower task per run
 (so one connection attempt at a time per run), discovery (static ``runs``/``demo_runs``,
 polling, :meth:`ArgaSource.follow` from the control API, :meth:`ArgaSource.start_run`
-for ``argbridge start``), the ``auth_failed`` alert, and — with ``simulate`` — the
-in-process Arga simulator it then talks to over real loopback HTTP/SSE/WebSocket.
+for ``argbridge start``) and the ``auth_failed`` alert. The followers
+(:mod:`~argbridge.sources.arga.results`, :mod:`~argbridge.sources.arga.demorun`) get the
+narrow services they use (:class:`~argbridge.sources.arga.api.ArgaApi`, slots, policy,
+alert), never the source.
+
+With ``simulate`` the registry hands the source a :class:`LocalUpstream` (the
+in-process Arga simulator, :mod:`argbridge.simulator.hosting`) that it starts and then
+talks to over real loopback HTTP/SSE/WebSocket; this module never imports the simulator.
 
 Runs being followed are persisted (``journal`` state ``arga:<source>:following``) so a
 restarted daemon resumes them, each from its stored ``Last-Event-ID``.
@@ -16,10 +22,8 @@ restarted daemon resumes them, each from its stored ``Last-Event-ID``.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -30,13 +34,14 @@ from argbridge.config.arga import ArgaSourceConfig, StreamKind
 from argbridge.config.settings import Settings
 from argbridge.errors import SourceError
 from argbridge.logging import register_secret
-from argbridge.normalize.arga import auth_failed_event
 from argbridge.reconnect import EVENT_STREAM, ReconnectPolicy, content_type_essence
 from argbridge.sinks.base import Health
-from argbridge.sources.arga_demorun import DemoRunFollower
-from argbridge.sources.arga_discovery import poll_forever
-from argbridge.sources.arga_results import ResultsFollower
+from argbridge.sources.arga.api import ArgaApi
+from argbridge.sources.arga.demorun import DemoRunFollower
+from argbridge.sources.arga.discovery import Discovery
+from argbridge.sources.arga.results import ResultsFollower
 from argbridge.sources.base import SourceContext
+from argbridge.sources.follower import AuthAlerter, StreamSlots
 
 KINDS: tuple[StreamKind, ...] = ("validation", "demo")
 
@@ -61,13 +66,31 @@ class FollowedRun:
         }
 
 
+class LocalUpstream(Protocol):
+    """An upstream served in this process (the simulator): ``run`` serves it with
+    ``api_key`` as its credential, reports its base URL through ``task_status`` once it
+    listens, and serves until cancelled."""
+
+    async def run(
+        self, api_key: str, *, task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED
+    ) -> None: ...
+
+
 class ArgaSource:
     """See the module docstring."""
 
-    def __init__(self, name: str, config: ArgaSourceConfig, settings: Settings) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: ArgaSourceConfig,
+        settings: Settings,
+        *,
+        upstream: LocalUpstream | None = None,
+    ) -> None:
         self.name = name
         self.config = config
         self.settings = settings
+        self.upstream = upstream
         self.base_url = config.base_url
         #: The base URL events point at (the real API even when simulated).
         self.public_base_url = config.base_url
@@ -76,76 +99,32 @@ class ArgaSource:
         )
         register_secret(self.api_key)
         self.runs: dict[tuple[str, str], FollowedRun] = {}
-        self.simulator: Any = None
         self.started = anyio.Event()
-        self.discovery_auth_alerted = False
-        self.discovery_polls = 0
-        self.auth_failures = 0
-        self._slots = anyio.Semaphore(config.max_streams)
-        self._client: httpx.AsyncClient | None = None
+        self.slots = StreamSlots(config.max_streams)
+        self.api: ArgaApi | None = None
+        self.discovery: Discovery | None = None
+        self._alerter: AuthAlerter | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._ctx: SourceContext | None = None
 
     # -- shared services for the followers ---------------------------------------------
 
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            raise SourceError(f"source {self.name} is not running")
-        return self._client
-
     def new_policy(self) -> ReconnectPolicy:
         r = self.config.reconnect
         return ReconnectPolicy(initial=r.initial, cap=r.max, factor=r.factor)
 
-    @asynccontextmanager
-    async def stream_slot(self) -> AsyncIterator[None]:
-        """Hold one of ``max_streams`` slots while a stream is open."""
-        async with self._slots:
-            yield
-
     @property
     def open_slots(self) -> int:
-        return self.config.max_streams - int(self._slots.value)
+        return self.slots.open
 
-    async def fetch_run(
-        self, ctx: SourceContext, log: Any, run_id: str, path: str
-    ) -> dict[str, Any] | None:
-        """GET a run document for gap-fill; ``None`` (logged or counted) when unusable.
+    @property
+    def auth_failures(self) -> int:
+        return self._alerter.failures if self._alerter is not None else 0
 
-        A failed gap-fill never ends the stream: the live stream still runs.
-        """
-        try:
-            response = await self.client.get(path)
-        except httpx.TransportError as exc:
-            log.warning("arga.gap_fill_failed", error=type(exc).__name__)
-            return None
-        if response.status_code != 200:
-            log.warning("arga.gap_fill_failed", status=response.status_code)
-            return None
-        try:
-            run = response.json()
-        except ValueError:
-            ctx.reject("malformed_json", run_id=run_id, position=path)
-            return None
-        return run if isinstance(run, dict) else None
-
-    async def alert(self, ctx: SourceContext, run_id: str, stream: str, detail: str) -> None:
-        """Arga refused our credentials: alert event + metric + error log."""
-        self.auth_failures += 1
-        ctx.metrics.auth_failures.labels(ctx.name).inc()
-        ctx.log.error("arga.auth_failed", run_id=run_id, stream=stream, detail=detail)
-        await ctx.emit(
-            auth_failed_event(
-                ctx.name,
-                run_id,
-                stream,
-                detail,
-                at=ctx.clock.time(),
-                base_url=self.public_base_url,
-                prefix=ctx.type_prefix,
-            )
-        )
+    def _running(self) -> tuple[ArgaApi, SourceContext, AuthAlerter]:
+        if self.api is None or self._ctx is None or self._alerter is None:
+            raise SourceError(f"source {self.name} is not running")
+        return self.api, self._ctx, self._alerter
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -154,19 +133,13 @@ class ArgaSource:
         cfg = self.config
         # A restart by the supervisor starts clean; the persisted list resumes the runs.
         self.runs = {}
-        self._slots = anyio.Semaphore(cfg.max_streams)
+        self.slots = StreamSlots(cfg.max_streams)
         async with anyio.create_task_group() as outer:
-            if cfg.simulate is not None and cfg.simulate.enabled:
-                from argbridge.simulator.arga import ArgaSimulator
-
-                sim = ArgaSimulator(self.api_key, heartbeat=cfg.simulate.heartbeat)
-                await outer.start(sim.serve)
-                self.simulator = sim
-                self.base_url = self.public_base_url = sim.base_url
-                outer.start_soon(
-                    sim.autoplay, cfg.simulate.tick, cfg.simulate.steps, cfg.simulate.loop
-                )
-                ctx.log.info("arga.simulator_started", url=sim.base_url)
+            if self.upstream is not None:
+                url: str = await outer.start(self.upstream.run, self.api_key)
+                self.base_url = self.public_base_url = url
+                ctx.log.info("arga.simulator_started", url=url)
+            self._alerter = AuthAlerter(ctx, base_url=self.public_base_url)
             timeout = httpx.Timeout(
                 connect=cfg.connect_timeout, read=cfg.read_timeout, write=30.0, pool=None
             )
@@ -179,18 +152,21 @@ class ArgaSource:
                     max_connections=cfg.max_streams + 8, max_keepalive_connections=8
                 ),
             ) as client:
-                self._client = client
+                self.api = ArgaApi(
+                    client, self.base_url, self.public_base_url, self.api_key, cfg.websocket
+                )
+                self.discovery = Discovery(self.api, cfg, ctx, self._discovered, self._alerter)
                 try:
                     async with anyio.create_task_group() as tg:
                         self._tg = tg
                         await self._resume(ctx)
                         if cfg.poll_interval > 0 and (cfg.discover_validation or cfg.discover_demo):
-                            tg.start_soon(poll_forever, self, ctx)
+                            tg.start_soon(self.discovery.forever)
                         self.started.set()
                         await anyio.sleep_forever()
                 finally:
                     self._tg = None
-                    self._client = None
+                    self.api = None
             outer.cancel_scope.cancel()
 
     async def _resume(self, ctx: SourceContext) -> None:
@@ -215,6 +191,9 @@ class ArgaSource:
 
     # -- following -----------------------------------------------------------------------
 
+    async def _discovered(self, run_id: str, kind: str, *, origin: str) -> bool:
+        return await self.follow(run_id, kind, origin=origin)
+
     async def follow(
         self, run_id: str, kind: str, *, origin: str = "control", force: bool = False
     ) -> bool:
@@ -238,13 +217,24 @@ class ArgaSource:
         return True
 
     async def _follow_task(self, state: FollowedRun, initial: httpx.Response | None) -> None:
-        assert self._ctx is not None
-        ctx = self._ctx
+        api, ctx, alert = self._running()
+        follower: ResultsFollower | DemoRunFollower
+        if state.kind == "validation":
+            follower = ResultsFollower(
+                api,
+                ctx,
+                state.run_id,
+                policy=self.new_policy(),
+                slots=self.slots,
+                alert=alert,
+                initial=initial,
+            )
+        else:
+            follower = DemoRunFollower(
+                api, ctx, state.run_id, policy=self.new_policy(), slots=self.slots, alert=alert
+            )
         try:
-            if state.kind == "validation":
-                state.status = await ResultsFollower(self, ctx, state.run_id).run(initial)
-            else:
-                state.status = await DemoRunFollower(self, ctx, state.run_id).run()
+            state.status = await follower.run()
         except Exception as exc:
             state.status = "error"
             ctx.metrics.errors.labels(ctx.name, "source", "follower_crashed").inc()
@@ -271,9 +261,9 @@ class ArgaSource:
         *,
         task_status: anyio.abc.TaskStatus[dict[str, Any]] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        assert self._ctx is not None
+        api, ctx, _ = self._running()
         try:
-            async with self.client.stream("POST", f"/validate/{kind}", json=body) as response:
+            async with api.client.stream("POST", f"/validate/{kind}", json=body) as response:
                 ctype = content_type_essence(response.headers.get("content-type"))
                 if response.status_code != 200:
                     raw = await response.aread()
@@ -310,9 +300,7 @@ class ArgaSource:
                         "status": "started",
                     }
                 )
-                self._ctx.log.info(
-                    "arga.following", stream_kind="validation", run_id=run_id, origin=kind
-                )
+                ctx.log.info("arga.following", stream_kind="validation", run_id=run_id, origin=kind)
                 await self._follow_task(state, response)
         except (httpx.TransportError, orjson.JSONDecodeError) as exc:
             task_status.started({"error": 502, "detail": f"Arga unreachable: {type(exc).__name__}"})
@@ -324,7 +312,7 @@ class ArgaSource:
         )
         if self.auth_failures:
             return Health(False, f"Arga refused the API key ({self.auth_failures}x); {detail}")
-        return Health(self._client is not None, detail if self._client else "starting")
+        return Health(self.api is not None, detail if self.api else "starting")
 
 
 def _upstream_error(status: int, raw: bytes) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from tests.conftest import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
-DEFAULT = Path(__file__).resolve().parents[2] / "config" / "default.toml"
+DEFAULT = Path(__file__).resolve().parents[3] / "config" / "default.toml"
 
 
 async def test_default_config_streams_simulated_arga_runs_and_argus_sample(tmp_path):

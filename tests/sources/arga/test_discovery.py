@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from argbridge.sources.arga_discovery import discover_once, non_terminal_ids
+from argbridge.sources.arga.discovery import non_terminal_ids
 from tests.support.arga_fake import running_source, simulator
 
 pytestmark = pytest.mark.timeout(30)
@@ -31,8 +31,8 @@ async def test_polling_follows_new_non_terminal_runs_once(tmp_path):
         sim.add_validation_run("finished", steps=1).publish()
         demo = sim.add_demo_run("demo-live", steps=2)
         async with running_source(tmp_path, sim) as h:
-            assert await discover_once(h.source, h.ctx) == 2
-            assert await discover_once(h.source, h.ctx) == 0
+            assert await h.discover_once() == 2
+            assert await h.discover_once() == 0
             assert set(h.source.runs) == {("validation", "live"), ("demo", "demo-live")}
             with anyio.fail_after(10):
                 await sim.wait_until(lambda: sim.open_streams == 2)
@@ -41,7 +41,7 @@ async def test_polling_follows_new_non_terminal_runs_once(tmp_path):
                 assert await h.wait_run("validation", "live") == "done"
                 assert await h.wait_run("demo", "demo-live") == "done"
             # A finished run is not followed again by the next poll.
-            assert await discover_once(h.source, h.ctx) == 0
+            assert await h.discover_once() == 0
 
 
 async def test_poll_loop_runs_at_the_interval(tmp_path):
@@ -57,8 +57,8 @@ async def test_poll_loop_runs_at_the_interval(tmp_path):
 async def test_discovery_auth_failure_alerts_once(tmp_path):
     async with simulator() as sim:
         async with running_source(tmp_path, sim, api_key="bad-key-0000") as h:
-            await discover_once(h.source, h.ctx)
-            await discover_once(h.source, h.ctx)
+            await h.discover_once()
+            await h.discover_once()
             assert await h.types() == ["argbridge.source.auth_failed"]
 
 

@@ -1,0 +1,139 @@
+"""Follows one demo run's WebSocket feed (``WSS /demo-runner/runs/{run_id}/stream?token=``).
+
+Owns the WebSocket transport of the :class:`~argbridge.sources.follower.StreamFollower`
+skeleton for Arga, with the ``websockets`` library *without* its ``async for ws in
+connect()`` reconnect loop (it reconnects with zero delay after an accepted-then-closed
+connection, protocols.md §2): each attempt is one ``connect()`` inside the source's
+stream cap, and :class:`~argbridge.reconnect.ReconnectPolicy` decides what follows.
+Close 1008 (or a 401/403 handshake) → exactly one attempt, then stop, alert event
+``argbridge.source.auth_failed`` and the ``auth_failures`` metric. Other closes →
+backoff and reconnect. After every connect the run's ``events_json`` is fetched from
+``GET /demo-runner/runs/{run_id}`` (the feed is live-only), so nothing between two
+sessions is lost; event ids make the overlap disappear. ``done`` ends the subscription.
+
+Keepalive pings are on, ``max_size``/``max_queue`` are bounded (when the queue is full
+the client stops reading: TCP backpressure), permessage-deflate is configurable, proxies
+from the environment are ignored (``proxy=None``), and the ``?token=`` never reaches a
+log line or an exception message (only exception class names and close codes are logged).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from argbridge.events import CloudEvent
+from argbridge.normalize.arga import demorun_event, demorun_from_run
+from argbridge.reconnect import Action, Decision, ReconnectPolicy
+from argbridge.sources.arga.api import ArgaApi, fetch_run
+from argbridge.sources.base import SourceContext
+from argbridge.sources.follower import AuthAlert, StreamFollower, StreamSlots
+from argbridge.sources.pipeline import CommitPipeline
+from argbridge.sources.wsconnect import WsOptions, ws_attempt
+
+
+class DemoRunFollower(StreamFollower):
+    """The WebSocket subscription of one demo run."""
+
+    def __init__(
+        self,
+        api: ArgaApi,
+        ctx: SourceContext,
+        run_id: str,
+        *,
+        policy: ReconnectPolicy,
+        slots: StreamSlots,
+        alert: AuthAlert,
+    ) -> None:
+        super().__init__(
+            ctx, run_id, stream="demorun", policy=policy, slots=slots, alert=alert, log_ns="arga"
+        )
+        self.api = api
+        self.run_id = run_id
+        self.messages = 0
+        self.done = False
+
+    def _url(self) -> str:
+        base = self.api.base_url.rstrip("/")
+        scheme = "wss" if base.startswith("https://") else "ws"
+        host = base.split("://", 1)[1]
+        token = quote(self.api.api_key, safe="")
+        return (
+            f"{scheme}://{host}/demo-runner/runs/{quote(self.run_id, safe='')}/stream?token={token}"
+        )
+
+    async def connect(self) -> Decision:
+        return await ws_attempt(
+            self._url(),
+            WsOptions.of(self.api.websocket),
+            self.policy,
+            self.ctx.clock,
+            self._ws_session,
+        )
+
+    async def _ws_session(self, ws: ClientConnection) -> Decision:
+        # The feed is live-only: every session first fetches the run's history.
+        async def read(pipe: CommitPipeline) -> Decision:
+            if self.done:
+                return Decision(Action.DONE, "done")
+            return await self._read(ws, pipe)
+
+        return await self.session(read, gap_fill=True)
+
+    async def _read(self, ws: ClientConnection, pipe: CommitPipeline) -> Decision:
+        try:
+            while True:
+                await self.ctx.wait_ready()  # paused: the queue fills, reading stops
+                message = await ws.recv()
+                event = self._message(message)
+                if event is not None:
+                    await pipe.put([event], size=len(message))
+                    self.policy.progressed()
+                if self.done:
+                    return self.policy.on_ws_close(1000, done=True)
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd else None
+            reason = exc.rcvd.reason if exc.rcvd else ""
+            return self.policy.on_ws_close(code, reason=reason)
+
+    def _message(self, message: str | bytes) -> CloudEvent | None:
+        self.messages += 1
+        try:
+            payload: Any = orjson.loads(message)
+        except orjson.JSONDecodeError:
+            payload = None
+        if not isinstance(payload, dict):
+            self.ctx.reject("malformed_json", run_id=self.run_id, position=self.messages)
+            return None
+        event = demorun_event(
+            self.run_id, payload, base_url=self.api.public_base_url, prefix=self.ctx.type_prefix
+        )
+        if payload.get("type") == "done":
+            self.done = True
+        if event is None and payload.get("type") not in ("frame", "stream_frame", "screenshot"):
+            self.ctx.reject("unknown_message", run_id=self.run_id, position=self.messages)
+        return event
+
+    async def gap_fill(self) -> int:
+        """Emit ``events_json`` (and ``done`` for a terminal run) of the demo run."""
+        run = await fetch_run(
+            self.api, self.ctx, self.log, self.run_id, f"/demo-runner/runs/{self.run_id}"
+        )
+        if run is None:
+            return 0
+        events = demorun_from_run(
+            self.run_id, run, base_url=self.api.public_base_url, prefix=self.ctx.type_prefix
+        )
+        if not events:
+            return 0
+        if events[-1].type.endswith("arga.demorun.done"):
+            self.done = True
+        statuses = await self.ctx.emit_many(events)
+        new = sum(1 for s in statuses if s.value == "appended")
+        if new:
+            self.log.info("arga.gap_filled", new=new, seen=len(events) - new)
+        return new

@@ -1,0 +1,306 @@
+"""The generic ``sse`` source: any ``text/event-stream`` (GET, or POST with a JSON body).
+
+Owns the source and its :class:`SSEFollower`, the SSE transport of the shared
+:class:`~argbridge.sources.follower.StreamFollower` skeleton (the one the Arga results
+follower uses, with the same :class:`~argbridge.sse.SSEDecoder`,
+:class:`~argbridge.reconnect.ReconnectPolicy` and commit pipeline):
+
+- auth from :class:`~argbridge.config.streams.AuthConfig` (Bearer, ``X-API-Key``, a
+  custom header; secret references, redacted);
+- named events: ``event:`` becomes the type suffix (``<ce_type>.<event>``);
+- ``id:`` → ``Last-Event-ID`` on reconnect, persisted in the state store once the
+  events before it are committed, so a restart resumes; ``retry:`` is a floor under
+  the backoff; 401/403 stop + alert, 404 stop, 429/5xx back off (``Retry-After``);
+- ``terminal_events`` (event names) or a ``terminal`` JMESPath end the subscription;
+  the stream is then remembered as done (a restart does not follow it again);
+- the size cap (:mod:`argbridge.normalize.oversize`), counted and logged;
+- with ``start``, the run is started first, at most once ever
+  (:class:`~argbridge.sources.upstream.StartOnce`), and ``{run_id}`` in the URL or the
+  body is the started run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import jmespath.exceptions
+import jmespath.parser
+import orjson
+
+from argbridge.config.settings import Settings
+from argbridge.config.streams import SSESourceConfig
+from argbridge.errors import EventError
+from argbridge.events import CloudEvent, now_rfc3339
+from argbridge.normalize.mapping import MappingError, compile_expression
+from argbridge.normalize.stream import EventSpec, stream_event
+from argbridge.reconnect import Decision, ReconnectPolicy
+from argbridge.sources.base import SourceContext
+from argbridge.sources.follower import AuthAlert, AuthAlerter, StreamFollower, StreamSlots
+from argbridge.sources.generic import GenericSource, note_replaced
+from argbridge.sources.pipeline import CommitPipeline
+from argbridge.sources.state import StateStore
+from argbridge.sources.upstream import (
+    StartError,
+    StartOnce,
+    auth_headers,
+    client,
+    fill_run,
+    safe_url,
+    with_run,
+)
+from argbridge.sse import SSEDecoder
+
+
+def _true(expression: jmespath.parser.ParsedResult, payload: Any) -> bool:
+    try:
+        return bool(expression.search(payload))
+    except jmespath.exceptions.JMESPathError:
+        return False
+
+
+class SSEFollower(StreamFollower):
+    """One SSE subscription of a generic source."""
+
+    def __init__(
+        self,
+        source: GenericSource,
+        http: httpx.AsyncClient,
+        ctx: SourceContext,
+        spec: EventSpec,
+        *,
+        run_id: str,
+        state: StateStore,
+        policy: ReconnectPolicy,
+        slots: StreamSlots,
+        alert: AuthAlert,
+    ) -> None:
+        super().__init__(
+            ctx, run_id or "-", stream="sse", policy=policy, slots=slots, alert=alert, log_ns="sse"
+        )
+        cfg = source.config
+        assert isinstance(cfg, SSESourceConfig)
+        self.cfg = cfg
+        self.http = http
+        self.spec = spec
+        self.run_id = run_id
+        self.state = state
+        self.url = with_run(cfg.url, run_id) if run_id else cfg.url
+        self.body = fill_run(cfg.body, run_id) if cfg.body is not None else None
+        self.terminal_names = frozenset(cfg.terminal_events)
+        self._terminal = compile_expression("terminal", cfg.terminal) if cfg.terminal else None
+        self._throttle = source.throttle
+        prefix = f"sse:{source.name}:{run_id or '-'}"
+        self.last_id_key = f"{prefix}:last_id"
+        self.done_key = f"{prefix}:done"
+        self.last_id = ""
+        self._queued_id = ""
+        self.terminal = False
+        #: Events dispatched in the current session (ids of streams without ``id:``).
+        self.position = 0
+
+    async def prepare(self) -> Decision | None:
+        self.last_id = await self.state.get_state(self.last_id_key) or ""
+        return None
+
+    def resume_fields(self) -> dict[str, Any]:
+        return {"last_event_id": self.last_id or None}
+
+    async def finished(self) -> None:
+        await self.state.set_state(self.done_key, "1")
+
+    async def connect(self) -> Decision:
+        headers = {"accept": "text/event-stream", "cache-control": "no-store"}
+        if self.last_id:
+            headers["last-event-id"] = self.last_id
+        request = self.http.build_request(
+            self.cfg.method, self.url, headers=headers, json=self.body
+        )
+        try:
+            response = await self.http.send(request, stream=True)
+            try:
+                return await self._session(response)
+            finally:
+                await response.aclose()
+        except httpx.TransportError as exc:
+            return self.policy.on_network_error(type(exc).__name__)
+
+    async def _session(self, response: httpx.Response) -> Decision:
+        decision = self.policy.on_response(
+            response.status_code,
+            response.headers.get("content-type"),
+            response.headers.get("retry-after"),
+            now=self.ctx.clock.time(),
+        )
+        if decision is not None:
+            return decision
+        decoder = SSEDecoder(last_event_id=self.last_id)
+        self._queued_id = self.last_id
+        self.position = 0
+
+        async def read(pipe: CommitPipeline) -> Decision:
+            return await self._read(response, decoder, pipe)
+
+        return await self.session(read, on_committed=self._committed, gap_fill=False)
+
+    async def _read(
+        self, response: httpx.Response, decoder: SSEDecoder, pipe: CommitPipeline
+    ) -> Decision:
+        try:
+            async for chunk in response.aiter_bytes():
+                batch = self._decode(decoder, chunk)
+                if batch or decoder.last_event_id != self._queued_id:
+                    self._queued_id = decoder.last_event_id
+                    await pipe.put(batch, decoder.last_event_id, len(chunk))
+                if self.terminal:
+                    return self.policy.on_eof(terminal=True)
+                await self.ctx.wait_ready()  # backpressure: stop reading while paused
+        except httpx.TransportError as exc:
+            if decoder.pending_bytes:
+                self.ctx.reject(
+                    "truncated_frame",
+                    run_id=self.run_id,
+                    position=decoder.bytes_fed,
+                    pending=decoder.pending_bytes,
+                )
+            return self.policy.on_network_error(type(exc).__name__)
+        decoder.close()
+        return self.policy.on_eof(terminal=self.terminal)
+
+    async def _committed(self, last_id: str) -> None:
+        if last_id != self.last_id:
+            self.last_id = last_id
+            await self.state.set_state(self.last_id_key, last_id)
+
+    def _decode(self, decoder: SSEDecoder, chunk: bytes) -> list[CloudEvent]:
+        batch: list[CloudEvent] = []
+        events = decoder.feed(chunk)
+        now = now_rfc3339(self.ctx.clock.time()) if events else ""
+        for ev in events:
+            position = self.position
+            self.position += 1
+            content = ev.data.encode()
+            try:
+                payload: Any = orjson.loads(content)
+            except orjson.JSONDecodeError:
+                self.ctx.reject(
+                    "malformed_json", run_id=self.run_id, position=position, sse_event=ev.type
+                )
+                continue
+            try:
+                event, replaced = stream_event(
+                    self.spec,
+                    payload,
+                    run=self.run_id,
+                    event=ev.type,
+                    position=position,
+                    content=content,
+                    upstream_id=ev.id if ev.own_id and ev.id else None,
+                    now=now,
+                )
+            except (MappingError, EventError) as exc:
+                self.ctx.reject(
+                    "mapping_failed", run_id=self.run_id, position=position, error=str(exc)
+                )
+                continue
+            if replaced:
+                note_replaced(self.ctx, self._throttle, replaced, run_id=self.run_id)
+            batch.append(event)
+            if ev.type in self.terminal_names or (
+                self._terminal is not None and _true(self._terminal, payload)
+            ):
+                self.terminal = True
+                break
+        if batch:
+            self.policy.progressed()
+        self.policy.set_server_retry(decoder.retry_ms)
+        return batch
+
+
+class SSESource(GenericSource):
+    """See the module docstring."""
+
+    kind = "sse"
+
+    def __init__(self, name: str, config: SSESourceConfig, settings: Settings) -> None:
+        super().__init__(name, config, settings)
+        self.cfg = config
+        self.run_id = config.run_id or ""
+        self.follower: SSEFollower | None = None
+        self.alerter: AuthAlerter | None = None
+
+    async def run(self, ctx: SourceContext) -> None:
+        cfg = self.cfg
+        state: StateStore = ctx.journal
+        self.status = "starting"
+        self.alerter = alerter = AuthAlerter(
+            ctx, base_url=safe_url(cfg.url), vendor=cfg.vendor, log_ns="sse"
+        )
+        policy = self.new_policy()
+        headers = {**cfg.headers, **auth_headers(cfg.auth)}
+        async with client(headers, connect=cfg.connect_timeout, read=cfg.read_timeout) as http:
+            if cfg.start is not None:
+                run_id = await self._start(
+                    ctx, http, StartOnce(self.name, cfg.start, state), policy
+                )
+                if run_id is None:
+                    return
+                self.run_id = run_id
+            follower = SSEFollower(
+                self,
+                http,
+                ctx,
+                self.spec(
+                    ctx, with_run(cfg.url, self.run_id) if self.run_id else cfg.url, self.run_id
+                ),
+                run_id=self.run_id,
+                state=state,
+                policy=policy,
+                slots=StreamSlots(1),
+                alert=alerter,
+            )
+            if await state.get_state(follower.done_key):
+                ctx.log.info("sse.already_done", run_id=self.run_id or None)
+                self.stop("done")
+                return
+            self.follower = follower
+            self.status = "following"
+            self.started.set()
+            reason = await follower.run()
+            self.stop(reason)
+
+    async def _start(
+        self,
+        ctx: SourceContext,
+        http: httpx.AsyncClient,
+        starter: StartOnce,
+        policy: ReconnectPolicy,
+    ) -> str | None:
+        """The started run's id (started now or before); ``None`` when the source
+        stops (an auth failure alerts; other refusals are counted and logged)."""
+        while True:
+            try:
+                run_id = await starter.run_id(http)
+            except StartError as exc:
+                if exc.retry:
+                    decision = (
+                        policy.on_network_error(exc.detail)
+                        if exc.status is None
+                        else policy.on_response(
+                            exc.status, None, exc.retry_after, now=ctx.clock.time(), expect=""
+                        )
+                    )
+                    if decision is not None and not decision.stops:
+                        ctx.log.warning("sse.start_retry", reason=exc.reason, delay=decision.delay)
+                        await ctx.clock.sleep(decision.delay)
+                        continue
+                if exc.reason == "auth_failed":
+                    assert self.alerter is not None
+                    await self.alerter("start", "start", exc.detail)
+                else:
+                    ctx.metrics.errors.labels(ctx.name, "source", exc.reason).inc()
+                    ctx.log.error("sse.start_failed", reason=exc.reason, detail=exc.detail)
+                self.stop(exc.reason, exc.detail)
+                return None
+            ctx.log.info("sse.run_started", run_id=run_id)
+            return run_id
