@@ -17,6 +17,7 @@ from argbridge import __version__
 from argbridge.config import load_settings
 from argbridge.config.settings import Settings
 from argbridge.errors import ConfigError
+from argbridge.statelock import StateDirLocked
 
 #: Extra command modules, each exposing ``register(subparsers) -> None``.
 COMMAND_MODULES: list[str] = [
@@ -28,6 +29,8 @@ COMMAND_MODULES: list[str] = [
 ]
 
 EXIT_CONFIG = 2
+#: Another daemon holds the state dir.
+EXIT_LOCKED = 3
 
 
 def _print_config_errors(path: str | None, exc: ConfigError) -> None:
@@ -68,6 +71,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_config_errors(args.config, exc)
         return EXIT_CONFIG
+    except StateDirLocked as exc:
+        print(f"argbridge run: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
     except KeyboardInterrupt:
         return 130
     return 0

@@ -42,6 +42,7 @@ from argbridge.registry import build_sink, build_source
 from argbridge.router import Router
 from argbridge.sinks.base import Health, Sink, SinkContext, SinkWorker
 from argbridge.sources.base import Source, SourceContext
+from argbridge.statelock import StateDirLock
 
 Service = Callable[["App"], Awaitable[None]]
 #: Services (the HTTP server, systemd notify…) register themselves here at import time
@@ -193,6 +194,12 @@ class App:
         """Run until shutdown; returns normally after a graceful stop."""
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
+        # One daemon per state dir: a second one stops here, naming the holder's pid.
+        with StateDirLock(s.state_dir):
+            await self._run_locked()
+
+    async def _run_locked(self) -> None:
+        s = self.settings
         journal = Journal(
             s.state_dir / "journal.db",
             sinks=list(s.sinks),
