@@ -80,8 +80,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from argbridge.config.base import unresolved_secrets
+    from argbridge.config.endpoints import endpoints
+
     try:
-        settings = load_settings(Path(args.config))
+        if args.no_environment:
+            with unresolved_secrets():
+                settings = load_settings(Path(args.config))
+        else:
+            settings = load_settings(Path(args.config))
     except ConfigError as exc:
         _print_config_errors(args.config, exc)
         return 1
@@ -92,6 +99,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"{', '.join(f'{n} [{c.type}]' for n, c in settings.sinks.items()) or '-'}; "
         f"{len(settings.routes)} route(s); state in {settings.state_dir})"
     )
+    if args.no_environment:
+        print("secret references (env:, file:, credential:) were not resolved")
+    opened = endpoints(settings)
+    print("endpoints:" if opened else "endpoints: none (http.enabled = false)")
+    for line in opened:
+        print(f"  {line}")
     return 0
 
 
@@ -111,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("check-config", help="validate a configuration file")
     p.add_argument("config", help="TOML configuration file")
+    p.add_argument(
+        "--no-environment",
+        action="store_true",
+        help="check everything except that secret references (env:, file:, credential:) "
+        "resolve, e.g. in CI where the secrets are absent",
+    )
     p.set_defaults(func=cmd_check_config)
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version)

@@ -33,6 +33,7 @@ import anyio.abc
 
 from argbridge.backoff import Backoff
 from argbridge.clock import SYSTEM_CLOCK, Clock
+from argbridge.config.endpoints import endpoints
 from argbridge.config.settings import Settings
 from argbridge.http.server import HttpServer
 from argbridge.journal import Journal
@@ -231,6 +232,7 @@ class App:
                     sinks=list(self.sinks),
                     last_seq=journal.last_seq,
                 )
+                self.log.info("daemon.endpoints", endpoints=endpoints(s))
                 await self._run_components()
         finally:
             self.stopped.set()
@@ -264,7 +266,9 @@ class App:
         rt = self.settings.runtime
         async with anyio.create_task_group() as outer:
             if self.handle_signals:
-                outer.start_soon(self._watch_signals, name="signals")
+                # Started (handlers installed) before anything says "ready": a SIGTERM
+                # right after daemon.ready must drain, not kill the process.
+                await outer.start(self._watch_signals, name="signals")
             outer.start_soon(self._retention_loop, name="retention")
             outer.start_soon(self._checkpoint_loop, name="checkpoint")
             async with anyio.create_task_group() as workers:
@@ -302,8 +306,11 @@ class App:
                         self.log.warning("sink.close_failed", component=name, error=exc)
             outer.cancel_scope.cancel()
 
-    async def _watch_signals(self) -> None:
+    async def _watch_signals(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
             async for signum in signals:
                 if self.stopping.is_set():
                     self.log.warning("shutdown.forced", signal=signal.Signals(signum).name)

@@ -93,13 +93,19 @@ class Daemon:
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str,
+    env: dict[str, str] | None = None,
+    unset: tuple[str, ...] = (),
+    timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m argbridge ARGS`` to completion (text output)."""
+    """``python -m argbridge ARGS`` to completion (text output); ``env`` is added to this
+    process's environment, ``unset`` names variables removed from it."""
+    full_env = {k: v for k, v in os.environ.items() if k not in unset}
+    full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "argbridge", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **(env or {})},
+        env=full_env,
     )

@@ -12,7 +12,13 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ModelWrapValidatorHandler, ValidationError, model_validator
+from pydantic import (
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -132,6 +138,15 @@ class RouteConfig(StrictModel):
     filters: list[FilterConfig] = Field(default_factory=list)
     #: Topic override for topic-based sinks (Kafka); may use ``{type}`` etc.
     topic: str | None = None
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_template(cls, value: str | None) -> str | None:
+        if value is not None:
+            from argbridge.delivery.kafka_records import check_topic_template
+
+            check_topic_template(value)
+        return value
 
 
 class Settings(BaseSettings):

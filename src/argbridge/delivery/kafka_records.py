@@ -30,7 +30,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from argbridge.errors import EventError
-from argbridge.events import ATTRIBUTES, CloudEvent, ExtensionValue
+from argbridge.events import ATTRIBUTES, TEMPLATE_ATTRIBUTES, CloudEvent, ExtensionValue
 
 Mode = Literal["binary", "structured"]
 STRUCTURED_CONTENT_TYPE = b"application/cloudevents+json; charset=UTF-8"
@@ -75,6 +75,20 @@ def template_fields(template: str) -> tuple[str, ...]:
             )
         names.append(name)
     return tuple(names)
+
+
+def check_topic_template(template: str) -> tuple[str, ...]:
+    """:func:`template_fields`, and every name must be an attribute argbridge's events can
+    carry (:data:`argbridge.events.TEMPLATE_ATTRIBUTES`); raises ``ValueError`` naming the
+    unknown one (``"events.{nosuchattr}"`` would otherwise send to ``events.none``)."""
+    names = template_fields(template)
+    for name in names:
+        if name not in TEMPLATE_ATTRIBUTES:
+            known = ", ".join(sorted(TEMPLATE_ATTRIBUTES))
+            raise ValueError(
+                f"topic template {template!r}: unknown attribute {{{name}}} (known: {known})"
+            )
+    return names
 
 
 def render_topic(template: str, event: CloudEvent) -> str:
