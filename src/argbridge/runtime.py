@@ -144,7 +144,7 @@ class App:
         self.stopping = anyio.Event()
         self.stopped = anyio.Event()
         self._journal: Journal | None = None
-        self.router = Router(settings.routes, list(settings.sinks))
+        self.router = Router.from_settings(settings)
         self.sinks: dict[str, Sink] = {}
         self.workers: dict[str, SinkWorker] = {}
         self.sources: dict[str, Source] = {}

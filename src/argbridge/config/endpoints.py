@@ -34,8 +34,6 @@ def endpoints(settings: Settings) -> list[str]:
         f"GET  {base}/readyz  (readiness)",
         f"GET  {base}/metrics  (Prometheus)",
     ]
-    access = (
-        "bearer token" if settings.http.control_token is not None else "loopback clients only"
-    )
+    access = "bearer token" if settings.http.control_token is not None else "loopback clients only"
     lines.append(f"     {base}/control/...  (control API: {access})")
     return lines
