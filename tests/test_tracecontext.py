@@ -106,7 +106,7 @@ async def test_a_trace_spans_the_daemon_from_webhook_to_kafka_and_outbound_webho
                 f'secrets = ["{SECRET}"]\nallow_private = true\n'
             )
             with Daemon(config) as daemon:
-                await anyio.to_thread.run_sync(daemon.wait_event, "daemon.ready")
+                await anyio.to_thread.run_sync(daemon.wait_event, "http.listening")
                 async with httpx.AsyncClient(timeout=10) as client:
                     for n, extra in enumerate(
                         [{"traceparent": TP, "tracestate": TS}, {"traceparent": "junk"}]

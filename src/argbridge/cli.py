@@ -26,6 +26,7 @@ COMMAND_MODULES: list[str] = [
     "argbridge.commands.arga",
     "argbridge.commands.dlq",
     "argbridge.commands.demo",
+    "argbridge.commands.trace",
 ]
 
 EXIT_CONFIG = 2

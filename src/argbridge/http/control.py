@@ -23,6 +23,7 @@ CONTROL_MODULES: list[str] = [
     "argbridge.http.control_ops",
     "argbridge.http.control_arga",
     "argbridge.http.control_dlq",
+    "argbridge.http.control_trace",
 ]
 
 
