@@ -59,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = load_or_exit(args.config)
     configure_logging(settings.log.level, settings.log.format)
-    app = App(settings)
+    app = App(settings, config_path=args.config)  # SIGHUP re-reads it
     notify.install(app)  # READY/STATUS/WATCHDOG/STOPPING when run by systemd (Type=notify)
     use_uvloop = settings.runtime.uvloop
     if use_uvloop:

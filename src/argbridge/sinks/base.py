@@ -218,6 +218,12 @@ class SinkWorker:
         self._route_all = routes[0] if len(routes) == 1 and not routes[0].filters else None
         # ... as long as the batch holds none of argbridge's own events (see _route).
 
+    def set_router(self, router: Router) -> None:
+        """Route with ``router`` from the next batch on (a live reload)."""
+        routes = [r for r in router.routes if self.name in r.sinks]
+        self._route_all = routes[0] if len(routes) == 1 and not routes[0].filters else None
+        self.router = router
+
     def stop(self) -> None:
         """Finish the batch in flight, then return from :meth:`run`."""
         self._stopping.set()
