@@ -6,63 +6,20 @@ Waiting is event-driven: the test reads the daemon's JSON log lines from its std
 
 from __future__ import annotations
 
-import os
-import queue
 import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
+
+from tests.support.process import Daemon
 
 pytestmark = pytest.mark.slow
 
 BATCH = 50
 PASSES = 150  # 14 sample items per pass -> 2,100 events
-
-
-class Daemon:
-    """A running ``argbridge run`` whose log lines arrive on a queue."""
-
-    def __init__(self, config: Path) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "argbridge", "run", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.seen: list[dict[str, Any]] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            try:
-                self.lines.put(orjson.loads(raw))
-            except orjson.JSONDecodeError:
-                self.lines.put({"event": "non-json", "raw": raw.decode(errors="replace")})
-        self.proc.stderr.close()
-        self.lines.put(None)
-
-    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30) -> None:
-        while True:
-            line = self.lines.get(timeout=timeout)
-            if line is None:
-                raise AssertionError(f"daemon exited; last lines: {self.seen[-5:]}")
-            self.seen.append(line)
-            if predicate(line):
-                return
-
-    def count(self, event: str) -> int:
-        return sum(1 for line in self.seen if line.get("event") == event)
 
 
 def write_config(tmp_path: Path) -> Path:

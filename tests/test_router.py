@@ -82,3 +82,64 @@ def test_routes_select_sinks():
 def test_no_routes_means_every_sink_gets_everything():
     router = Router([], ["a", "b"])
     assert router.sinks_for(EV) == {"a", "b"}
+
+
+# -- argbridge's own events: the [ops] routes ---------------------------------------------
+
+OPS_EV = CloudEvent(id="2", source="urn:argbridge:source:arga", type="argbridge.source.auth_failed")
+
+
+def _ops_settings(**kw):
+    from argbridge.config.settings import load_settings
+
+    sinks = {
+        "kafka": {"type": "kafka"},
+        "slack": {"type": "slack", "webhook_url": "https://hooks.slack.test/x"},
+        "file": {"type": "file"},
+    }
+    return load_settings(None, sinks=sinks, http={"enabled": False}, **kw)
+
+
+def test_ops_events_skip_the_data_routes_and_go_to_kafka_and_slack_by_default():
+    router = Router.from_settings(_ops_settings())
+    # No routes: the default route sends data everywhere, but not argbridge's own events.
+    assert router.sinks_for(EV) == {"kafka", "slack", "file"}
+    assert router.sinks_for(OPS_EV) == {"kafka", "slack"}
+    [kafka] = router.routes_for("kafka", OPS_EV)
+    assert kafka.topic == "argbridge.ops"
+    [slack] = router.routes_for("slack", OPS_EV)
+    assert slack.topic is None  # Slack keeps its channel
+    assert router.routes_for("file", OPS_EV) == []
+
+
+def test_ops_destination_is_configurable_and_a_route_may_opt_in():
+    s = _ops_settings(
+        ops={"sinks": ["file"], "topic": "ops.{type}"},
+        routes=[
+            {"name": "data", "sinks": ["kafka"]},
+            {"name": "alerts", "sinks": ["slack"], "ops": True},
+        ],
+    )
+    router = Router.from_settings(s)
+    assert router.sinks_for(OPS_EV) == {"file", "slack"}
+    assert router.sinks_for(EV) == {"kafka", "slack"}  # ops = true: as well as data
+    assert router.routes_for("kafka", OPS_EV) == []
+    none = Router.from_settings(_ops_settings(ops={"sinks": []}))
+    assert none.sinks_for(OPS_EV) == set()
+
+
+def test_ops_type_follows_the_type_prefix():
+    router = Router.from_settings(_ops_settings(type_prefix="acme."))
+    prefixed = CloudEvent(id="3", source="urn:x", type="acme.argbridge.source.auth_failed")
+    assert router.sinks_for(prefixed) == {"kafka", "slack"}
+    assert router.may_be_ops(prefixed.to_json())
+    assert not router.may_be_ops(EV.to_json())
+
+
+def test_ops_sinks_must_exist():
+    from argbridge.config.settings import load_settings
+    from argbridge.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, sinks={"f": {"type": "file"}}, ops={"sinks": ["nope"]})
+    assert ("ops.sinks.0", "no sink named 'nope' (f)") in info.value.problems

@@ -17,6 +17,7 @@ from argbridge import __version__
 from argbridge.config import load_settings
 from argbridge.config.settings import Settings
 from argbridge.errors import ConfigError, StartupError
+from argbridge.statelock import StateDirLocked
 
 #: Extra command modules, each exposing ``register(subparsers) -> None``.
 COMMAND_MODULES: list[str] = [
@@ -25,11 +26,14 @@ COMMAND_MODULES: list[str] = [
     "argbridge.commands.arga",
     "argbridge.commands.dlq",
     "argbridge.commands.demo",
+    "argbridge.commands.trace",
 ]
 
 EXIT_CONFIG = 2
 #: A listener cannot bind or the state dir cannot be written (nothing was started).
 EXIT_STARTUP = 1
+#: Another daemon holds the state dir.
+EXIT_LOCKED = 3
 
 
 def _print_config_errors(path: str | None, exc: ConfigError) -> None:
@@ -57,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = load_or_exit(args.config)
     configure_logging(settings.log.level, settings.log.format)
-    app = App(settings)
+    app = App(settings, config_path=args.config)  # SIGHUP re-reads it
     notify.install(app)  # READY/STATUS/WATCHDOG/STOPPING when run by systemd (Type=notify)
     use_uvloop = settings.runtime.uvloop
     if use_uvloop:
@@ -70,6 +74,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_config_errors(args.config, exc)
         return EXIT_CONFIG
+    except StateDirLocked as exc:
+        print(f"argbridge run: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
     except StartupError as exc:
         # One line, before READY=1 and before any source or sink started.
         print(f"argbridge: {exc}", file=sys.stderr)
@@ -80,8 +87,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from argbridge.config.base import unresolved_secrets
+    from argbridge.config.endpoints import endpoints
+
     try:
-        settings = load_settings(Path(args.config))
+        if args.no_environment:
+            with unresolved_secrets():
+                settings = load_settings(Path(args.config))
+        else:
+            settings = load_settings(Path(args.config))
     except ConfigError as exc:
         _print_config_errors(args.config, exc)
         return 1
@@ -92,6 +106,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"{', '.join(f'{n} [{c.type}]' for n, c in settings.sinks.items()) or '-'}; "
         f"{len(settings.routes)} route(s); state in {settings.state_dir})"
     )
+    if args.no_environment:
+        print("secret references (env:, file:, credential:) were not resolved")
+    opened = endpoints(settings)
+    print("endpoints:" if opened else "endpoints: none (http.enabled = false)")
+    for line in opened:
+        print(f"  {line}")
     return 0
 
 
@@ -111,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("check-config", help="validate a configuration file")
     p.add_argument("config", help="TOML configuration file")
+    p.add_argument(
+        "--no-environment",
+        action="store_true",
+        help="check everything except that secret references (env:, file:, credential:) "
+        "resolve, e.g. in CI where the secrets are absent",
+    )
     p.set_defaults(func=cmd_check_config)
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version)

@@ -30,6 +30,11 @@ CORE_ATTRIBUTES = frozenset(
 #: Every attribute a :class:`CloudEvent` holds as a field: the spec's plus argbridge's
 #: own extensions (the rest of an event's attributes are in ``extensions``).
 ATTRIBUTES = CORE_ATTRIBUTES | {"partitionkey", "sequence", "severity"}
+#: The CloudEvents distributed-tracing extension (W3C Trace Context), kept from inbound
+#: webhooks and forwarded by the sinks.
+TRACE_EXTENSIONS = ("traceparent", "tracestate")
+#: What a topic template may name: every attribute argbridge's events can carry.
+TEMPLATE_ATTRIBUTES = ATTRIBUTES | frozenset(TRACE_EXTENSIONS)
 _RESERVED = CORE_ATTRIBUTES | {"data", "data_base64"}
 _FIELDS = ATTRIBUTES | {"data"}
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")

@@ -446,6 +446,17 @@ class Journal:
             ),
         )
 
+    async def set_sinks(self, sinks: Iterable[str]) -> None:
+        """Track exactly ``sinks`` from now on (a live reload): a new sink starts at the
+        oldest retained event, as at open; a removed one no longer holds retention and
+        backpressure back. Stop a sink's worker before removing it."""
+        wanted = tuple(dict.fromkeys(sinks))
+        await self._submit("sinks", wanted)
+        self.sinks = wanted
+        self._epochs = {s: self._epochs.get(s, 0) for s in wanted}
+        self._read_epochs = {s: e for s, e in self._read_epochs.items() if s in wanted}
+        self._update_pause()
+
     async def clear_retry(self, sink: str, event_id: str) -> None:
         """Forget a retry (delivered, or superseded)."""
         await self._submit(
@@ -711,6 +722,8 @@ class Journal:
                     seq = max(0, min(seq, last_seq))
                     c.execute("UPDATE cursors SET seq = ? WHERE sink = ?", (seq, sink))
                     cursors[sink] = seq
+                elif op.kind == "sinks":  # set_sinks (a live reload)
+                    _track_sinks(c, cursors, op.args)
                 else:  # "call": isolated in a savepoint so one failure spoils only itself
                     c.execute("SAVEPOINT op")
                     try:
@@ -919,6 +932,17 @@ class Journal:
     def _check_sink(self, sink: str) -> None:
         if sink not in self._cursors:
             raise JournalError(f"unknown sink {sink!r}; the journal tracks {list(self.sinks)}")
+
+
+def _track_sinks(c: sqlite3.Connection, cursors: dict[str, int], wanted: tuple[str, ...]) -> None:
+    """Add and remove cursor rows (and ``cursors`` entries) so exactly ``wanted`` remain."""
+    for sink in wanted:
+        if sink not in cursors:
+            c.execute("INSERT OR IGNORE INTO cursors (sink, seq) VALUES (?, 0)", (sink,))
+            cursors[sink] = 0
+    for sink in [s for s in cursors if s not in wanted]:
+        c.execute("DELETE FROM cursors WHERE sink = ?", (sink,))
+        del cursors[sink]
 
 
 def _records(rows: Iterable[tuple[int, bytes, int, float]]) -> list[JournalRecord]:

@@ -22,6 +22,7 @@ kernel (:func:`tune_malloc`; it was 0.5 page faults per event a Kafka sink drain
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import os
@@ -29,6 +30,7 @@ import platform
 import signal
 import tempfile
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +39,21 @@ import anyio.abc
 
 from argbridge.backoff import Backoff
 from argbridge.clock import SYSTEM_CLOCK, Clock
-from argbridge.config.settings import Settings
-from argbridge.errors import StartupError
+from argbridge.config import load_settings
+from argbridge.config.endpoints import endpoints
+from argbridge.config.settings import Settings, SinkConfig, SourceConfig
+from argbridge.errors import ConfigError, StartupError
+from argbridge.http.asgi import Request, Response, problem
 from argbridge.http.server import Planes
 from argbridge.journal import Journal
 from argbridge.logging import get_logger, register_secrets
 from argbridge.metrics import Metrics
 from argbridge.registry import build_sink, build_source
+from argbridge.reload import ConfigDiff, LoadedConfig, diff, effective
 from argbridge.router import Router
 from argbridge.sinks.base import Health, Sink, SinkContext, SinkWorker
 from argbridge.sources.base import Source, SourceContext
+from argbridge.statelock import StateDirLock, StateDirLocked
 
 Service = Callable[["App"], Awaitable[None]]
 #: Services (the HTTP server, systemd notify…) register themselves here at import time
@@ -137,6 +144,17 @@ def prepare_state_dir(path: Path) -> None:
         raise StartupError(f"state_dir {path} cannot be written: {exc.strerror or exc}") from None
 
 
+@dataclass
+class _Handle:
+    """A running component's cancel scope, and an event set once its task ended."""
+
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+
+HttpHandler = Callable[[Request], Awaitable[Response]]
+
+
 class App:
     """One argbridge daemon."""
 
@@ -147,8 +165,11 @@ class App:
         clock: Clock = SYSTEM_CLOCK,
         metrics: Metrics | None = None,
         handle_signals: bool = True,
+        config_path: str | Path | None = None,
     ) -> None:
         self.settings = settings
+        #: The file SIGHUP re-reads (``None``: nothing to reload from).
+        self.config_path = Path(config_path) if config_path is not None else None
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.handle_signals = handle_signals
@@ -157,13 +178,26 @@ class App:
         self.stopping = anyio.Event()
         self.stopped = anyio.Event()
         self._journal: Journal | None = None
-        self.router = Router(settings.routes, list(settings.sinks))
+        self.router = Router.from_settings(settings)
         self.sinks: dict[str, Sink] = {}
         self.workers: dict[str, SinkWorker] = {}
         self.sources: dict[str, Source] = {}
         self.source_contexts: dict[str, SourceContext] = {}
         self.services: list[tuple[str, Service]] = list(DEFAULT_SERVICES)
         self._force = False
+        self.loaded = LoadedConfig.of(self.config_path, clock.time())
+        self.reloads = 0
+        #: The outcome of the last reload (``None``: none yet), for ``argbridge status``.
+        self.last_reload: dict[str, Any] | None = None
+        self._reload_lock = anyio.Lock()
+        self._handles: dict[str, _Handle] = {}
+        self._outer: anyio.abc.TaskGroup | None = None
+        self._workers_tg: anyio.abc.TaskGroup | None = None
+        self._intake_tg: anyio.abc.TaskGroup | None = None
+        #: Inbound routes of sources (webhooks), by ``(method, path)``: the listener's
+        #: router dispatches through this map, so a reload swaps handlers atomically.
+        self._http_handlers: dict[tuple[str, str], tuple[str, HttpHandler]] = {}
+        self._http_routes: set[tuple[str, str]] = set()
         register_secrets(_secret_values(settings))
         #: Every listener (webhook, control, metrics), bound in :meth:`run` before anything
         #: else starts; :attr:`http` is the public webhook listener, :attr:`control` the
@@ -214,16 +248,20 @@ class App:
         Fails fast with :class:`StartupError` (before READY=1, before any source or sink
         starts) when the state dir cannot be written or a listener cannot bind.
         """
-        try:
-            prepare_state_dir(self.settings.state_dir)
-            self.planes.bind()
-        except StartupError:
-            self.stopped.set()
-            raise
-        try:
-            await self._run_bound()
-        finally:
-            self.planes.close()
+        with contextlib.ExitStack() as held:
+            try:
+                prepare_state_dir(self.settings.state_dir)
+                # One daemon per state dir: a second one stops here, naming the holder's
+                # pid, before it tries the first one's (busy) addresses.
+                held.enter_context(StateDirLock(self.settings.state_dir))
+                self.planes.bind()
+            except (StartupError, StateDirLocked):
+                self.stopped.set()
+                raise
+            try:
+                await self._run_bound()
+            finally:
+                self.planes.close()
 
     async def _run_bound(self) -> None:
         s = self.settings
@@ -258,6 +296,7 @@ class App:
                     sinks=list(self.sinks),
                     last_seq=journal.last_seq,
                 )
+                self.log.info("daemon.endpoints", endpoints=endpoints(s))
                 await self._run_components()
         finally:
             self.stopped.set()
@@ -266,41 +305,95 @@ class App:
     def _build(self) -> None:
         s = self.settings
         for name, cfg in s.sinks.items():
-            ctx = SinkContext(name, self.journal, self.metrics, self.clock)
-            sink = build_sink(cfg, ctx, s)
-            self.sinks[name] = sink
-            self.workers[name] = SinkWorker(
-                sink,
-                ctx,
-                self.router,
-                batch_size=cfg.batch_size,
-                backoff=Backoff(base=cfg.retry_initial, cap=cfg.retry_max),
-            )
+            self._make_sink(name, cfg, s)
         for name, source_cfg in s.sources.items():
-            self.sources[name] = build_source(name, source_cfg, s)
-            self.source_contexts[name] = SourceContext(
-                name, self.journal, self.metrics, self.clock, type_prefix=s.type_prefix
-            )
-            # Sources that serve HTTP (inbound webhooks) get their routes on our listener.
-            routes = getattr(self.sources[name], "routes", None)
-            if routes is not None and self.http is not None:
-                for method, path, handler in routes(self.source_contexts[name]):
-                    self.http.router.add(method, path, handler)
+            self._make_source(name, source_cfg, s)
+
+    def _make_sink(self, name: str, cfg: SinkConfig, s: Settings) -> SinkWorker:
+        ctx = SinkContext(name, self.journal, self.metrics, self.clock)
+        self.sinks[name] = build_sink(cfg, ctx, s)
+        worker = self.workers[name] = SinkWorker(
+            self.sinks[name],
+            ctx,
+            self.router,
+            batch_size=cfg.batch_size,
+            backoff=Backoff(base=cfg.retry_initial, cap=cfg.retry_max),
+        )
+        return worker
+
+    def _make_source(self, name: str, cfg: SourceConfig, s: Settings) -> None:
+        source = build_source(name, cfg, s)
+        ctx = SourceContext(name, self.journal, self.metrics, self.clock, type_prefix=s.type_prefix)
+        # Sources that serve HTTP (inbound webhooks) get their routes on our listener.
+        self._install_routes(name, source, ctx)
+        self.sources[name] = source
+        self.source_contexts[name] = ctx
+
+    def _install_routes(self, name: str, source: Source, ctx: SourceContext) -> None:
+        routes = getattr(source, "routes", None)
+        if routes is None or self.http is None:
+            return
+        for method, path, handler in routes(ctx):
+            key = (method.upper(), path)
+            self._http_handlers[key] = (name, handler)
+            if key not in self._http_routes:
+                self._http_routes.add(key)
+                self.http.router.add(method, path, self._dispatcher(key))
+
+    def _uninstall_routes(self, name: str) -> None:
+        for key in [k for k, (owner, _) in self._http_handlers.items() if owner == name]:
+            del self._http_handlers[key]
+
+    def _dispatcher(self, key: tuple[str, str]) -> HttpHandler:
+        async def dispatch(request: Request) -> Response:
+            entry = self._http_handlers.get(key)
+            if entry is None:  # the source was removed by a reload
+                detail = "no webhook source is configured here"
+                return problem(404, "Unknown webhook source", detail)
+            return await entry[1](request)
+
+        return dispatch
+
+    def _spawn(
+        self,
+        tg: anyio.abc.TaskGroup | None,
+        name: str,
+        kind: str,
+        fn: Callable[..., Awaitable[None]],
+        *args: Any,
+    ) -> None:
+        assert tg is not None
+        handle = self._handles[name] = _Handle()
+        tg.start_soon(self._run_handle, handle, name, kind, fn, *args, name=name)
+
+    async def _run_handle(
+        self, handle: _Handle, name: str, kind: str, fn: Callable[..., Awaitable[None]], *args: Any
+    ) -> None:
+        try:
+            with handle.scope:
+                await self._supervise(name, kind, fn, *args)
+        finally:
+            handle.done.set()
 
     async def _run_components(self) -> None:
         rt = self.settings.runtime
         async with anyio.create_task_group() as outer:
+            self._outer = outer
             if self.handle_signals:
-                outer.start_soon(self._watch_signals, name="signals")
+                # Started (handlers installed) before anything says "ready": a SIGTERM
+                # right after daemon.ready must drain, not kill the process.
+                await outer.start(self._watch_signals, name="signals")
             outer.start_soon(self._retention_loop, name="retention")
             outer.start_soon(self._checkpoint_loop, name="checkpoint")
             async with anyio.create_task_group() as workers:
+                self._workers_tg = workers
                 for name, worker in self.workers.items():
-                    workers.start_soon(self._supervise, f"sink:{name}", "sink", worker.run)
+                    self._spawn(workers, f"sink:{name}", "sink", worker.run)
                 async with anyio.create_task_group() as intake:
+                    self._intake_tg = intake
                     for name, source in self.sources.items():
-                        intake.start_soon(
-                            self._supervise,
+                        self._spawn(
+                            intake,
                             f"source:{name}",
                             "source",
                             source.run,
@@ -311,7 +404,8 @@ class App:
                     self.ready.set()
                     self.log.info("daemon.ready")
                     await self.stopping.wait()
-                    intake.cancel_scope.cancel()
+                    async with self._reload_lock:  # a reload in progress finishes first
+                        intake.cancel_scope.cancel()
                 self.log.info("shutdown.draining", deadline=rt.drain_timeout)
                 for worker in self.workers.values():
                     worker.stop()
@@ -329,9 +423,131 @@ class App:
                         self.log.warning("sink.close_failed", component=name, error=exc)
             outer.cancel_scope.cancel()
 
-    async def _watch_signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    # -- live reload ----------------------------------------------------------------------
+
+    def config_status(self) -> dict[str, Any]:
+        """The running config's file, SHA-256 and load time, and the last reload."""
+        return {**self.loaded.to_json(), "reloads": self.reloads, "last_reload": self.last_reload}
+
+    async def reload(self) -> bool:
+        """Re-read :attr:`config_path` and apply what changed (see :mod:`argbridge.reload`);
+        an invalid file is rejected with check-config's errors and the running config
+        stays. ``True`` when the new config was applied."""
+        await self.ready.wait()
+        async with self._reload_lock:
+            if self.stopping.is_set():
+                return False
+            now = self.clock.time()
+            if self.config_path is None:
+                self.log.warning("config.reload_rejected", errors=["no config file to re-read"])
+                return False
+            try:
+                new = await anyio.to_thread.run_sync(load_settings, self.config_path)
+            except ConfigError as exc:
+                errors = [f"{k}: {m}" if k else m for k, m in exc.problems]
+                self.log.error("config.reload_rejected", path=str(self.config_path), errors=errors)
+                self.last_reload = {"at": now, "ok": False, "errors": errors}
+                return False
+            new, kept = effective(self.settings, new)
+            changes = diff(self.settings, new, kept)
+            register_secrets(_secret_values(new))
+            try:
+                await self._apply(new, changes)
+            except Exception as exc:  # a component that cannot be built: say so, keep going
+                self.log.error("config.reload_failed", error=exc, exc_info=exc)
+                self.last_reload = {"at": now, "ok": False, "errors": [str(exc)]}
+                return False
+            self.reloads += 1
+            self.loaded = LoadedConfig.of(self.config_path, now)
+            self.last_reload = {"at": now, "ok": True, "changes": changes.to_json()}
+            if kept:
+                self.log.warning("config.reload_needs_restart", keys=list(kept))
+            self.log.info("config.reloaded", sha256=self.loaded.sha256, **changes.to_json())
+            return True
+
+    async def _apply(self, new: Settings, changes: ConfigDiff) -> None:
+        sinks, sources = changes.sinks, changes.sources
+        # Build what replaces a changed webhook source first, so its path never answers
+        # 404 or 503 during the swap: the handler map changes in one step.
+        replaced: dict[str, tuple[Source, SourceContext]] = {}
+        for name in sources.changed:
+            source = build_source(name, new.sources[name], new)
+            ctx = SourceContext(
+                name, self.journal, self.metrics, self.clock, type_prefix=new.type_prefix
+            )
+            replaced[name] = (source, ctx)
+        # Stop what goes away or is rebuilt: sources are cancelled (what they journaled
+        # is accepted), sink workers finish their in-flight batch first.
+        for name in sources.removed + sources.changed:
+            self._uninstall_routes(name)  # and, with no await between, the new ones
+            if name in replaced:
+                self._install_routes(name, *replaced[name])
+            await self._stop_source(name)
+        for name in sinks.removed + sinks.changed:
+            await self._stop_sink(name)
+        if sinks.added or sinks.removed:
+            await self.journal.set_sinks(list(new.sinks))
+        self.settings = new
+        self.router = Router.from_settings(new)
+        for worker in self.workers.values():
+            worker.set_router(self.router)
+        for name in sinks.added + sinks.changed:
+            worker = self._make_sink(name, new.sinks[name], new)
+            self._spawn(self._workers_tg, f"sink:{name}", "sink", worker.run)
+        for name in sources.added:
+            self._make_source(name, new.sources[name], new)
+        for name, (source, ctx) in replaced.items():
+            self.sources[name], self.source_contexts[name] = source, ctx
+        for name in sources.added + sources.changed:
+            self._spawn(
+                self._intake_tg,
+                f"source:{name}",
+                "source",
+                self.sources[name].run,
+                self.source_contexts[name],
+            )
+
+    async def _stop_source(self, name: str) -> None:
+        handle = self._handles.pop(f"source:{name}", None)
+        self.sources.pop(name, None)
+        self.source_contexts.pop(name, None)
+        if handle is not None:
+            handle.scope.cancel()
+            with anyio.move_on_after(self.settings.runtime.drain_timeout):
+                await handle.done.wait()
+
+    async def _stop_sink(self, name: str) -> None:
+        rt = self.settings.runtime
+        worker = self.workers[name]
+        handle = self._handles.pop(f"sink:{name}", None)
+        worker.stop()
+        if handle is not None:
+            with anyio.move_on_after(rt.drain_timeout):
+                await handle.done.wait()
+            if not handle.done.is_set():
+                self.log.warning("reload.drain_timeout", component=name, in_flight=worker.in_flight)
+                handle.scope.cancel()
+                await handle.done.wait()
+        sink = self.sinks.pop(name)
+        del self.workers[name]
+        with anyio.move_on_after(rt.drain_timeout, shield=True):
+            try:
+                await sink.aclose()
+            except Exception as exc:
+                self.log.warning("sink.close_failed", component=name, error=exc)
+
+    async def _watch_signals(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            task_status.started()
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    # systemctl reload (ExecReload=kill -HUP): re-read the config file.
+                    if not self.stopping.is_set() and self._outer is not None:
+                        self.log.info("signal.received", signal="SIGHUP")
+                        self._outer.start_soon(self.reload, name="reload")
+                    continue
                 if self.stopping.is_set():
                     self.log.warning("shutdown.forced", signal=signal.Signals(signum).name)
                     self._force = True

@@ -76,7 +76,11 @@ def test_binary_mode_decodes_with_the_cloudevents_binding():
 def test_structured_mode_decodes_and_round_trips():
     ev = event()
     record = build_record(ev, "t", "structured")
-    assert dict(record.headers) == {"content-type": STRUCTURED_CONTENT_TYPE}
+    # The event is the body; the W3C trace header is forwarded for tracing libraries.
+    assert dict(record.headers) == {
+        "content-type": STRUCTURED_CONTENT_TYPE,
+        "traceparent": b"00-ab-cd-01",
+    }
     assert record.key == b"r1"
     assert CloudEvent.from_json(record.value) == ev
     decoded = ce_kafka.from_kafka_event(message(record))

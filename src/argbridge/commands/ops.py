@@ -165,6 +165,26 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def render_config(cfg: dict[str, Any]) -> str:
+    """``config: PATH sha256 HASH loaded at T`` plus the last reload's outcome."""
+    line = (
+        f"config: {cfg.get('path') or '-'} sha256 {(cfg.get('sha256') or '-')[:16]} "
+        f"loaded at {_utc(cfg['loaded_at'])}, {cfg.get('reloads', 0)} reload(s)"
+    )
+    last = cfg.get("last_reload")
+    if last and not last.get("ok"):
+        errors = last.get("errors") or []
+        line += (
+            f"; LAST RELOAD REJECTED at {_utc(last['at'])} ({len(errors)} error(s): "
+            f"{'; '.join(errors)[:200]}), running the config loaded before"
+        )
+    return line
+
+
 def render_status(doc: dict[str, Any], base: str) -> str:
     """The human-readable ``argbridge status`` report."""
     state = "ready" if doc.get("ready") else "NOT READY (" + ", ".join(doc["not_ready"]) + ")"
@@ -176,8 +196,10 @@ def render_status(doc: dict[str, Any], base: str) -> str:
         f"journal: last seq {j['last_seq']}, undelivered {_size(j['backlog_bytes'])}, "
         f"sources paused: {'YES (backpressure)' if j['paused'] else 'no'}, "
         f"open streams: {doc['open_streams']}, dead letters: {doc['dead_letters']}",
-        "",
     ]
+    if doc.get("config"):
+        lines.append(render_config(doc["config"]))
+    lines.append("")
     sink_rows = [
         [
             name,

@@ -8,11 +8,19 @@ embedded default of ``make run``: real HTTP/SSE/WebSocket, no credentials needed
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ModelWrapValidatorHandler, field_validator, model_validator
 
-from argbridge.config.base import ByteSize, Duration, Secret, StrictModel
+from argbridge.config.base import (
+    ByteSize,
+    Duration,
+    RawProblem,
+    Secret,
+    StrictModel,
+    raw_enabled,
+    validate_with_raw_checks,
+)
 
 
 class ReconnectConfig(StrictModel):
@@ -78,12 +86,31 @@ class ArgaSourceConfig(StrictModel):
     #: Serve this source from the in-process simulator instead of ``base_url``.
     simulate: ArgaSimulateConfig | None = None
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _key_or_simulator(
+        cls, data: Any, handler: ModelWrapValidatorHandler[ArgaSourceConfig]
+    ) -> ArgaSourceConfig:
+        # Checked on the raw input, so it is reported along with every field error.
+        problems: list[RawProblem] = []
+        if (
+            isinstance(data, dict)
+            and data.get("api_key") is None
+            and not raw_enabled(data.get("simulate"))
+        ):
+            problems.append((("api_key",), "required unless simulate.enabled is true"))
+        result: ArgaSourceConfig = validate_with_raw_checks(data, handler, problems)
+        return result
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
     @model_validator(mode="after")
-    def _key_or_simulator(self) -> ArgaSourceConfig:
-        if self.api_key is None and not (self.simulate and self.simulate.enabled):
-            raise ValueError("api_key is required unless simulate.enabled is true")
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError("base_url must start with http:// or https://")
+    def _timeouts(self) -> ArgaSourceConfig:
         if self.simulate is not None and self.read_timeout <= self.simulate.heartbeat:
             raise ValueError("read_timeout must exceed simulate.heartbeat (idle streams)")
         return self

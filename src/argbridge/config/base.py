@@ -8,8 +8,11 @@ resolved at load time, never printed), :data:`Duration` (seconds, or ``"500ms"``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,19 +25,49 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
+class UnresolvedSecret(SecretStr):
+    """A secret reference left unread (``check-config --no-environment``): checks that
+    need the secret's value (e.g. that a ``whsec_`` key decodes) skip it."""
+
+    def __init__(self, reference: str) -> None:
+        super().__init__("")
+        self.reference = reference
+
+
+_RESOLVE: ContextVar[bool] = ContextVar("argbridge_resolve_secrets", default=True)
+
+
+@contextlib.contextmanager
+def unresolved_secrets() -> Iterator[None]:
+    """Within the block, ``env:``/``file:``/``credential:`` references are checked for
+    form only and become :class:`UnresolvedSecret` (nothing is read)."""
+    token = _RESOLVE.set(False)
+    try:
+        yield
+    finally:
+        _RESOLVE.reset(token)
+
+
 def resolve_secret(value: Any) -> Any:
     """Resolve ``env:NAME`` / ``file:PATH`` / ``credential:NAME`` into the secret text.
 
     Errors name the reference, never the secret. Plain strings are taken literally.
+    Inside :func:`unresolved_secrets`, references are not read.
     """
     if isinstance(value, SecretStr):
         return value
     if not isinstance(value, str):
         raise ValueError("must be a string (or env:NAME, file:PATH, credential:NAME)")
+    if not _RESOLVE.get():
+        for prefix in ("env:", "file:", "credential:"):
+            if value.startswith(prefix):
+                if not value[len(prefix) :]:
+                    raise ValueError(f"the reference {prefix} needs a name")
+                return UnresolvedSecret(value)
     if value.startswith("env:"):
         name = value[4:]
         if not name:
-            raise ValueError("env: reference needs a variable name")
+            raise ValueError("an env: reference needs a variable name")
         if name not in os.environ:
             raise ValueError(f"environment variable {name} is not set")
         return SecretStr(os.environ[name])
@@ -112,3 +145,46 @@ def parse_size(value: Any) -> int:
 
 
 ByteSize = Annotated[int, BeforeValidator(parse_size)]
+
+
+#: ``(location within the model, message)`` of a check made on a section's raw input.
+RawProblem = tuple[tuple[int | str, ...], str]
+
+
+def validate_with_raw_checks(
+    data: Any, handler: Callable[[Any], Any], problems: list[RawProblem]
+) -> Any:
+    """Run a model's validation (``handler``) and report ``problems`` (checks made on the
+    raw input) together with its field errors, so one ``check-config`` run lists every
+    error of a section (a model's after-validators only run once every field is valid)."""
+    from pydantic import ValidationError
+    from pydantic_core import InitErrorDetails, PydanticCustomError
+
+    extra: list[InitErrorDetails] = [
+        {"type": PydanticCustomError("config_check", msg), "loc": loc, "input": None}
+        for loc, msg in problems
+    ]
+    try:
+        result = handler(data)
+    except ValidationError as exc:
+        if not extra:
+            raise
+        details: list[InitErrorDetails] = [
+            {"type": e["type"], "loc": e["loc"], "input": e["input"], "ctx": e.get("ctx", {})}
+            for e in exc.errors()
+        ]
+        raise ValidationError.from_exception_data(exc.title, details + extra) from None
+    if extra:
+        raise ValidationError.from_exception_data("config", extra)
+    return result
+
+
+def raw_enabled(value: Any, default: bool = True) -> bool:
+    """Whether a raw sub-table (dict or model) with an ``enabled`` flag is enabled."""
+    if value is None:
+        return False
+    enabled = value.get("enabled", default) if isinstance(value, dict) else value
+    enabled = getattr(enabled, "enabled", enabled)
+    if isinstance(enabled, str):
+        return enabled.strip().lower() in ("1", "true", "yes", "on")
+    return bool(enabled)

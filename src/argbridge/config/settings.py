@@ -13,7 +13,13 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ModelWrapValidatorHandler, ValidationError, model_validator
+from pydantic import (
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -218,6 +224,40 @@ class RouteConfig(StrictModel):
     filters: list[FilterConfig] = Field(default_factory=list)
     #: Topic override for topic-based sinks (Kafka); may use ``{type}`` etc.
     topic: str | None = None
+    #: Also carry argbridge's own ``argbridge.*`` events (by default they only go to
+    #: the ``[ops]`` destination).
+    ops: bool = False
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_template(cls, value: str | None) -> str | None:
+        if value is not None:
+            from argbridge.delivery.kafka_records import check_topic_template
+
+            check_topic_template(value)
+        return value
+
+
+class OpsConfig(StrictModel):
+    """Where argbridge's own events go: ``argbridge.*`` (refused credentials, refused or
+    missing runs, alerts). The data routes never carry them unless a route sets
+    ``ops = true``."""
+
+    #: Sinks that receive them. Unset: every Kafka sink (on ``topic``) and every Slack
+    #: sink (on its channel). ``[]``: none (they stay in the journal and the log).
+    sinks: list[str] | None = None
+    #: Kafka topic of argbridge's own events (a template, like a sink's ``topic``).
+    topic: str = "argbridge.ops"
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_template(cls, value: str) -> str:
+        from argbridge.delivery.kafka_records import check_topic_template
+
+        check_topic_template(value)
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
 
 
 class Settings(BaseSettings):
@@ -245,6 +285,7 @@ class Settings(BaseSettings):
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     sinks: dict[str, SinkConfig] = Field(default_factory=dict)
     routes: list[RouteConfig] = Field(default_factory=list)
+    ops: OpsConfig = OpsConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -352,9 +393,15 @@ def _route_problems(data: Any) -> list[tuple[tuple[int | str, ...], str]]:
     sinks: dict[str, Any] = raw_sinks if isinstance(raw_sinks, dict) else {}
     routes = data.get("routes")
     problems: list[tuple[tuple[int | str, ...], str]] = []
+    known = ", ".join(sorted(sinks)) or "none configured"
+    ops = data.get("ops")
+    ops_sinks = ops.get("sinks") if isinstance(ops, dict) else None
+    if isinstance(ops_sinks, list):
+        for j, name in enumerate(ops_sinks):
+            if isinstance(name, str) and name not in sinks:
+                problems.append((("ops", "sinks", j), f"no sink named {name!r} ({known})"))
     if not isinstance(routes, list):
         return problems
-    known = ", ".join(sorted(sinks)) or "none configured"
     for i, route in enumerate(routes):
         names = route.get("sinks") if isinstance(route, dict) else None
         if not isinstance(names, list):
@@ -456,6 +503,7 @@ __all__ = [
     "JournalConfig",
     "LogConfig",
     "MetricsConfig",
+    "OpsConfig",
     "RouteConfig",
     "RuntimeConfig",
     "Secret",

@@ -5,9 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    ModelWrapValidatorHandler,
+    field_validator,
+    model_validator,
+)
 
-from argbridge.config.base import ByteSize, Duration, Secret, StrictModel
+from argbridge.config.base import (
+    ByteSize,
+    Duration,
+    RawProblem,
+    Secret,
+    StrictModel,
+    validate_with_raw_checks,
+)
 
 
 def _acks(value: Any) -> Any:
@@ -67,9 +80,9 @@ class KafkaSinkConfig(SinkBase):
     @field_validator("topic")
     @classmethod
     def _topic_template(cls, value: str) -> str:
-        from argbridge.delivery.kafka_records import template_fields
+        from argbridge.delivery.kafka_records import check_topic_template
 
-        template_fields(value)
+        check_topic_template(value)
         if not value.strip():
             raise ValueError("must not be empty")
         return value
@@ -119,13 +132,18 @@ class SlackSinkConfig(SinkBase):
     #: Slack has no idempotency key: ids already posted are remembered to skip resends.
     dedupe_memory: int = Field(default=10_000, ge=0)
 
-    @model_validator(mode="after")
-    def _one_mode(self) -> SlackSinkConfig:
-        if (self.webhook_url is None) == (self.bot_token is None):
-            raise ValueError("set exactly one of webhook_url or bot_token")
-        if self.bot_token is not None and not self.channel:
-            raise ValueError("bot_token needs a channel (chat.postMessage)")
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_mode(cls, data: Any, handler: ModelWrapValidatorHandler[SlackSinkConfig]) -> Any:
+        # Checked on the raw input, so it is reported along with every field error.
+        problems: list[RawProblem] = []
+        if isinstance(data, dict):
+            webhook, bot = data.get("webhook_url"), data.get("bot_token")
+            if (webhook is None) == (bot is None):
+                problems.append(((), "set exactly one of webhook_url or bot_token"))
+            if bot is not None and not data.get("channel"):
+                problems.append((("channel",), "bot_token needs a channel (chat.postMessage)"))
+        return validate_with_raw_checks(data, handler, problems)
 
 
 class WebhookSinkConfig(SinkBase):

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from argbridge.config.base import ByteSize, Duration, Secret, StrictModel
+from argbridge.config.base import ByteSize, Duration, Secret, StrictModel, UnresolvedSecret
 from argbridge.signing import decode_secret
 
 
@@ -44,6 +44,8 @@ class WebhookSourceBase(StrictModel):
                 "for hmac-sha256 and slack-v0"
             )
         for i, secret in enumerate(self.secrets):
+            if isinstance(secret, UnresolvedSecret):
+                continue  # check-config --no-environment: the value is not read
             try:
                 decode_secret(self.scheme, secret.get_secret_value())
             except ValueError as exc:

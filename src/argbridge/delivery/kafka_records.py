@@ -22,7 +22,7 @@ import functools
 import itertools
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,7 +30,13 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from argbridge.errors import EventError
-from argbridge.events import ATTRIBUTES, CloudEvent, ExtensionValue
+from argbridge.events import (
+    ATTRIBUTES,
+    TEMPLATE_ATTRIBUTES,
+    TRACE_EXTENSIONS,
+    CloudEvent,
+    ExtensionValue,
+)
 
 Mode = Literal["binary", "structured"]
 STRUCTURED_CONTENT_TYPE = b"application/cloudevents+json; charset=UTF-8"
@@ -77,6 +83,20 @@ def template_fields(template: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def check_topic_template(template: str) -> tuple[str, ...]:
+    """:func:`template_fields`, and every name must be an attribute argbridge's events can
+    carry (:data:`argbridge.events.TEMPLATE_ATTRIBUTES`); raises ``ValueError`` naming the
+    unknown one (``"events.{nosuchattr}"`` would otherwise send to ``events.none``)."""
+    names = template_fields(template)
+    for name in names:
+        if name not in TEMPLATE_ATTRIBUTES:
+            known = ", ".join(sorted(TEMPLATE_ATTRIBUTES))
+            raise ValueError(
+                f"topic template {template!r}: unknown attribute {{{name}}} (known: {known})"
+            )
+    return names
+
+
 def render_topic(template: str, event: CloudEvent) -> str:
     """Fill ``template`` from the event's attributes; missing attributes become ``none``."""
     if "{" not in template:
@@ -120,7 +140,15 @@ def binary_headers(event: CloudEvent) -> list[tuple[str, bytes]]:
         headers.append(("ce_severity", event.severity.encode()))
     for name, value in event.extensions.items():
         headers.append(("ce_" + name, _text(value).encode()))
+    if "traceparent" in event.extensions:
+        headers += _trace_headers(event.extensions)
     return headers
+
+
+def _trace_headers(attrs: Mapping[str, object]) -> list[tuple[str, bytes]]:
+    """W3C ``traceparent``/``tracestate`` headers (besides their ``ce_`` form), the
+    headers tracing libraries read on a Kafka record."""
+    return [(name, str(attrs[name]).encode()) for name in TRACE_EXTENSIONS if name in attrs]
 
 
 def build_record(event: CloudEvent, topic: str, mode: Mode = "binary") -> KafkaRecord:
@@ -128,6 +156,8 @@ def build_record(event: CloudEvent, topic: str, mode: Mode = "binary") -> KafkaR
     key = event.partitionkey.encode() if event.partitionkey else None
     if mode == "structured":
         headers: list[tuple[str, bytes]] = [("content-type", STRUCTURED_CONTENT_TYPE)]
+        if "traceparent" in event.extensions:
+            headers += _trace_headers(event.extensions)
         return KafkaRecord(topic, key, event.to_json(), headers)
     value = b"" if event.data is None else event.data_bytes()
     return KafkaRecord(topic, key, value, binary_headers(event))
@@ -198,6 +228,8 @@ def binary_parts_from_json(
                 if len(names) < _MAX_HEADER_NAMES:
                     names[name] = header
             headers.append((header, _header_value(v)))
+    if "traceparent" in attrs:
+        headers += _trace_headers(attrs)
     key = attrs.get("partitionkey")
     return (key.encode() if key else None), value, headers, event_id
 

@@ -25,6 +25,7 @@ from standardwebhooks.webhooks import Webhook
 
 from argbridge.events import CloudEvent, deterministic_id
 from argbridge.logging import redact_text
+from argbridge.tracecontext import trace_headers
 
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 #: Retry-After is honoured up to this bound (a receiver cannot park us for a week).
@@ -89,6 +90,8 @@ def build_request(
         "webhook-timestamp": str(ts),
         "webhook-signature": signer.signature(msg_id, ts, body),
     }
+    if event.extensions:
+        headers.update(trace_headers(event))  # W3C trace context of the inbound request
     if extra_headers:
         headers.update(extra_headers)
     return OutboundRequest(msg_id, ts, body, headers)

@@ -34,6 +34,7 @@ CONTROL_MODULES: list[str] = [
     "argbridge.http.control_ops",
     "argbridge.http.control_arga",
     "argbridge.http.control_dlq",
+    "argbridge.http.control_trace",
 ]
 
 #: Request headers a reverse proxy adds; their presence means the peer is not the client.

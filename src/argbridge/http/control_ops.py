@@ -122,6 +122,7 @@ async def collect_status(app: ControlFacade) -> dict[str, Any]:
         "not_ready": not_ready,
         "paused": stats.paused,
         "stopping": app.stopping.is_set(),
+        "config": app.config_status(),
         "components": {
             n: {"ready": h.ready, "detail": redact_text(h.detail)} for n, h in health.items()
         },

@@ -11,7 +11,7 @@ methods.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import anyio
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from argbridge.config.settings import Settings
     from argbridge.journal import Journal
     from argbridge.metrics import Metrics
+    from argbridge.router import Router as EventRouter
     from argbridge.sinks.base import Health, Sink, SinkWorker
     from argbridge.sources.base import Source
 
@@ -60,6 +61,15 @@ class ControlFacade(HealthView, Protocol):
 
     @property
     def sources(self) -> Mapping[str, Source]: ...
+
+    @property
+    def router(self) -> EventRouter:
+        """The routes now in force (a reload replaces them)."""
+        ...
+
+    def config_status(self) -> dict[str, Any]:
+        """The loaded config's hash, load time and the last reload's outcome."""
+        ...
 
 
 def open_journal(daemon: ControlFacade) -> Journal | None:

@@ -87,7 +87,7 @@ class RequeueRunner:
         backoff: Backoff | None = None,
     ) -> None:
         self.ctx = ctx
-        self.router = Router(settings.routes, list(settings.sinks))
+        self.router = Router.from_settings(settings)
         self.deliver = deliver
         self.batch = batch
         self.backoff = backoff or Backoff(base=1.0, cap=300.0)

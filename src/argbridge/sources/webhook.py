@@ -64,6 +64,7 @@ from argbridge.normalize.webhook import generic_event
 from argbridge.signing import VerificationFailed, Verifier, body_hash
 from argbridge.sinks.base import Health
 from argbridge.sources.base import SourceContext
+from argbridge.tracecontext import with_trace
 
 WebhookConfig = ArgusWebhookSourceConfig | GenericWebhookSourceConfig
 ENRICH_WORKERS = 4
@@ -197,6 +198,8 @@ class WebhookSource:
         delivery = verified.delivery_id or body_hash(body)
         try:
             event = self._normalize(ctx, payload, delivery)
+            if "traceparent" in request.headers:
+                event = with_trace(event, request.headers)  # W3C trace context, kept
             status = await ctx.emit(event)
         except JournalError as exc:
             ctx.log.warning("webhook.journal_unavailable", error=exc)
