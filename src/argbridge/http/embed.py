@@ -181,10 +181,14 @@ def bind_unix(path: str | os.PathLike[str], mode: int = 0o600) -> socket.socket:
         if not stat.S_ISSOCK(os.lstat(target).st_mode):
             raise OSError(errno.EEXIST, "the path exists and is not a socket")
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            # A listener whose backlog is full would block a plain connect: bounded.
+            probe.settimeout(2.0)
             try:
                 probe.connect(target)
             except (ConnectionRefusedError, FileNotFoundError):
                 pass
+            except TimeoutError:
+                raise OSError(errno.EADDRINUSE, "another process is listening on it") from None
             else:
                 raise OSError(errno.EADDRINUSE, "another process is listening on it")
         with contextlib.suppress(FileNotFoundError):

@@ -112,7 +112,7 @@ class Planes:
             path = ctl.socket_path(settings.state_dir)
             self.control = Listener(
                 "control",
-                Address("control.socket (under state_dir)", path=path),
+                Address("state_dir, control.socket", path=path),
                 router,
                 app=control.GuardedRouter(router, control.ControlAccess("unix", None)),
                 shutdown_timeout=timeout,
