@@ -124,26 +124,34 @@ async def test_argbridge_trace_against_the_running_daemon(tmp_path: Path):
                         ids.append(r.json()["id"])
                     # The daemon is an outside process: poll its observable state.
                     deadline = time.monotonic() + 30
-                    while True:
-                        r = await client.get(f"{base}/control/trace", params={"subject": "INC-7"})
-                        doc = r.json()
-                        states = [
-                            {n: s["state"] for n, s in e["sinks"].items()}
-                            for e in doc.get("events", [])
-                        ]
-                        want = {
-                            "ok": "delivered",
-                            "failing": "retrying",
-                            "refusing": "dead-lettered",
-                            "kafka": "pending",
-                        }
-                        if len(states) == 2 and all(s == want for s in states):
-                            break
-                        assert time.monotonic() < deadline, doc
-                        await anyio.sleep(0.05)
+                    control = httpx.AsyncClient(
+                        transport=httpx.AsyncHTTPTransport(
+                            uds=str(tmp_path / "state" / "control.sock")
+                        ),
+                        base_url="http://argbridge",
+                        timeout=10,
+                    )
+                    async with control:
+                        while True:
+                            r = await control.get("/control/trace", params={"subject": "INC-7"})
+                            doc = r.json()
+                            states = [
+                                {n: s["state"] for n, s in e["sinks"].items()}
+                                for e in doc.get("events", [])
+                            ]
+                            want = {
+                                "ok": "delivered",
+                                "failing": "retrying",
+                                "refusing": "dead-lettered",
+                                "kafka": "pending",
+                            }
+                            if len(states) == 2 and all(s == want for s in states):
+                                break
+                            assert time.monotonic() < deadline, doc
+                            await anyio.sleep(0.05)
 
                 one = await anyio.to_thread.run_sync(
-                    lambda: run_cli("trace", ids[0], "--url", base)
+                    lambda: run_cli("trace", ids[0], "--config", str(config))
                 )
                 assert one.returncode == 0, one.stderr
                 out = one.stdout
@@ -154,13 +162,15 @@ async def test_argbridge_trace_against_the_running_daemon(tmp_path: Path):
                 assert "dead-lettered (dlq id" in out
                 assert "pending (" in out
                 subject = await anyio.to_thread.run_sync(
-                    lambda: run_cli("trace", "--subject", "INC-7", "--url", base, "--json")
+                    lambda: run_cli(
+                        "trace", "--subject", "INC-7", "--config", str(config), "--json"
+                    )
                 )
                 assert subject.returncode == 0, subject.stderr
                 doc = orjson.loads(subject.stdout)
                 assert [e["id"] for e in doc["events"]] == ids
                 missing = await anyio.to_thread.run_sync(
-                    lambda: run_cli("trace", "no-such-event", "--url", base)
+                    lambda: run_cli("trace", "no-such-event", "--config", str(config))
                 )
                 assert missing.returncode == 1
                 assert "no event 'no-such-event'" in missing.stdout

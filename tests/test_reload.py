@@ -80,8 +80,11 @@ FILE_CHANGED = '[sinks.file]\ntype = "file"\npath = "events.jsonl"\nbatch_size =
 FILE2 = '[sinks.file2]\ntype = "file"\npath = "events2.jsonl"\n'
 
 
-async def _status_json(base: str) -> dict[str, Any]:
-    result = await anyio.to_thread.run_sync(lambda: run_cli("status", "--url", base, "--json"))
+async def _status_json(config: Path) -> dict[str, Any]:
+    """``argbridge status --json`` over the control socket the config names."""
+    result = await anyio.to_thread.run_sync(
+        lambda: run_cli("status", "--config", str(config), "--json")
+    )
     doc: dict[str, Any] = orjson.loads(result.stdout)
     return doc
 
@@ -95,7 +98,9 @@ async def test_sighup_with_a_broken_file_keeps_the_running_config(tmp_path: Path
     base = f"http://127.0.0.1:{port}"
     with Daemon(config) as daemon:
         await anyio.to_thread.run_sync(daemon.wait_event, "http.listening")
-        before = await anyio.to_thread.run_sync(lambda: run_cli("status", "--url", base, "--json"))
+        before = await anyio.to_thread.run_sync(
+            lambda: run_cli("status", "--config", str(config), "--json")
+        )
         loaded = orjson.loads(before.stdout)["config"]
         config.write_text(good + '[sinks.broken]\ntype = "kafka"\nacks = "most"\n')
         daemon.signal(signal.SIGHUP)
@@ -110,13 +115,15 @@ async def test_sighup_with_a_broken_file_keeps_the_running_config(tmp_path: Path
                 headers={**sw_headers(body), "content-type": "application/json"},
             )
         assert r.status_code == 200
-        status = await anyio.to_thread.run_sync(lambda: run_cli("status", "--url", base))
+        status = await anyio.to_thread.run_sync(lambda: run_cli("status", "--config", str(config)))
         assert "LAST RELOAD REJECTED" in status.stdout
         assert "sinks.broken.acks" in status.stdout
         assert f"sha256 {loaded['sha256'][:16]}" in status.stdout
         doc = orjson.loads(
             (
-                await anyio.to_thread.run_sync(lambda: run_cli("status", "--url", base, "--json"))
+                await anyio.to_thread.run_sync(
+                    lambda: run_cli("status", "--config", str(config), "--json")
+                )
             ).stdout
         )
         assert doc["config"]["sha256"] == loaded["sha256"]
@@ -128,7 +135,9 @@ async def test_sighup_with_a_broken_file_keeps_the_running_config(tmp_path: Path
         await anyio.to_thread.run_sync(daemon.wait_event, "config.reloaded")
         doc = orjson.loads(
             (
-                await anyio.to_thread.run_sync(lambda: run_cli("status", "--url", base, "--json"))
+                await anyio.to_thread.run_sync(
+                    lambda: run_cli("status", "--config", str(config), "--json")
+                )
             ).stdout
         )
         assert doc["config"]["sha256"] != loaded["sha256"]

@@ -121,8 +121,19 @@ def test_endpoints_of_a_config(tmp_path: Path):
         == "POST http://127.0.0.1:9000/webhooks/argus  (argus-webhook source 'argus')"
     )
     assert any("/readyz" in line for line in endpoints(s))
+    # /metrics is not on the public listener by default: it is on the control socket.
+    assert not any(line.startswith("GET  http://127.0.0.1:9000/metrics") for line in endpoints(s))
+    assert any("control.sock /control/" in line for line in endpoints(s))
     off = load_settings(None, state_dir=str(tmp_path), http={"enabled": False})
-    assert endpoints(off) == []
+    assert not any("/webhooks/" in line or "/readyz" in line for line in endpoints(off))
+    both_off = load_settings(
+        None,
+        state_dir=str(tmp_path),
+        http={"enabled": False},
+        control={"enabled": False},
+        metrics={"listener": "off"},
+    )
+    assert endpoints(both_off) == []
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ def listen_address(settings: Settings) -> str:
 
 
 def endpoints(settings: Settings) -> list[str]:
-    """One line per endpoint: ``METHOD URL  (what it is)``; empty without a listener."""
+    """One line per endpoint: ``METHOD URL  (what it is)``; empty without any listener."""
     if not settings.http.enabled:
         return control_endpoints(settings)
     base = listen_address(settings)
