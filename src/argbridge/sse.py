@@ -44,12 +44,12 @@ class SSEDecoder:
     """Incremental decoder: :meth:`feed` bytes, get complete events."""
 
     __slots__ = (
-        "_buf",
         "_data",
         "_event_type",
         "_has_data",
         "_id_buffer",
         "_id_in_block",
+        "_parts",
         "_skip_lf",
         "_started",
         "bytes_fed",
@@ -58,7 +58,9 @@ class SSEDecoder:
     )
 
     def __init__(self, last_event_id: str = "") -> None:
-        self._buf = b""
+        #: The incomplete line so far, in the chunks it arrived in: a long line (a base64
+        #: screenshot) is joined once when it ends, not copied again with every chunk.
+        self._parts: list[bytes] = []
         self._started = False
         self._skip_lf = False
         self._data: list[str] = []
@@ -76,7 +78,7 @@ class SSEDecoder:
     @property
     def pending_bytes(self) -> int:
         """Bytes of an incomplete line held until its end arrives."""
-        return len(self._buf)
+        return sum(len(p) for p in self._parts)
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Consume ``chunk``; return the events it completed (possibly none)."""
@@ -89,10 +91,14 @@ class SSEDecoder:
                 chunk = chunk[1:]
                 if not chunk:
                     return []
-        data = self._buf + chunk if self._buf else chunk
+        if self._started and b"\n" not in chunk and b"\r" not in chunk:
+            self._parts.append(chunk)  # still inside a line: nothing to dispatch
+            return []
+        data = b"".join((*self._parts, chunk)) if self._parts else chunk
+        self._parts = []
         if not self._started:
             if len(data) < 3 and _BOM.startswith(data):
-                self._buf = data
+                self._parts = [data]
                 return []
             self._started = True
             if data.startswith(_BOM):
@@ -102,7 +108,9 @@ class SSEDecoder:
                 self._skip_lf = True
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         lines = data.split(b"\n")
-        self._buf = lines.pop()
+        rest = lines.pop()
+        if rest:
+            self._parts = [rest]
         events: list[SSEEvent] = []
         for raw in lines:
             event = self._line(raw)
@@ -112,7 +120,7 @@ class SSEDecoder:
 
     def close(self) -> None:
         """End of stream: an unterminated block (and a partial line) is discarded."""
-        self._buf = b""
+        self._parts = []
         self._data = []
         self._has_data = False
         self._event_type = ""
