@@ -13,7 +13,8 @@ follower uses, with the same :class:`~argbridge.sse.SSEDecoder`,
   the backoff; 401/403 stop + alert, 404 stop, 429/5xx back off (``Retry-After``);
 - ``terminal_events`` (event names) or a ``terminal`` JMESPath end the subscription;
   the stream is then remembered as done (a restart does not follow it again);
-- the size cap (:mod:`argbridge.normalize.oversize`), counted and logged;
+- the size cap (:mod:`argbridge.normalize.oversize`), counted and logged, and a memory
+  bound (``max_frame_bytes``): a larger event is dropped while it arrives;
 - with ``start``, the run is started first, at most once ever
   (:class:`~argbridge.sources.upstream.StartOnce`), and ``{run_id}`` in the URL or the
   body is the started run.
@@ -88,6 +89,7 @@ class SSEFollower(StreamFollower):
         self.url = with_run(cfg.url, run_id) if run_id else cfg.url
         self.body = fill_run(cfg.body, run_id) if cfg.body is not None else None
         self.terminal_names = frozenset(cfg.terminal_events)
+        self.max_frame = cfg.max_frame_bytes
         self._terminal = compile_expression("terminal", cfg.terminal) if cfg.terminal else None
         self._throttle = source.throttle
         prefix = f"sse:{source.name}:{run_id or '-'}"
@@ -149,6 +151,8 @@ class SSEFollower(StreamFollower):
         try:
             async for chunk in response.aiter_bytes():
                 batch = self._decode(decoder, chunk)
+                if decoder.held_bytes > self.max_frame:
+                    self._too_large(decoder.abandon(), decoder.bytes_fed)
                 if batch or decoder.last_event_id != self._queued_id:
                     self._queued_id = decoder.last_event_id
                     await pipe.put(batch, decoder.last_event_id, len(chunk))
@@ -167,6 +171,15 @@ class SSEFollower(StreamFollower):
         decoder.close()
         return self.policy.on_eof(terminal=self.terminal)
 
+    def _too_large(self, size: int, position: int) -> None:
+        self.ctx.reject(
+            "frame_too_large",
+            run_id=self.run_id,
+            position=position,
+            held=size,
+            limit=self.max_frame,
+        )
+
     async def _committed(self, last_id: str) -> None:
         if last_id != self.last_id:
             self.last_id = last_id
@@ -177,6 +190,9 @@ class SSEFollower(StreamFollower):
         events = decoder.feed(chunk)
         now = now_rfc3339(self.ctx.clock.time()) if events else ""
         for ev in events:
+            if len(ev.data) > self.max_frame:  # it arrived within one read
+                self._too_large(len(ev.data), decoder.bytes_fed)
+                continue
             position = self.position
             self.position += 1
             content = ev.data.encode()
