@@ -130,7 +130,7 @@ class SSEFollower(SSEFollowerBase):
         for ev in events:
             position = self.position
             self.position += 1
-            content = ev.data.encode()
+            content = ev.data  # encoded only if hashed (a stream without ids)
             try:
                 payload: Any = orjson.loads(content)
             except orjson.JSONDecodeError:

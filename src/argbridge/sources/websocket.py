@@ -136,7 +136,7 @@ class WebSocketFollower(StreamFollower):
     def _message(self, message: str | bytes) -> CloudEvent | None:
         position = self.position
         self.position += 1
-        content = message.encode() if isinstance(message, str) else message
+        content = message
         try:
             payload: Any = orjson.loads(content)
         except orjson.JSONDecodeError:
