@@ -183,6 +183,7 @@ async def test_argos_omni_items_and_analyses_with_one_auth_alert(tmp_path):
         assert analysis.severity == "high" and analysis.partitionkey == "wf1"
         assert analysis.data["item"] == "it1"
         assert len(alerts) == 1 and "Argos Omni refused" in alerts[0].data["message"]
+        assert alerts[0].data["detail"] == "HTTP 401: UNAUTHORIZED unauthorized"
         request = fake.hits("/v1/workflows/wf1/items")[0]
         assert request.headers["x-api-key"] == "omni-key-1"
         assert request.query == {"page": "1", "size": "50"}
