@@ -30,6 +30,7 @@ import jmespath.exceptions
 import jmespath.parser
 import orjson
 
+from argbridge.compat.jmespath_eval import evaluate
 from argbridge.config.settings import Settings
 from argbridge.config.streams import SSESourceConfig
 from argbridge.errors import EventError
@@ -56,7 +57,7 @@ from argbridge.sse import SSEDecoder, SSEEvent
 
 def _true(expression: jmespath.parser.ParsedResult, payload: Any) -> bool:
     try:
-        return bool(expression.search(payload))
+        return bool(evaluate(expression, payload))
     except jmespath.exceptions.JMESPathError:
         return False
 
