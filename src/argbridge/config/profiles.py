@@ -55,7 +55,8 @@ def _check_expansion(profile: Any) -> None:
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(p) for p in first["loc"])
         msg = str(first["msg"]).removeprefix("Value error, ")
-        raise ValueError(f"expands to an invalid source: {where + ': ' if where else ''}{msg}")
+        where = f"{where}: " if where else ""
+        raise ValueError(f"expands to an invalid source: {where}{msg}") from None
 
 
 class ArgusE2EStart(StrictModel):
