@@ -251,3 +251,36 @@ def test_decode_all():
 def test_own_id_tells_inherited_ids_apart():
     events = SSEDecoder().feed(b"id: 1\ndata: a\n\ndata: b\n\n")
     assert [(e.id, e.own_id) for e in events] == [("1", True), ("1", False)]
+
+
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n", b"\r"])
+def test_abandon_drops_the_event_being_read_at_every_split(eol):
+    big = b"x" * 300
+    body = (
+        b"data: one" + eol + eol
+        + b"id: 7" + eol + b"event: shot" + eol + b"data: " + big + eol + b"data: more" + eol + eol
+        + b"data: three" + eol + eol
+    )  # fmt: skip
+    # Chunks of at most 64 bytes (a transport's reads), starting at every offset; the
+    # reader abandons an event once it holds more than 200 bytes.
+    for size in (1, 7, 64):
+        for start in range(size):
+            parts = [body[:start]] + [body[i : i + size] for i in range(start, len(body), size)]
+            decoder = SSEDecoder()
+            events = []
+            for part in parts:
+                events += decoder.feed(part)
+                if decoder.held_bytes > 200:
+                    decoder.abandon()
+            decoder.close()
+            assert [e.data for e in events] == ["one", "three"], (size, start)
+            assert events[1].id == "7"  # the abandoned event's id still counts
+
+
+def test_held_bytes_counts_the_partial_line_and_the_data():
+    decoder = SSEDecoder()
+    decoder.feed(b"data: 12345\ndata: 678")
+    assert decoder.pending_bytes == len(b"data: 678")
+    assert decoder.held_bytes == len(b"data: 678") + len("12345") + 1
+    assert decoder.abandon() > 0 and decoder.held_bytes == 0
+    assert decoder.feed(b"9\n\ndata: ok\n\n") == [SSEEvent("ok")]

@@ -18,7 +18,10 @@ It replaces httpx-sse's decoder, which (0.4.3) yields phantom empty events after
   only when all ASCII digits;
 - a blank line dispatches: the last event id is updated even when the data buffer is
   empty, but then no event is produced; one trailing ``\\n`` of the data is removed;
-- an unterminated block at end of stream is discarded (:meth:`SSEDecoder.close`).
+- an unterminated block at end of stream is discarded (:meth:`SSEDecoder.close`);
+- a reader may :meth:`SSEDecoder.abandon` the event being read (when
+  :attr:`SSEDecoder.held_bytes` passes its memory bound): its bytes are dropped as
+  they arrive and it dispatches nothing (its ``id``, if any, still counts).
 """
 
 from __future__ import annotations
@@ -44,13 +47,17 @@ class SSEDecoder:
     """Incremental decoder: :meth:`feed` bytes, get complete events."""
 
     __slots__ = (
-        "_buf",
         "_data",
+        "_data_len",
+        "_drop_block",
         "_event_type",
         "_has_data",
+        "_held",
         "_id_buffer",
         "_id_in_block",
+        "_parts",
         "_skip_lf",
+        "_skip_line",
         "_started",
         "bytes_fed",
         "last_event_id",
@@ -58,7 +65,13 @@ class SSEDecoder:
     )
 
     def __init__(self, last_event_id: str = "") -> None:
-        self._buf = b""
+        #: The incomplete line so far, in the chunks it arrived in: a long line (a base64
+        #: screenshot) is joined once when it ends, not copied again with every chunk.
+        self._parts: list[bytes] = []
+        self._held = 0  # bytes in _parts
+        self._data_len = 0  # characters in _data
+        self._skip_line = False  # dropping the rest of an abandoned line
+        self._drop_block = False  # the abandoned line's event dispatches nothing
         self._started = False
         self._skip_lf = False
         self._data: list[str] = []
@@ -76,7 +89,26 @@ class SSEDecoder:
     @property
     def pending_bytes(self) -> int:
         """Bytes of an incomplete line held until its end arrives."""
-        return len(self._buf)
+        return self._held
+
+    @property
+    def held_bytes(self) -> int:
+        """What the event being read holds so far: its incomplete line and its data."""
+        return self._held + self._data_len
+
+    def abandon(self) -> int:
+        """Drop the event being read (its held bytes, the rest of its current line as it
+        arrives, and its dispatch: it produces no event); returns the bytes dropped.
+        A reader calls it when :attr:`held_bytes` passes its bound."""
+        dropped = self.held_bytes
+        if self._parts:
+            self._skip_line = True
+        self._parts = []
+        self._held = 0
+        self._data = []
+        self._data_len = 0
+        self._drop_block = True
+        return dropped
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Consume ``chunk``; return the events it completed (possibly none)."""
@@ -89,10 +121,29 @@ class SSEDecoder:
                 chunk = chunk[1:]
                 if not chunk:
                     return []
-        data = self._buf + chunk if self._buf else chunk
+        if self._skip_line:
+            cut = min((i for i in (chunk.find(b"\n"), chunk.find(b"\r")) if i >= 0), default=-1)
+            if cut < 0:
+                return []
+            self._skip_line = False
+            if chunk[cut : cut + 2] == b"\r\n":
+                cut += 1
+            elif chunk[cut:] == b"\r":
+                self._skip_lf = True
+            chunk = chunk[cut + 1 :]
+            if not chunk:
+                return []
+        if self._started and b"\n" not in chunk and b"\r" not in chunk:
+            self._parts.append(chunk)  # still inside a line: nothing to dispatch
+            self._held += len(chunk)
+            return []
+        data = b"".join((*self._parts, chunk)) if self._parts else chunk
+        self._parts = []
+        self._held = 0
         if not self._started:
             if len(data) < 3 and _BOM.startswith(data):
-                self._buf = data
+                self._parts = [data]
+                self._held = len(data)
                 return []
             self._started = True
             if data.startswith(_BOM):
@@ -102,7 +153,10 @@ class SSEDecoder:
                 self._skip_lf = True
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         lines = data.split(b"\n")
-        self._buf = lines.pop()
+        rest = lines.pop()
+        if rest:
+            self._parts = [rest]
+            self._held = len(rest)
         events: list[SSEEvent] = []
         for raw in lines:
             event = self._line(raw)
@@ -112,7 +166,11 @@ class SSEDecoder:
 
     def close(self) -> None:
         """End of stream: an unterminated block (and a partial line) is discarded."""
-        self._buf = b""
+        self._parts = []
+        self._held = 0
+        self._data_len = 0
+        self._skip_line = False
+        self._drop_block = False
         self._data = []
         self._has_data = False
         self._event_type = ""
@@ -131,6 +189,7 @@ class SSEDecoder:
             value = value[1:]
         if field == "data":
             self._data.append(value)
+            self._data_len += len(value) + 1
             self._has_data = True
         elif field == "event":
             self._event_type = value
@@ -147,12 +206,17 @@ class SSEDecoder:
         self.last_event_id = self._id_buffer
         own_id = self._id_in_block
         self._id_in_block = False
-        if not self._has_data:
+        if not self._has_data or self._drop_block:
+            self._drop_block = False
+            self._data = []
+            self._data_len = 0
+            self._has_data = False
             self._event_type = ""
             return None
         data = "\n".join(self._data)
         event = SSEEvent(data, self._event_type or "message", self.last_event_id, own_id)
         self._data = []
+        self._data_len = 0
         self._has_data = False
         self._event_type = ""
         return event

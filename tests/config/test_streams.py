@@ -65,3 +65,22 @@ def test_check_config_rejects_a_bad_expression(tmp_path):
     )
     assert out.returncode == 1
     assert "sources.s.item_id" in out.stdout + out.stderr
+
+
+def test_profiles_are_checked_with_their_expansion():
+    assert "sources.s.api_key: set exactly one" in errors(type="argus-e2e", run_id="r")
+    assert "sources.s.run_id" in errors(type="argus-e2e", api_key="k")
+    # A large max_event_bytes raises the expansion's memory bound with it.
+    load_settings(
+        None,
+        sources={
+            "s": {"type": "argus-e2e", "api_key": "k", "run_id": "r", "max_event_bytes": "64MiB"}
+        },
+    )
+    assert "sources.s.workflow_id" in errors(type="argos-omni", api_key="k", workflow_id="a/b")
+    assert "sources.s.token: required key is missing" in errors(type="argos-ci")
+    s = load_settings(
+        None,
+        sources={"o": {"type": "argos-omni", "api_key": "k", "workflow_id": "it's"}},
+    )
+    assert s.sources["o"].type == "argos-omni"

@@ -183,6 +183,34 @@ async def test_argos_omni_items_and_analyses_with_one_auth_alert(tmp_path):
         assert analysis.severity == "high" and analysis.partitionkey == "wf1"
         assert analysis.data["item"] == "it1"
         assert len(alerts) == 1 and "Argos Omni refused" in alerts[0].data["message"]
+        assert alerts[0].data["detail"] == "HTTP 401: UNAUTHORIZED unauthorized"
         request = fake.hits("/v1/workflows/wf1/items")[0]
         assert request.headers["x-api-key"] == "omni-key-1"
         assert request.query == {"page": "1", "size": "50"}
+
+
+async def test_a_profile_runs_in_the_daemon_with_routes_and_readiness(tmp_path):
+    from argbridge.runtime import App
+    from tests.conftest import settings
+
+    async with fake_upstream() as fake:
+        listing = argos_builds(Listing([build(1, "complete", "failure")]))
+        fake.add("GET", "/v2/project/builds", listing.handler)
+        s = settings(
+            tmp_path,
+            sources={"ci": {"type": "argos-ci", "base_url": f"{fake.base}/v2", "token": "tok-1"}},
+            sinks={"file": {"type": "file", "path": "events.jsonl"}},
+            routes=[{"sinks": ["file"], "filters": [{"exact": {"severity": "high"}}]}],
+        )
+        app = App(s, handle_signals=False)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(app.run)
+            with anyio.fail_after(20):
+                await app.ready.wait()
+                journal = app.journal
+                while journal.last_seq < 1:
+                    await journal.wait_for_events(journal.last_seq)
+                assert app.health()["source:ci"].ready
+            app.request_shutdown()  # drains the file sink before run() returns
+    lines = (tmp_path / "state" / "events.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and '"argos.ci.build.failure"' in lines[0]

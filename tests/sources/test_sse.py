@@ -240,3 +240,34 @@ async def test_terminal_expression_ends_the_stream(tmp_path):
                 await r.done.wait()
             assert len(await r.events()) == 2
         assert r.source.status == "done"
+
+
+async def test_an_event_over_the_memory_bound_is_dropped_while_it_arrives(tmp_path):
+    async with fake_upstream() as fake:
+        stream = SSEStream()
+        fake.add("GET", "/stream", stream.handler)
+        stream.publish(
+            sse_frame({"base64": "B" * 3_000_000}, event="screenshot", id="1"),
+            sse_frame({"n": 2}, event="log", id="2"),
+        )
+        cfg = sse_config(fake.base, max_frame_bytes="1MiB", max_event_bytes="64KiB")
+        async with running(tmp_path, cfg) as r:
+            (event,) = await r.wait_events(1)
+            assert r.rejected("frame_too_large") == 1
+        assert event.data["upstream"] == {"n": 2}
+
+
+async def test_server_retry_is_a_floor_under_the_reconnect_delay(tmp_path):
+    clock = ManualClock()
+    async with fake_upstream() as fake:
+        stream = SSEStream(drop_after=2, half_frame=False)
+        fake.add("GET", "/stream", stream.handler)
+        stream.publish(b"retry: 5000\n\n", sse_frame({"n": 1}, id="1"), sse_frame({"n": 2}, id="2"))
+        async with running(tmp_path, sse_config(fake.base), clock=clock) as r:
+            await r.wait_events(1)
+            with anyio.fail_after(10):
+                await clock.wait_sleeping()
+            assert clock.pending[0] >= 5.0  # not the 1 s backoff: the server's retry
+            clock.advance(5)
+            await r.wait_events(2)
+        assert fake.hits("/stream")[-1].headers["last-event-id"] == "1"

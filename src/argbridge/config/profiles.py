@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from argbridge.config.arga import ReconnectConfig
 from argbridge.config.base import ByteSize, Duration, Secret, StrictModel
@@ -45,6 +45,18 @@ def _url(base: str, path: str) -> str:
 def _check_base(value: str) -> None:
     if not value.startswith(("http://", "https://")):
         raise ValueError("base_url: must start with http:// or https://")
+
+
+def _check_expansion(profile: Any) -> None:
+    """Expand at load time, so ``check-config`` reports what the daemon would refuse."""
+    try:
+        profile.expand("check")
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        where = f"{where}: " if where else ""
+        raise ValueError(f"expands to an invalid source: {where}{msg}") from None
 
 
 class ArgusE2EStart(StrictModel):
@@ -86,6 +98,7 @@ class ArgusE2EProfileConfig(StrictModel):
             raise ValueError("api_key: set exactly one of api_key or jwt")
         if (self.run_id is None) == (self.start is None):
             raise ValueError("run_id: set exactly one of run_id (a known run) or start")
+        _check_expansion(self)
         return self
 
     def expand(self, name: str) -> dict[str, SSESourceConfig]:
@@ -123,6 +136,7 @@ class ArgusE2EProfileConfig(StrictModel):
                 "link": self.run_url,
                 "terminal_events": ["complete"],
                 "max_event_bytes": self.max_event_bytes,
+                "max_frame_bytes": max(self.max_event_bytes, 32 * 1024 * 1024),
                 "reconnect": self.reconnect,
                 "read_timeout": self.read_timeout,
                 "mapping": {
@@ -158,6 +172,7 @@ class ArgosCIProfileConfig(StrictModel):
     @model_validator(mode="after")
     def _shape(self) -> ArgosCIProfileConfig:
         _check_base(self.base_url)
+        _check_expansion(self)
         return self
 
     def expand(self, name: str) -> dict[str, PollSourceConfig]:
@@ -219,6 +234,7 @@ class ArgosOmniProfileConfig(StrictModel):
         _check_base(self.base_url)
         if "/" in self.workflow_id:
             raise ValueError("workflow_id: must be one path segment")
+        _check_expansion(self)
         return self
 
     def expand(self, name: str) -> dict[str, PollSourceConfig]:

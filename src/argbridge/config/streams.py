@@ -155,6 +155,9 @@ class SSESourceConfig(HttpSourceBase):
     terminal_events: list[str] = Field(default_factory=list)
     #: Or a JMESPath over the payload that is true on the event that ends it.
     terminal: str | None = None
+    #: Memory bound: an event larger than this is dropped while it arrives (counted and
+    #: logged as frame_too_large), before any parsing; below it, max_event_bytes applies.
+    max_frame_bytes: ByteSize = Field(default=32 * 1024 * 1024, ge=1024)
     #: Must exceed the server's heartbeat interval.
     read_timeout: Duration = 60.0
 
@@ -167,6 +170,8 @@ class SSESourceConfig(HttpSourceBase):
     def _shape(self) -> SSESourceConfig:
         if self.terminal is not None:
             compile_expression("terminal", self.terminal)
+        if self.max_frame_bytes < self.max_event_bytes:
+            raise ValueError("max_frame_bytes: must be at least max_event_bytes")
         if self.body is not None and self.method == "GET":
             raise ValueError("body: a GET stream has no body (method = 'POST')")
         if self.start is not None and self.run_id is not None:

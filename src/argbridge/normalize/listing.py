@@ -19,6 +19,7 @@ from typing import Any
 import jmespath.exceptions
 import jmespath.parser
 
+from argbridge.compat.jmespath_eval import evaluate
 from argbridge.config.streams import PaginationConfig
 from argbridge.normalize.mapping import compile_expression, identity_text
 
@@ -94,7 +95,7 @@ class Pager:
 
 def _search(expr: jmespath.parser.ParsedResult, value: Any) -> Any:
     try:
-        return expr.search(value)
+        return evaluate(expr, value)
     except jmespath.exceptions.JMESPathError:
         return None
 

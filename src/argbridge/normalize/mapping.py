@@ -26,6 +26,7 @@ import jmespath.exceptions
 import jmespath.parser
 import orjson
 
+from argbridge.compat.jmespath_eval import evaluate
 from argbridge.events import SEVERITIES, now_rfc3339
 
 ATTRIBUTES = ("id", "subject", "type", "time", "partitionkey", "severity")
@@ -96,6 +97,8 @@ class CompiledMapping:
 
     def apply(self, payload: Any) -> Mapped:
         """Evaluate every expression on ``payload``; raises :class:`MappingError`."""
+        if not self.attributes and not self.data:
+            return _NOTHING
         values: dict[str, Any] = {}
         for name, expression in self.attributes.items():
             value = _search(name, expression, payload)
@@ -110,7 +113,7 @@ class CompiledMapping:
 
 def _search(name: str, expression: jmespath.parser.ParsedResult, payload: Any) -> Any:
     try:
-        return expression.search(payload)
+        return evaluate(expression, payload)
     except jmespath.exceptions.JMESPathError as exc:
         raise MappingError(name, str(exc).splitlines()[0]) from None
     except (TypeError, ValueError, ArithmeticError) as exc:  # jmespath functions on odd input
@@ -167,3 +170,4 @@ def identity_text(value: Any) -> str:
 
 
 EMPTY = CompiledMapping({}, {})
+_NOTHING = Mapped()

@@ -100,11 +100,11 @@ def stream_event(
     run: str,
     event: str,
     position: int,
-    content: bytes,
+    content: bytes | str,
     upstream_id: str | None,
     now: str,
 ) -> tuple[CloudEvent, list[Replaced]]:
-    """One stream message (``content``: its raw bytes, ``payload`` decoded) as an event.
+    """One stream message (``content``: its raw text, ``payload`` decoded) as an event.
 
     Raises :class:`~argbridge.normalize.mapping.MappingError` or
     :class:`~argbridge.errors.EventError` (the caller rejects the message)."""
@@ -112,7 +112,8 @@ def stream_event(
     if upstream_id:
         default_id = deterministic_id("stream", spec.source_name, run, "id", upstream_id)
     else:
-        digest = hashlib.sha256(content).hexdigest()
+        raw = content.encode() if isinstance(content, str) else content
+        digest = hashlib.sha256(raw).hexdigest()
         default_id = deterministic_id(
             "stream", spec.source_name, run, "pos", position, event, digest
         )

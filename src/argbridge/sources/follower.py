@@ -17,10 +17,13 @@ Owns the loop every followed stream repeats, written once:
 - **stop on auth**: a decision with ``alert`` hands the refusal to the injected
   :class:`AuthAlert` (an alert event + metric + error log), other stops are counted.
 
-A transport (Arga results SSE, Arga demo-runner WebSocket, the generic ``sse`` and
-``websocket`` sources) subclasses :class:`StreamFollower` and implements
-:meth:`StreamFollower.connect` only. A follower gets the narrow services it uses at
-construction (slots, policy, alert) and never calls back into the source that owns it.
+A transport subclasses :class:`StreamFollower` and implements
+:meth:`StreamFollower.connect`: SSE through
+:class:`~argbridge.sources.ssefollow.SSEFollowerBase` (the Arga results follower and the
+generic ``sse`` source), WebSocket through :func:`~argbridge.sources.wsconnect.ws_attempt`
+(the Arga demo-run follower and the generic ``websocket`` source). A follower gets the
+narrow services it uses at construction (slots, policy, alert) and never calls back
+into the source that owns it.
 """
 
 from __future__ import annotations

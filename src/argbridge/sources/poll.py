@@ -23,6 +23,7 @@ tried again at the next interval.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -40,6 +41,25 @@ from argbridge.sources.base import SourceContext
 from argbridge.sources.follower import AuthAlerter
 from argbridge.sources.generic import GenericSource, note_replaced
 from argbridge.sources.upstream import auth_headers, client, safe_url
+
+
+def upstream_error(body: bytes) -> str:
+    """What an error body says, for logs and alerts: Argos Omni's
+    ``{"error": {"code", "status", "message"}}``, ``{"detail"}`` or ``{"message"}``."""
+    try:
+        doc: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ""
+    if not isinstance(doc, dict):
+        return ""
+    err = doc.get("error")
+    if isinstance(err, dict):
+        parts = [str(err[k]) for k in ("code", "message") if isinstance(err.get(k), str | int)]
+        return " ".join(parts)[:200]
+    for key in ("detail", "message", "error"):
+        if isinstance(doc.get(key), str):
+            return str(doc[key])[:200]
+    return ""
 
 
 class _Stop(Exception):
@@ -174,6 +194,10 @@ class PollSource(GenericSource):
         if decision is not None:
             if decision.action is Action.STOP and decision.reason == "not_found":
                 decision = Decision(Action.STOP, "not_found", detail="listing not found")
+            said = upstream_error(response.content)
+            if said:
+                detail = f"{decision.detail or f'HTTP {response.status_code}'}: {said}"
+                decision = replace(decision, detail=detail)
             raise _Stop(decision)
         wait = rate_limit_wait(response.headers, ctx.clock.time())
         try:

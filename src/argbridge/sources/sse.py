@@ -1,9 +1,10 @@
 """The generic ``sse`` source: any ``text/event-stream`` (GET, or POST with a JSON body).
 
-Owns the source and its :class:`SSEFollower`, the SSE transport of the shared
-:class:`~argbridge.sources.follower.StreamFollower` skeleton (the one the Arga results
-follower uses, with the same :class:`~argbridge.sse.SSEDecoder`,
-:class:`~argbridge.reconnect.ReconnectPolicy` and commit pipeline):
+Owns the source and its :class:`SSEFollower`, on
+:class:`~argbridge.sources.ssefollow.SSEFollowerBase` (the SSE transport the Arga
+results follower uses too: the same :class:`~argbridge.sse.SSEDecoder`,
+:class:`~argbridge.reconnect.ReconnectPolicy`, commit pipeline and
+:class:`~argbridge.sources.follower.StreamFollower` skeleton):
 
 - auth from :class:`~argbridge.config.streams.AuthConfig` (Bearer, ``X-API-Key``, a
   custom header; secret references, redacted);
@@ -13,7 +14,8 @@ follower uses, with the same :class:`~argbridge.sse.SSEDecoder`,
   the backoff; 401/403 stop + alert, 404 stop, 429/5xx back off (``Retry-After``);
 - ``terminal_events`` (event names) or a ``terminal`` JMESPath end the subscription;
   the stream is then remembered as done (a restart does not follow it again);
-- the size cap (:mod:`argbridge.normalize.oversize`), counted and logged;
+- the size cap (:mod:`argbridge.normalize.oversize`), counted and logged, and a memory
+  bound (``max_frame_bytes``): a larger event is dropped while it arrives;
 - with ``start``, the run is started first, at most once ever
   (:class:`~argbridge.sources.upstream.StartOnce`), and ``{run_id}`` in the URL or the
   body is the started run.
@@ -28,6 +30,7 @@ import jmespath.exceptions
 import jmespath.parser
 import orjson
 
+from argbridge.compat.jmespath_eval import evaluate
 from argbridge.config.settings import Settings
 from argbridge.config.streams import SSESourceConfig
 from argbridge.errors import EventError
@@ -36,9 +39,9 @@ from argbridge.normalize.mapping import MappingError, compile_expression
 from argbridge.normalize.stream import EventSpec, stream_event
 from argbridge.reconnect import Decision, ReconnectPolicy
 from argbridge.sources.base import SourceContext
-from argbridge.sources.follower import AuthAlert, AuthAlerter, StreamFollower, StreamSlots
+from argbridge.sources.follower import AuthAlert, AuthAlerter, StreamSlots
 from argbridge.sources.generic import GenericSource, note_replaced
-from argbridge.sources.pipeline import CommitPipeline
+from argbridge.sources.ssefollow import SSEFollowerBase
 from argbridge.sources.state import StateStore
 from argbridge.sources.upstream import (
     StartError,
@@ -49,17 +52,17 @@ from argbridge.sources.upstream import (
     safe_url,
     with_run,
 )
-from argbridge.sse import SSEDecoder
+from argbridge.sse import SSEDecoder, SSEEvent
 
 
 def _true(expression: jmespath.parser.ParsedResult, payload: Any) -> bool:
     try:
-        return bool(expression.search(payload))
+        return bool(evaluate(expression, payload))
     except jmespath.exceptions.JMESPathError:
         return False
 
 
-class SSEFollower(StreamFollower):
+class SSEFollower(SSEFollowerBase):
     """One SSE subscription of a generic source."""
 
     def __init__(
@@ -75,111 +78,60 @@ class SSEFollower(StreamFollower):
         slots: StreamSlots,
         alert: AuthAlert,
     ) -> None:
-        super().__init__(
-            ctx, run_id or "-", stream="sse", policy=policy, slots=slots, alert=alert, log_ns="sse"
-        )
         cfg = source.config
         assert isinstance(cfg, SSESourceConfig)
+        prefix = f"sse:{source.name}:{run_id or '-'}"
+        super().__init__(
+            ctx,
+            run_id or "-",
+            stream="sse",
+            log_ns="sse",
+            state=state,
+            last_id_key=f"{prefix}:last_id",
+            policy=policy,
+            slots=slots,
+            alert=alert,
+            max_frame=cfg.max_frame_bytes,
+        )
         self.cfg = cfg
         self.http = http
         self.spec = spec
         self.run_id = run_id
-        self.state = state
         self.url = with_run(cfg.url, run_id) if run_id else cfg.url
         self.body = fill_run(cfg.body, run_id) if cfg.body is not None else None
         self.terminal_names = frozenset(cfg.terminal_events)
         self._terminal = compile_expression("terminal", cfg.terminal) if cfg.terminal else None
         self._throttle = source.throttle
-        prefix = f"sse:{source.name}:{run_id or '-'}"
-        self.last_id_key = f"{prefix}:last_id"
         self.done_key = f"{prefix}:done"
-        self.last_id = ""
-        self._queued_id = ""
-        self.terminal = False
         #: Events dispatched in the current session (ids of streams without ``id:``).
         self.position = 0
 
-    async def prepare(self) -> Decision | None:
-        self.last_id = await self.state.get_state(self.last_id_key) or ""
-        return None
-
-    def resume_fields(self) -> dict[str, Any]:
-        return {"last_event_id": self.last_id or None}
+    def session_started(self) -> None:
+        self.position = 0
 
     async def finished(self) -> None:
         await self.state.set_state(self.done_key, "1")
 
     async def connect(self) -> Decision:
-        headers = {"accept": "text/event-stream", "cache-control": "no-store"}
-        if self.last_id:
-            headers["last-event-id"] = self.last_id
         request = self.http.build_request(
-            self.cfg.method, self.url, headers=headers, json=self.body
+            self.cfg.method, self.url, headers=self.request_headers(), json=self.body
         )
         try:
             response = await self.http.send(request, stream=True)
             try:
-                return await self._session(response)
+                return await self.sse_session(response, gap_fill=False)
             finally:
                 await response.aclose()
         except httpx.TransportError as exc:
             return self.policy.on_network_error(type(exc).__name__)
 
-    async def _session(self, response: httpx.Response) -> Decision:
-        decision = self.policy.on_response(
-            response.status_code,
-            response.headers.get("content-type"),
-            response.headers.get("retry-after"),
-            now=self.ctx.clock.time(),
-        )
-        if decision is not None:
-            return decision
-        decoder = SSEDecoder(last_event_id=self.last_id)
-        self._queued_id = self.last_id
-        self.position = 0
-
-        async def read(pipe: CommitPipeline) -> Decision:
-            return await self._read(response, decoder, pipe)
-
-        return await self.session(read, on_committed=self._committed, gap_fill=False)
-
-    async def _read(
-        self, response: httpx.Response, decoder: SSEDecoder, pipe: CommitPipeline
-    ) -> Decision:
-        try:
-            async for chunk in response.aiter_bytes():
-                batch = self._decode(decoder, chunk)
-                if batch or decoder.last_event_id != self._queued_id:
-                    self._queued_id = decoder.last_event_id
-                    await pipe.put(batch, decoder.last_event_id, len(chunk))
-                if self.terminal:
-                    return self.policy.on_eof(terminal=True)
-                await self.ctx.wait_ready()  # backpressure: stop reading while paused
-        except httpx.TransportError as exc:
-            if decoder.pending_bytes:
-                self.ctx.reject(
-                    "truncated_frame",
-                    run_id=self.run_id,
-                    position=decoder.bytes_fed,
-                    pending=decoder.pending_bytes,
-                )
-            return self.policy.on_network_error(type(exc).__name__)
-        decoder.close()
-        return self.policy.on_eof(terminal=self.terminal)
-
-    async def _committed(self, last_id: str) -> None:
-        if last_id != self.last_id:
-            self.last_id = last_id
-            await self.state.set_state(self.last_id_key, last_id)
-
-    def _decode(self, decoder: SSEDecoder, chunk: bytes) -> list[CloudEvent]:
+    def decode(self, events: list[SSEEvent], decoder: SSEDecoder) -> list[CloudEvent]:
         batch: list[CloudEvent] = []
-        events = decoder.feed(chunk)
-        now = now_rfc3339(self.ctx.clock.time()) if events else ""
+        now = now_rfc3339(self.ctx.clock.time())
         for ev in events:
             position = self.position
             self.position += 1
-            content = ev.data.encode()
+            content = ev.data  # encoded only if hashed (a stream without ids)
             try:
                 payload: Any = orjson.loads(content)
             except orjson.JSONDecodeError:
@@ -211,9 +163,6 @@ class SSEFollower(StreamFollower):
             ):
                 self.terminal = True
                 break
-        if batch:
-            self.policy.progressed()
-        self.policy.set_server_retry(decoder.retry_ms)
         return batch
 
 

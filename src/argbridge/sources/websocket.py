@@ -27,6 +27,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from argbridge.compat.jmespath_eval import evaluate
 from argbridge.config.settings import Settings
 from argbridge.config.streams import WebSocketSourceConfig
 from argbridge.errors import EventError
@@ -136,7 +137,7 @@ class WebSocketFollower(StreamFollower):
     def _message(self, message: str | bytes) -> CloudEvent | None:
         position = self.position
         self.position += 1
-        content = message.encode() if isinstance(message, str) else message
+        content = message
         try:
             payload: Any = orjson.loads(content)
         except orjson.JSONDecodeError:
@@ -169,7 +170,7 @@ class WebSocketFollower(StreamFollower):
         if expr is None:
             return None
         try:
-            return expr.search(payload)
+            return evaluate(expr, payload)
         except jmespath.exceptions.JMESPathError as exc:
             raise MappingError(name, str(exc).splitlines()[0]) from None
 
