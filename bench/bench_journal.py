@@ -72,16 +72,8 @@ async def journal_run(
     path: Path, events: list[CloudEvent], appenders: int
 ) -> tuple[float, list[float], int]:
     latencies: list[float] = []
-    # As in the daemon: WAL checkpoints run in the background, once a second.
-    async with Journal(
-        path, sinks=["bench"], max_backlog_events=10**9, background_checkpoints=True
-    ) as journal:
+    async with Journal(path, sinks=["bench"], max_backlog_events=10**9) as journal:
         per = len(events) // appenders
-
-        async def checkpointer() -> None:
-            while True:
-                await anyio.sleep(1.0)
-                await journal.checkpoint()
 
         async def appender(k: int) -> None:
             for ev in events[k * per : (k + 1) * per]:
@@ -90,13 +82,10 @@ async def journal_run(
                 latencies.append(time.perf_counter() - t0)
 
         start = time.perf_counter()
-        async with anyio.create_task_group() as outer:
-            outer.start_soon(checkpointer)
-            async with anyio.create_task_group() as tg:
-                for k in range(appenders):
-                    tg.start_soon(appender, k)
-            elapsed = time.perf_counter() - start
-            outer.cancel_scope.cancel()
+        async with anyio.create_task_group() as tg:
+            for k in range(appenders):
+                tg.start_soon(appender, k)
+        elapsed = time.perf_counter() - start
         commits = journal.stats().commits
     return per * appenders / elapsed, latencies, commits
 

@@ -194,7 +194,7 @@ class App:
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
         journal = Journal(
-            s.state_dir / "journal.db",
+            s.state_dir / "journal",
             sinks=list(s.sinks),
             max_backlog_events=s.journal.max_backlog_events,
             max_backlog_bytes=s.journal.max_backlog_bytes,
@@ -202,7 +202,6 @@ class App:
             retain_delivered=s.journal.retain_delivered,
             dedupe_window=s.journal.dedupe_window,
             max_group_commit=s.journal.max_group_commit,
-            background_checkpoints=True,
             clock=self.clock,
         )
         try:
@@ -259,7 +258,6 @@ class App:
             if self.handle_signals:
                 outer.start_soon(self._watch_signals, name="signals")
             outer.start_soon(self._retention_loop, name="retention")
-            outer.start_soon(self._checkpoint_loop, name="checkpoint")
             async with anyio.create_task_group() as workers:
                 for name, worker in self.workers.items():
                     workers.start_soon(self._supervise, f"sink:{name}", "sink", worker.run)
@@ -314,15 +312,6 @@ class App:
                     self.log.debug("journal.retention", deleted=deleted)
             except Exception as exc:
                 self.log.warning("journal.retention_failed", error=exc)
-
-    async def _checkpoint_loop(self) -> None:
-        # The journal's WAL is checkpointed here, off the commit path (see Journal).
-        while True:
-            await self.clock.sleep(1.0)
-            try:
-                await self.journal.checkpoint()
-            except Exception as exc:
-                self.log.warning("journal.checkpoint_failed", error=exc)
 
     async def _supervise(
         self, name: str, kind: str, fn: Callable[..., Awaitable[None]], *args: Any
