@@ -35,7 +35,7 @@ from argbridge.backoff import Backoff
 from argbridge.clock import SYSTEM_CLOCK, Clock
 from argbridge.config.settings import Settings
 from argbridge.http.server import HttpServer
-from argbridge.journal import Journal
+from argbridge.journal import Journal, migrate
 from argbridge.logging import get_logger, register_secrets
 from argbridge.metrics import Metrics
 from argbridge.registry import build_sink, build_source
@@ -193,6 +193,8 @@ class App:
         """Run until shutdown; returns normally after a graceful stop."""
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
+        if migrate.needs_migration(s.state_dir):
+            await anyio.to_thread.run_sync(self._migrate_journal)
         journal = Journal(
             s.state_dir / "journal",
             sinks=list(s.sinks),
@@ -227,6 +229,16 @@ class App:
         finally:
             self.stopped.set()
         self.log.info("daemon.stopped")
+
+    def _migrate_journal(self) -> None:
+        """A v1 (SQLite) journal in the state dir becomes format 2 (see journal.migrate)."""
+        self.log.info("journal.migration_started", state_dir=str(self.settings.state_dir))
+
+        def progress(what: str, done: int, total: int) -> None:
+            self.log.info("journal.migrating", table=what, done=done, total=total)
+
+        migrate.migrate(self.settings.state_dir, progress)
+        self.log.info("journal.migrated", kept=migrate.V1_NAME + migrate.KEPT_SUFFIX)
 
     def _build(self) -> None:
         s = self.settings
