@@ -344,3 +344,29 @@ def test_records_read_are_the_records_init_makes_and_stay_immutable():
     assert made.event == e  # decoded on first use
     with pytest.raises(AttributeError, match="immutable"):
         made.seq = 8
+
+
+async def test_sources_and_sinks_get_their_narrow_role_only(journal: Journal):
+    source, sink = journal.for_source(), journal.for_sink()
+    assert await source.append(make_event(1)) is AppendStatus.APPENDED
+    await source.set_state("k", "v")
+    assert await sink.get_state("k") == "v"
+    (record,) = await sink.read("a", 10)
+    await sink.ack("a", record.seq)
+    assert sink.cursor("a") == 1
+    # A source cannot read or ack; a sink cannot append, rewind or run retention.
+    for name in ("read", "ack", "cursor", "dead_letter", "rewind", "run_retention", "stats"):
+        assert not hasattr(source, name), name
+    for name in ("append", "append_many", "rewind", "run_retention", "pause", "stats"):
+        assert not hasattr(sink, name), name
+
+
+async def test_records_carry_attributes_and_data_as_stored(journal: Journal):
+    e = make_event(1, partitionkey="run-1", extensions={"traceparent": "00-ab"})
+    await journal.append(e)
+    await journal.append(make_event(2).with_changes(data=None))
+    first, second = await journal.read_after(0, 10)
+    assert first.attributes == e.attributes()
+    assert first.data_json == e.data_bytes()
+    assert first.body == e.to_json() and first.size == len(e.to_json())
+    assert second.data_json == b"" and second.event.data is None

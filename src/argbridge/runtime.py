@@ -243,7 +243,7 @@ class App:
     def _build(self) -> None:
         s = self.settings
         for name, cfg in s.sinks.items():
-            ctx = SinkContext(name, self.journal, self.metrics, self.clock)
+            ctx = SinkContext(name, self.journal.for_sink(), self.metrics, self.clock)
             sink = build_sink(cfg, ctx, s)
             self.sinks[name] = sink
             self.workers[name] = SinkWorker(
@@ -256,7 +256,7 @@ class App:
         for name, source_cfg in s.sources.items():
             self.sources[name] = build_source(name, source_cfg, s)
             self.source_contexts[name] = SourceContext(
-                name, self.journal, self.metrics, self.clock, type_prefix=s.type_prefix
+                name, self.journal.for_source(), self.metrics, self.clock, type_prefix=s.type_prefix
             )
             # Sources that serve HTTP (inbound webhooks) get their routes on our listener.
             routes = getattr(self.sources[name], "routes", None)

@@ -32,6 +32,7 @@ from argbridge.journal.records import (
     RetryItem,
     body_size,
 )
+from argbridge.journal.roles import SinkView, SourceView
 from argbridge.journal.state import StateStore
 from argbridge.journal.writer import ReadThread, Writer
 
@@ -189,6 +190,14 @@ class Journal:
     @property
     def pause(self) -> PauseSignal:
         return self._pause
+
+    def for_source(self) -> SourceView:
+        """The narrow role a source gets: append, backpressure, state."""
+        return SourceView(self.log, self.state)
+
+    def for_sink(self) -> SinkView:
+        """The narrow role a sink gets: cursor, reads, acks, retries, dead letters, state."""
+        return SinkView(self.ledger, self.log, self.state)
 
     # -- stats -------------------------------------------------------------------------
 
