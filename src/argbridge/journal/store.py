@@ -203,7 +203,8 @@ def open_db(path: Path, *, create: bool = True) -> plyvel.DB:
     return db
 
 
-_ABSENT = object()
+ABSENT = object()
+_ABSENT = ABSENT
 
 
 class Txn:

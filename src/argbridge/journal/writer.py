@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -25,7 +25,8 @@ import plyvel
 from argbridge.clock import Clock
 from argbridge.errors import JournalClosed, JournalError
 from argbridge.journal import store
-from argbridge.journal.ops import Mirror, Op, Work
+from argbridge.journal.ops import Append, Mirror, Op, Work
+from argbridge.journal.ops import append_run as _append_run
 from argbridge.journal.records import body_size
 from argbridge.journal.store import Txn
 
@@ -175,12 +176,22 @@ class Writer:
             if ops:
                 self._wake_waiters()
 
-    def _commit_sync(self, ops: list[Op[object]]) -> Work:
+    def _commit_sync(self, ops: Sequence[Op[Any]]) -> Work:
         """Stage ``ops`` in one transaction and write it durably (writer thread)."""
         before = self.mirror
         work = Work(Txn(self.db), before.copy(), self.clock.time(), self.epochs)
         txn = work.txn
-        for op in ops:
+        i, n = 0, len(ops)
+        while i < n:
+            op = ops[i]
+            if type(op) is Append:
+                j = i + 1
+                while j < n and type(ops[j]) is Append:
+                    j += 1
+                _append_run(work, ops[i:j])  # type: ignore[arg-type]
+                i = j
+                continue
+            i += 1
             if not op.isolated:
                 op.result = op.apply(work)
                 continue
