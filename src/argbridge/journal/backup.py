@@ -91,7 +91,10 @@ def _fsync_tree(path: Path) -> None:
 def snapshot(src: Path) -> Iterator[Path]:
     """A throw-away consistent copy of ``src`` (tables hard-linked), for reading it while
     a daemon holds it; removed on exit."""
-    with tempfile.TemporaryDirectory(prefix="argbridge-journal-", dir=src.parent) as tmp:
+    where: Path | None = src.parent  # same file system: the tables can be hard-linked
+    if not os.access(src.parent, os.W_OK):
+        where = None  # a copy in the system's temporary directory instead
+    with tempfile.TemporaryDirectory(prefix="argbridge-journal-", dir=where) as tmp:
         dst = Path(tmp) / "journal"
         copy_journal(src, dst, link=True)
         yield dst

@@ -106,6 +106,7 @@ class Journal:
         self.max_group_commit = max_group_commit
         self._db: plyvel.DB | None = None
         self._writer: Writer | None = None
+        self._reads: ReadThread | None = None
         self._log: EventLog | None = None
         self._ledger: SinkLedger | None = None
         self._state: StateStore | None = None
@@ -129,7 +130,7 @@ class Journal:
             max_group_commit=self.max_group_commit,
             on_commit=self._on_commit,
         )
-        reads = ReadThread(writer)
+        reads = self._reads = ReadThread(writer)
         self._writer = writer
         self._log = EventLog(writer, reads, clock=self.clock, **self._settings)  # type: ignore[arg-type]
         self._log.pause = self._pause
@@ -154,10 +155,8 @@ class Journal:
             return
         await writer.aclose()
         self._final_stats = self.stats()
-        db = self._db
-        if db is not None:
-            # Never close under a running read.
-            await anyio.to_thread.run_sync(db.close)
+        if self._reads is not None:
+            await self._reads.close_db()  # never under a running read
 
     @property
     def closed(self) -> bool:

@@ -64,7 +64,8 @@ class EventLog:
     async def append(self, event: CloudEvent) -> AppendStatus:
         """Journal one event durably; returns once committed (or known as duplicate)."""
         attrs, data = encode_event(event)
-        return await self._writer.submit(Append(event.id, attrs, data))
+        writer = self._writer
+        return await writer.wait(writer.enqueue(Append(event.id, attrs, data)))
 
     async def append_many(self, events: Sequence[CloudEvent]) -> list[AppendStatus]:
         """Journal several events; they share the group commit with concurrent appends."""

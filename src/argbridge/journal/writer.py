@@ -40,13 +40,24 @@ class ReadThread:
         self._writer = writer
         self._limiter = anyio.CapacityLimiter(1)
 
+    async def close_db(self) -> None:
+        """Close the database once no read runs (reads after this raise JournalClosed)."""
+        with anyio.CancelScope(shield=True):
+            async with self._limiter:
+                await anyio.to_thread.run_sync(self._writer.db.close)
+
     async def run(self, fn: Callable[[plyvel.DB], R]) -> R:
         writer = self._writer
+
+        def guarded(db: plyvel.DB) -> R:
+            if writer.closed:  # checked again under the limiter that close_db holds
+                raise JournalClosed("the journal is closed")
+            return fn(db)
+
         if writer.closed:
             raise JournalClosed("the journal is closed")
-        db = writer.db
         try:
-            return await anyio.to_thread.run_sync(fn, db, limiter=self._limiter)
+            return await anyio.to_thread.run_sync(guarded, writer.db, limiter=self._limiter)
         except plyvel.Error as exc:
             raise JournalError(f"journal read failed: {exc}") from exc
 
