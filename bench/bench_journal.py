@@ -52,7 +52,7 @@ def make_events(n: int, tag: str) -> list[CloudEvent]:
     ]
 
 
-def ceiling(path: Path, n: int, batch: int, uuid_ids: bool = False) -> float:
+def ceiling(path: Path, n: int, batch: int, uuid_ids: bool = False, row_bytes: int = 1024) -> float:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
@@ -60,12 +60,12 @@ def ceiling(path: Path, n: int, batch: int, uuid_ids: bool = False) -> float:
         "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE, "
         "type TEXT, subject TEXT, size INTEGER, body BLOB, appended_at REAL)"
     )
-    body = b"x" * 1024
+    body = b"x" * row_bytes
     # The ceiling's ids ascend, so each commit touches the end of the id index only; the
     # journal's ids are UUIDs, whose index inserts land on random pages (more WAL pages
     # per commit). ``uuid_ids`` measures that cost for reference.
     ids = [deterministic_id("ceiling", i) if uuid_ids else f"id-{i}" for i in range(n)]
-    rows = [(ids[i], "t", "s", 1024, body, 0.0) for i in range(n)]
+    rows = [(ids[i], "t", "s", row_bytes, body, 0.0) for i in range(n)]
     start = time.perf_counter()
     for i in range(0, n, batch):
         conn.execute("BEGIN")
