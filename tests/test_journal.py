@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -370,3 +371,37 @@ async def test_records_carry_attributes_and_data_as_stored(journal: Journal):
     assert first.data_json == e.data_bytes()
     assert first.body == e.to_json() and first.size == len(e.to_json())
     assert second.data_json == b"" and second.event.data is None
+
+
+class _Overwrite(Op[None]):
+    """Overwrites state ``k`` (flushed to the batch by an earlier slice), then fails."""
+
+    def apply(self, work: Work) -> None:
+        work.txn.put(store.state_key("k"), store.pack_state(0.0, "bad"))
+        raise RuntimeError("boom")
+
+
+async def test_a_group_staged_in_slices_is_still_one_atomic_batch(tmp_path: Path):
+    from argbridge.journal.ops import Append, DeleteState, SetState
+    from argbridge.journal.writer import STAGE_CHUNK
+
+    path = tmp_path / "j"
+    async with Journal(path, sinks=["a"]) as j:
+        writer = j._writer
+        assert writer is not None
+        ops: list[Op[Any]] = []
+        ops += [Append(e.id, *encode_event(e)) for e in map(make_event, range(10))]
+        ops += [SetState("k", "1"), SetState("gone", "x")]
+        ops += [Append(e.id, *encode_event(e)) for e in map(make_event, range(10, 2 * STAGE_CHUNK))]
+        ops += [SetState("k", "2"), DeleteState("gone"), _Overwrite()]
+        for op in ops:
+            writer.enqueue(op)
+        for op in ops[:-1]:
+            await writer.wait(op)
+        with pytest.raises(JournalError, match="operation failed"):
+            await writer.wait(ops[-1])
+        assert (j.stats().commits, j.stats().syncs) == (1, 1)
+    async with Journal(path, sinks=["a"]) as j:
+        assert j.last_seq == 2 * STAGE_CHUNK
+        assert await j.get_state("k") == "2"
+        assert await j.get_state("gone") is None

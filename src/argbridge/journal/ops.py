@@ -65,6 +65,8 @@ class Work:
     appended: int = 0
     duplicates: int = 0
     added_bytes: int = 0
+    #: The mirror as it was before the group (what the backlog delta is taken from).
+    before: Mirror | None = None
 
 
 class Op(Generic[R]):
@@ -121,7 +123,7 @@ def append_run(work: Work, ops: Sequence[Append]) -> None:
     """:meth:`Append.apply` for consecutive appends, written out in one loop: the writer
     thread's Python time per event is GIL time the event loop waits for."""
     txn, m = work.txn, work.mirror
-    overlay, get = txn.overlay, txn.db.get
+    overlay, dirty, get = txn.overlay, txn.dirty, txn.db.get
     seq = m.last_seq
     at = m.last_appended_at = max(work.now, m.last_appended_at)
     pack_event, pack_index, seq_key = store.pack_event, store.pack_index, store.seq_key
@@ -138,8 +140,9 @@ def append_run(work: Work, ops: Sequence[Append]) -> None:
             continue
         seq += 1
         attrs, data = op.attrs, op.data
-        overlay[seq_key(seq)] = pack_event(at, attrs, data)
-        overlay[ikey] = pack_index(seq, at)
+        ekey, event = seq_key(seq), pack_event(at, attrs, data)
+        overlay[ekey] = dirty[ekey] = event
+        overlay[ikey] = dirty[ikey] = pack_index(seq, at)
         added += len(attrs) + len(data) + 8 if data else len(attrs)
         op.result = appended
     if seq != m.last_seq:

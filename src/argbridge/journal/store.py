@@ -217,7 +217,11 @@ class Txn:
 
     def __init__(self, db: plyvel.DB) -> None:
         self.db = db
+        #: Every key this transaction wrote (``None``: deleted): what its reads see.
         self.overlay: dict[bytes, bytes | None] = {}
+        #: Keys written since the last :meth:`flush` into the write batch.
+        self.dirty: dict[bytes, bytes | None] = {}
+        self._batch: Any = None
         self._undo: dict[bytes, object] | None = None
 
     def get(self, key: bytes) -> bytes | None:
@@ -231,13 +235,13 @@ class Txn:
         undo = self._undo
         if undo is not None and key not in undo:
             undo[key] = self.overlay.get(key, _ABSENT)
-        self.overlay[key] = value
+        self.overlay[key] = self.dirty[key] = value
 
     def delete(self, key: bytes) -> None:
         undo = self._undo
         if undo is not None and key not in undo:
             undo[key] = self.overlay.get(key, _ABSENT)
-        self.overlay[key] = None
+        self.overlay[key] = self.dirty[key] = None
 
     def savepoint(self) -> None:
         self._undo = {}
@@ -249,9 +253,11 @@ class Txn:
         undo, self._undo = self._undo or {}, None
         for key, old in undo.items():
             if old is _ABSENT:
+                # Never written by this group before the op: not in the batch either.
                 del self.overlay[key]
+                self.dirty.pop(key, None)
             else:
-                self.overlay[key] = old  # type: ignore[assignment]
+                self.overlay[key] = self.dirty[key] = old  # type: ignore[assignment]
 
     def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Live ``(key, value)`` pairs under ``prefix`` (from ``start``), in key order,
@@ -280,14 +286,28 @@ class Txn:
                 if v is not None:
                     yield k, v
 
-    def write(self, *, sync: bool = True) -> None:
-        """Make every write durable: one synced write batch (one log ``fdatasync``)."""
-        with self.db.write_batch(sync=sync) as batch:
-            for key, value in self.overlay.items():
-                if value is None:
-                    batch.delete(key)
-                else:
-                    batch.put(key, value)
+    def flush(self) -> None:
+        """Copy the writes since the last flush into the write batch (in order: a later
+        write of a key overrides an earlier one when the batch is applied)."""
+        if not self.dirty:
+            return
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = self.db.write_batch(sync=True)
+        put, delete = batch.put, batch.delete
+        for key, value in self.dirty.items():
+            if value is None:
+                delete(key)
+            else:
+                put(key, value)
+        self.dirty = {}
+
+    def write(self) -> None:
+        """Make every write durable: one synced write batch, one call that releases the
+        GIL for all of it (one log ``fdatasync``)."""
+        self.flush()
+        if self._batch is not None:
+            self._batch.write()
 
 
 def read_events(db: plyvel.DB, after_seq: int, limit: int) -> list[tuple[int, bytes]]:

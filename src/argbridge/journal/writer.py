@@ -32,6 +32,9 @@ from argbridge.journal.store import Txn
 
 R = TypeVar("R")
 
+#: Ops staged per slice of event-loop time (about 1 ms for 256 appends).
+STAGE_CHUNK = 256
+
 
 class ReadThread:
     """Runs the roles' reads in one worker thread (LevelDB reads may touch the disk)."""
@@ -169,9 +172,7 @@ class Writer:
                 if not ops:
                     return
                 try:
-                    work = await anyio.to_thread.run_sync(
-                        self._commit_sync, ops, limiter=self._limiter
-                    )
+                    work = await self._commit(ops)
                 except Exception as exc:
                     error = JournalError(f"journal commit failed: {exc}")
                     error.__cause__ = exc
@@ -187,10 +188,38 @@ class Writer:
             if ops:
                 self._wake_waiters()
 
+    async def _commit(self, ops: Sequence[Op[Any]]) -> Work:
+        """Stage ``ops`` here, on the event loop, ``STAGE_CHUNK`` at a time (yielding in
+        between), then write the batch in the worker thread: there it is one call that
+        releases the GIL for the whole synced write. Staging in the thread instead (its
+        many short plyvel calls each drop and retake the GIL) kept the event loop waiting
+        for the GIL for the whole staging of a group: 5 ms at p99 in bench_journal."""
+        work = self._begin()
+        for k in range(0, len(ops), STAGE_CHUNK):
+            self._stage(work, ops[k : k + STAGE_CHUNK])
+            work.txn.flush()
+            if k + STAGE_CHUNK < len(ops):
+                await anyio.lowlevel.checkpoint()
+        if self._finish(work):
+            await anyio.to_thread.run_sync(work.txn.write, limiter=self._limiter)
+            self.syncs += 1
+        return work
+
     def _commit_sync(self, ops: Sequence[Op[Any]]) -> Work:
-        """Stage ``ops`` in one transaction and write it durably (writer thread)."""
+        """:meth:`_commit` in one synchronous call (tools and benchmarks)."""
+        work = self._begin()
+        self._stage(work, ops)
+        if self._finish(work):
+            work.txn.write()
+            self.syncs += 1
+        return work
+
+    def _begin(self) -> Work:
         before = self.mirror
-        work = Work(Txn(self.db), before.copy(), self.clock.time(), self.epochs)
+        return Work(Txn(self.db), before.copy(), self.clock.time(), self.epochs, before=before)
+
+    def _stage(self, work: Work, ops: Sequence[Op[Any]]) -> None:
+        """Apply ``ops`` to the group's transaction and mirror copy."""
         txn = work.txn
         i, n = 0, len(ops)
         while i < n:
@@ -216,7 +245,11 @@ class Writer:
                 op.error = JournalError(f"journal operation failed: {exc}")
             else:
                 txn.release()
-        m = work.mirror
+
+    def _finish(self, work: Work) -> bool:
+        """Backlog bytes and the seq high-water mark; whether there is anything to write."""
+        before, m, txn = work.before, work.mirror, work.txn
+        assert before is not None
         if m.cursors:
             lo, hi = before.min_cursor(), m.min_cursor()
             delta = work.added_bytes
@@ -228,10 +261,8 @@ class Writer:
             m.backlog_bytes = 0
         if m.last_seq != before.last_seq:
             txn.put(store.K_LAST_SEQ, store.pack_u64(m.last_seq))
-        if txn.overlay:
-            txn.write(sync=True)
-            self.syncs += 1
-        return work
+        txn.flush()
+        return bool(txn.overlay)
 
     @staticmethod
     def _bytes_between(txn: Txn, lo: int, hi: int) -> int:
