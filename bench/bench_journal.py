@@ -179,8 +179,26 @@ def main() -> None:
         default=True,
         help="run the appenders on uvloop, as the daemon does by default (runtime.uvloop)",
     )
+    parser.add_argument(
+        "--journal-only",
+        action="store_true",
+        help="only the journal appends, printing its group commits (to count the process's "
+        "fdatasync calls with: strace -f -c -e trace=fsync,fdatasync)",
+    )
     args = parser.parse_args()
     loop = "uvloop" if args.uvloop else "asyncio"
+    if args.journal_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            rate, _, commits, syncs, _ = anyio.run(
+                journal_run,
+                Path(tmp) / "j",
+                make_events(args.events, "only"),
+                args.appenders,
+                backend="asyncio",
+                backend_options={"use_uvloop": args.uvloop},
+            )
+        print(f"journal only: {rate:,.0f} events/s, {commits} group commits, {syncs} synced")
+        return
     header(f"journal append (LevelDB, synced batch per group) vs bare sqlite3 (1 KiB, {loop})")
     print(f"   {as_the_daemon()}")
     ceilings: list[float] = []
