@@ -6,7 +6,7 @@
 #       -v argbridge-state:/var/lib/argbridge \
 #       -v $PWD/argbridge.toml:/etc/argbridge/argbridge.toml:ro argbridge
 #
-# State (the SQLite journal) lives in the /var/lib/argbridge volume; the configuration is
+# State (the LevelDB journal) lives in the /var/lib/argbridge volume; the configuration is
 # mounted at /etc/argbridge/argbridge.toml (config/container.toml is baked in as a
 # working default). Secrets: mount files (Docker/Kubernetes secrets) and reference them
 # as "file:/run/secrets/NAME" in the config, never as plain environment values.

@@ -1,8 +1,17 @@
 """Journal append throughput with group commit vs a bare sqlite3 batched-insert ceiling.
 
-Both sides use the same storage settings (WAL, ``synchronous=FULL``) and 1 KiB events.
-The ceiling inserts pre-built rows with ``executemany`` in transactions of the same size
-the journal's group commit reaches (``--appenders`` rows), measured in the same run.
+The ceiling is the issue's fixed reference: bare sqlite3 (WAL, ``synchronous=FULL``)
+inserting pre-built 1 KiB rows with ascending ids, ``executemany`` in transactions of
+``--appenders`` rows (the size the journal's group commit reaches), measured in the same
+run. The journal (format 2: LevelDB, one synced write batch per group commit, dedupe
+lookup of every id) appends 1 KiB CloudEvents from ``--appenders`` concurrent tasks.
+
+While the appenders run, a probe task in the same event loop sleeps 1 ms at a time and
+records how late it wakes up: the event loop's lag (our own appenders' CPU included;
+a commit that held the GIL would show here as a stall). For reference, as in issue 15's
+table, each engine's writes alone run in a thread while the main thread sleeps 0.2 ms at
+a time and records how late it wakes: the bare sqlite3 ceiling, and the journal's synced
+write batches (staged beforehand, as the writer stages them on the event loop).
 
 The appenders run on uvloop, as the daemon does by default (``runtime.uvloop = true``);
 ``--no-uvloop`` runs them on the plain asyncio loop.
@@ -15,13 +24,19 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 
+from argbridge.clock import SYSTEM_CLOCK
 from argbridge.events import CloudEvent, deterministic_id
-from argbridge.journal import Journal
+from argbridge.journal import Journal, store
+from argbridge.journal.ops import Append, Mirror
+from argbridge.journal.records import encode_event
+from argbridge.journal.writer import Writer
 from bench.common import as_the_daemon, header, median, peak_rss_mib, percentile, row
 
 
@@ -40,7 +55,7 @@ def make_events(n: int, tag: str) -> list[CloudEvent]:
     ]
 
 
-def ceiling(path: Path, n: int, batch: int, uuid_ids: bool = False) -> float:
+def ceiling(path: Path, n: int, batch: int, uuid_ids: bool = False, row_bytes: int = 1024) -> float:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
@@ -48,12 +63,12 @@ def ceiling(path: Path, n: int, batch: int, uuid_ids: bool = False) -> float:
         "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE, "
         "type TEXT, subject TEXT, size INTEGER, body BLOB, appended_at REAL)"
     )
-    body = b"x" * 1024
+    body = b"x" * row_bytes
     # The ceiling's ids ascend, so each commit touches the end of the id index only; the
     # journal's ids are UUIDs, whose index inserts land on random pages (more WAL pages
     # per commit). ``uuid_ids`` measures that cost for reference.
     ids = [deterministic_id("ceiling", i) if uuid_ids else f"id-{i}" for i in range(n)]
-    rows = [(ids[i], "t", "s", 1024, body, 0.0) for i in range(n)]
+    rows = [(ids[i], "t", "s", row_bytes, body, 0.0) for i in range(n)]
     start = time.perf_counter()
     for i in range(0, n, batch):
         conn.execute("BEGIN")
@@ -68,37 +83,89 @@ def ceiling(path: Path, n: int, batch: int, uuid_ids: bool = False) -> float:
     return n / elapsed
 
 
+PROBE_SLEEP = 0.001
+THREAD_PROBE_SLEEP = 0.0002
+
+
+def with_lateness_probe(fn: Callable[[], float]) -> tuple[float, list[float]]:
+    """Run ``fn`` in a worker thread while this thread sleeps 0.2 ms at a time and records
+    how late it wakes (the issue's measure of a commit holding the GIL)."""
+    out: list[float] = []
+    lags: list[float] = []
+    worker = threading.Thread(target=lambda: out.append(fn()))
+    worker.start()
+    while worker.is_alive():
+        t0 = time.perf_counter()
+        time.sleep(THREAD_PROBE_SLEEP)
+        lags.append(time.perf_counter() - t0 - THREAD_PROBE_SLEEP)
+    worker.join()
+    return out[0], lags
+
+
+def engine_alone(path: Path, events: list[CloudEvent], batch: int) -> Callable[[], float]:
+    """The journal's engine as the writer uses it: groups of ``batch`` appends staged
+    here (dedupe lookups, keys, the write batch), then a function that writes them, one
+    synced write batch per group, for :func:`with_lateness_probe` to run in a thread."""
+    db = store.open_db(path)
+    writer = Writer(
+        db,
+        Mirror(cursors={"bench": 0}),
+        clock=SYSTEM_CLOCK,
+        max_group_commit=batch,
+        on_commit=lambda: None,
+    )
+    staged = []
+    for i in range(0, len(events), batch):
+        work = writer._begin()
+        writer._stage(work, [Append(e.id, *encode_event(e)) for e in events[i : i + batch]])
+        writer._finish(work)
+        writer.mirror = work.mirror
+        staged.append(work.txn)
+
+    def write_all() -> float:
+        start = time.perf_counter()
+        for txn in staged:
+            txn.write()
+        elapsed = time.perf_counter() - start
+        db.close()
+        return len(events) / elapsed
+
+    return write_all
+
+
 async def journal_run(
     path: Path, events: list[CloudEvent], appenders: int
-) -> tuple[float, list[float], int]:
+) -> tuple[float, list[float], int, int, list[float]]:
     latencies: list[float] = []
-    # As in the daemon: WAL checkpoints run in the background, once a second.
-    async with Journal(
-        path, sinks=["bench"], max_backlog_events=10**9, background_checkpoints=True
-    ) as journal:
+    lags: list[float] = []
+    async with Journal(path, sinks=["bench"], max_backlog_events=10**9) as journal:
         per = len(events) // appenders
+        done = False
 
-        async def checkpointer() -> None:
-            while True:
-                await anyio.sleep(1.0)
-                await journal.checkpoint()
+        async def probe() -> None:
+            while not done:
+                t0 = time.perf_counter()
+                await anyio.sleep(PROBE_SLEEP)
+                lags.append(time.perf_counter() - t0 - PROBE_SLEEP)
+
+        append = journal.for_source().append  # what a source gets
 
         async def appender(k: int) -> None:
             for ev in events[k * per : (k + 1) * per]:
                 t0 = time.perf_counter()
-                await journal.append(ev)
+                await append(ev)
                 latencies.append(time.perf_counter() - t0)
 
-        start = time.perf_counter()
         async with anyio.create_task_group() as outer:
-            outer.start_soon(checkpointer)
+            outer.start_soon(probe)
+            start = time.perf_counter()
             async with anyio.create_task_group() as tg:
                 for k in range(appenders):
                     tg.start_soon(appender, k)
             elapsed = time.perf_counter() - start
-            outer.cancel_scope.cancel()
-        commits = journal.stats().commits
-    return per * appenders / elapsed, latencies, commits
+            done = True
+        stats = journal.stats()
+    return per * appenders / elapsed, latencies, stats.commits, stats.syncs, lags
 
 
 def main() -> None:
@@ -112,9 +179,27 @@ def main() -> None:
         default=True,
         help="run the appenders on uvloop, as the daemon does by default (runtime.uvloop)",
     )
+    parser.add_argument(
+        "--journal-only",
+        action="store_true",
+        help="only the journal appends, printing its group commits (to count the process's "
+        "fdatasync calls with: strace -f -c -e trace=fsync,fdatasync)",
+    )
     args = parser.parse_args()
     loop = "uvloop" if args.uvloop else "asyncio"
-    header(f"journal append: group commit vs bare sqlite3 (WAL, synchronous=FULL, 1 KiB, {loop})")
+    if args.journal_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            rate, _, commits, syncs, _ = anyio.run(
+                journal_run,
+                Path(tmp) / "j",
+                make_events(args.events, "only"),
+                args.appenders,
+                backend="asyncio",
+                backend_options={"use_uvloop": args.uvloop},
+            )
+        print(f"journal only: {rate:,.0f} events/s, {commits} group commits, {syncs} synced")
+        return
+    header(f"journal append (LevelDB, synced batch per group) vs bare sqlite3 (1 KiB, {loop})")
     print(f"   {as_the_daemon()}")
     ceilings: list[float] = []
     ceilings_1000: list[float] = []
@@ -123,13 +208,19 @@ def main() -> None:
     p50s: list[float] = []
     p99s: list[float] = []
     commits_seen: list[int] = []
+    syncs_seen: list[int] = []
+    lag50: list[float] = []
+    lag99: list[float] = []
+    lagmax: list[float] = []
+    ratios: list[float] = []
+    threaded: dict[str, list[tuple[float, list[float]]]] = {"sqlite": [], "journal": []}
     for run in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp:
             ceilings.append(ceiling(Path(tmp) / "c.db", args.events, args.appenders))
             ceilings_1000.append(ceiling(Path(tmp) / "c1000.db", args.events, 1000))
             ceilings_uuid.append(ceiling(Path(tmp) / "cu.db", args.events, args.appenders, True))
             events = make_events(args.events, f"r{run}")
-            rate, lat, commits = anyio.run(
+            rate, lat, commits, syncs, lags = anyio.run(
                 journal_run,
                 Path(tmp) / "j.db",
                 events,
@@ -138,9 +229,23 @@ def main() -> None:
                 backend_options={"use_uvloop": args.uvloop},
             )
             results.append(rate)
+            ratios.append(rate / ceilings[-1])
+            threaded["sqlite"].append(
+                with_lateness_probe(
+                    lambda: ceiling(Path(tmp) / "ct.db", args.events, args.appenders)
+                )
+            )
+            fresh = make_events(args.events, f"t{run}")
+            threaded["journal"].append(
+                with_lateness_probe(engine_alone(Path(tmp) / "jt", fresh, args.appenders))
+            )
             p50s.append(percentile(lat, 50) * 1000)
             p99s.append(percentile(lat, 99) * 1000)
             commits_seen.append(commits)
+            syncs_seen.append(syncs)
+            lag50.append(percentile(lags, 50) * 1000)
+            lag99.append(percentile(lags, 99) * 1000)
+            lagmax.append(max(lags) * 1000)
     c, j = median(ceilings), median(results)
     row(
         f"ceiling: bare sqlite3, {args.appenders} rows/transaction",
@@ -159,9 +264,35 @@ def main() -> None:
         f"{j:,.0f} events/s",
         f"runs {', '.join(f'{x:,.0f}' for x in results)}",
     )
-    row("journal / ceiling", f"{100 * j / c:.0f} %", "target >= 60 %")
+    row(
+        "journal / ceiling",
+        f"{100 * j / c:.0f} %",
+        f"per run {', '.join(f'{100 * x:.0f}' for x in ratios)} %; target >= 60 %",
+    )
     row("append latency p50 / p99", f"{median(p50s):.2f} / {median(p99s):.2f} ms")
     row("events per commit (median)", f"{args.events / median(commits_seen):.1f}")
+    row(
+        "synced write batches per group commit",
+        f"{sum(syncs_seen) / sum(commits_seen):.2f}",
+        "one fdatasync of LevelDB's log each",
+    )
+    row(
+        "event-loop lag while appending p50 / p99 / max",
+        f"{median(lag50):.2f} / {median(lag99):.2f} / {median(lagmax):.1f} ms",
+        f"p99 runs {', '.join(f'{x:.2f}' for x in lag99)}; target p99 < 1 ms",
+    )
+    for name, label in (
+        ("sqlite", "bare sqlite3 ceiling"),
+        ("journal", "journal's synced batches"),
+    ):
+        runs = threaded[name]
+        lat = [x for _, lags in runs for x in lags]
+        row(
+            f"{label} in a thread, {args.appenders}/commit; main thread's",
+            f"{median([r for r, _ in runs]):,.0f} rows/s",
+            f"wake-up lateness p50/p99/max {percentile(lat, 50) * 1000:.2f} / "
+            f"{percentile(lat, 99) * 1000:.2f} / {max(lat) * 1000:.1f} ms",
+        )
     row("peak RSS", f"{peak_rss_mib():.0f} MiB")
 
 

@@ -7,13 +7,13 @@ Waiting is event-driven: the test reads the daemon's JSON log lines from its std
 from __future__ import annotations
 
 import signal
-import sqlite3
 from collections import Counter
 from pathlib import Path
 
 import orjson
 import pytest
 
+from argbridge.journal import inspect
 from tests.support.process import Daemon
 
 pytestmark = pytest.mark.slow
@@ -49,11 +49,13 @@ batch_size = {BATCH}
 
 
 def journal_state(db: Path) -> tuple[list[str], int, int]:
-    with sqlite3.connect(db) as conn:
-        ids = [row[0] for row in conn.execute("SELECT id FROM events ORDER BY seq")]
-        last = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
-        cursor = conn.execute("SELECT seq FROM cursors WHERE sink = 'file'").fetchone()[0]
-    return ids, last, cursor
+    """(ids in seq order, last seq, the file sink's cursor); while the daemon runs too
+    (through a consistent snapshot copy)."""
+    with inspect.open_for_reading(db) as conn:
+        rows = list(inspect.events(conn))
+        cursor = inspect.stats(conn)["cursors"]["file"]
+    assert [seq for seq, _ in rows] == list(range(1, len(rows) + 1)), "seqs must be dense"
+    return [str(attrs["id"]) for _, attrs in rows], len(rows), cursor
 
 
 @pytest.mark.parametrize("kill_after", [30, 400, 1500])
@@ -61,7 +63,7 @@ def test_sigkill_mid_stream_then_restart_delivers_every_committed_event(
     tmp_path: Path, kill_after: int
 ):
     config = write_config(tmp_path)
-    db = tmp_path / "state" / "journal.db"
+    db = tmp_path / "state" / "journal"
     out = tmp_path / "state" / "events.jsonl"
 
     first = Daemon(config)
@@ -117,5 +119,5 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path):
     events = [line.get("event") for line in daemon.seen]
     assert events.index("signal.received") < events.index("shutdown.draining")
     assert "shutdown.drain_timeout" not in events
-    _, last, cursor = journal_state(tmp_path / "state" / "journal.db")
+    _, last, cursor = journal_state(tmp_path / "state" / "journal")
     assert cursor <= last

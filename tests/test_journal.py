@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from argbridge.errors import JournalClosed, JournalError
-from argbridge.journal import AppendStatus, Journal, JournalRecord, _records
+from argbridge.journal import AppendStatus, Journal, JournalRecord, store
+from argbridge.journal.log import decode_records
+from argbridge.journal.ops import Op, Work
+from argbridge.journal.records import encode_event
 from tests.conftest import make_event
 
 
@@ -77,8 +80,10 @@ async def test_committed_events_survive_reopen(tmp_path: Path):
         assert [r.event for r in await j.read("a", 10)] == [make_event(n) for n in range(2, 5)]
         assert await j.get_state("sse:last_id:r1") == "42"
         assert await j.append(make_event(0)) is AppendStatus.DUPLICATE
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        # A group commit is at most one synced write batch (none when it wrote nothing:
+        # here, one duplicate).
+        assert (j.stats().syncs, j.stats().commits) == (0, 1)
+    assert (path / "CURRENT").exists()  # a LevelDB database
 
 
 async def test_cursors_move_forward_only_and_per_sink(journal: Journal):
@@ -248,13 +253,22 @@ async def test_retries_and_dead_letters(tmp_path: Path):
         assert again.event == batch[1].event and again.attempt == 0
 
 
+class _Failing(Op[None]):
+    """Stages a write, then fails: its write must be rolled back, the group's kept."""
+
+    def apply(self, work: Work) -> None:
+        work.txn.put(store.state_key("half-done"), b"x")
+        work.mirror.cursors["a"] = 999
+        raise RuntimeError("boom")
+
+
 async def test_a_failing_operation_does_not_spoil_the_group(journal: Journal):
     errors: list[Exception] = []
     results: list[object] = []
 
     async def bad() -> None:
         try:
-            await journal._submit("call", lambda c: c.execute("INSERT INTO nope VALUES (1)"))
+            await journal._writer.submit(_Failing())  # type: ignore[union-attr]
         except JournalError as exc:
             errors.append(exc)
 
@@ -270,6 +284,8 @@ async def test_a_failing_operation_does_not_spoil_the_group(journal: Journal):
     assert len(errors) == 1 and "operation failed" in str(errors[0])
     assert results == [AppendStatus.APPENDED] * 10
     assert journal.last_seq == 10
+    assert journal.cursor("a") == 0
+    assert await journal.get_state("half-done") is None
 
 
 async def test_a_cancelled_appender_does_not_strand_the_others(journal: Journal):
@@ -292,36 +308,100 @@ async def test_closed_journal_refuses_writes(tmp_path: Path):
 
 
 async def test_unopenable_journal_is_a_clear_error(tmp_path: Path):
-    (tmp_path / "dir.db").mkdir()
+    (tmp_path / "file.db").write_bytes(b"not a directory")
     with pytest.raises(JournalError, match="cannot open journal"):
-        async with Journal(tmp_path / "dir.db", sinks=["a"]):
+        async with Journal(tmp_path / "file.db", sinks=["a"]):
             pass
 
 
-async def test_background_checkpoints_keep_commits_free_of_checkpointing(tmp_path: Path):
+async def test_a_group_commit_is_one_sync_whatever_it_holds(tmp_path: Path):
+    # (Replaces the v1 test of background WAL checkpoints: LevelDB compacts in its own
+    # thread, there is no checkpoint left on or off the commit path.)
     path = tmp_path / "j.db"
-    async with Journal(path, sinks=["a"], background_checkpoints=True) as j:
-        assert await j.checkpoint() is False  # nothing committed yet
-        await j.append_many([make_event(n, size=4000) for n in range(1500)])
-        wal = path.with_name("j.db-wal")
-        # With SQLite's auto-checkpoint (every 1000 pages) the WAL would wrap around at
-        # ~4 MB; it grew past that, so no commit ran a checkpoint.
-        assert wal.stat().st_size > 1100 * 4096
-        assert await j.checkpoint() is True
-        assert await j.checkpoint() is False
-        with sqlite3.connect(path) as conn:
-            busy, log, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        assert busy == 0 and log == done  # everything was already copied
     async with Journal(path, sinks=["a"]) as j:
-        assert j.last_seq == 1500
+        await j.append_many([make_event(n, size=4000) for n in range(1500)])
+        records = await j.read("a", 10)
+        async with anyio.create_task_group() as tg:
+            for n in range(1500, 1600):
+                tg.start_soon(j.append, make_event(n))
+            tg.start_soon(j.ack, "a", 5)
+            tg.start_soon(j.set_state, "k", "v")
+            tg.start_soon(j.schedule_retry, "a", records[0], 1, 0.0, "x")
+            tg.start_soon(j.dead_letter, "a", records[1], "gone", 1)
+        stats = j.stats()
+        assert stats.syncs == stats.commits < 20
+    async with Journal(path, sinks=["a"]) as j:
+        assert j.last_seq == 1600
+        assert j.cursor("a") == 5
+        assert await j.count_retries("a") == await j.count_dead_letters("a") == 1
 
 
 def test_records_read_are_the_records_init_makes_and_stay_immutable():
     e = make_event(1)
     body = e.to_json()
-    (made,) = _records([(7, body, len(body), 12.5)])
+    (made,) = decode_records([(7, store.pack_event(12.5, *encode_event(e)))])
     assert made == JournalRecord(7, None, len(body), 12.5, body)
     assert (made.seq, made.size, made.appended_at, made.body) == (7, len(body), 12.5, body)
     assert made.event == e  # decoded on first use
     with pytest.raises(AttributeError, match="immutable"):
         made.seq = 8
+
+
+async def test_sources_and_sinks_get_their_narrow_role_only(journal: Journal):
+    source, sink = journal.for_source(), journal.for_sink()
+    assert await source.append(make_event(1)) is AppendStatus.APPENDED
+    await source.set_state("k", "v")
+    assert await sink.get_state("k") == "v"
+    (record,) = await sink.read("a", 10)
+    await sink.ack("a", record.seq)
+    assert sink.cursor("a") == 1
+    # A source cannot read or ack; a sink cannot append, rewind or run retention.
+    for name in ("read", "ack", "cursor", "dead_letter", "rewind", "run_retention", "stats"):
+        assert not hasattr(source, name), name
+    for name in ("append", "append_many", "rewind", "run_retention", "pause", "stats"):
+        assert not hasattr(sink, name), name
+
+
+async def test_records_carry_attributes_and_data_as_stored(journal: Journal):
+    e = make_event(1, partitionkey="run-1", extensions={"traceparent": "00-ab"})
+    await journal.append(e)
+    await journal.append(make_event(2).with_changes(data=None))
+    first, second = await journal.read_after(0, 10)
+    assert first.attributes == e.attributes()
+    assert first.data_json == e.data_bytes()
+    assert first.body == e.to_json() and first.size == len(e.to_json())
+    assert second.data_json == b"" and second.event.data is None
+
+
+class _Overwrite(Op[None]):
+    """Overwrites state ``k`` (flushed to the batch by an earlier slice), then fails."""
+
+    def apply(self, work: Work) -> None:
+        work.txn.put(store.state_key("k"), store.pack_state(0.0, "bad"))
+        raise RuntimeError("boom")
+
+
+async def test_a_group_staged_in_slices_is_still_one_atomic_batch(tmp_path: Path):
+    from argbridge.journal.ops import Append, DeleteState, SetState
+    from argbridge.journal.writer import STAGE_CHUNK
+
+    path = tmp_path / "j"
+    async with Journal(path, sinks=["a"]) as j:
+        writer = j._writer
+        assert writer is not None
+        ops: list[Op[Any]] = []
+        ops += [Append(e.id, *encode_event(e)) for e in map(make_event, range(10))]
+        ops += [SetState("k", "1"), SetState("gone", "x")]
+        ops += [Append(e.id, *encode_event(e)) for e in map(make_event, range(10, 2 * STAGE_CHUNK))]
+        ops += [SetState("k", "2"), DeleteState("gone"), _Overwrite()]
+        for op in ops:
+            writer.enqueue(op)
+        for op in ops[:-1]:
+            await writer.wait(op)
+        with pytest.raises(JournalError, match="operation failed"):
+            await writer.wait(ops[-1])
+        assert (j.stats().commits, j.stats().syncs) == (1, 1)
+    async with Journal(path, sinks=["a"]) as j:
+        assert j.last_seq == 2 * STAGE_CHUNK
+        assert await j.get_state("k") == "2"
+        assert await j.get_state("gone") is None

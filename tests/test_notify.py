@@ -134,7 +134,7 @@ async def test_watchdog_pings_only_while_the_journal_makes_progress(tmp_path):
             await listener.await_for("WATCHDOG", "1")
             assert await app.journal.get_state(HEARTBEAT_KEY) is not None
             # Stall the journal's writer (as a hung disk would): heartbeats cannot commit.
-            limiter = app.journal._wlimiter
+            limiter = app.journal._writer._limiter  # type: ignore[union-attr]
             await limiter.acquire()
             try:
                 # Probes that begin from now on cannot commit their heartbeat. Once the
@@ -196,7 +196,7 @@ def test_daemon_sends_ready_watchdog_and_stopping(tmp_path):
         ready_at, stopping_at = keys.index("READY"), keys.index("STOPPING")
         assert ready_at < stopping_at
         assert keys[ready_at:stopping_at].count("WATCHDOG") >= 2
-    assert (tmp_path / "state" / "journal.db").exists()
+    assert (tmp_path / "state" / "journal" / "CURRENT").exists()
 
 
 def test_install_adds_the_service_only_under_systemd(tmp_path):

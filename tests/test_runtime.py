@@ -145,7 +145,7 @@ async def test_shutdown_drains_the_in_flight_batch_within_the_deadline(
         assert sink.delivered == []  # deadline passed: nothing acknowledged, redelivered later
     from argbridge.journal import Journal
 
-    async with Journal(tmp_path / "state" / "journal.db", sinks=["slow"]) as j:
+    async with Journal(tmp_path / "state" / "journal", sinks=["slow"]) as j:
         assert j.cursor("slow") == (3 if release else 0)
 
 

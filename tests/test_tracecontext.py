@@ -11,9 +11,11 @@ import httpx
 import orjson
 import pytest
 
-from argbridge.delivery.kafka_records import binary_parts_from_json, build_record
+from argbridge.delivery.kafka_records import binary_parts, build_record
 from argbridge.delivery.webhook_out import Signer, build_request
 from argbridge.events import CloudEvent
+from argbridge.journal import JournalRecord
+from argbridge.journal.records import encode_event
 from argbridge.tracecontext import trace_extensions, trace_headers, valid_traceparent, with_trace
 from tests.conftest import free_port
 from tests.support.process import Daemon
@@ -68,8 +70,8 @@ def test_the_event_carries_the_extension_and_the_sinks_forward_it():
     assert orjson.loads(body)["traceparent"] == TP  # CloudEvents distributed tracing
     # Kafka, binary mode: the ce_ attributes and the W3C headers, on both paths.
     record = build_record(traced, "t")
-    parts = binary_parts_from_json(body)
-    assert parts is not None
+    stored = JournalRecord.stored(1, 0.0, *encode_event(traced))
+    parts = binary_parts(stored.attributes, stored.data_json)
     for headers in (record.headers, parts[2]):
         assert ("ce_traceparent", TP.encode()) in headers
         assert ("traceparent", TP.encode()) in headers

@@ -25,6 +25,7 @@ COMMAND_MODULES: list[str] = [
     "argbridge.commands.signing",
     "argbridge.commands.arga",
     "argbridge.commands.dlq",
+    "argbridge.commands.journal",
     "argbridge.commands.demo",
     "argbridge.commands.trace",
 ]

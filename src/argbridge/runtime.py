@@ -45,7 +45,7 @@ from argbridge.config.settings import Settings, SinkConfig, SourceConfig
 from argbridge.errors import ConfigError, StartupError
 from argbridge.http.asgi import Request, Response, problem
 from argbridge.http.server import Planes
-from argbridge.journal import Journal
+from argbridge.journal import Journal, migrate
 from argbridge.logging import get_logger, register_secrets
 from argbridge.metrics import Metrics
 from argbridge.registry import build_sink, build_source
@@ -265,8 +265,10 @@ class App:
 
     async def _run_bound(self) -> None:
         s = self.settings
+        if migrate.needs_migration(s.state_dir):
+            await anyio.to_thread.run_sync(self._migrate_journal)
         journal = Journal(
-            s.state_dir / "journal.db",
+            s.state_dir / "journal",
             sinks=list(s.sinks),
             max_backlog_events=s.journal.max_backlog_events,
             max_backlog_bytes=s.journal.max_backlog_bytes,
@@ -274,7 +276,6 @@ class App:
             retain_delivered=s.journal.retain_delivered,
             dedupe_window=s.journal.dedupe_window,
             max_group_commit=s.journal.max_group_commit,
-            background_checkpoints=True,
             clock=self.clock,
         )
         try:
@@ -302,6 +303,16 @@ class App:
             self.stopped.set()
         self.log.info("daemon.stopped")
 
+    def _migrate_journal(self) -> None:
+        """A v1 (SQLite) journal in the state dir becomes format 2 (see journal.migrate)."""
+        self.log.info("journal.migration_started", state_dir=str(self.settings.state_dir))
+
+        def progress(what: str, done: int, total: int) -> None:
+            self.log.info("journal.migrating", table=what, done=done, total=total)
+
+        migrate.migrate(self.settings.state_dir, progress)
+        self.log.info("journal.migrated", kept=migrate.V1_NAME + migrate.KEPT_SUFFIX)
+
     def _build(self) -> None:
         s = self.settings
         for name, cfg in s.sinks.items():
@@ -310,7 +321,7 @@ class App:
             self._make_source(name, source_cfg, s)
 
     def _make_sink(self, name: str, cfg: SinkConfig, s: Settings) -> SinkWorker:
-        ctx = SinkContext(name, self.journal, self.metrics, self.clock)
+        ctx = SinkContext(name, self.journal.for_sink(), self.metrics, self.clock)
         self.sinks[name] = build_sink(cfg, ctx, s)
         worker = self.workers[name] = SinkWorker(
             self.sinks[name],
@@ -323,7 +334,9 @@ class App:
 
     def _make_source(self, name: str, cfg: SourceConfig, s: Settings) -> None:
         source = build_source(name, cfg, s)
-        ctx = SourceContext(name, self.journal, self.metrics, self.clock, type_prefix=s.type_prefix)
+        ctx = SourceContext(
+            name, self.journal.for_source(), self.metrics, self.clock, type_prefix=s.type_prefix
+        )
         # Sources that serve HTTP (inbound webhooks) get their routes on our listener.
         self._install_routes(name, source, ctx)
         self.sources[name] = source
@@ -384,7 +397,6 @@ class App:
                 # right after daemon.ready must drain, not kill the process.
                 await outer.start(self._watch_signals, name="signals")
             outer.start_soon(self._retention_loop, name="retention")
-            outer.start_soon(self._checkpoint_loop, name="checkpoint")
             async with anyio.create_task_group() as workers:
                 self._workers_tg = workers
                 for name, worker in self.workers.items():
@@ -564,15 +576,6 @@ class App:
                     self.log.debug("journal.retention", deleted=deleted)
             except Exception as exc:
                 self.log.warning("journal.retention_failed", error=exc)
-
-    async def _checkpoint_loop(self) -> None:
-        # The journal's WAL is checkpointed here, off the commit path (see Journal).
-        while True:
-            await self.clock.sleep(1.0)
-            try:
-                await self.journal.checkpoint()
-            except Exception as exc:
-                self.log.warning("journal.checkpoint_failed", error=exc)
 
     async def _supervise(
         self, name: str, kind: str, fn: Callable[..., Awaitable[None]], *args: Any

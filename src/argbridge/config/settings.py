@@ -90,7 +90,7 @@ class JournalConfig(StrictModel):
     retain_delivered: Duration = 3600.0
     #: Remember ids of deleted events this long so late duplicates are still dropped.
     dedupe_window: Duration = 7 * 86400.0
-    #: Appends grouped into one transaction at most.
+    #: Writes grouped into one group commit (one synced write batch) at most.
     max_group_commit: int = Field(default=2048, ge=1)
 
 

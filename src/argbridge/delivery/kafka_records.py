@@ -26,7 +26,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import orjson
 from aiokafka.partitioner import murmur2
 
 from argbridge.errors import EventError
@@ -169,9 +168,6 @@ def build_record(event: CloudEvent, topic: str, mode: Mode = "binary") -> KafkaR
 _HEADER_NAMES: dict[str, str] = {name: "ce_" + name for name in ATTRIBUTES}
 _HEADER_NAMES["datacontenttype"] = "content-type"
 _MAX_HEADER_NAMES = 1024
-_DATA_KEY = b',"data":'
-_DATA_LEN = len(_DATA_KEY)
-_OPEN, _CLOSE = ord("{"), ord("}")
 
 
 def _header_value(v: object) -> bytes:
@@ -182,56 +178,42 @@ def _header_value(v: object) -> bytes:
     return str(v).encode()
 
 
-def binary_parts_from_json(
-    body: bytes,
-) -> tuple[bytes | None, bytes, list[tuple[str, bytes]], str] | None:
-    """``(key, value, headers, id)`` of the binary-mode record for a stored event body,
-    or ``None`` when ``body`` is not in the shape :meth:`CloudEvent.to_json` writes.
-
-    The journal stores ``to_json`` output: compact orjson, the scalar attributes first
-    and ``data`` last. So the raw ``data`` value is the slice after the first
-    ``,"data":`` (inside a JSON string a quote is always escaped, and every value before
-    ``data`` is a scalar, so that byte sequence can only be the top-level key) and is
-    exactly ``orjson.dumps(data)``; only the short attribute prefix is parsed. Gives the
-    same record as :func:`build_record` on the decoded event (tested), at a quarter of
-    the cost: no :class:`CloudEvent`, no re-encoding of ``data``. This runs once per
-    record on the Kafka sink's hot path, hence the one comprehension for the headers.
+def binary_parts(
+    attributes: Mapping[str, object], data_json: bytes
+) -> tuple[bytes | None, bytes, list[tuple[str, bytes]], str]:
+    """``(key, value, headers, id)`` of the binary-mode record of a journaled event, from
+    its stored parts: its attributes (every context attribute and extension, no
+    ``data``) and the JSON of its ``data`` (``b""`` when it has none), as the journal
+    keeps them (:attr:`~argbridge.journal.JournalRecord.attributes`,
+    :attr:`~argbridge.journal.JournalRecord.data_json`). Gives the same record as
+    :func:`build_record` on the event (tested) without a :class:`CloudEvent` or a
+    re-encoding of ``data``. This runs once per record on the Kafka sink's hot path,
+    hence the one comprehension for the headers.
     """
-    if not body or body[0] != _OPEN or body[-1] != _CLOSE:
-        return None
-    i = body.find(_DATA_KEY)
-    if i < 0:
-        head, value = body, b""
-    else:
-        head, value = body[:i] + b"}", body[i + _DATA_LEN : -1]
-    try:
-        attrs = orjson.loads(head)
-    except orjson.JSONDecodeError:
-        return None
-    if type(attrs) is not dict or "data" in attrs or "data_base64" in attrs:
-        return None
-    event_id = attrs.get("id")
-    if type(event_id) is not str:
-        return None
     names = _HEADER_NAMES
     try:
         headers = [
             (names[name], v.encode() if type(v) is str else _header_value(v))
-            for name, v in attrs.items()
+            for name, v in attributes.items()
         ]
     except KeyError:  # an extension not seen yet
         headers = []
-        for name, v in attrs.items():
+        for name, v in attributes.items():
             header = names.get(name)
             if header is None:
                 header = "ce_" + name
                 if len(names) < _MAX_HEADER_NAMES:
                     names[name] = header
             headers.append((header, _header_value(v)))
-    if "traceparent" in attrs:
-        headers += _trace_headers(attrs)
-    key = attrs.get("partitionkey")
-    return (key.encode() if key else None), value, headers, event_id
+    if "traceparent" in attributes:
+        headers += _trace_headers(attributes)
+    key = attributes.get("partitionkey")
+    return (
+        (key.encode() if type(key) is str and key else None),
+        data_json,
+        headers,
+        str(attributes["id"]),
+    )
 
 
 def choose_partition(key: bytes | None, partitions: Sequence[int], fallback: str) -> int:

@@ -73,8 +73,8 @@ def prepare_state_dir(path: Path) -> list[str]:
     the demo created — marked with ``.argbridge-demo`` — or one without a journal)."""
     path.mkdir(parents=True, exist_ok=True)
     marker = path / MARKER
-    journal = path / "journal.db"
-    if journal.exists() and not marker.exists():
+    journal = (path / "journal").exists() or (path / "journal.db").exists()  # v2 or v1
+    if journal and not marker.exists():
         raise StateDirError(
             f"{path} holds a journal that the demo did not create; "
             "use another --state-dir (the demo starts from an empty journal)"
@@ -83,7 +83,7 @@ def prepare_state_dir(path: Path) -> list[str]:
     for child in sorted(path.iterdir()):
         if child.name == MARKER:
             continue
-        if child.name.startswith(("journal.db", "events.jsonl", "tansu.log")):
+        if child.name.startswith(("journal", "events.jsonl", "tansu.log")):
             if child.is_dir():
                 shutil.rmtree(child)
             else:

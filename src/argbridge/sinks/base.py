@@ -30,7 +30,8 @@ from argbridge.backoff import Backoff
 from argbridge.clock import SYSTEM_CLOCK, Clock
 from argbridge.errors import JournalClosed, PermanentDeliveryError, SinkError
 from argbridge.events import CloudEvent
-from argbridge.journal import Journal, JournalRecord
+from argbridge.journal import JournalRecord
+from argbridge.journal.roles import SinkJournal
 from argbridge.logging import get_logger
 from argbridge.metrics import Metrics
 from argbridge.router import Route, Router
@@ -108,7 +109,7 @@ class SinkContext:
     """What a sink gets from the runtime."""
 
     name: str
-    journal: Journal
+    journal: SinkJournal
     metrics: Metrics
     clock: Clock = SYSTEM_CLOCK
     log: Any = field(default=None)

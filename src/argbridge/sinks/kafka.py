@@ -11,9 +11,10 @@ every batch (``acks=all`` by default). Only then does the worker move the cursor
 ``deliver`` is ``submit`` (build and hand over) followed by its ``confirmed()`` (wait for
 the acks): the :class:`~argbridge.sinks.base.SinkWorker` calls the two halves itself
 when draining a backlog, building batch N+1 while the broker works on batch N. With the
-default binary mode and a fixed topic, records are built straight from the journal's
-stored JSON (:func:`~argbridge.delivery.kafka_records.binary_parts_from_json`: no
-``CloudEvent`` decode, no re-encoding of ``data``), a
+default binary mode and a fixed topic, records are built straight from the event's
+attributes and data as the journal stores them
+(:func:`~argbridge.delivery.kafka_records.binary_parts`: no ``CloudEvent`` decode, no
+re-encoding of ``data``), a
 :class:`~argbridge.sinks.base.RouteBatch` is read without a ``Delivery`` per event, each
 key's partition is remembered per topic, and the latency histogram is filled once per
 batch.
@@ -42,7 +43,7 @@ from argbridge.config.settings import Settings
 from argbridge.config.sinks import KafkaSinkConfig
 from argbridge.delivery.kafka_records import (
     KafkaRecord,
-    binary_parts_from_json,
+    binary_parts,
     build_record,
     partition_for,
     render_topic,
@@ -233,15 +234,14 @@ class KafkaSink:
             template = route.topic or default_topic
             parts = None
             if binary and "{" not in template:
-                # The fast path: the record straight from the stored JSON (no CloudEvent).
-                body = record.body
-                parts = binary_parts_from_json(body)
+                # The fast path: the record from the stored attributes and data.
+                parts = binary_parts(record.attributes, record.data_json)
             if parts is not None:
                 topic = template
                 key, value, headers, event_id = parts
-                # An upper bound of KafkaRecord.size (the body holds every header value
-                # with more framing than the header names add); exact only when needed.
-                size = len(body) + (len(key) if key else 0) + 32
+                # An upper bound of KafkaRecord.size (the event's JSON holds every header
+                # value with more framing than the header names add); exact only if needed.
+                size = record.size + (len(key) if key else 0) + 32
                 if size > max_record_bytes:
                     size = KafkaRecord(topic, key, value, headers).size
             else:

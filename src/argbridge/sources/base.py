@@ -15,7 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from argbridge.clock import SYSTEM_CLOCK, Clock
 from argbridge.events import CloudEvent
-from argbridge.journal import AppendStatus, Journal
+from argbridge.journal import AppendStatus
+from argbridge.journal.roles import SourceJournal
 from argbridge.logging import Throttle, get_logger
 from argbridge.metrics import Metrics
 from argbridge.sinks.base import Health
@@ -26,7 +27,7 @@ class SourceContext:
     """The runtime's services for one source."""
 
     name: str
-    journal: Journal
+    journal: SourceJournal
     metrics: Metrics
     clock: Clock = SYSTEM_CLOCK
     type_prefix: str = ""

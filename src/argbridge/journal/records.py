@@ -1,0 +1,218 @@
+"""The journal's values: records, retries, dead letters, stats, append outcomes.
+
+Owns the in-memory types the journal hands out. A :class:`JournalRecord` holds an event
+as the event log stores it: its attributes (the CloudEvents JSON object without ``data``)
+and its ``data`` (the JSON of the data value), each encoded once by argbridge when the
+event was appended. Consumers take what they need without decoding the rest: the Kafka
+sink's binary mode builds headers from :attr:`JournalRecord.attributes` and uses
+:attr:`JournalRecord.data_json` as the record value; :attr:`JournalRecord.event` and
+:attr:`JournalRecord.body` are built on first use.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from argbridge.events import CloudEvent, ExtensionValue
+
+_DATA_KEY = b',"data":'
+
+
+class AppendStatus(enum.Enum):
+    """Outcome of an append: newly journaled, or already known (dropped)."""
+
+    APPENDED = "appended"
+    DUPLICATE = "duplicate"
+
+
+def encode_event(event: CloudEvent) -> tuple[bytes, bytes]:
+    """``(attributes JSON, data JSON)`` of ``event``; the data part is ``b""`` without data."""
+    attrs = orjson.dumps(event.attributes())
+    return attrs, (b"" if event.data is None else orjson.dumps(event.data))
+
+
+def join_body(attrs: bytes, data: bytes) -> bytes:
+    """The CloudEvents JSON of an event from its two parts (what ``to_json`` writes)."""
+    if not data:
+        return attrs
+    return attrs[:-1] + _DATA_KEY + data + b"}"
+
+
+def body_size(attrs: bytes, data: bytes) -> int:
+    """``len(join_body(attrs, data))`` without joining."""
+    return len(attrs) + len(data) + len(_DATA_KEY) if data else len(attrs)
+
+
+class JournalRecord:
+    """One journaled event with its position.
+
+    Public fields: ``seq``, ``size`` (bytes of the event's JSON), ``appended_at``, and the
+    lazily built ``event``, ``body`` (CloudEvents JSON), ``attributes`` (dict, no data)
+    and ``data_json`` (the JSON of ``data``; ``b""`` when the event has none). Immutable;
+    equal when seq, event, size and appended_at are equal.
+    """
+
+    __slots__ = ("_attrs", "_attrs_json", "_body", "_data", "_event", "appended_at", "seq", "size")
+
+    seq: int
+    size: int
+    appended_at: float
+    _event: CloudEvent | None
+    _body: bytes | None
+    _attrs_json: bytes | None
+    _data: bytes | None
+    _attrs: dict[str, Any] | None
+
+    def __init__(
+        self,
+        seq: int,
+        event: CloudEvent | None,
+        size: int,
+        appended_at: float,
+        body: bytes | None = None,
+    ) -> None:
+        if event is None and body is None:
+            raise ValueError("a JournalRecord needs its event or its stored body")
+        setattr_ = object.__setattr__
+        setattr_(self, "seq", seq)
+        setattr_(self, "size", size)
+        setattr_(self, "appended_at", appended_at)
+        setattr_(self, "_event", event)
+        setattr_(self, "_body", body)
+        setattr_(self, "_attrs_json", None)
+        setattr_(self, "_data", None)
+        setattr_(self, "_attrs", None)
+
+    @classmethod
+    def stored(cls, seq: int, appended_at: float, attrs: bytes, data: bytes) -> JournalRecord:
+        """A record as read from the event log (nothing decoded yet)."""
+        record = object.__new__(cls)
+        setattr_ = object.__setattr__
+        setattr_(record, "seq", seq)
+        setattr_(record, "size", body_size(attrs, data))
+        setattr_(record, "appended_at", appended_at)
+        setattr_(record, "_event", None)
+        setattr_(record, "_body", None)
+        setattr_(record, "_attrs_json", attrs)
+        setattr_(record, "_data", data)
+        setattr_(record, "_attrs", None)
+        return record
+
+    def parts(self) -> tuple[bytes, bytes]:
+        """``(attributes JSON, data JSON)`` as stored (encoded from the event if needed)."""
+        attrs, data = self._attrs_json, self._data
+        if attrs is None or data is None:
+            attrs, data = encode_event(self.event)
+            object.__setattr__(self, "_attrs_json", attrs)
+            object.__setattr__(self, "_data", data)
+        return attrs, data
+
+    @property
+    def event(self) -> CloudEvent:
+        event = self._event
+        if event is None:
+            event = CloudEvent.from_trusted_json(self.body)
+            object.__setattr__(self, "_event", event)
+        return event
+
+    @property
+    def body(self) -> bytes:
+        """The event's CloudEvents JSON."""
+        body = self._body
+        if body is None:
+            if self._attrs_json is not None and self._data is not None:
+                body = join_body(self._attrs_json, self._data)
+            else:
+                body = self.event.to_json()
+            object.__setattr__(self, "_body", body)
+        return body
+
+    @property
+    def attributes(self) -> dict[str, ExtensionValue]:
+        """Every context attribute and extension of the event (no ``data``)."""
+        attrs = self._attrs
+        if attrs is None:
+            if self._attrs_json is not None:
+                attrs = orjson.loads(self._attrs_json)
+            else:
+                attrs = dict(self.event.attributes())
+            object.__setattr__(self, "_attrs", attrs)
+        return attrs
+
+    @property
+    def data_json(self) -> bytes:
+        """The JSON of the event's ``data`` as appended; ``b""`` when it has none."""
+        return self.parts()[1]
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"JournalRecord is immutable (cannot set {name!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, JournalRecord):
+            return NotImplemented
+        return (self.seq, self.event, self.size, self.appended_at) == (
+            other.seq,
+            other.event,
+            other.size,
+            other.appended_at,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.seq, self.size, self.appended_at))
+
+    def __repr__(self) -> str:
+        return (
+            f"JournalRecord(seq={self.seq!r}, event={self.event!r}, size={self.size!r}, "
+            f"appended_at={self.appended_at!r})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RetryItem:
+    """An event a sink owes a redelivery, due at ``due_at``."""
+
+    sink: str
+    seq: int
+    event: CloudEvent
+    attempt: int
+    due_at: float
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event a sink gave up on."""
+
+    dlid: int
+    sink: str
+    seq: int
+    event: CloudEvent
+    reason: str
+    attempts: int
+    failed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class JournalStats:
+    """A snapshot for metrics, readiness and ``argbridge status``.
+
+    ``syncs`` counts durable writes (one synced LevelDB write batch = one ``fdatasync`` of
+    its log per group commit); ``commits`` counts group commits.
+    """
+
+    last_seq: int
+    cursors: dict[str, int]
+    backlog_events: dict[str, int]
+    backlog_bytes: int
+    paused: bool
+    commits: int
+    appended: int
+    duplicates: int
+    syncs: int = 0
+    first_seq: int = 0
+    retries: dict[str, int] = field(default_factory=dict)
+    dead_letters: dict[str, int] = field(default_factory=dict)

@@ -1,0 +1,127 @@
+"""The narrow roles components get instead of the whole :class:`~argbridge.journal.Journal`.
+
+- :class:`SourceJournal`: what a source uses: append (with dedupe), the backpressure
+  signal, and the state store (resume points such as an SSE ``Last-Event-ID``).
+- :class:`SinkJournal`: what a sink worker and a sink use: reads from the cursor, acks,
+  retries, dead letters, and the state store (Slack thread ids, a disabled endpoint).
+
+:meth:`Journal.for_source` and :meth:`Journal.for_sink` hand out :class:`SourceView` and
+:class:`SinkView`, which expose exactly these methods and nothing else of the journal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from argbridge.events import CloudEvent
+from argbridge.journal.backpressure import PauseSignal
+from argbridge.journal.ledger import SinkLedger
+from argbridge.journal.log import EventLog
+from argbridge.journal.records import AppendStatus, DeadLetter, JournalRecord, RetryItem
+from argbridge.journal.state import StateStore
+
+
+class StateRole(Protocol):
+    async def get_state(self, key: str) -> str | None: ...
+    async def set_state(self, key: str, value: str) -> None: ...
+    async def delete_state(self, key: str) -> None: ...
+
+
+class SourceJournal(StateRole, Protocol):
+    """A source's view: append, backpressure, state."""
+
+    @property
+    def pause(self) -> PauseSignal: ...
+    async def append(self, event: CloudEvent) -> AppendStatus: ...
+    async def append_many(self, events: Sequence[CloudEvent]) -> list[AppendStatus]: ...
+
+
+class SinkJournal(StateRole, Protocol):
+    """A sink's view: its cursor, reads, acks, retries, dead letters, state."""
+
+    def cursor(self, sink: str) -> int: ...
+    async def read(self, sink: str, limit: int) -> list[JournalRecord]: ...
+    async def read_after(self, after_seq: int, limit: int) -> list[JournalRecord]: ...
+    async def wait_for_events(self, after_seq: int) -> None: ...
+    async def ack(self, sink: str, seq: int) -> None: ...
+    async def schedule_retry(
+        self, sink: str, record: JournalRecord | RetryItem, attempt: int, due_at: float, error: str
+    ) -> None: ...
+    async def clear_retry(self, sink: str, event_id: str) -> None: ...
+    async def due_retries(self, sink: str, now: float, limit: int = 100) -> list[RetryItem]: ...
+    async def next_retry_due(self, sink: str) -> float | None: ...
+    async def count_retries(self, sink: str | None = None) -> int: ...
+    async def dead_letter(
+        self, sink: str, record: JournalRecord | RetryItem, reason: str, attempts: int
+    ) -> None: ...
+    async def dead_letters(
+        self,
+        sink: str | None = None,
+        *,
+        dlids: Sequence[int] | None = None,
+        since: float | None = None,
+        limit: int = 1000,
+    ) -> list[DeadLetter]: ...
+    async def count_dead_letters(self, sink: str | None = None) -> int: ...
+
+
+class _StateMethods:
+    __slots__ = ("delete_state", "get_state", "set_state")
+
+    def __init__(self, state: StateStore) -> None:
+        self.get_state = state.get_state
+        self.set_state = state.set_state
+        self.delete_state = state.delete_state
+
+
+class SourceView(_StateMethods):
+    """:class:`SourceJournal` over the event log and the state store."""
+
+    __slots__ = ("_log", "append", "append_many")
+
+    def __init__(self, log: EventLog, state: StateStore) -> None:
+        super().__init__(state)
+        self._log = log
+        self.append = log.append
+        self.append_many = log.append_many
+
+    @property
+    def pause(self) -> PauseSignal:
+        return self._log.pause
+
+
+class SinkView(_StateMethods):
+    """:class:`SinkJournal` over the sink ledger, the event log and the state store."""
+
+    __slots__ = (
+        "ack",
+        "clear_retry",
+        "count_dead_letters",
+        "count_retries",
+        "cursor",
+        "dead_letter",
+        "dead_letters",
+        "due_retries",
+        "next_retry_due",
+        "read",
+        "read_after",
+        "schedule_retry",
+        "wait_for_events",
+    )
+
+    def __init__(self, ledger: SinkLedger, log: EventLog, state: StateStore) -> None:
+        super().__init__(state)
+        self.cursor = ledger.cursor
+        self.read = ledger.read
+        self.ack = ledger.ack
+        self.schedule_retry = ledger.schedule_retry
+        self.clear_retry = ledger.clear_retry
+        self.due_retries = ledger.due_retries
+        self.next_retry_due = ledger.next_retry_due
+        self.count_retries = ledger.count_retries
+        self.dead_letter = ledger.dead_letter
+        self.dead_letters = ledger.dead_letters
+        self.count_dead_letters = ledger.count_dead_letters
+        self.read_after = log.read_after
+        self.wait_for_events = log.wait_for_events

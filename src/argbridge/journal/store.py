@@ -1,0 +1,337 @@
+"""The journal's storage engine: one LevelDB database (through ``plyvel``), its key layout
+and value codecs, and the transaction a group commit builds.
+
+Why LevelDB: dedupe needs an index over random UUID ids. A B-tree (SQLite's UNIQUE
+index, journal v1) touches about one new page per id per commit; an LSM tree (sorted runs
+plus bloom filters) appends. ``plyvel`` releases the GIL during a synced write, so a
+commit in the writer thread never stalls the event loop (``rocksdict`` does not).
+
+Everything lives in the one database, so a group commit, whatever it holds (appends,
+acks, retries, dead letters, state), is ONE synced write batch: atomic, and one
+``fdatasync`` of LevelDB's log. Key layout (``>Q`` = 8-byte big-endian, so keys sort by
+number)::
+
+    m:version                 b"2"
+    m:last_seq                >Q   highest seq ever assigned (survives retention)
+    e<seq>                    event: >d appended_at, >I len(attrs), attrs JSON, data JSON
+    i<id>                     dedupe index: >Q seq, >d appended_at (kept as the tombstone
+                              after retention deletes the event, until dedupe_window)
+    t<seq>                    tombstone queue: >d appended_at + id (ids to expire, in order)
+    c<sink>                   cursor: >Q seq
+    r<sink>\\0<id>            retry: parts(meta JSON, attrs, data)
+    q<sink>\\0<due>\\0<id>    retry due index (due: >d, non-negative doubles sort as bytes)
+    d<dlid>                   dead letter: parts(meta JSON, attrs, data)
+    s<key>                    state: >d updated_at + UTF-8 value
+
+LevelDB's own files (``*.ldb`` tables, ``LOG``, ``MANIFEST-*``, the write-ahead
+``*.log``) are LevelDB's business; argbridge reads them only through plyvel.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import plyvel
+
+from argbridge.errors import JournalError
+
+FORMAT_VERSION = b"2"
+
+K_VERSION = b"m:version"
+K_LAST_SEQ = b"m:last_seq"
+P_EVENT = b"e"
+P_ID = b"i"
+P_TOMB = b"t"
+P_CURSOR = b"c"
+P_RETRY = b"r"
+P_DUE = b"q"
+P_DEAD = b"d"
+P_STATE = b"s"
+
+_Q = struct.Struct(">Q")
+_D = struct.Struct(">d")
+_EV = struct.Struct(">dI")
+_IDX = struct.Struct(">Qd")
+_LEN = struct.Struct(">I")
+SEQ_END = P_EVENT + b"\xff" * 9
+
+
+def seq_key(seq: int) -> bytes:
+    return P_EVENT + _Q.pack(seq)
+
+
+def key_seq(key: bytes) -> int:
+    return int(_Q.unpack_from(key, 1)[0])
+
+
+def pack_u64(n: int) -> bytes:
+    return _Q.pack(n)
+
+
+def unpack_u64(raw: bytes) -> int:
+    return int(_Q.unpack(raw)[0])
+
+
+def pack_event(appended_at: float, attrs: bytes, data: bytes) -> bytes:
+    return _EV.pack(appended_at, len(attrs)) + attrs + data
+
+
+def unpack_event(raw: bytes) -> tuple[float, bytes, bytes]:
+    """``(appended_at, attrs JSON, data JSON)``."""
+    appended_at, n = _EV.unpack_from(raw)
+    start = _EV.size
+    return appended_at, raw[start : start + n], raw[start + n :]
+
+
+def event_appended_at(raw: bytes) -> float:
+    return float(_D.unpack_from(raw)[0])
+
+
+def pack_index(seq: int, appended_at: float) -> bytes:
+    return _IDX.pack(seq, appended_at)
+
+
+def unpack_index(raw: bytes) -> tuple[int, float]:
+    seq, at = _IDX.unpack(raw)
+    return int(seq), float(at)
+
+
+def pack_tomb(appended_at: float, event_id: str) -> bytes:
+    return _D.pack(appended_at) + event_id.encode()
+
+
+def unpack_tomb(raw: bytes) -> tuple[float, str]:
+    return float(_D.unpack_from(raw)[0]), raw[_D.size :].decode()
+
+
+def event_id_of(attrs: bytes) -> str:
+    """The ``id`` of an event from its stored attributes JSON."""
+    return str(orjson.loads(attrs)["id"])
+
+
+def pack_state(updated_at: float, value: str) -> bytes:
+    return _D.pack(updated_at) + value.encode()
+
+
+def unpack_state(raw: bytes) -> tuple[float, str]:
+    return float(_D.unpack_from(raw)[0]), raw[_D.size :].decode()
+
+
+def id_key(event_id: str) -> bytes:
+    return P_ID + event_id.encode()
+
+
+def cursor_key(sink: str) -> bytes:
+    return P_CURSOR + sink.encode()
+
+
+def retry_key(sink: str, event_id: str) -> bytes:
+    return P_RETRY + sink.encode() + b"\0" + event_id.encode()
+
+
+def due_prefix(sink: str) -> bytes:
+    return P_DUE + sink.encode() + b"\0"
+
+
+def due_key(sink: str, due_at: float, event_id: str) -> bytes:
+    return due_prefix(sink) + _D.pack(max(0.0, due_at)) + b"\0" + event_id.encode()
+
+
+def due_of(key: bytes, prefix_len: int) -> float:
+    return float(_D.unpack_from(key, prefix_len)[0])
+
+
+def dead_key(dlid: int) -> bytes:
+    return P_DEAD + _Q.pack(dlid)
+
+
+def state_key(key: str) -> bytes:
+    return P_STATE + key.encode()
+
+
+def pack_parts(meta: dict[str, Any], *parts: bytes) -> bytes:
+    """``meta`` as JSON then each part, every one length-prefixed."""
+    out = [orjson.dumps(meta), *parts]
+    return b"".join(_LEN.pack(len(p)) + p for p in out)
+
+
+def unpack_parts(raw: bytes) -> tuple[dict[str, Any], list[bytes]]:
+    parts: list[bytes] = []
+    i = 0
+    while i < len(raw):
+        (n,) = _LEN.unpack_from(raw, i)
+        i += _LEN.size
+        parts.append(raw[i : i + n])
+        i += n
+    return orjson.loads(parts[0]), parts[1:]
+
+
+def open_db(path: Path, *, create: bool = True) -> plyvel.DB:
+    """Open (or create) the LevelDB database at ``path`` with the journal's options."""
+    try:
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        db = plyvel.DB(
+            str(path),
+            create_if_missing=create,
+            bloom_filter_bits=10,
+            # A bigger memtable means fewer level-0 tables to compact; 2 x this is the
+            # engine's write memory (active + immutable memtable).
+            write_buffer_size=16 * 1024 * 1024,
+            lru_cache_size=8 * 1024 * 1024,
+        )
+    except (plyvel.Error, OSError) as exc:
+        raise JournalError(f"cannot open journal {path}: {exc}") from exc
+    try:
+        version = db.get(K_VERSION)
+        if version is None:
+            if any(True for _ in db.iterator(include_value=False)):
+                raise JournalError(f"cannot open journal {path}: not an argbridge journal")
+            db.put(K_VERSION, FORMAT_VERSION, sync=True)
+        elif version != FORMAT_VERSION:
+            raise JournalError(
+                f"{path}: journal format {version.decode(errors='replace')} is not the one "
+                f"this argbridge understands ({FORMAT_VERSION.decode()})"
+            )
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+ABSENT = object()
+_ABSENT = ABSENT
+
+
+class Txn:
+    """The writes of one group commit, not yet durable: an overlay over the database.
+
+    Reads see the committed database plus this transaction's own writes; :meth:`write`
+    makes them durable as one synced write batch. :meth:`savepoint` / :meth:`rollback`
+    undo one operation's writes (an op that fails spoils only itself).
+    """
+
+    def __init__(self, db: plyvel.DB) -> None:
+        self.db = db
+        #: Every key this transaction wrote (``None``: deleted): what its reads see.
+        self.overlay: dict[bytes, bytes | None] = {}
+        #: Keys written since the last :meth:`flush` into the write batch.
+        self.dirty: dict[bytes, bytes | None] = {}
+        self._batch: Any = None
+        self._undo: dict[bytes, object] | None = None
+
+    def get(self, key: bytes) -> bytes | None:
+        overlay = self.overlay
+        if key in overlay:
+            return overlay[key]
+        value: bytes | None = self.db.get(key)
+        return value
+
+    def put(self, key: bytes, value: bytes) -> None:
+        undo = self._undo
+        if undo is not None and key not in undo:
+            undo[key] = self.overlay.get(key, _ABSENT)
+        self.overlay[key] = self.dirty[key] = value
+
+    def delete(self, key: bytes) -> None:
+        undo = self._undo
+        if undo is not None and key not in undo:
+            undo[key] = self.overlay.get(key, _ABSENT)
+        self.overlay[key] = self.dirty[key] = None
+
+    def savepoint(self) -> None:
+        self._undo = {}
+
+    def release(self) -> None:
+        self._undo = None
+
+    def rollback(self) -> None:
+        undo, self._undo = self._undo or {}, None
+        for key, old in undo.items():
+            if old is _ABSENT:
+                # Never written by this group before the op: not in the batch either.
+                del self.overlay[key]
+                self.dirty.pop(key, None)
+            else:
+                self.overlay[key] = self.dirty[key] = old  # type: ignore[assignment]
+
+    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Live ``(key, value)`` pairs under ``prefix`` (from ``start``), in key order,
+        merging this transaction's writes into the database's."""
+        lo = start if start is not None else prefix
+        mine = sorted((k, v) for k, v in self.overlay.items() if k.startswith(prefix) and k >= lo)
+        it = self.db.iterator(start=lo) if start is not None else self.db.iterator(prefix=prefix)
+        with it:
+            j = 0
+            for key, value in it:
+                if not key.startswith(prefix):
+                    break
+                while j < len(mine) and mine[j][0] < key:
+                    k, v = mine[j]
+                    j += 1
+                    if v is not None:
+                        yield k, v
+                if j < len(mine) and mine[j][0] == key:
+                    k, v = mine[j]
+                    j += 1
+                    if v is not None:
+                        yield k, v
+                    continue
+                yield key, value
+            for k, v in mine[j:]:
+                if v is not None:
+                    yield k, v
+
+    def flush(self) -> None:
+        """Copy the writes since the last flush into the write batch (in order: a later
+        write of a key overrides an earlier one when the batch is applied)."""
+        if not self.dirty:
+            return
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = self.db.write_batch(sync=True)
+        put, delete = batch.put, batch.delete
+        for key, value in self.dirty.items():
+            if value is None:
+                delete(key)
+            else:
+                put(key, value)
+        self.dirty = {}
+
+    def write(self) -> None:
+        """Make every write durable: one synced write batch, one call that releases the
+        GIL for all of it (one log ``fdatasync``)."""
+        self.flush()
+        if self._batch is not None:
+            self._batch.write()
+
+
+def read_events(db: plyvel.DB, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
+    """Up to ``limit`` ``(seq, stored value)`` pairs with ``seq > after_seq``."""
+    out: list[tuple[int, bytes]] = []
+    if limit <= 0:
+        return out
+    with db.iterator(start=seq_key(after_seq + 1), stop=SEQ_END) as it:
+        for key, value in it:
+            out.append((key_seq(key), value))
+            if len(out) >= limit:
+                break
+    return out
+
+
+def first_event_seq(db: plyvel.DB) -> int | None:
+    with db.iterator(prefix=P_EVENT, include_value=False) as it:
+        for key in it:
+            return key_seq(key)
+    return None
+
+
+def last_event_seq(db: plyvel.DB) -> int | None:
+    with db.iterator(prefix=P_EVENT, include_value=False, reverse=True) as it:
+        for key in it:
+            return key_seq(key)
+    return None
