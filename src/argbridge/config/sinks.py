@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from argbridge.config.base import ByteSize, Duration, Secret, StrictModel
+from argbridge.config.kafka import KafkaClientConfig
 
 
 def _acks(value: Any) -> Any:
@@ -39,11 +40,11 @@ class FileSinkConfig(SinkBase):
     fsync: bool = True
 
 
-class KafkaSinkConfig(SinkBase):
-    """Kafka topics through aiokafka, CloudEvents Kafka binding."""
+class KafkaSinkConfig(SinkBase, KafkaClientConfig):
+    """Kafka topics through aiokafka, CloudEvents Kafka binding (the connection keys,
+    TLS and SASL included, come from :class:`KafkaClientConfig`)."""
 
     type: Literal["kafka"]
-    bootstrap_servers: str | list[str] = "127.0.0.1:9092"
     #: Topic (template with ``{type}``, ``{source}``, ``{subject}``…); a route may override.
     topic: str = "argbridge.events"
     acks: Annotated[Literal[0, 1, "all"], BeforeValidator(_acks)] = "all"
@@ -51,7 +52,6 @@ class KafkaSinkConfig(SinkBase):
     compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "none"
     #: Off by default: aiokafka's idempotent producer can hang forever (stop/send_and_wait).
     enable_idempotence: bool = False
-    request_timeout: Duration = 30.0
     #: Upper bound on every aiokafka call (start, metadata, send, ack wait, stop).
     call_timeout: Duration = 60.0
     max_batch_bytes: ByteSize = 1024 * 1024
@@ -62,7 +62,6 @@ class KafkaSinkConfig(SinkBase):
     max_in_flight: int = Field(default=4, ge=1)
     #: The sink already batches from the journal; lingering only adds latency.
     linger: Duration = 0.0
-    client_id: str = "argbridge"
 
     @field_validator("topic")
     @classmethod

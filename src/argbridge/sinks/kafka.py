@@ -51,6 +51,7 @@ from argbridge.errors import EventError, SinkError
 from argbridge.journal import JournalRecord
 from argbridge.router import Route
 from argbridge.sinks.base import Delivery, Health, RouteBatch, SinkContext
+from argbridge.sinks.kafka_client import new_producer
 from argbridge.sinks.requeue import RequeueRunner, refresh_dead_letter_gauge
 
 #: Bound on stopping a producer (it flushes; with a dead broker that never ends).
@@ -79,21 +80,6 @@ class KafkaSink:
         self._ok = False
         self.requeue = RequeueRunner(ctx, settings, self.deliver)
 
-    def _new_producer(self) -> AIOKafkaProducer:
-        c = self.config
-        servers = c.bootstrap_servers
-        return AIOKafkaProducer(
-            bootstrap_servers=servers if isinstance(servers, str) else list(servers),
-            client_id=c.client_id,
-            acks=c.acks if c.acks == "all" else int(c.acks),
-            compression_type=None if c.compression == "none" else c.compression,
-            enable_idempotence=c.enable_idempotence,
-            request_timeout_ms=int(c.request_timeout * 1000),
-            linger_ms=int(c.linger * 1000),
-            max_batch_size=c.max_batch_bytes,
-            max_request_size=max(c.max_batch_bytes, c.max_record_bytes) + 64 * 1024,
-        )
-
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -102,7 +88,7 @@ class KafkaSink:
 
     async def _connect(self) -> None:
         try:
-            producer = self._new_producer()
+            producer = new_producer(self.config)
         except (ValueError, KafkaError) as exc:  # settings aiokafka refuses
             self._fail(exc, "configure")
             raise SinkError(f"kafka: cannot create the producer: {_describe(exc)}") from exc
@@ -303,8 +289,7 @@ class KafkaSink:
         self._state = f"broker unavailable ({during}): {_describe(exc)}"
 
     def _servers(self) -> str:
-        s = self.config.bootstrap_servers
-        return s if isinstance(s, str) else ",".join(s)
+        return self.config.servers()
 
 
 def _settle(fut: Any) -> None:
