@@ -53,7 +53,9 @@ def test_errors_name_the_key(keys: dict[str, Any], message: str) -> None:
 
 
 def test_plaintext_kwargs() -> None:
-    kw = kafka_client.producer_kwargs(sink(bootstrap_servers=["a:1", "b:2"], acks=1))
+    kw = kafka_client.producer_kwargs(
+        sink(bootstrap_servers=["a:1", "b:2"], acks=1, enable_idempotence=False)
+    )
     assert kw["bootstrap_servers"] == ["a:1", "b:2"]
     assert kw["security_protocol"] == "PLAINTEXT" and kw["ssl_context"] is None
     assert "sasl_mechanism" not in kw and kw["acks"] == 1

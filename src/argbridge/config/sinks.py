@@ -50,10 +50,22 @@ class KafkaSinkConfig(SinkBase, KafkaClientConfig):
     acks: Annotated[Literal[0, 1, "all"], BeforeValidator(_acks)] = "all"
     mode: Literal["binary", "structured"] = "binary"
     compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "none"
-    #: Off by default: aiokafka's idempotent producer can hang forever (stop/send_and_wait).
-    enable_idempotence: bool = False
-    #: Upper bound on every aiokafka call (start, metadata, send, ack wait, stop).
+    #: The broker drops a batch it already has (producer retries never duplicate);
+    #: needs ``acks = "all"``. Off only for brokers that cannot do it (Tansu).
+    enable_idempotence: bool = True
+    #: Upper bound on every aiokafka call (start, metadata, send, ack wait, stop). Only
+    #: this abandons an idempotent producer (its batches never expire, aiokafka #1101),
+    #: and a new one re-sends what the old one may have written: keep it well above a
+    #: leader election (kill -9 of a leader: ~10 s, docs/kafka.md).
     call_timeout: Duration = 60.0
+    #: ``/readyz`` says not ready within this long of the brokers becoming unreachable,
+    #: and ready again within it of their return (a probe every quarter of it).
+    readiness_timeout: Duration = Field(default=10.0, ge=0.4)
+    #: At start, create the fixed topics that do not exist (else report them and retry);
+    #: a templated topic is created on first use.
+    create_topics: bool = False
+    topic_partitions: int = Field(default=6, ge=1)
+    topic_replication_factor: int = Field(default=3, ge=1)
     max_batch_bytes: ByteSize = 1024 * 1024
     #: Largest record (and produce request) sent; a bigger event is dead-lettered, not
     #: retried forever. Keep it at or below the broker's ``message.max.bytes``.
@@ -91,7 +103,10 @@ class KafkaSinkConfig(SinkBase, KafkaClientConfig):
         if self.call_timeout <= self.request_timeout:
             raise ValueError("call_timeout must be larger than request_timeout")
         if self.enable_idempotence and self.acks != "all":
-            raise ValueError('enable_idempotence needs acks = "all"')
+            raise ValueError(
+                'enable_idempotence (on by default) needs acks = "all"; '
+                "or set enable_idempotence = false"
+            )
         return self
 
 

@@ -52,6 +52,7 @@ TLS = "TLS handshake failed"
 REFUSED = "connection refused"
 TIMED_OUT = "timed out"
 AUTHORIZATION = "not authorized"
+KINDS = (AUTHENTICATION, CERTIFICATE, TLS, REFUSED, TIMED_OUT, AUTHORIZATION)
 #: The kinds that retrying soon will not fix: the sink backs off to ``retry_max``.
 CONFIGURATION_KINDS = frozenset({AUTHENTICATION, CERTIFICATE, TLS, AUTHORIZATION})
 
