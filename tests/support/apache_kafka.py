@@ -37,7 +37,8 @@ from tests.support.tcp_proxy import TcpProxy
 
 START_TIMEOUT = 90.0
 JVM_HEAP = ["-Xms128m", "-Xmx512m"]
-USERS = {"alice": "alice-secret"}
+#: SASL users (PLAIN and SCRAM); bob is for tests that take permissions away with ACLs.
+USERS = {"alice": "alice-secret", "bob": "bob-secret"}
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 #: Broker start-up times of this process, for the test run's summary.
 STARTUPS: list[str] = []
@@ -275,6 +276,33 @@ class KafkaCluster:
         )
         futures[name].result(timeout=60)
 
+    def deny(self, user: str, operation: str, *, topic_prefix: str | None = None) -> None:
+        """A DENY ACL for ``User:<user>``: ``operation`` (``WRITE``, ``DESCRIBE``,
+        ``CREATE``…) on the topics starting with ``topic_prefix``, or on the cluster."""
+        from confluent_kafka.admin import (
+            AclBinding,
+            AclOperation,
+            AclPermissionType,
+            ResourcePatternType,
+            ResourceType,
+        )
+
+        if topic_prefix is None:
+            resource, name, pattern = ResourceType.BROKER, "kafka-cluster", "LITERAL"
+        else:
+            resource, name, pattern = ResourceType.TOPIC, topic_prefix, "PREFIXED"
+        binding = AclBinding(
+            resource,
+            name,
+            ResourcePatternType[pattern],
+            f"User:{user}",
+            "*",
+            AclOperation[operation],
+            AclPermissionType.DENY,
+        )
+        for future in self.admin().create_acls([binding]).values():
+            future.result(timeout=30)
+
     def leader_of(self, topic: str, partition: int = 0, timeout: float = 30.0) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -458,6 +486,13 @@ def _properties(
                 "ssl.truststore.location": str(tls.ca),
                 "listener.name.ssl.ssl.client.auth": "required",
                 "sasl.enabled.mechanisms": "PLAIN," + ",".join(SCRAM_MECHANISMS),
+                # ACLs apply (tests add DENY rules for the SASL user); without any rule on
+                # a resource everyone may use it, and PLAINTEXT clients are super users.
+                "authorizer.class.name": (
+                    "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+                ),
+                "allow.everyone.if.no.acl.found": "true",
+                "super.users": "User:ANONYMOUS",
             }
         )
         plain_users = " ".join(f'user_{u}="{p}"' for u, p in USERS.items())

@@ -228,10 +228,19 @@ class SinkWorker:
         routes = [r for r in router.routes if self.name in r.sinks]
         self._route_all = routes[0] if len(routes) == 1 and not routes[0].filters else None
         self._resumable = sink if isinstance(sink, Resumable) else None
+        #: Set (and replaced) each time a read finds nothing new: see :meth:`caught_up`.
+        self._idle = anyio.Event()
 
     def stop(self) -> None:
         """Finish the batch in flight, then return from :meth:`run`."""
         self._stopping.set()
+
+    async def caught_up(self) -> None:
+        """Return once this sink delivered (or dead-lettered) everything journaled so
+        far and found nothing more to read."""
+        journal = self.ctx.journal
+        while journal.cursor(self.name) < journal.last_seq:
+            await self._idle.wait()
 
     def poke(self) -> None:
         """Read again now (after a replay moved the cursor back)."""
@@ -250,6 +259,8 @@ class SinkWorker:
                 while not self._stopping.is_set():
                     records = await journal.read(self.name, self.batch_size)
                     if not records:
+                        self._idle.set()
+                        self._idle = anyio.Event()
                         cursor = journal.cursor(self.name)
                         if cursor != self._reported_cursor:
                             # Once per idle transition: tells operators (and tests) the sink

@@ -331,6 +331,11 @@ class KafkaSink:
         self._probed.set()
         self._probed = anyio.Event()
 
+    async def next_probe(self) -> None:
+        """Return after the next readiness probe (or connection attempt) recorded its
+        outcome."""
+        await self._probed.wait()
+
     def _probe_interval(self) -> float:
         if self._cause_kind in kafka_client.CONFIGURATION_KINDS:
             # Wrong credentials or an untrusted certificate: retrying soon will not
