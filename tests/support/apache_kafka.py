@@ -279,7 +279,7 @@ class KafkaCluster:
     def deny(self, user: str, operation: str, *, topic_prefix: str | None = None) -> None:
         """A DENY ACL for ``User:<user>``: ``operation`` (``WRITE``, ``DESCRIBE``,
         ``CREATE``…) on the topics starting with ``topic_prefix``, or on the cluster."""
-        from confluent_kafka.admin import (
+        from confluent_kafka.admin import (  # type: ignore[attr-defined]
             AclBinding,
             AclOperation,
             AclPermissionType,
