@@ -54,6 +54,10 @@ def kafka_settings(tmp_path: Path, broker: KafkaCluster | Tansu, **cfg: Any) -> 
         "topic": fresh("ab") + ".{type}",
         # Apache Kafka: the idempotent producer (the default); Tansu cannot do it.
         "enable_idempotence": isinstance(broker, KafkaCluster),
+        # Apache Kafka here does not create topics on demand; the sink creates them.
+        "create_topics": isinstance(broker, KafkaCluster),
+        "topic_partitions": 4,
+        "topic_replication_factor": 1,
         "request_timeout": 1.0,
         "call_timeout": 3.0,
         "retry_initial": 0.01,
@@ -251,6 +255,10 @@ async def test_readyz_reports_the_broker_state(tmp_path, broker):
         "bootstrap_servers": broker.bootstrap,
         "topic": fresh("ready"),
         "enable_idempotence": isinstance(broker, KafkaCluster),
+        # Apache Kafka here does not create topics on demand; the sink creates them.
+        "create_topics": isinstance(broker, KafkaCluster),
+        "topic_partitions": 4,
+        "topic_replication_factor": 1,
         "request_timeout": 0.5,
         "call_timeout": 1.0,
         "retry_initial": 0.01,

@@ -278,7 +278,17 @@ class KafkaCluster:
 
     def deny(self, user: str, operation: str, *, topic_prefix: str | None = None) -> None:
         """A DENY ACL for ``User:<user>``: ``operation`` (``WRITE``, ``DESCRIBE``,
-        ``CREATE``…) on the topics starting with ``topic_prefix``, or on the cluster."""
+        ``CREATE``…) on the topics starting with ``topic_prefix``, or on the cluster.
+        (Once a resource has an ACL, only what is allowed on it explicitly is.)"""
+        self.acl(user, operation, "DENY", topic_prefix=topic_prefix)
+
+    def allow(self, user: str, operation: str, *, topic_prefix: str | None = None) -> None:
+        """An ALLOW ACL, as :meth:`deny`."""
+        self.acl(user, operation, "ALLOW", topic_prefix=topic_prefix)
+
+    def acl(
+        self, user: str, operation: str, permission: str, *, topic_prefix: str | None = None
+    ) -> None:
         from confluent_kafka.admin import (  # type: ignore[attr-defined]
             AclBinding,
             AclOperation,
@@ -298,7 +308,7 @@ class KafkaCluster:
             f"User:{user}",
             "*",
             AclOperation[operation],
-            AclPermissionType.DENY,
+            AclPermissionType[permission],
         )
         for future in self.admin().create_acls([binding]).values():
             future.result(timeout=30)
@@ -472,7 +482,8 @@ def _properties(
         "transaction.state.log.min.isr": isr,
         "transaction.state.log.num.partitions": "4",
         "group.initial.rebalance.delay.ms": "0",
-        "auto.create.topics.enable": "true",
+        # As on managed clusters: the sink checks and creates its topics (create_topics).
+        "auto.create.topics.enable": "false",
         "num.network.threads": "2",
         "num.io.threads": "2",
         "log.flush.interval.messages": str(2**62),

@@ -52,6 +52,11 @@ def sink_settings(tmp_path: Path, bootstrap: str, **cfg: Any) -> Settings:
         "call_timeout": 20.0,
         "retry_initial": 0.05,
         "retry_max": 0.5,
+        # The test brokers do not create topics on demand (as managed clusters): the
+        # sink creates its own.
+        "create_topics": True,
+        "topic_partitions": 4,
+        "topic_replication_factor": 1,
         **cfg,
     }
     extra = {"routes": routes} if routes else {}

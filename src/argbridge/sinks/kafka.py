@@ -187,13 +187,21 @@ class KafkaSink:
         topics = sorted(self._fixed_topics)
         if not topics:
             return
+        states: dict[str, int] = {}
         try:
             with anyio.fail_after(self.config.call_timeout):
-                states = await self._topic_states(topics)
-                missing = [t for t in topics if states.get(t) == _UNKNOWN_TOPIC]
+                # Listing asks for no topic by name: nothing is created on demand here.
+                admin = await self._admin_client()
+                existing = set(await admin.list_topics())
+                missing = [t for t in topics if t not in existing]
                 if missing and self.config.create_topics:
                     await self._create_topics(missing)
                     missing = []
+                elif missing:
+                    # Hidden (no Describe permission) or absent; a broker that creates
+                    # topics on demand creates them now, as a produce would.
+                    states = await self._topic_states(missing)
+                    missing = [t for t in missing if states.get(t) == _UNKNOWN_TOPIC]
         except SinkError as exc:
             self._ok = False
             self._state = str(exc).removeprefix("kafka: ")
@@ -416,7 +424,7 @@ class KafkaSink:
             await self._connect()
         producer = self.producer
         assert producer is not None
-        futures: list[tuple[Any, list[JournalRecord]]] = []
+        futures: list[tuple[Any, list[JournalRecord], str]] = []
         try:
             with anyio.fail_after(self.config.call_timeout):
                 sent = await self._send(producer, batch, futures)
@@ -424,14 +432,14 @@ class KafkaSink:
             await self._broken(producer, exc)
 
         async def confirmed() -> None:
-            refused: list[tuple[list[JournalRecord], BaseException]] = []
+            refused: list[tuple[list[JournalRecord], str, BaseException]] = []
             try:
                 with anyio.fail_after(self.config.call_timeout):
-                    for fut, members in futures:
+                    for fut, members, topic in futures:
                         try:
                             await fut
                         except _PERMANENT as exc:
-                            refused.append((members, exc))
+                            refused.append((members, topic, exc))
             except (KafkaError, OSError, TimeoutError) as exc:
                 await self._broken(producer, exc)
             delivered = sent
@@ -447,16 +455,25 @@ class KafkaSink:
     async def _refused_batches(
         self,
         producer: AIOKafkaProducer,
-        refused: list[tuple[list[JournalRecord], BaseException]],
+        refused: list[tuple[list[JournalRecord], str, BaseException]],
         sent: list[JournalRecord],
     ) -> list[JournalRecord]:
         """Dead-letter the records of batches the broker refused for good; return the
         rest of ``sent``. An idempotent producer is replaced afterwards: its sequence
         numbers counted the refused batch, which the broker never wrote."""
         gone: set[int] = set()
-        for members, exc in refused:
+        if self.config.enable_idempotence and producer is self.producer:
+            self.producer = None
+            self._inflight.clear()
+            await self._stop(producer)
+        for members, topic, exc in refused:
+            too_large = isinstance(exc, MessageSizeTooLargeError | RecordListTooLargeError)
+            if too_large and len(members) > 1:
+                # The topic's max.message.bytes bounds a whole batch: send the records
+                # one by one, and dead-letter only those too large alone.
+                members = await self._send_alone(members, topic)
             reason = f"refused by the broker: {_describe(exc)}"
-            if isinstance(exc, MessageSizeTooLargeError | RecordListTooLargeError):
+            if too_large:
                 reason += (
                     " (keep max_record_bytes and max_batch_bytes at or below the topic's"
                     " max.message.bytes)"
@@ -464,11 +481,32 @@ class KafkaSink:
             for record in members:
                 await self._dead_letter(record, reason)
                 gone.add(id(record))
-        if self.config.enable_idempotence and producer is self.producer:
-            self.producer = None
-            self._inflight.clear()
-            await self._stop(producer)
         return [r for r in sent if id(r) not in gone]
+
+    async def _send_alone(self, records: list[JournalRecord], topic: str) -> list[JournalRecord]:
+        """Send each record to ``topic`` in a batch of its own; return those refused as
+        too large."""
+        refused: list[JournalRecord] = []
+        route = Route(name="refused-batch", sinks=(self.name,), filters=(), topic=topic)
+        for record in records:
+            if self.producer is None:
+                await self._connect()
+            producer = self.producer
+            assert producer is not None
+            futures: list[tuple[Any, list[JournalRecord], str]] = []
+            try:
+                with anyio.fail_after(self.config.call_timeout):
+                    await self._send(producer, [Delivery(record, route)], futures)
+                    for fut, _, _ in futures:
+                        await fut
+            except (MessageSizeTooLargeError, RecordListTooLargeError):
+                refused.append(record)
+                if self.config.enable_idempotence:
+                    self.producer = None
+                    await self._stop(producer)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                await self._broken(producer, exc)
+        return refused
 
     async def _broken(self, producer: AIOKafkaProducer, exc: BaseException) -> NoReturn:
         """Drop a producer that failed (bounded stop) and raise the retryable error."""
@@ -483,7 +521,7 @@ class KafkaSink:
         self,
         producer: AIOKafkaProducer,
         batch: Sequence[Delivery],
-        futures: list[tuple[Any, list[JournalRecord]]],
+        futures: list[tuple[Any, list[JournalRecord], str]],
     ) -> list[JournalRecord]:
         """Build and submit batches as records are made (the broker works meanwhile);
         append the ack futures (with each batch's records) to ``futures``; return the
@@ -501,7 +539,7 @@ class KafkaSink:
             # Whoever awaits it (or nobody, after a failure), its outcome counts as read:
             # no "exception was never retrieved" later.
             fut.add_done_callback(_settle)
-            futures.append((fut, members.pop(slot)))
+            futures.append((fut, members.pop(slot), slot[0]))
             inflight.append(fut)
             while len(inflight) > self.config.max_in_flight:
                 oldest = inflight.popleft()
