@@ -134,7 +134,9 @@ class KafkaNode:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> None:
-        """Start (or restart, on the same log dirs) this node's JVM."""
+        """Start (or restart, on the same log dirs) this node's JVM. Call it from the
+        main thread: the JVM gets SIGTERM when the thread that started it ends (Linux's
+        PR_SET_PDEATHSIG follows the thread), so a worker thread would kill it."""
         if self.running:
             return
         out = open(self.home / "stdout.txt", "ab")

@@ -26,11 +26,14 @@ backlog — nothing is lost, at worst a batch is sent twice (consumers dedupe on
 ``ce_id``). A record over ``max_record_bytes`` is dead-lettered alone (never retried).
 
 The idempotent producer (on by default, ``acks=all``) retries a batch through a leader
-election by itself, and the broker drops what it already has: no duplicates, as long as
-the producer is not abandoned first. Its batches never expire (aiokafka #1101), so only
-``call_timeout`` abandons it; its default (60 s) is several times a measured kill -9
-leader election (see docs/kafka.md), and a producer given up on earlier would re-send
-with a new producer id, which the broker cannot recognise.
+election or a broker restart by itself, and the broker drops what it already has: no
+duplicates, as long as the producer is not abandoned first. Its batches never expire
+(aiokafka #1101), so only ``call_timeout`` abandons it, and a producer given up on
+re-sends with a new producer id, which the broker cannot recognise. So while the readiness
+probe finds the brokers unreachable, the deadline of its sends and ack waits keeps moving
+(:meth:`_call_bound`): the sink waits for the brokers (not ready, the journal absorbing
+the backlog) and resumes where it was. ``call_timeout`` (60 s) still bounds a produce to
+reachable brokers, several times a measured kill -9 leader election (docs/kafka.md).
 
 At start the sink checks that its fixed topics exist (admin client) and creates the
 missing ones when ``create_topics`` is on, else reports them (start fails, ``/readyz``
@@ -49,8 +52,9 @@ failed, certificate not trusted, refused, timed out: :mod:`.kafka_client`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from itertools import repeat
 from typing import Any, NoReturn
 
@@ -60,6 +64,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     InvalidTopicError,
     KafkaError,
+    KafkaTimeoutError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
     TopicAuthorizationFailedError,
@@ -139,6 +144,8 @@ class KafkaSink:
         self._probed = anyio.Event()
         self._probing = False
         self._started = False
+        #: Call bounds of an idempotent producer's sends and ack waits (see _call_bound).
+        self._bounds: set[anyio.CancelScope] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -328,10 +335,31 @@ class KafkaSink:
                     return found
         return _describe(exc)
 
+    @contextlib.contextmanager
+    def _call_bound(self) -> Iterator[None]:
+        """``fail_after(call_timeout)``, except that while the brokers are unreachable
+        the deadline of an idempotent producer's calls keeps moving: abandoning it
+        would re-send with a new producer id what it may have written (duplicates),
+        while waiting lets it finish its own retries once the brokers are back."""
+        scope = anyio.CancelScope(deadline=anyio.current_time() + self.config.call_timeout)
+        if self.config.enable_idempotence:
+            self._bounds.add(scope)
+        try:
+            with scope:
+                yield
+        finally:
+            self._bounds.discard(scope)
+        if scope.cancelled_caught:
+            raise TimeoutError
+
     def _set_reachable(self, cause: str | None, kind: str | None) -> None:
         was = self._unreachable
         self._unreachable = cause
         self._cause_kind = kind
+        if cause is not None:
+            later = anyio.current_time() + self.config.call_timeout
+            for scope in self._bounds:
+                scope.deadline = max(scope.deadline, later)
         if cause is not None and was is None:
             self.ctx.log.warning("kafka.unreachable", servers=self._servers(), cause=cause)
         elif cause is None and was is not None:
@@ -426,7 +454,7 @@ class KafkaSink:
         assert producer is not None
         futures: list[tuple[Any, list[JournalRecord], str]] = []
         try:
-            with anyio.fail_after(self.config.call_timeout):
+            with self._call_bound():
                 sent = await self._send(producer, batch, futures)
         except (KafkaError, OSError, TimeoutError) as exc:
             await self._broken(producer, exc)
@@ -434,10 +462,12 @@ class KafkaSink:
         async def confirmed() -> None:
             refused: list[tuple[list[JournalRecord], str, BaseException]] = []
             try:
-                with anyio.fail_after(self.config.call_timeout):
+                with self._call_bound():
                     for fut, members, topic in futures:
+                        # asyncio.wait: a cancelled wait leaves the batch's future alone.
+                        await asyncio.wait((fut,))
                         try:
-                            await fut
+                            fut.result()
                         except _PERMANENT as exc:
                             refused.append((members, topic, exc))
             except (KafkaError, OSError, TimeoutError) as exc:
@@ -495,10 +525,11 @@ class KafkaSink:
             assert producer is not None
             futures: list[tuple[Any, list[JournalRecord], str]] = []
             try:
-                with anyio.fail_after(self.config.call_timeout):
+                with self._call_bound():
                     await self._send(producer, [Delivery(record, route)], futures)
                     for fut, _, _ in futures:
-                        await fut
+                        await asyncio.wait((fut,))
+                        fut.result()
             except (MessageSizeTooLargeError, RecordListTooLargeError):
                 refused.append(record)
                 if self.config.enable_idempotence:
@@ -534,8 +565,19 @@ class KafkaSink:
         sent: list[JournalRecord] = []
         topics = self._topics
 
+        idempotent = self.config.enable_idempotence
+
         async def submit(slot: tuple[str, int], builder: Any) -> None:
-            fut = await producer.send_batch(builder, slot[0], partition=slot[1])
+            while True:
+                try:
+                    fut = await producer.send_batch(builder, slot[0], partition=slot[1])
+                    break
+                except KafkaTimeoutError:
+                    # The partition's previous batch is still unacked (one in flight per
+                    # partition). The builder was not taken: an idempotent producer
+                    # keeps trying within the call bound (which the outage extends).
+                    if not idempotent:
+                        raise
             # Whoever awaits it (or nobody, after a failure), its outcome counts as read:
             # no "exception was never retrieved" later.
             fut.add_done_callback(_settle)
