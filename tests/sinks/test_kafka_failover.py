@@ -49,7 +49,7 @@ async def test_leader_killed_mid_stream_nothing_lost_nor_duplicated(tmp_path, ka
             while True:  # the brokers (outside processes) polled, bounded by leader_of
                 now = kafka_cluster.leader_of(topic, 0, timeout=60)
                 if now != leader:
-                    return now
+                    return int(now)
                 time.sleep(0.1)
 
         elected = await anyio.to_thread.run_sync(new_leader)
