@@ -72,3 +72,50 @@ async def test_leader_killed_mid_stream_nothing_lost_nor_duplicated(tmp_path, ka
         assert r.key is not None
         per_key.setdefault(r.key, []).append(int(decode(r).get_extension("sequence")))
     assert all(seq == sorted(seq) for seq in per_key.values())  # per-key order kept
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(600)
+async def test_soak_leader_kills_in_a_loop(tmp_path, kafka_cluster):
+    """Four rounds: kill -9 the leader of a partition mid-stream, let the election
+    happen, restart the node on its log dirs; the stream never stops."""
+    topic = fresh("failover-loop")
+    s = sink_settings(
+        tmp_path,
+        kafka_cluster.bootstrap,
+        topic=topic,
+        batch_size=200,
+        topic_replication_factor=3,
+        request_timeout=30.0,
+        call_timeout=60.0,
+        retry_initial=0.5,
+        retry_max=30.0,
+    )
+    rounds, per_round = 4, 3000
+    events = [
+        make_event(i, partitionkey=f"run-{i % 16}", sequence=i) for i in range(rounds * per_round)
+    ]
+    async with running_sink(tmp_path, s, within=560) as run:
+        for r in range(rounds):
+            chunk = events[r * per_round : (r + 1) * per_round]
+            leader = await anyio.to_thread.run_sync(
+                lambda p=r % 4: kafka_cluster.leader_of(topic, p)
+            )
+            await run.journal.append_many(chunk)
+            while run.worker.in_flight == 0:
+                await anyio.lowlevel.checkpoint()
+            node = kafka_cluster.node(leader)
+            node.kill()
+            with anyio.fail_after(120):
+                await run.worker.caught_up()
+            node.start()  # from the main thread (see KafkaNode.start)
+            await anyio.to_thread.run_sync(kafka_cluster.wait_ready)
+    records = await kafka_cluster.consume(topic, len(events), within=180)
+    seen = Counter(decode(r).get_id() for r in records)
+    assert set(seen) == {e.id for e in events}
+    assert sum(seen.values()) == len(events)
+    per_key: dict[bytes, list[int]] = {}
+    for rec in sorted(records, key=lambda rec: (rec.partition, rec.offset)):
+        assert rec.key is not None
+        per_key.setdefault(rec.key, []).append(int(decode(rec).get_extension("sequence")))
+    assert all(seq == sorted(seq) for seq in per_key.values())
