@@ -98,9 +98,7 @@ async def test_soak_leader_kills_in_a_loop(tmp_path, kafka_cluster):
     async with running_sink(tmp_path, s, within=560) as run:
         for r in range(rounds):
             chunk = events[r * per_round : (r + 1) * per_round]
-            leader = await anyio.to_thread.run_sync(
-                lambda p=r % 4: kafka_cluster.leader_of(topic, p)
-            )
+            leader = await anyio.to_thread.run_sync(kafka_cluster.leader_of, topic, r % 4)
             await run.journal.append_many(chunk)
             while run.worker.in_flight == 0:
                 await anyio.lowlevel.checkpoint()
