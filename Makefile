@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/default.toml
 
-.PHONY: run daemon test lint typecheck pytest bench clean system-deps
+.PHONY: run daemon test lint typecheck pytest soak bench clean system-deps
 
 $(BIN)/python:
 	sh scripts/bootstrap-venv.sh "$(PYTHON)" "$(VENV)"
@@ -43,6 +43,14 @@ system-deps:
 	fi
 
 test: lint typecheck pytest
+
+# Long fault loops (marker `soak`) and the Apache Kafka suite again on every version of the
+# compatibility matrix (the newest 4.x and 3.9): CI runs it after `make test`.
+SOAK_KAFKA_VERSIONS ?= 4.4.0,3.9.2
+soak: $(VENV)/.test-stamp
+	ARGBRIDGE_REQUIRE_KAFKA=$${ARGBRIDGE_REQUIRE_KAFKA:-$${CI:+1}} \
+	ARGBRIDGE_KAFKA_VERSIONS=$(SOAK_KAFKA_VERSIONS) \
+	$(BIN)/pytest -m "soak or apache_kafka" $(SOAK_ARGS)
 
 bench: $(VENV)/.test-stamp
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)

@@ -41,6 +41,10 @@ class SinkJournal(StateRole, Protocol):
     """A sink's view: its cursor, reads, acks, retries, dead letters, state."""
 
     def cursor(self, sink: str) -> int: ...
+    def backlog(self, sink: str) -> int:
+        """Events journaled that ``sink`` has not acknowledged yet."""
+        ...
+
     async def read(self, sink: str, limit: int) -> list[JournalRecord]: ...
     async def read_after(self, after_seq: int, limit: int) -> list[JournalRecord]: ...
     async def wait_for_events(self, after_seq: int) -> None: ...
@@ -96,6 +100,7 @@ class SinkView(_StateMethods):
 
     __slots__ = (
         "ack",
+        "backlog",
         "clear_retry",
         "count_dead_letters",
         "count_retries",
@@ -113,6 +118,7 @@ class SinkView(_StateMethods):
     def __init__(self, ledger: SinkLedger, log: EventLog, state: StateStore) -> None:
         super().__init__(state)
         self.cursor = ledger.cursor
+        self.backlog = ledger.backlog
         self.read = ledger.read
         self.ack = ledger.ack
         self.schedule_retry = ledger.schedule_retry
