@@ -36,7 +36,16 @@ from tests.support.kafka_dist import NEWEST_4X, KafkaDist, kafka_dist, log_confi
 from tests.support.tcp_proxy import TcpProxy
 
 START_TIMEOUT = 90.0
-JVM_HEAP = ["-Xms128m", "-Xmx512m"]
+JVM_HEAP = ("-Xms128m", "-Xmx512m")
+#: What kafka-server-start.sh gives a broker (KAFKA_HEAP_OPTS, KAFKA_JVM_PERFORMANCE_OPTS).
+PRODUCTION_JVM = (
+    "-Xms1G",
+    "-Xmx1G",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+)
 #: SASL users (PLAIN and SCRAM); bob is for tests that take permissions away with ACLs.
 USERS = {"alice": "alice-secret", "bob": "bob-secret"}
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -124,6 +133,8 @@ class KafkaNode:
     advertised: dict[str, int]
     properties: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
+    #: JVM options (heap, GC); the tests' small heap unless start_kafka was given others.
+    jvm: tuple[str, ...] = (*JVM_HEAP, "-XX:+UseSerialGC")
 
     @property
     def log_file(self) -> Path:
@@ -145,8 +156,7 @@ class KafkaNode:
         self.proc = subprocess.Popen(
             [
                 "java",
-                *JVM_HEAP,
-                "-XX:+UseSerialGC",
+                *self.jvm,
                 "-Djava.awt.headless=true",
                 *log_config_args(self.dist, self.log_file),
                 "-cp",
@@ -528,8 +538,11 @@ def start_kafka(
     secure: bool = False,
     proxied: bool = False,
     overrides: dict[str, str] | None = None,
+    jvm: tuple[str, ...] | None = None,
 ) -> KafkaCluster:
-    """Format and start a cluster of ``nodes`` combined nodes under ``root``."""
+    """Format and start a cluster of ``nodes`` combined nodes under ``root`` (``jvm``:
+    the JVM options, e.g. the heap and GC of ``kafka-server-start.sh`` for a benchmark;
+    by default a small heap for the tests)."""
     dist = kafka_dist(version)
     started = time.monotonic()
     root.mkdir(parents=True, exist_ok=True)
@@ -583,7 +596,10 @@ def start_kafka(
                 stderr=subprocess.STDOUT,
             )
         )
-        members.append(KafkaNode(dist, i + 1, home, ports, advertised[i], props))
+        member = KafkaNode(dist, i + 1, home, ports, advertised[i], props)
+        if jvm is not None:
+            member.jvm = jvm
+        members.append(member)
     for proc in formats:
         out, _ = proc.communicate(timeout=120)
         if proc.returncode != 0:
