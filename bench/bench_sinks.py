@@ -416,9 +416,8 @@ async def main(args: argparse.Namespace) -> None:
     print(f"   {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, pid {os.getpid()}, uvloop={args.uvloop}")
     print(f"   {as_the_daemon()}")
     with tempfile.TemporaryDirectory(prefix="bench-kafka-") as root:
-        kafka = await anyio.to_thread.run_sync(
-            lambda: start_kafka(Path(root), nodes=1, jvm=PRODUCTION_JVM)
-        )
+        # On this (the main) thread: the JVM dies with the thread that started it.
+        kafka = start_kafka(Path(root), nodes=1, jvm=PRODUCTION_JVM)
         try:
             print(
                 f"   Apache Kafka {kafka.version}, 1 broker, started in "
