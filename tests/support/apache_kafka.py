@@ -150,6 +150,13 @@ class KafkaNode:
         PR_SET_PDEATHSIG follows the thread), so a worker thread would kill it."""
         if self.running:
             return
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError(
+                "start Kafka nodes from the main thread: a JVM started from another "
+                "thread gets SIGTERM when that thread ends (PR_SET_PDEATHSIG)"
+            )
         out = open(self.home / "stdout.txt", "ab")
         self._started_at = time.monotonic()
         self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
