@@ -13,6 +13,13 @@ the test process dies, and waits until every node has registered (the broker's l
 - three nodes: replication factor 3, ``min.insync.replicas=2`` (also for the offsets and
   transaction logs), for leader failover.
 
+Topics are not created on demand (``auto.create.topics.enable=false``, as on managed
+clusters): create them (:meth:`KafkaCluster.create_topic`) or let the sink do it
+(``create_topics``). The secured node runs the ``StandardAuthorizer``: a resource without
+ACLs is open to everyone and PLAINTEXT clients are super users, so only tests that add
+rules (:meth:`KafkaCluster.allow` / :meth:`KafkaCluster.deny`, for the SASL user ``bob``)
+see permissions at work.
+
 :meth:`KafkaNode.kill` is ``kill -9``; :meth:`KafkaNode.start` restarts a node on the same
 log dirs. Records are read back with librdkafka (``confluent-kafka``), as consumers do.
 """
