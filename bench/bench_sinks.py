@@ -429,6 +429,26 @@ async def main(args: argparse.Namespace) -> None:
 
 
 async def measure(args: argparse.Namespace, kafka: KafkaCluster) -> None:
+    if not args.latency_only:
+        await throughput(args, kafka)
+    lat = await latency(
+        kafka.bootstrap, await fresh_topic(kafka, "latency"), args.rate, args.seconds
+    )
+    print(f"-- journal commit → Kafka ack at {args.rate:,}/s for {args.seconds:.0f}s")
+    print("   (first 2 s dropped)")
+    row("samples", f"{len(lat):,}")
+    for p in (50, 99, 99.9):
+        row(
+            f"p{p}",
+            f"{1000 * percentile(lat, p):.2f} ms",
+            "target p99 < 25 ms" if p == 99 else "",
+        )
+    row("max", f"{1000 * max(lat):.2f} ms")
+    row("peak RSS of this process", f"{peak_rss_mib():.0f} MiB")
+    print(f"   load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+async def throughput(args: argparse.Namespace, kafka: KafkaCluster) -> None:
     count = args.events
     bare, rdkafka, ours = [], [], []
     totals: dict[str, float] = {}
@@ -477,19 +497,6 @@ async def measure(args: argparse.Namespace, kafka: KafkaCluster) -> None:
         rate = await journal_to_webhook(args.webhook_events, conc)
         row(f"journal → WebhookSink → local receiver (concurrency {conc})", f"{rate:,.0f} ev/s")
 
-    lat = await latency(bootstrap, await fresh_topic(kafka, "latency"), args.rate, args.seconds)
-    print(f"-- journal commit → Kafka ack at {args.rate:,}/s for {args.seconds:.0f}s")
-    print("   (first 2 s dropped)")
-    row("samples", f"{len(lat):,}")
-    for p in (50, 99, 99.9):
-        row(
-            f"p{p}",
-            f"{1000 * percentile(lat, p):.2f} ms",
-            "target p99 < 25 ms" if p == 99 else "",
-        )
-    row("max", f"{1000 * max(lat):.2f} ms")
-    row("peak RSS of this process", f"{peak_rss_mib():.0f} MiB")
-
 
 async def fresh_topic(kafka: KafkaCluster, name: str) -> str:
     """A new 4-partition topic (the broker does not create topics on demand)."""
@@ -507,6 +514,7 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--no-uvloop", dest="uvloop", action="store_false")
+    parser.add_argument("--latency-only", action="store_true", help="only the commit → ack latency")
     parser.add_argument("--quick", action="store_true")
     a = parser.parse_args()
     if a.quick:
