@@ -406,6 +406,7 @@ class KafkaSink:
                 return
 
     async def aclose(self) -> None:
+        self._started = False  # a probe still running must not connect again
         producer, self.producer = self.producer, None
         if producer is not None:
             await self._stop(producer)
