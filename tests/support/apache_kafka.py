@@ -375,12 +375,16 @@ class KafkaCluster:
             }
         )
         try:
-            md = consumer.list_topics(topic, timeout=10)
-            parts = sorted(md.topics[topic].partitions)
+            deadline = time.monotonic() + timeout
+            while True:  # the topic may not exist yet (a sink creates it on first use)
+                md = consumer.list_topics(topic, timeout=10)
+                parts = sorted(md.topics[topic].partitions)
+                if parts or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
             consumer.assign([TopicPartition(topic, p, 0) for p in parts])
             records: list[Any] = []
             at_end: set[int] = set()
-            deadline = time.monotonic() + timeout
             while len(records) < at_least or len(at_end) < len(parts):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"read {len(records)} of {at_least} from {topic}")
