@@ -63,6 +63,22 @@ class KafkaSinkConfig(SinkBase):
     #: The sink already batches from the journal; lingering only adds latency.
     linger: Duration = 0.0
     client_id: str = "argbridge"
+    #: ``at-least-once`` (a crash between ack and cursor commit re-sends that batch) or
+    #: ``exactly-once``: each journal batch in one Kafka transaction together with the
+    #: sink's position on ``progress_topic`` (``read_committed`` consumers see every event
+    #: once). See :mod:`argbridge.sinks.kafka_txn`.
+    delivery: Literal["at-least-once", "exactly-once"] = "at-least-once"
+    #: Compacted topic holding each instance's and sink's committed position (created,
+    #: compacted, when missing).
+    progress_topic: str = "argbridge.progress"
+    #: ``transactional_id`` = prefix + instance id + "." + sink name.
+    transactional_id_prefix: str = "argbridge-"
+    #: This instance's stable id (default: made once and kept in the state dir). Two
+    #: daemons with the same id and sink fence each other: the older one stops.
+    instance_id: str | None = None
+    #: The broker aborts a transaction left open longer than this (a crashed daemon's);
+    #: at most the broker's ``transaction.max.timeout.ms`` (15 min by default).
+    transaction_timeout: Duration = 60.0
 
     @field_validator("topic")
     @classmethod
@@ -93,7 +109,25 @@ class KafkaSinkConfig(SinkBase):
             raise ValueError("call_timeout must be larger than request_timeout")
         if self.enable_idempotence and self.acks != "all":
             raise ValueError('enable_idempotence needs acks = "all"')
+        if self.delivery == "exactly-once" and self.acks != "all":
+            raise ValueError('delivery = "exactly-once" needs acks = "all"')
         return self
+
+    @field_validator("progress_topic")
+    @classmethod
+    def _progress_topic(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value):
+            raise ValueError("must be a Kafka topic name ([A-Za-z0-9._-], 1 to 249 chars)")
+        return value
+
+    @field_validator("instance_id", "transactional_id_prefix")
+    @classmethod
+    def _id_text(cls, value: str | None) -> str | None:
+        if value is not None and (not value.isprintable() or "/" in value):
+            raise ValueError("must be printable text without '/'")
+        return value
 
 
 class SlackSinkConfig(SinkBase):

@@ -1,0 +1,482 @@
+"""The ``kafka`` sink with ``delivery = "exactly-once"``: one Kafka transaction per
+journal batch, carrying the sink's position on a compacted progress topic.
+
+The pattern of Kafka Connect's exactly-once source connectors (KIP-618) and of
+Materialize's Kafka sink. Owns the transactional producer, the progress topic (created
+compacted when missing, read back ``read_committed``) and fencing; the records
+themselves are built and batched by :class:`~argbridge.sinks.kafka.KafkaSink` (topic
+templates, several topics and partitions per batch, binary and structured modes, dead
+letters for unroutable or oversized events), which this sink drives inside each
+transaction.
+
+Identity. A stable instance id (``instance_id``, or made once and kept in the journal's
+state store, i.e. the state dir) gives ``transactional_id = prefix + instance + "." +
+sink`` and the progress key ``instance/sink``; the journal id (made once per journal,
+kept in its state store) goes into every position, so a position is only ever applied to
+the journal it was written from (:func:`~argbridge.delivery.kafka_progress.reconcile`).
+
+Start (and every reconnect after a failure): start the producer, whose
+``InitProducerId`` fences any earlier incarnation with this ``transactional_id`` and
+completes (aborts) its open transaction; only then read the progress record back
+``read_committed``, up to the high watermark seen after the fence, so no commit of the
+fenced producer can land after the read. At start the journal cursor is then moved to
+the committed position (forward: a crash between commit and cursor update; backward: the
+progress topic wins); every batch's records at or before the committed position are
+skipped, so a batch retried after an ambiguous commit failure is never produced twice.
+
+Delivery: ``begin`` → the batch's records (any topics/partitions) → the position record →
+``commit``, the whole transaction bounded by ``call_timeout``. The worker moves the
+journal cursor only after ``deliver`` returned, i.e. after the commit. Any failure drops
+the producer (bounded stop) and raises a retryable :class:`SinkError`; the next attempt
+reconnects, which aborts the open transaction (or finds it committed, via the progress
+record). ``ProducerFenced`` — another daemon runs with this instance id and sink — stops
+the sink for good: :class:`SinkStopped`, an error log, the error metric and an
+``argbridge.sink.fenced`` alert event in the journal. Retention: the cursor never passes
+what was committed, and the journal keeps every event after the cursor.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import anyio
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    ProducerFenced,
+    TopicAlreadyExistsError,
+    TransactionalIdAuthorizationFailed,
+)
+
+from argbridge.config.settings import Settings
+from argbridge.config.sinks import KafkaSinkConfig
+from argbridge.delivery.kafka_progress import (
+    INSTANCE_ID_KEY,
+    JOURNAL_ID_KEY,
+    Position,
+    ProgressError,
+    Verdict,
+    decode_position,
+    encode_position,
+    fenced_alert_event,
+    progress_key,
+    reconcile,
+    transactional_id,
+)
+from argbridge.delivery.kafka_records import partition_for
+from argbridge.errors import SinkError, SinkStopped
+from argbridge.journal import JournalRecord
+from argbridge.sinks.base import Delivery, Health, RouteBatch, SinkContext, records_of
+from argbridge.sinks.kafka import CLOSE_TIMEOUT, KafkaSink, _describe
+from argbridge.sinks.requeue import RequeueRunner, refresh_dead_letter_gauge
+
+#: The errors that mean another producer took over this ``transactional_id``.
+_FENCED = (ProducerFenced, InvalidProducerEpoch)
+
+
+class StateStore(Protocol):
+    """The journal's small durable key/value store (in the state dir)."""
+
+    async def get_state(self, key: str) -> str | None: ...
+
+    async def set_state(self, key: str, value: str) -> None: ...
+
+
+async def stable_id(store: StateStore, key: str) -> str:
+    """The id kept under ``key`` in the state store, made (a random UUID) on first use."""
+    value = await store.get_state(key)
+    if value is None:
+        value = str(uuid.uuid4())
+        await store.set_state(key, value)
+    return value
+
+
+class ExactlyOnceKafkaSink:
+    """Transactional delivery to Kafka with the position on a progress topic."""
+
+    reports_sent = True
+
+    def __init__(self, config: KafkaSinkConfig, ctx: SinkContext, settings: Settings) -> None:
+        self.name = ctx.name
+        self.config = config
+        self.ctx = ctx
+        #: Builds and batches the records (its ``_send``), dead-letters what cannot go.
+        self.records = KafkaSink(config, ctx, settings)
+        self.producer: AIOKafkaProducer | None = None
+        self.instance_id: str | None = None
+        self.journal_id: str | None = None
+        self.transactional_id: str | None = None
+        #: The last position committed to Kafka that belongs to this journal.
+        self.committed: Position | None = None
+        #: Transactions committed by this process (tests and metrics read it).
+        self.commits = 0
+        self.fenced: str | None = None
+        #: The position read back at the last (re)connect.
+        self._read: Position | None = None
+        self._lock = anyio.Lock()
+        self._state = "not started"
+        self._ok = False
+        self.requeue = RequeueRunner(ctx, settings, self._deliver_requeued)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        journal = self.ctx.journal
+        self.instance_id = self.config.instance_id or await stable_id(journal, INSTANCE_ID_KEY)
+        self.journal_id = await stable_id(journal, JOURNAL_ID_KEY)
+        self.transactional_id = transactional_id(
+            self.config.transactional_id_prefix, self.instance_id, self.name
+        )
+        async with self._lock:
+            await self._connect()
+            await self._align_cursor()
+        await refresh_dead_letter_gauge(self.ctx)
+
+    async def aclose(self) -> None:
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            await self._stop(producer)
+        if self.fenced is None:
+            self._state = "closed"
+        self._ok = False
+
+    def health(self) -> Health:
+        return Health(self._ok and self.producer is not None, self._state)
+
+    async def background(self) -> None:
+        """Redeliver requeued dead letters (each batch in its own transaction)."""
+        await self.requeue.run()
+
+    def wake(self) -> None:
+        self.requeue.waker.wake()
+
+    # -- connecting: fence, then read the committed position -----------------------------
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        c = self.config
+        servers = c.bootstrap_servers
+        return AIOKafkaProducer(
+            bootstrap_servers=servers if isinstance(servers, str) else list(servers),
+            client_id=c.client_id,
+            acks="all",
+            compression_type=None if c.compression == "none" else c.compression,
+            request_timeout_ms=int(c.request_timeout * 1000),
+            linger_ms=int(c.linger * 1000),
+            max_batch_size=c.max_batch_bytes,
+            max_request_size=max(c.max_batch_bytes, c.max_record_bytes) + 64 * 1024,
+            transactional_id=self.transactional_id,
+            transaction_timeout_ms=int(c.transaction_timeout * 1000),
+        )
+
+    async def _connect(self) -> None:
+        """Start a producer (fencing earlier incarnations), make sure the progress topic
+        exists, read the committed position. Raises :class:`SinkError` (retryable)."""
+        if self.fenced is not None:
+            raise SinkStopped(self.fenced)
+        try:
+            producer = self._new_producer()
+        except (ValueError, KafkaError) as exc:
+            self._fail(exc, "configure")
+            raise SinkError(f"kafka: cannot create the producer: {_describe(exc)}") from exc
+        try:
+            with anyio.fail_after(self.config.call_timeout):
+                await producer.start()  # InitProducerId: fences, ends the open transaction
+                await self._ensure_progress_topic()
+                position = await self._read_position(producer)
+        except (Exception, TimeoutError) as exc:
+            await self._stop(producer)
+            self._fail(exc, "connect")
+            if isinstance(exc, ProgressError):
+                raise SinkError(
+                    f"kafka: progress topic {self.config.progress_topic!r}: {exc}"
+                ) from exc
+            raise SinkError(
+                f"kafka: cannot start the transactional producer on {self.records._servers()}:"
+                f" {_describe(exc)}"
+            ) from exc
+        except BaseException:
+            await self._stop(producer)
+            raise
+        self.producer = producer
+        self.records._topics.clear()
+        self.records._inflight.clear()
+        self._read = position
+        self._ok = True
+        self._state = f"connected to {self.records._servers()} (transactional)"
+        self.ctx.log.info(
+            "kafka.transactional_connected",
+            transactional_id=self.transactional_id,
+            position=None if position is None else position.seq,
+        )
+
+    async def _ensure_progress_topic(self) -> None:
+        """Create the progress topic (one partition, compacted) when it is missing."""
+        c = self.config
+        servers = c.bootstrap_servers
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=servers if isinstance(servers, str) else list(servers),
+            client_id=c.client_id,
+            request_timeout_ms=int(c.request_timeout * 1000),
+        )
+        await admin.start()
+        try:
+            metadata = await admin.describe_cluster()
+            topics = await admin.list_topics()
+            if c.progress_topic in topics:
+                return
+            replication = min(3, len(metadata["brokers"]))
+            topic = NewTopic(
+                c.progress_topic,
+                num_partitions=1,
+                replication_factor=replication,
+                topic_configs={
+                    "cleanup.policy": "compact",
+                    "min.insync.replicas": str(min(2, replication)),
+                },
+            )
+            try:
+                await admin.create_topics([topic])
+            except TopicAlreadyExistsError:
+                pass
+            self.ctx.log.info("kafka.progress_topic_created", topic=c.progress_topic)
+        finally:
+            await admin.close()
+
+    async def _read_position(self, producer: AIOKafkaProducer) -> Position | None:
+        """The last committed progress record of this instance and sink (read_committed),
+        read up to the high watermark as it was after the fence."""
+        assert self.instance_id is not None
+        c = self.config
+        key = progress_key(self.instance_id, self.name)
+        partitions = sorted(await producer.partitions_for(c.progress_topic))
+        tp = TopicPartition(c.progress_topic, partition_for(key, partitions, ""))
+        servers = c.bootstrap_servers
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=servers if isinstance(servers, str) else list(servers),
+            client_id=f"{c.client_id}-progress",
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            request_timeout_ms=int(c.request_timeout * 1000),
+        )
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            high = await _high_watermark(c, tp)
+            await consumer.seek_to_beginning(tp)
+            found: bytes | None = None
+            seen = False
+            while await consumer.position(tp) < high:
+                batch = await consumer.getmany(tp, timeout_ms=200)
+                for msg in batch.get(tp, ()):
+                    if msg.key == key:
+                        found, seen = msg.value, True
+            return decode_position(found) if seen else None
+        finally:
+            await consumer.stop()
+
+    async def _align_cursor(self) -> None:
+        """Move the journal cursor to the committed position (start-up only)."""
+        assert self.journal_id is not None
+        journal, name = self.ctx.journal, self.name
+        position = self._read
+        event_id_at: str | None = None
+        if position is not None and position.seq > 0:
+            found = await journal.read_after(position.seq - 1, 1)
+            if found and found[0].seq == position.seq:
+                event_id_at = found[0].event.id
+        cursor = journal.cursor(name)
+        decision = reconcile(
+            position,
+            journal_id=self.journal_id,
+            last_seq=journal.last_seq,
+            cursor=cursor,
+            event_id_at=event_id_at,
+        )
+        self.committed = decision.committed
+        log = self.ctx.log
+        if decision.verdict in (Verdict.OTHER_JOURNAL, Verdict.DIVERGED):
+            log.warning(
+                "kafka.progress_ignored", verdict=decision.verdict.value, detail=decision.detail
+            )
+        else:
+            log.info(
+                "kafka.progress_resumed", verdict=decision.verdict.value, detail=decision.detail
+            )
+        if decision.cursor > cursor:
+            await journal.ack(name, decision.cursor)
+        elif decision.cursor < cursor:
+            await journal.rewind(name, decision.cursor)
+
+    # -- delivery ------------------------------------------------------------------------
+
+    async def deliver(self, batch: Sequence[Delivery]) -> None:
+        """Produce ``batch`` and the position after it in one transaction."""
+        async with self._lock:
+            if self.producer is None:
+                await self._connect()
+                self._refresh_committed()
+            pending = self._not_committed(batch)
+            if not pending:
+                return  # committed by an attempt whose outcome we did not see
+            records = records_of(pending)
+            last = max(records, key=_seq)
+            assert self.journal_id is not None
+            position = Position(self.journal_id, last.seq, last.event.id)
+            await self._transaction(pending, position)
+            self.committed = position
+
+    async def _deliver_requeued(self, batch: Sequence[Delivery]) -> None:
+        """Requeued dead letters: a transaction of their own; the position stays."""
+        async with self._lock:
+            if self.producer is None:
+                await self._connect()
+                self._refresh_committed()
+            await self._transaction(batch, self.committed)
+
+    def _refresh_committed(self) -> None:
+        """After a reconnect: the position read back covers what an ambiguous commit
+        may have committed (never applied across journals)."""
+        read = self._read
+        if read is not None and read.journal == self.journal_id:
+            if self.committed is None or read.seq > self.committed.seq:
+                self.committed = read
+
+    def _not_committed(self, batch: Sequence[Delivery]) -> Sequence[Delivery]:
+        committed = self.committed
+        if committed is None:
+            return batch
+        upto = committed.seq
+        if all(r.seq > upto for r in records_of(batch)):
+            return batch
+        if type(batch) is RouteBatch:
+            return RouteBatch([r for r in batch.records if r.seq > upto], batch.route)
+        return [d for d in batch if d.record.seq > upto]
+
+    async def _transaction(self, batch: Sequence[Delivery], position: Position | None) -> None:
+        producer = self.producer
+        assert producer is not None and self.instance_id is not None
+        c = self.config
+        futures: list[Any] = []
+        try:
+            with anyio.fail_after(c.call_timeout):
+                await producer.begin_transaction()
+                sent = await self.records._send(producer, batch, futures)
+                if position is not None:
+                    value = encode_position(
+                        position,
+                        instance_id=self.instance_id,
+                        sink=self.name,
+                        at=self.ctx.clock.time(),
+                    )
+                    key = progress_key(self.instance_id, self.name)
+                    partitions = sorted(await producer.partitions_for(c.progress_topic))
+                    futures.append(
+                        await producer.send(
+                            c.progress_topic,
+                            value=value,
+                            key=key,
+                            partition=partition_for(key, partitions, ""),
+                        )
+                    )
+                for fut in futures:
+                    await fut
+                await producer.commit_transaction()
+        except _FENCED as exc:
+            await self._fenced(producer, exc)
+        except TransactionalIdAuthorizationFailed as exc:
+            await self._drop(producer, exc)
+            raise SinkStopped(
+                f"kafka: not authorized to use transactional_id {self.transactional_id!r}"
+                " (grant WRITE and DESCRIBE on it)"
+            ) from exc
+        except (KafkaError, OSError, TimeoutError) as exc:
+            await self._drop(producer, exc)
+            raise SinkError(f"kafka: transaction failed: {_describe(exc)}") from exc
+        except BaseException:
+            # Cancelled (shutdown) or a bug: the open transaction must not linger.
+            await self._drop(producer, None)
+            raise
+        self.commits += 1
+        self.ctx.count_sent(sent)
+
+    async def _fenced(self, producer: AIOKafkaProducer, exc: BaseException) -> None:
+        """Another producer took this transactional_id: stop for good, alert."""
+        await self._drop(producer, exc)
+        reason = (
+            f"kafka: fenced: another argbridge with instance id {self.instance_id!r} and "
+            f"sink {self.name!r} (transactional_id {self.transactional_id!r}) took over; "
+            "this sink stops (give each instance its own instance_id)"
+        )
+        self.fenced = reason
+        self._state = reason
+        self.ctx.log.error(
+            "kafka.fenced", transactional_id=self.transactional_id, instance_id=self.instance_id
+        )
+        try:
+            await self.ctx.journal.append(
+                fenced_alert_event(
+                    self.name,
+                    self.instance_id or "",
+                    self.transactional_id or "",
+                    at=self.ctx.clock.time(),
+                )
+            )
+        except Exception as alert_exc:  # the journal may be closing; the log says it all
+            self.ctx.log.warning("kafka.fenced_alert_failed", error=alert_exc)
+        raise SinkStopped(reason) from exc
+
+    async def _drop(self, producer: AIOKafkaProducer, exc: BaseException | None) -> None:
+        if exc is not None:
+            self._fail(exc, "transaction")
+        if self.producer is producer:
+            self.producer = None
+        await self._stop(producer)
+
+    async def _stop(self, producer: AIOKafkaProducer) -> None:
+        with anyio.move_on_after(min(CLOSE_TIMEOUT, self.config.call_timeout), shield=True):
+            try:
+                await producer.stop()
+            except Exception as exc:
+                self.ctx.log.debug("kafka.stop_failed", error=exc)
+
+    def _fail(self, exc: BaseException, during: str) -> None:
+        self._ok = False
+        if self.fenced is None:
+            self._state = f"broker unavailable ({during}): {_describe(exc)}"
+
+
+async def _high_watermark(c: KafkaSinkConfig, tp: TopicPartition) -> int:
+    """``tp``'s high watermark (a ``read_uncommitted`` ListOffsets)."""
+    servers = c.bootstrap_servers
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=servers if isinstance(servers, str) else list(servers),
+        client_id=f"{c.client_id}-progress",
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_uncommitted",
+        request_timeout_ms=int(c.request_timeout * 1000),
+    )
+    await probe.start()
+    try:
+        ends = await probe.end_offsets([tp])
+        return int(ends[tp])
+    finally:
+        await probe.stop()
+
+
+def _seq(record: JournalRecord) -> int:
+    return record.seq
+
+
+def build_kafka_sink(
+    config: KafkaSinkConfig, ctx: SinkContext, settings: Settings
+) -> KafkaSink | ExactlyOnceKafkaSink:
+    """The ``kafka`` sink for ``config.delivery``."""
+    if config.delivery == "exactly-once":
+        return ExactlyOnceKafkaSink(config, ctx, settings)
+    return KafkaSink(config, ctx, settings)
