@@ -111,6 +111,10 @@ class KafkaSinkConfig(SinkBase):
             raise ValueError('enable_idempotence needs acks = "all"')
         if self.delivery == "exactly-once" and self.acks != "all":
             raise ValueError('delivery = "exactly-once" needs acks = "all"')
+        if self.delivery == "exactly-once" and self.transaction_timeout < self.call_timeout:
+            # A transaction lasts at most call_timeout on our side; a broker-side abort
+            # before that would look like fencing and stop the sink.
+            raise ValueError("transaction_timeout must be at least call_timeout")
         return self
 
     @field_validator("progress_topic")
