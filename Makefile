@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/default.toml
 
-.PHONY: run daemon test lint typecheck pytest bench clean
+.PHONY: run daemon test lint typecheck pytest soak bench clean
 
 $(BIN)/python:
 	sh scripts/bootstrap-venv.sh "$(PYTHON)" "$(VENV)"
@@ -36,6 +36,10 @@ pytest: $(VENV)/.test-stamp
 	ARGBRIDGE_REQUIRE_KAFKA=$${ARGBRIDGE_REQUIRE_KAFKA:-$${CI:+1}} $(BIN)/pytest
 
 test: lint typecheck pytest
+
+# Endurance runs (e.g. 20 SIGKILLs of an exactly-once daemon), with Kafka 3.9 in the matrix.
+soak: $(VENV)/.test-stamp
+	ARGBRIDGE_KAFKA_VERSIONS=$${ARGBRIDGE_KAFKA_VERSIONS:-4.4.0,3.9.2} $(BIN)/pytest -m soak $(SOAK_ARGS)
 
 bench: $(VENV)/.test-stamp
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)

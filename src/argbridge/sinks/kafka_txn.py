@@ -385,6 +385,9 @@ class ExactlyOnceKafkaSink:
                     )
                 for fut in futures:
                     await fut
+                if position is not None:
+                    # (Tests kill the daemon on this line: inside an open transaction.)
+                    self.ctx.log.debug("kafka.committing", seq=position.seq)
                 await producer.commit_transaction()
         except _FENCED as exc:
             await self._fenced(producer, exc)
@@ -403,6 +406,9 @@ class ExactlyOnceKafkaSink:
             raise
         self.commits += 1
         self.ctx.count_sent(sent)
+        if position is not None:
+            # (Tests kill the daemon on this line: between the commit and the cursor.)
+            self.ctx.log.debug("kafka.committed", seq=position.seq, events=len(sent))
 
     async def _fenced(self, producer: AIOKafkaProducer, exc: BaseException) -> None:
         """Another producer took this transactional_id: stop for good, alert."""
