@@ -106,7 +106,7 @@ def test_a_retained_away_position_the_cursor_passed_is_trusted():
 def test_fenced_alert_event():
     e = fenced_alert_event("k", "i1", "argbridge-i1.k", at=1.0)
     assert e.type == "argbridge.sink.fenced" and e.severity == "high"
-    assert e.data["instance_id"] == "i1"  # type: ignore[index]
+    assert e.data["instance_id"] == "i1"
 
 
 def test_config_defaults_and_checks():
