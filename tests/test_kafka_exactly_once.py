@@ -120,6 +120,7 @@ delivery = "{delivery}"
 progress_topic = "{progress}"
 instance_id = "{instance_id}"
 enable_idempotence = true
+create_topics = true
 request_timeout = "5s"
 call_timeout = "20s"
 transaction_timeout = "30s"

@@ -77,6 +77,7 @@ def test_missing_file_and_bad_toml(tmp_path):
 def test_environment_overrides_the_file(tmp_path, monkeypatch):
     path = write(tmp_path, '[sinks.kafka]\ntype = "kafka"\n[journal]\nmax_backlog_events = 10\n')
     monkeypatch.setenv("ARGBRIDGE_SINKS__KAFKA__ACKS", "1")
+    monkeypatch.setenv("ARGBRIDGE_SINKS__KAFKA__ENABLE_IDEMPOTENCE", "false")
     monkeypatch.setenv("ARGBRIDGE_JOURNAL__MAX_BACKLOG_EVENTS", "42")
     monkeypatch.setenv("ARGBRIDGE_STATE_DIR", str(tmp_path / "s"))
     s = load_settings(path)

@@ -17,6 +17,7 @@ from argbridge.errors import ConfigError
         ({"type": "kafka", "topic": "a.{type!r}"}, "sinks.x.topic: topic template"),
         ({"type": "kafka", "call_timeout": 1}, "call_timeout must be larger than request_timeout"),
         ({"type": "kafka", "enable_idempotence": True, "acks": 1}, 'needs acks = "all"'),
+        ({"type": "kafka", "acks": 1}, "or set enable_idempotence = false"),
         ({"type": "slack"}, "sinks.x: set exactly one of webhook_url or bot_token"),
         ({"type": "slack", "bot_token": "xoxb-1"}, "bot_token needs a channel"),
         ({"type": "webhook", "url": "ftp://h", "secrets": ["s"]}, "sinks.x.url: not an http(s)"),
@@ -39,7 +40,7 @@ def test_defaults() -> None:
         },
     )
     k, w = s.sinks["k"], s.sinks["w"]
-    assert k.acks == "all" and k.enable_idempotence is False and k.mode == "binary"  # type: ignore[union-attr]
+    assert k.acks == "all" and k.enable_idempotence is True and k.mode == "binary"  # type: ignore[union-attr]
     assert w.retry_schedule == [0, 5, 300, 1800, 7200, 18000, 36000, 36000]  # type: ignore[union-attr]
     assert w.timeout == 15.0 and w.allow_private is False  # type: ignore[union-attr]
     assert "whsec_abc" not in repr(w)

@@ -113,7 +113,7 @@ def test_config_defaults_and_checks():
     c = KafkaSinkConfig(type="kafka")
     assert c.delivery == "at-least-once" and c.progress_topic == "argbridge.progress"
     with pytest.raises(ValueError, match="exactly-once"):
-        KafkaSinkConfig(type="kafka", delivery="exactly-once", acks=1)
+        KafkaSinkConfig(type="kafka", delivery="exactly-once", acks=1, enable_idempotence=False)
     with pytest.raises(ValueError, match="transaction_timeout"):
         KafkaSinkConfig(type="kafka", delivery="exactly-once", transaction_timeout=10)
     with pytest.raises(ValueError, match="topic name"):

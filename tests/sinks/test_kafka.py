@@ -1,19 +1,21 @@
-"""The Kafka sink against a real Kafka-protocol broker (Tansu), decoded with the
-``cloudevents`` package's Kafka binding."""
+"""The Kafka sink against a real broker (the ``broker`` fixture: Apache Kafka, Tansu only
+where Java is missing), decoded with the ``cloudevents`` package's Kafka binding. The
+broker is shared by the session: every test writes to fresh topic names."""
 
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import orjson
 import pytest
-from aiokafka import ConsumerRecord
 from cloudevents.core.bindings import kafka as ce_kafka
 
 from argbridge.backoff import Backoff
@@ -24,12 +26,17 @@ from argbridge.router import Router
 from argbridge.sinks.base import SinkContext, SinkWorker
 from argbridge.sinks.kafka import KafkaSink
 from tests.conftest import make_event, settings
+from tests.support.apache_kafka import KafkaCluster
 from tests.support.tansu import Tansu
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
 
-def decode(record: ConsumerRecord[bytes, bytes]) -> Any:
+def fresh(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def decode(record: Any) -> Any:
     return ce_kafka.from_kafka_event(
         ce_kafka.KafkaMessage(
             headers=dict(record.headers),
@@ -39,12 +46,18 @@ def decode(record: ConsumerRecord[bytes, bytes]) -> Any:
     )
 
 
-def kafka_settings(tmp_path: Path, broker: Tansu, **cfg: Any) -> Settings:
+def kafka_settings(tmp_path: Path, broker: KafkaCluster | Tansu, **cfg: Any) -> Settings:
     routes = cfg.pop("routes", None)
     sink = {
         "type": "kafka",
         "bootstrap_servers": broker.bootstrap,
-        "topic": "ab.{type}",
+        "topic": fresh("ab") + ".{type}",
+        # Apache Kafka: the idempotent producer (the default); Tansu cannot do it.
+        "enable_idempotence": isinstance(broker, KafkaCluster),
+        # Apache Kafka here does not create topics on demand; the sink creates them.
+        "create_topics": isinstance(broker, KafkaCluster),
+        "topic_partitions": 4,
+        "topic_replication_factor": 1,
         "request_timeout": 1.0,
         "call_timeout": 3.0,
         "retry_initial": 0.01,
@@ -85,8 +98,9 @@ async def caught_up(journal: Journal) -> None:
         await anyio.lowlevel.checkpoint()
 
 
-async def test_binary_records_keys_and_headers_decode(tmp_path, tansu):
-    s = kafka_settings(tmp_path, tansu)
+async def test_binary_records_keys_and_headers_decode(tmp_path, broker):
+    prefix = fresh("ab")
+    s = kafka_settings(tmp_path, broker, topic=prefix + ".{type}")
     async with running(tmp_path, s) as (journal, sink, metrics):
         events = [
             make_event(n, type_="arga.validation.step", partitionkey=f"run-{n % 3}", sequence=n)
@@ -99,7 +113,7 @@ async def test_binary_records_keys_and_headers_decode(tmp_path, tansu):
             "argbridge_component_sent_events_total", {"component": "k", "kind": "sink"}
         )
         assert sent == 30
-    records = await tansu.consume("ab.arga.validation.step", 30)
+    records = await broker.consume(f"{prefix}.arga.validation.step", 30)
     assert len(records) == 30
     by_key: dict[bytes, list[int]] = defaultdict(list)
     partitions: dict[bytes, set[int]] = defaultdict(set)
@@ -118,26 +132,28 @@ async def test_binary_records_keys_and_headers_decode(tmp_path, tansu):
     assert sorted(n for ns in by_key.values() for n in ns) == list(range(30))
 
 
-async def test_structured_mode_gzip_and_route_topic(tmp_path, tansu):
-    routes = [{"sinks": ["k"], "topic": "incidents.{severity}"}]
-    s = kafka_settings(tmp_path, tansu, mode="structured", compression="gzip", routes=routes)
+async def test_structured_mode_gzip_and_route_topic(tmp_path, broker):
+    prefix = fresh("incidents")
+    routes = [{"sinks": ["k"], "topic": prefix + ".{severity}"}]
+    s = kafka_settings(tmp_path, broker, mode="structured", compression="gzip", routes=routes)
     async with running(tmp_path, s) as (journal, _, _):
         await journal.append_many(
             [make_event(n, severity="high", partitionkey="inc-1") for n in range(5)]
         )
         await caught_up(journal)
-    records = await tansu.consume("incidents.high", 5)
+    records = await broker.consume(f"{prefix}.high", 5)
     assert [decode(r).get_data()["n"] for r in records] == [0, 1, 2, 3, 4]
     assert dict(records[0].headers)["content-type"].startswith(b"application/cloudevents+json")
 
 
-async def test_two_routes_send_an_event_to_each_route_topic(tmp_path, tansu):
+async def test_two_routes_send_an_event_to_each_route_topic(tmp_path, broker):
     # Two routes: the worker hands the sink a list of deliveries (not one RouteBatch).
+    incidents_topic, all_topic = fresh("incidents"), fresh("all-events")
     routes = [
-        {"sinks": ["k"], "filters": [{"prefix": {"type": "argus."}}], "topic": "incidents"},
+        {"sinks": ["k"], "filters": [{"prefix": {"type": "argus."}}], "topic": incidents_topic},
         {"sinks": ["k"]},
     ]
-    s = kafka_settings(tmp_path, tansu, topic="all-events", routes=routes)
+    s = kafka_settings(tmp_path, broker, topic=all_topic, routes=routes)
     async with running(tmp_path, s) as (journal, _, _):
         await journal.append_many(
             [
@@ -146,45 +162,47 @@ async def test_two_routes_send_an_event_to_each_route_topic(tmp_path, tansu):
             ]
         )
         await caught_up(journal)
-    incidents = await tansu.consume("incidents", 3)
-    everything = await tansu.consume("all-events", 6)
+    incidents = await broker.consume(incidents_topic, 3)
+    everything = await broker.consume(all_topic, 6)
     assert sorted(decode(r).get_data()["n"] for r in incidents) == [1, 3, 5]
     assert sorted(decode(r).get_data()["n"] for r in everything) == list(range(6))
 
 
 @pytest.mark.parametrize("codec", ["lz4", "zstd", "snappy"])
-async def test_cramjam_codecs(tmp_path, tansu, codec):
-    s = kafka_settings(tmp_path, tansu, compression=codec, topic="codec")
+async def test_cramjam_codecs(tmp_path, broker, codec):
+    topic = fresh("codec")
+    s = kafka_settings(tmp_path, broker, compression=codec, topic=topic)
     async with running(tmp_path, s) as (journal, _, _):
         await journal.append_many([make_event(n, size=2000, partitionkey="p") for n in range(10)])
         await caught_up(journal)
-    records = await tansu.consume("codec", 10)
+    records = await broker.consume(topic, 10)
     assert [decode(r).get_data()["n"] for r in records] == list(range(10))
 
 
-async def test_broker_down_at_start_then_up(tmp_path):
-    from tests.support.tansu import open_tansu, stop_tansu
+async def test_broker_down_at_start_names_the_cause(tmp_path):
+    from tests.conftest import free_port
 
-    broker = await open_tansu()
-    stop_tansu(broker)  # nothing listens on this port now
-    s = kafka_settings(tmp_path, broker, topic="late", call_timeout=2.0)
+    nobody = SimpleNamespace(bootstrap=f"127.0.0.1:{free_port()}")  # nothing listens here
+    s = kafka_settings(tmp_path, nobody, topic="late", call_timeout=2.0)  # type: ignore[arg-type]
     metrics = Metrics()
     async with Journal(tmp_path / "j.db", sinks=["k"]) as journal:
         ctx = SinkContext("k", journal, metrics)
         sink = KafkaSink(s.sinks["k"], ctx, s)  # type: ignore[arg-type]
-        with pytest.raises(Exception, match="cannot connect"):
+        with pytest.raises(Exception, match=r"cannot connect.*connection refused"):
             await sink.start()
         assert not sink.health().ready
         assert "broker unavailable" in sink.health().detail
+        assert "connection refused" in sink.health().detail
         await sink.aclose()
 
 
-async def test_broker_outage_mid_run_loses_nothing_and_keeps_order(tmp_path, tansu):
-    s = kafka_settings(tmp_path, tansu, topic="outage", batch_size=50)
+async def test_broker_outage_mid_run_loses_nothing_and_keeps_order(tmp_path, broker):
+    topic = fresh("outage")
+    s = kafka_settings(tmp_path, broker, topic=topic, batch_size=50)
     async with running(tmp_path, s) as (journal, sink, _):
         await journal.append_many([make_event(n, partitionkey=f"r{n % 4}") for n in range(100)])
         await caught_up(journal)
-        tansu.freeze()
+        broker.freeze()
         await journal.append_many(
             [make_event(n, partitionkey=f"r{n % 4}") for n in range(100, 300)]
         )
@@ -192,10 +210,10 @@ async def test_broker_outage_mid_run_loses_nothing_and_keeps_order(tmp_path, tan
             await anyio.lowlevel.checkpoint()
         assert "broker unavailable" in sink.health().detail
         assert journal.cursor("k") < journal.last_seq  # the journal holds the backlog
-        tansu.thaw()
+        broker.thaw()
         await caught_up(journal)
         assert sink.health().ready
-    records = await tansu.consume("outage", 300)
+    records = await broker.consume(topic, 300)
     seen: dict[str, list[int]] = defaultdict(list)
     for r in records:
         ev = decode(r)
@@ -207,8 +225,9 @@ async def test_broker_outage_mid_run_loses_nothing_and_keeps_order(tmp_path, tan
         assert firsts == sorted(firsts), f"order broken for {key}"
 
 
-async def test_oversized_record_is_dead_lettered_and_requeued_ones_are_sent(tmp_path, tansu):
-    s = kafka_settings(tmp_path, tansu, topic="dlq", max_record_bytes=8192)
+async def test_oversized_record_is_dead_lettered_and_requeued_ones_are_sent(tmp_path, broker):
+    topic = fresh("dlq")
+    s = kafka_settings(tmp_path, broker, topic=topic, max_record_bytes=8192)
     async with running(tmp_path, s) as (journal, sink, _):
         await journal.append_many([make_event(1), make_event(2, size=20_000), make_event(3)])
         await caught_up(journal)
@@ -221,11 +240,11 @@ async def test_oversized_record_is_dead_lettered_and_requeued_ones_are_sent(tmp_
         sink.wake()
         while await journal.count_retries("k"):
             await anyio.lowlevel.checkpoint()
-    records = await tansu.consume("dlq", 3)
+    records = await broker.consume(topic, 3)
     assert [decode(r).get_data()["n"] for r in records] == [1, 3, 1]
 
 
-async def test_readyz_reports_the_broker_state(tmp_path, tansu):
+async def test_readyz_reports_the_broker_state(tmp_path, broker):
     import httpx
 
     from tests.conftest import free_port
@@ -233,8 +252,13 @@ async def test_readyz_reports_the_broker_state(tmp_path, tansu):
 
     sink = {
         "type": "kafka",
-        "bootstrap_servers": tansu.bootstrap,
-        "topic": "ready",
+        "bootstrap_servers": broker.bootstrap,
+        "topic": fresh("ready"),
+        "enable_idempotence": isinstance(broker, KafkaCluster),
+        # Apache Kafka here does not create topics on demand; the sink creates them.
+        "create_topics": isinstance(broker, KafkaCluster),
+        "topic_partitions": 4,
+        "topic_replication_factor": 1,
         "request_timeout": 0.5,
         "call_timeout": 1.0,
         "retry_initial": 0.01,
@@ -247,25 +271,26 @@ async def test_readyz_reports_the_broker_state(tmp_path, tansu):
             await anyio.lowlevel.checkpoint()
         r = await http.get("/readyz")
         assert r.status_code == 200, r.text
-        tansu.freeze()
+        broker.freeze()
         await app.journal.append(make_event(2))
         while app.sinks["k"].health().ready:
             await anyio.lowlevel.checkpoint()
         r = await http.get("/readyz")
         assert r.status_code == 503
         assert "broker unavailable" in r.json()["components"]["sink:k"]["detail"]
-        tansu.thaw()
+        broker.thaw()
         while app.journal.cursor("k") < 2:
             await anyio.lowlevel.checkpoint()
         assert (await http.get("/readyz")).status_code == 200
 
 
 async def test_fixed_topic_binary_records_from_the_stored_body_through_the_pipeline(
-    tmp_path, tansu
+    tmp_path, broker
 ):
     # A fixed topic takes the fast path (records straight from the journal's JSON) and
     # small batches keep several journal batches in flight in the pipelined worker.
-    s = kafka_settings(tmp_path, tansu, topic="fixed", batch_size=7)
+    topic = fresh("fixed")
+    s = kafka_settings(tmp_path, broker, topic=topic, batch_size=7)
     events = [
         make_event(
             n,
@@ -288,7 +313,7 @@ async def test_fixed_topic_binary_records_from_the_stored_body_through_the_pipel
             "argbridge_delivery_latency_seconds_count", {"component": "k"}
         )
         assert latency_count == 200  # one observation per event, though added per batch
-    records = await tansu.consume("fixed", 200)
+    records = await broker.consume(topic, 200)
     assert len(records) == 200  # no failure: exactly once
     by_id = {e.id: e for e in events}
     by_key: dict[bytes, list[int]] = defaultdict(list)

@@ -53,6 +53,9 @@ def sink_settings(tmp_path: Path, kafka: KafkaCluster, **cfg: Any) -> Settings:
         "call_timeout": 20.0,
         "retry_initial": 0.05,
         "retry_max": 0.5,
+        "create_topics": True,
+        "topic_partitions": 4,
+        "topic_replication_factor": 1,
         **cfg,
     }
     return settings(tmp_path, sinks={"k": sink})

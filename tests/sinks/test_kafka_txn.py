@@ -47,6 +47,8 @@ def eos_settings(tmp_path: Path, kafka: KafkaCluster, **cfg: Any) -> Settings:
         "retry_initial": 0.05,
         "retry_max": 0.5,
         "progress_topic": fresh("progress"),
+        "create_topics": True,
+        "topic_replication_factor": 1,
         **cfg,
     }
     return settings(tmp_path, sinks={"k": sink})

@@ -37,7 +37,8 @@ from tests.support.tcp_proxy import TcpProxy
 
 START_TIMEOUT = 90.0
 JVM_HEAP = ["-Xms128m", "-Xmx512m"]
-USERS = {"alice": "alice-secret"}
+#: SASL users (PLAIN and SCRAM); bob is for tests that take permissions away with ACLs.
+USERS = {"alice": "alice-secret", "bob": "bob-secret"}
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 #: Broker start-up times of this process, for the test run's summary.
 STARTUPS: list[str] = []
@@ -133,7 +134,9 @@ class KafkaNode:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> None:
-        """Start (or restart, on the same log dirs) this node's JVM."""
+        """Start (or restart, on the same log dirs) this node's JVM. Call it from the
+        main thread: the JVM gets SIGTERM when the thread that started it ends (Linux's
+        PR_SET_PDEATHSIG follows the thread), so a worker thread would kill it."""
         if self.running:
             return
         out = open(self.home / "stdout.txt", "ab")
@@ -274,6 +277,43 @@ class KafkaCluster:
             [NewTopic(name, partitions, rf, config=config)], operation_timeout=30
         )
         futures[name].result(timeout=60)
+
+    def deny(self, user: str, operation: str, *, topic_prefix: str | None = None) -> None:
+        """A DENY ACL for ``User:<user>``: ``operation`` (``WRITE``, ``DESCRIBE``,
+        ``CREATE``…) on the topics starting with ``topic_prefix``, or on the cluster.
+        (Once a resource has an ACL, only what is allowed on it explicitly is.)"""
+        self.acl(user, operation, "DENY", topic_prefix=topic_prefix)
+
+    def allow(self, user: str, operation: str, *, topic_prefix: str | None = None) -> None:
+        """An ALLOW ACL, as :meth:`deny`."""
+        self.acl(user, operation, "ALLOW", topic_prefix=topic_prefix)
+
+    def acl(
+        self, user: str, operation: str, permission: str, *, topic_prefix: str | None = None
+    ) -> None:
+        from confluent_kafka.admin import (  # type: ignore[attr-defined]
+            AclBinding,
+            AclOperation,
+            AclPermissionType,
+            ResourcePatternType,
+            ResourceType,
+        )
+
+        if topic_prefix is None:
+            resource, name, pattern = ResourceType.BROKER, "kafka-cluster", "LITERAL"
+        else:
+            resource, name, pattern = ResourceType.TOPIC, topic_prefix, "PREFIXED"
+        binding = AclBinding(
+            resource,
+            name,
+            ResourcePatternType[pattern],
+            f"User:{user}",
+            "*",
+            AclOperation[operation],
+            AclPermissionType[permission],
+        )
+        for future in self.admin().create_acls([binding]).values():
+            future.result(timeout=30)
 
     def leader_of(self, topic: str, partition: int = 0, timeout: float = 30.0) -> int:
         deadline = time.monotonic() + timeout
@@ -444,7 +484,8 @@ def _properties(
         "transaction.state.log.min.isr": isr,
         "transaction.state.log.num.partitions": "4",
         "group.initial.rebalance.delay.ms": "0",
-        "auto.create.topics.enable": "true",
+        # As on managed clusters: the sink checks and creates its topics (create_topics).
+        "auto.create.topics.enable": "false",
         "num.network.threads": "2",
         "num.io.threads": "2",
         "log.flush.interval.messages": str(2**62),
@@ -458,6 +499,13 @@ def _properties(
                 "ssl.truststore.location": str(tls.ca),
                 "listener.name.ssl.ssl.client.auth": "required",
                 "sasl.enabled.mechanisms": "PLAIN," + ",".join(SCRAM_MECHANISMS),
+                # ACLs apply (tests add DENY rules for the SASL user); without any rule on
+                # a resource everyone may use it, and PLAINTEXT clients are super users.
+                "authorizer.class.name": (
+                    "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+                ),
+                "allow.everyone.if.no.acl.found": "true",
+                "super.users": "User:ANONYMOUS",
             }
         )
         plain_users = " ".join(f'user_{u}="{p}"' for u, p in USERS.items())

@@ -53,26 +53,44 @@ class TcpProxy:
         self._listener.close()
 
     def _run(self) -> None:
-        sel = selectors.DefaultSelector()
-        sel.register(self._listener, selectors.EVENT_READ)
-        registered: set[socket.socket] = set()
+        # A peer that dies (kill -9 of the broker) leaves closed sockets behind: a
+        # selector that trips over one is rebuilt, never the end of the forwarding.
         while not self._stop.is_set():
-            with self._lock:
-                live = set() if self._cut.is_set() else set(self._pairs)
-                for sock in registered - live:
-                    with suppress(KeyError, ValueError, OSError):
-                        sel.unregister(sock)
-                for sock in live - registered:
-                    sel.register(sock, selectors.EVENT_READ)
-                registered = live
-            for key, _ in sel.select(timeout=0.05):
-                ready = key.fileobj
-                assert isinstance(ready, socket.socket)
-                if ready is self._listener:
-                    self._accept()
-                else:
-                    self._forward(ready)
-        sel.close()
+            try:
+                self._serve()
+            except (OSError, ValueError):
+                with self._lock:
+                    for sock, peer in list(self._pairs.items()):
+                        if sock.fileno() < 0 or peer.fileno() < 0:
+                            self._pairs.pop(sock, None)
+                            with suppress(OSError):
+                                sock.close()
+
+    def _serve(self) -> None:
+        sel = selectors.DefaultSelector()
+        try:
+            sel.register(self._listener, selectors.EVENT_READ)
+            registered: set[socket.socket] = set()
+            while not self._stop.is_set():
+                with self._lock:
+                    live = set() if self._cut.is_set() else set(self._pairs)
+                    for sock in registered - live:
+                        with suppress(KeyError, ValueError, OSError):
+                            sel.unregister(sock)
+                    registered &= live
+                    for sock in live - registered:
+                        if sock.fileno() >= 0:
+                            sel.register(sock, selectors.EVENT_READ)
+                            registered.add(sock)
+                for key, _ in sel.select(timeout=0.05):
+                    ready = key.fileobj
+                    assert isinstance(ready, socket.socket)
+                    if ready is self._listener:
+                        self._accept()
+                    else:
+                        self._forward(ready)
+        finally:
+            sel.close()
 
     def _accept(self) -> None:
         try:

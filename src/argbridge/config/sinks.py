@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from argbridge.config.base import ByteSize, Duration, Secret, StrictModel
+from argbridge.config.kafka import KafkaClientConfig
 
 
 def _acks(value: Any) -> Any:
@@ -39,21 +40,32 @@ class FileSinkConfig(SinkBase):
     fsync: bool = True
 
 
-class KafkaSinkConfig(SinkBase):
-    """Kafka topics through aiokafka, CloudEvents Kafka binding."""
+class KafkaSinkConfig(SinkBase, KafkaClientConfig):
+    """Kafka topics through aiokafka, CloudEvents Kafka binding (the connection keys,
+    TLS and SASL included, come from :class:`KafkaClientConfig`)."""
 
     type: Literal["kafka"]
-    bootstrap_servers: str | list[str] = "127.0.0.1:9092"
     #: Topic (template with ``{type}``, ``{source}``, ``{subject}``…); a route may override.
     topic: str = "argbridge.events"
     acks: Annotated[Literal[0, 1, "all"], BeforeValidator(_acks)] = "all"
     mode: Literal["binary", "structured"] = "binary"
     compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "none"
-    #: Off by default: aiokafka's idempotent producer can hang forever (stop/send_and_wait).
-    enable_idempotence: bool = False
-    request_timeout: Duration = 30.0
-    #: Upper bound on every aiokafka call (start, metadata, send, ack wait, stop).
+    #: The broker drops a batch it already has (producer retries never duplicate);
+    #: needs ``acks = "all"``. Off only for brokers that cannot do it (Tansu).
+    enable_idempotence: bool = True
+    #: Upper bound on every aiokafka call (start, metadata, send, ack wait, stop). Only
+    #: this abandons an idempotent producer (its batches never expire, aiokafka #1101),
+    #: and a new one re-sends what the old one may have written: keep it well above a
+    #: leader election (kill -9 of a leader: ~10 s, docs/kafka.md).
     call_timeout: Duration = 60.0
+    #: ``/readyz`` says not ready within this long of the brokers becoming unreachable,
+    #: and ready again within it of their return (a probe every quarter of it).
+    readiness_timeout: Duration = Field(default=10.0, ge=0.4)
+    #: At start, create the fixed topics that do not exist (else report them and retry);
+    #: a templated topic is created on first use.
+    create_topics: bool = False
+    topic_partitions: int = Field(default=6, ge=1)
+    topic_replication_factor: int = Field(default=3, ge=1)
     max_batch_bytes: ByteSize = 1024 * 1024
     #: Largest record (and produce request) sent; a bigger event is dead-lettered, not
     #: retried forever. Keep it at or below the broker's ``message.max.bytes``.
@@ -62,7 +74,6 @@ class KafkaSinkConfig(SinkBase):
     max_in_flight: int = Field(default=4, ge=1)
     #: The sink already batches from the journal; lingering only adds latency.
     linger: Duration = 0.0
-    client_id: str = "argbridge"
     #: ``at-least-once`` (a crash between ack and cursor commit re-sends that batch) or
     #: ``exactly-once``: each journal batch in one Kafka transaction together with the
     #: sink's position on ``progress_topic`` (``read_committed`` consumers see every event
@@ -108,7 +119,10 @@ class KafkaSinkConfig(SinkBase):
         if self.call_timeout <= self.request_timeout:
             raise ValueError("call_timeout must be larger than request_timeout")
         if self.enable_idempotence and self.acks != "all":
-            raise ValueError('enable_idempotence needs acks = "all"')
+            raise ValueError(
+                'enable_idempotence (on by default) needs acks = "all"; '
+                "or set enable_idempotence = false"
+            )
         if self.delivery == "exactly-once" and self.acks != "all":
             raise ValueError('delivery = "exactly-once" needs acks = "all"')
         if self.delivery == "exactly-once" and self.transaction_timeout < self.call_timeout:

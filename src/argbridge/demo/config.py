@@ -65,6 +65,8 @@ def demo_config(plan: DemoPlan) -> dict[str, Any]:
             "request_timeout": "5s",
             "call_timeout": "10s",
             "retry_max": "5s",
+            # Tansu cannot run aiokafka's idempotent producer (InitProducerId v0).
+            "enable_idempotence": False,
         }
         everything.append("kafka")
     sinks["slack"] = {

@@ -186,6 +186,17 @@ class Sink(Protocol):
         ...
 
 
+@runtime_checkable
+class Resumable(Protocol):
+    """A sink that knows when its unreachable destination answers again (Kafka): the
+    worker's retry backoff ends then, so delivery resumes within the sink's readiness
+    bound instead of after a backoff of up to ``retry_max``."""
+
+    async def resumed(self) -> None:
+        """Return once the destination, unreachable at or since the call, is back."""
+        ...
+
+
 class SinkWorker:
     """Pulls from the journal, delivers through a sink, acknowledges after success."""
 
@@ -216,10 +227,20 @@ class SinkWorker:
         #: usual case): no per-event routing, no event decode.
         routes = [r for r in router.routes if self.name in r.sinks]
         self._route_all = routes[0] if len(routes) == 1 and not routes[0].filters else None
+        self._resumable = sink if isinstance(sink, Resumable) else None
+        #: Set (and replaced) each time a read finds nothing new: see :meth:`caught_up`.
+        self._idle = anyio.Event()
 
     def stop(self) -> None:
         """Finish the batch in flight, then return from :meth:`run`."""
         self._stopping.set()
+
+    async def caught_up(self) -> None:
+        """Return once this sink delivered (or dead-lettered) everything journaled so
+        far and found nothing more to read."""
+        journal = self.ctx.journal
+        while journal.cursor(self.name) < journal.last_seq:
+            await self._idle.wait()
 
     def poke(self) -> None:
         """Read again now (after a replay moved the cursor back)."""
@@ -242,6 +263,8 @@ class SinkWorker:
                 while not self._stopping.is_set():
                     records = await journal.read(self.name, self.batch_size)
                     if not records:
+                        self._idle.set()
+                        self._idle = anyio.Event()
                         cursor = journal.cursor(self.name)
                         if cursor != self._reported_cursor:
                             # Once per idle transition: tells operators (and tests) the sink
@@ -383,7 +406,7 @@ class SinkWorker:
         if failure:
             self._serial_next = True
             delay = self._failed(failure[0], "deliver")
-            await self._unless_stopped(self.ctx.clock.sleep, delay)
+            await self._unless_stopped(self._retry_wait, delay)
 
     async def _unless_stopped(
         self, fn: Callable[..., Awaitable[Any]], *args: Any, pokeable: bool = False
@@ -418,7 +441,7 @@ class SinkWorker:
                 raise
             except Exception as exc:
                 delay = self._failed(exc, "start")
-                await self._unless_stopped(self.ctx.clock.sleep, delay)
+                await self._unless_stopped(self._retry_wait, delay)
         return False
 
     def _stopped_for_good(self, exc: SinkStopped) -> None:
@@ -428,6 +451,23 @@ class SinkWorker:
         self.in_flight = 0
         self.ctx.metrics.errors.labels(self.name, "sink", type(exc).__name__).inc()
         self.ctx.log.error("sink.stopped", reason=str(exc), error_type=type(exc).__name__)
+
+    async def _retry_wait(self, delay: float) -> None:
+        """The backoff before a retry; a :class:`Resumable` sink ends it early when its
+        destination comes back."""
+        resumable = self._resumable
+        if resumable is None:
+            await self.ctx.clock.sleep(delay)
+            return
+        async with anyio.create_task_group() as tg:
+
+            async def on_resume() -> None:
+                await resumable.resumed()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(on_resume)
+            await self.ctx.clock.sleep(delay)
+            tg.cancel_scope.cancel()
 
     def _failed(self, exc: BaseException, during: str) -> float:
         error_type = type(exc).__name__
@@ -454,7 +494,7 @@ class SinkWorker:
                 return
             except (SinkError, Exception) as exc:  # bugs too: never drop, retry later
                 delay = self._failed(exc, "deliver")
-                await ctx.clock.sleep(delay)
+                await self._retry_wait(delay)
                 continue
             self.backoff.reset()
             self.last_error = None

@@ -24,19 +24,51 @@ any failure the producer is stopped (bounded) and dropped; the worker retries th
 with backoff and the next ``deliver`` connects again, while the journal absorbs the
 backlog — nothing is lost, at worst a batch is sent twice (consumers dedupe on
 ``ce_id``). A record over ``max_record_bytes`` is dead-lettered alone (never retried).
+
+The idempotent producer (on by default, ``acks=all``) retries a batch through a leader
+election or a broker restart by itself, and the broker drops what it already has: no
+duplicates, as long as the producer is not abandoned first. Its batches never expire
+(aiokafka #1101), so only ``call_timeout`` abandons it, and a producer given up on
+re-sends with a new producer id, which the broker cannot recognise. So while the readiness
+probe finds the brokers unreachable, the deadline of its sends and ack waits keeps moving
+(:meth:`_call_bound`): the sink waits for the brokers (not ready, the journal absorbing
+the backlog) and resumes where it was. ``call_timeout`` (60 s) still bounds a produce to
+reachable brokers, several times a measured kill -9 leader election (docs/kafka.md).
+
+At start the sink checks that its fixed topics exist (admin client) and creates the
+missing ones when ``create_topics`` is on, else reports them (start fails, ``/readyz``
+names them, the worker retries with backoff). A record the broker refuses for good (a
+templated topic that does not exist, topic authorization failed, too large) is
+dead-lettered with the reason and logged at error level, never retried forever.
+
+Readiness follows the brokers: a probe (a metadata request through the admin client)
+runs every quarter of ``readiness_timeout`` and is bounded by half of it, so ``/readyz``
+turns not ready within ``readiness_timeout`` of the brokers going away and ready again
+within it of their return. :meth:`resumed` lets the worker end its retry backoff as soon
+as unreachable brokers answer again. Connection failures are named (authentication
+failed, certificate not trusted, refused, timed out: :mod:`.kafka_client`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from itertools import repeat
 from typing import Any, NoReturn
 
 import anyio
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    InvalidTopicError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAuthorizationFailedError,
+)
 
 from argbridge.config.settings import Settings
 from argbridge.config.sinks import KafkaSinkConfig
@@ -50,13 +82,34 @@ from argbridge.delivery.kafka_records import (
 from argbridge.errors import EventError, SinkError
 from argbridge.journal import JournalRecord
 from argbridge.router import Route
+from argbridge.sinks import kafka_client
 from argbridge.sinks.base import Delivery, Health, RouteBatch, SinkContext
+from argbridge.sinks.kafka_client import new_admin, new_producer
 from argbridge.sinks.requeue import RequeueRunner, refresh_dead_letter_gauge
 
 #: Bound on stopping a producer (it flushes; with a dead broker that never ends).
 CLOSE_TIMEOUT = 5.0
 #: Keys whose partition is remembered per topic (runs and incidents: far fewer).
 _MAX_CACHED_KEYS = 65_536
+#: How long a topic the broker refused (unknown, not authorized) stays refused before it
+#: is asked again, and how many such topics are remembered.
+REFUSED_TOPIC_TTL = 30.0
+#: How long an unknown topic may take to appear on a broker that creates topics on demand.
+AUTO_CREATE_WAIT = 2.0
+_MAX_REFUSED_TOPICS = 1024
+#: Errors that no retry fixes: the records are dead-lettered with the reason.
+_PERMANENT = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAuthorizationFailedError,
+    InvalidTopicError,
+)
+#: Kafka error codes in a metadata / create-topics answer.
+_UNKNOWN_TOPIC, _TOPIC_AUTHORIZATION, _TOPIC_EXISTS = 3, 29, 36
+
+
+class _Refused(Exception):
+    """The broker refused a topic for good (the reason says why)."""
 
 
 class KafkaSink:
@@ -78,31 +131,38 @@ class KafkaSink:
         self._state = "not started"
         self._ok = False
         self.requeue = RequeueRunner(ctx, settings, self.deliver)
-
-    def _new_producer(self) -> AIOKafkaProducer:
-        c = self.config
-        servers = c.bootstrap_servers
-        return AIOKafkaProducer(
-            bootstrap_servers=servers if isinstance(servers, str) else list(servers),
-            client_id=c.client_id,
-            acks=c.acks if c.acks == "all" else int(c.acks),
-            compression_type=None if c.compression == "none" else c.compression,
-            enable_idempotence=c.enable_idempotence,
-            request_timeout_ms=int(c.request_timeout * 1000),
-            linger_ms=int(c.linger * 1000),
-            max_batch_size=c.max_batch_bytes,
-            max_request_size=max(c.max_batch_bytes, c.max_record_bytes) + 64 * 1024,
-        )
+        #: Topics the broker refused: topic -> (reason, monotonic time to ask again).
+        self._refused: dict[str, tuple[str, float]] = {}
+        #: The fixed topics this sink writes to (checked / created at start).
+        self._fixed_topics = _fixed_topics(config, ctx.name, settings)
+        self._admin: AIOKafkaAdminClient | None = None
+        self._admin_lock = anyio.Lock()
+        self._connect_lock = anyio.Lock()
+        #: What the last probe said: ``None`` reachable, else why not.
+        self._unreachable: str | None = None
+        self._cause_kind: str | None = None
+        self._probed = anyio.Event()
+        self._probing = False
+        self._started = False
+        #: Call bounds of an idempotent producer's sends and ack waits (see _call_bound).
+        self._bounds: set[anyio.CancelScope] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._started = True
         await self._connect()
+        await self._ensure_topics()
         await refresh_dead_letter_gauge(self.ctx)
 
     async def _connect(self) -> None:
+        async with self._connect_lock:
+            if self.producer is None:
+                await self._connect_locked()
+
+    async def _connect_locked(self) -> None:
         try:
-            producer = self._new_producer()
+            producer = new_producer(self.config)
         except (ValueError, KafkaError) as exc:  # settings aiokafka refuses
             self._fail(exc, "configure")
             raise SinkError(f"kafka: cannot create the producer: {_describe(exc)}") from exc
@@ -111,10 +171,11 @@ class KafkaSink:
                 await producer.start()
         except (Exception, TimeoutError) as exc:
             await self._stop(producer)
-            self._fail(exc, "connect")
-            raise SinkError(
-                f"kafka: cannot connect to {self._servers()}: {_describe(exc)}"
-            ) from exc
+            cause = await self._cause(exc)
+            self._ok = False
+            self._state = f"broker unavailable (connect): {cause}"
+            self._set_reachable(cause, kafka_client.kind(exc) or _kind_of(cause))
+            raise SinkError(f"kafka: cannot connect to {self._servers()}: {cause}") from exc
         except BaseException:
             # Cancelled while connecting (the pipelined worker cancels a submit when an
             # earlier batch failed): do not leave a half-started producer behind.
@@ -127,10 +188,228 @@ class KafkaSink:
         self._state = f"connected to {self._servers()}"
         self.ctx.log.info("kafka.connected", servers=self._servers())
 
+    async def _ensure_topics(self) -> None:
+        """Check that the fixed topics exist; create the missing ones (``create_topics``)
+        or fail naming them (the worker retries start with backoff)."""
+        topics = sorted(self._fixed_topics)
+        if not topics:
+            return
+        states: dict[str, int] = {}
+        try:
+            with anyio.fail_after(self.config.call_timeout):
+                # Listing asks for no topic by name: nothing is created on demand here.
+                admin = await self._admin_client()
+                existing = set(await admin.list_topics())
+                missing = [t for t in topics if t not in existing]
+                if missing and self.config.create_topics:
+                    await self._create_topics(missing)
+                    missing = []
+                elif missing:
+                    # Hidden (no Describe permission) or absent; a broker that creates
+                    # topics on demand creates them now, as a produce would.
+                    states = await self._topic_states(missing)
+                    missing = [t for t in missing if states.get(t) == _UNKNOWN_TOPIC]
+        except SinkError as exc:
+            self._ok = False
+            self._state = str(exc).removeprefix("kafka: ")
+            raise
+        except (KafkaError, OSError, TimeoutError) as exc:
+            await self._drop_admin()
+            self._fail(exc, "topic check")
+            raise SinkError(f"kafka: cannot check topics: {_describe(exc)}") from exc
+        denied = [t for t in topics if states.get(t) == _TOPIC_AUTHORIZATION]
+        if missing or denied:
+            parts = []
+            if missing:
+                parts.append(
+                    f"missing topics: {', '.join(missing)} (create them, or set "
+                    "create_topics = true)"
+                )
+            if denied:
+                parts.append(
+                    f"not authorized to describe topics: {', '.join(denied)} (the sink "
+                    "needs Describe and Write on them)"
+                )
+            self._ok = False
+            self._state = "; ".join(parts)
+            raise SinkError(f"kafka: {self._state}")
+
+    async def _topic_states(self, topics: list[str]) -> dict[str, int]:
+        """Topic -> Kafka error code of a metadata request for it (0: it exists).
+
+        A broker that creates topics on demand answers "unknown topic" to the request
+        that creates one: an unknown topic is asked about again for up to
+        ``AUTO_CREATE_WAIT`` before it counts as missing (unless the sink creates it)."""
+        admin = await self._admin_client()
+        deadline = self.ctx.clock.monotonic() + AUTO_CREATE_WAIT
+        while True:
+            described = await admin.describe_topics(topics)
+            states = {t["topic"]: int(t["error_code"]) for t in described}
+            unknown = [t for t in topics if states.get(t) == _UNKNOWN_TOPIC]
+            if not unknown or self.config.create_topics:
+                return states
+            if self.ctx.clock.monotonic() >= deadline:
+                return states
+            await self.ctx.clock.sleep(0.1)
+
+    async def _create_topics(self, topics: list[str]) -> None:
+        cfg = self.config
+        admin = await self._admin_client()
+        response = await admin.create_topics(
+            [NewTopic(t, cfg.topic_partitions, cfg.topic_replication_factor) for t in topics],
+            timeout_ms=int(cfg.request_timeout * 1000),
+        )
+        failed = []
+        for entry in response.topic_errors:
+            topic, code = entry[0], entry[1]
+            if code not in (0, _TOPIC_EXISTS):
+                message = entry[2] if len(entry) > 2 and entry[2] else f"error {code}"
+                failed.append(f"{topic}: {message}")
+        if failed:
+            raise SinkError(f"kafka: cannot create topics: {'; '.join(failed)}")
+        self.ctx.log.info(
+            "kafka.topics_created",
+            topics=topics,
+            partitions=cfg.topic_partitions,
+            replication_factor=cfg.topic_replication_factor,
+        )
+
+    async def _admin_client(self) -> AIOKafkaAdminClient:
+        async with self._admin_lock:
+            if self._admin is None:
+                admin = new_admin(self.config)
+                try:
+                    await admin.start()
+                except BaseException:
+                    with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                        await admin.close()
+                    raise
+                self._admin = admin
+            return self._admin
+
+    async def _drop_admin(self) -> None:
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                try:
+                    await admin.close()
+                except Exception as exc:
+                    self.ctx.log.debug("kafka.admin_close_failed", error=exc)
+
+    # -- readiness -----------------------------------------------------------------------
+
+    @property
+    def _probe_timeout(self) -> float:
+        return self.config.readiness_timeout / 2
+
+    async def probe(self) -> bool:
+        """One health probe: a metadata request to the brokers, bounded by half of
+        ``readiness_timeout``. Records the outcome for :meth:`health`; ``True`` when
+        the brokers answered. On a failure the cause is named (:func:`diagnose`)."""
+        try:
+            with anyio.fail_after(self._probe_timeout):
+                admin = await self._admin_client()
+                await admin.describe_cluster()
+        except (Exception, TimeoutError) as exc:
+            await self._drop_admin()
+            cause = await self._cause(exc)
+            self._set_reachable(cause, kafka_client.kind(exc) or _kind_of(cause))
+            return False
+        self._set_reachable(None, None)
+        if self.producer is None and self._started:
+            # Brokers are back and the producer was dropped: connect now, so /readyz
+            # says ready without waiting for the next event.
+            try:
+                await self._connect()
+            except SinkError:
+                return False
+        return True
+
+    async def _cause(self, exc: BaseException) -> str:
+        """``exc`` in words; a bare bootstrap failure is diagnosed (aiokafka only logs
+        why it could not connect)."""
+        if kafka_client.kind(exc) is None:
+            with anyio.move_on_after(self._probe_timeout):
+                found = await kafka_client.diagnose(self.config, self._probe_timeout)
+                if found:
+                    return found
+        return _describe(exc)
+
+    @contextlib.contextmanager
+    def _call_bound(self) -> Iterator[None]:
+        """``fail_after(call_timeout)``, except that while the brokers are unreachable
+        the deadline of an idempotent producer's calls keeps moving: abandoning it
+        would re-send with a new producer id what it may have written (duplicates),
+        while waiting lets it finish its own retries once the brokers are back."""
+        scope = anyio.CancelScope(deadline=anyio.current_time() + self.config.call_timeout)
+        if self.config.enable_idempotence:
+            self._bounds.add(scope)
+        try:
+            with scope:
+                yield
+        finally:
+            self._bounds.discard(scope)
+        if scope.cancelled_caught:
+            raise TimeoutError
+
+    def _set_reachable(self, cause: str | None, kind: str | None) -> None:
+        was = self._unreachable
+        self._unreachable = cause
+        self._cause_kind = kind
+        if cause is not None:
+            later = anyio.current_time() + self.config.call_timeout
+            for scope in self._bounds:
+                scope.deadline = max(scope.deadline, later)
+        if cause is not None and was is None:
+            self.ctx.log.warning("kafka.unreachable", servers=self._servers(), cause=cause)
+        elif cause is None and was is not None:
+            self.ctx.log.info("kafka.reachable", servers=self._servers())
+        self._probed.set()
+        self._probed = anyio.Event()
+
+    async def next_probe(self) -> None:
+        """Return after the next readiness probe (or connection attempt) recorded its
+        outcome."""
+        await self._probed.wait()
+
+    def _probe_interval(self) -> float:
+        if self._cause_kind in kafka_client.CONFIGURATION_KINDS:
+            # Wrong credentials or an untrusted certificate: retrying soon will not
+            # help, and each attempt costs the brokers a handshake. Back off.
+            return self.config.retry_max
+        return self.config.readiness_timeout / 4
+
+    async def _probe_loop(self) -> None:
+        self._probing = True
+        try:
+            while True:
+                await self.probe()
+                await self.ctx.clock.sleep(self._probe_interval())
+        finally:
+            self._probing = False
+
+    async def resumed(self) -> None:
+        """Return once the brokers, seen unreachable at or since this call, answer
+        again: the worker then retries at once instead of finishing its backoff. Never
+        returns while they stay reachable (the failure was something else) or refuse
+        the configured credentials or certificates."""
+        seen_down = self._unreachable is not None
+        while True:
+            if self._probing:
+                await self._probed.wait()
+            else:  # not started yet: no background probe, probe here
+                await self.ctx.clock.sleep(self._probe_interval())
+                await self.probe()
+            if self._unreachable is not None:
+                seen_down = True
+            elif seen_down:
+                return
+
     async def aclose(self) -> None:
         producer, self.producer = self.producer, None
         if producer is not None:
             await self._stop(producer)
+        await self._drop_admin()
         self._state = "closed"
         self._ok = False
 
@@ -142,11 +421,16 @@ class KafkaSink:
                 self.ctx.log.debug("kafka.stop_failed", error=exc)
 
     def health(self) -> Health:
+        if self._unreachable is not None:
+            return Health(False, f"broker unavailable: {self._unreachable}")
         return Health(self._ok and self.producer is not None, self._state)
 
     async def background(self) -> None:
-        """Redeliver requeued dead letters."""
-        await self.requeue.run()
+        """Redeliver requeued dead letters; probe the brokers for readiness."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._probe_loop)
+            await self.requeue.run()
+            tg.cancel_scope.cancel()
 
     def wake(self) -> None:
         self.requeue.waker.wake()
@@ -168,28 +452,92 @@ class KafkaSink:
             await self._connect()
         producer = self.producer
         assert producer is not None
-        futures: list[Any] = []
+        futures: list[tuple[Any, list[JournalRecord], str]] = []
         try:
-            with anyio.fail_after(self.config.call_timeout):
+            with self._call_bound():
                 sent = await self._send(producer, batch, futures)
         except (KafkaError, OSError, TimeoutError) as exc:
             await self._broken(producer, exc)
 
         async def confirmed() -> None:
+            refused: list[tuple[list[JournalRecord], str, BaseException]] = []
             try:
-                with anyio.fail_after(self.config.call_timeout):
-                    for fut in futures:
-                        await fut
-            except MessageSizeTooLargeError as exc:
-                raise SinkError(f"kafka: broker refused a batch as too large: {exc}") from exc
+                with self._call_bound():
+                    for fut, members, topic in futures:
+                        # asyncio.wait: a cancelled wait leaves the batch's future alone.
+                        await asyncio.wait((fut,))
+                        try:
+                            fut.result()
+                        except _PERMANENT as exc:
+                            refused.append((members, topic, exc))
             except (KafkaError, OSError, TimeoutError) as exc:
                 await self._broken(producer, exc)
+            delivered = sent
+            if refused:
+                delivered = await self._refused_batches(producer, refused, sent)
             if producer is self.producer:
                 self._ok = True
                 self._state = f"connected to {self._servers()}"
-            self.ctx.count_sent(sent)
+            self.ctx.count_sent(delivered)
 
         return confirmed
+
+    async def _refused_batches(
+        self,
+        producer: AIOKafkaProducer,
+        refused: list[tuple[list[JournalRecord], str, BaseException]],
+        sent: list[JournalRecord],
+    ) -> list[JournalRecord]:
+        """Dead-letter the records of batches the broker refused for good; return the
+        rest of ``sent``. An idempotent producer is replaced afterwards: its sequence
+        numbers counted the refused batch, which the broker never wrote."""
+        gone: set[int] = set()
+        if self.config.enable_idempotence and producer is self.producer:
+            self.producer = None
+            self._inflight.clear()
+            await self._stop(producer)
+        for members, topic, exc in refused:
+            too_large = isinstance(exc, MessageSizeTooLargeError | RecordListTooLargeError)
+            if too_large and len(members) > 1:
+                # The topic's max.message.bytes bounds a whole batch: send the records
+                # one by one, and dead-letter only those too large alone.
+                members = await self._send_alone(members, topic)
+            reason = f"refused by the broker: {_describe(exc)}"
+            if too_large:
+                reason += (
+                    " (keep max_record_bytes and max_batch_bytes at or below the topic's"
+                    " max.message.bytes)"
+                )
+            for record in members:
+                await self._dead_letter(record, reason)
+                gone.add(id(record))
+        return [r for r in sent if id(r) not in gone]
+
+    async def _send_alone(self, records: list[JournalRecord], topic: str) -> list[JournalRecord]:
+        """Send each record to ``topic`` in a batch of its own; return those refused as
+        too large."""
+        refused: list[JournalRecord] = []
+        route = Route(name="refused-batch", sinks=(self.name,), filters=(), topic=topic)
+        for record in records:
+            if self.producer is None:
+                await self._connect()
+            producer = self.producer
+            assert producer is not None
+            futures: list[tuple[Any, list[JournalRecord], str]] = []
+            try:
+                with self._call_bound():
+                    await self._send(producer, [Delivery(record, route)], futures)
+                    for fut, _, _ in futures:
+                        await asyncio.wait((fut,))
+                        fut.result()
+            except (MessageSizeTooLargeError, RecordListTooLargeError):
+                refused.append(record)
+                if self.config.enable_idempotence:
+                    self.producer = None
+                    await self._stop(producer)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                await self._broken(producer, exc)
+        return refused
 
     async def _broken(self, producer: AIOKafkaProducer, exc: BaseException) -> NoReturn:
         """Drop a producer that failed (bounded stop) and raise the retryable error."""
@@ -201,23 +549,39 @@ class KafkaSink:
         raise SinkError(f"kafka: produce failed: {_describe(exc)}") from exc
 
     async def _send(
-        self, producer: AIOKafkaProducer, batch: Sequence[Delivery], futures: list[Any]
+        self,
+        producer: AIOKafkaProducer,
+        batch: Sequence[Delivery],
+        futures: list[tuple[Any, list[JournalRecord], str]],
     ) -> list[JournalRecord]:
         """Build and submit batches as records are made (the broker works meanwhile);
-        append the ack futures to ``futures``; return the records submitted."""
+        append the ack futures (with each batch's records) to ``futures``; return the
+        records submitted."""
         mode, default_topic = self.config.mode, self.config.topic
         max_record_bytes = self.config.max_record_bytes
         builders: dict[tuple[str, int], Any] = {}
+        members: dict[tuple[str, int], list[JournalRecord]] = {}
         inflight = self._inflight
         sent: list[JournalRecord] = []
         topics = self._topics
 
+        idempotent = self.config.enable_idempotence
+
         async def submit(slot: tuple[str, int], builder: Any) -> None:
-            fut = await producer.send_batch(builder, slot[0], partition=slot[1])
+            while True:
+                try:
+                    fut = await producer.send_batch(builder, slot[0], partition=slot[1])
+                    break
+                except KafkaTimeoutError:
+                    # The partition's previous batch is still unacked (one in flight per
+                    # partition). The builder was not taken: an idempotent producer
+                    # keeps trying within the call bound (which the outage extends).
+                    if not idempotent:
+                        raise
             # Whoever awaits it (or nobody, after a failure), its outcome counts as read:
             # no "exception was never retrieved" later.
             fut.add_done_callback(_settle)
-            futures.append(fut)
+            futures.append((fut, members.pop(slot), slot[0]))
             inflight.append(fut)
             while len(inflight) > self.config.max_in_flight:
                 oldest = inflight.popleft()
@@ -249,18 +613,22 @@ class KafkaSink:
                 try:
                     topic = render_topic(template, event)
                 except EventError as exc:
-                    await self._dead_letter(Delivery(record, route), str(exc))
+                    await self._dead_letter(record, str(exc))
                     continue
                 built = build_record(event, topic, mode)
                 key, value, headers, event_id = built.key, built.value, built.headers, event.id
                 size = built.size
             if size > max_record_bytes:
                 reason = f"record of {size} bytes > max_record_bytes"
-                await self._dead_letter(Delivery(record, route), reason)
+                await self._dead_letter(record, reason)
                 continue
             known = topics.get(topic)
             if known is None:
-                known = topics[topic] = await self._topic(producer, topic)
+                try:
+                    known = topics[topic] = await self._topic(producer, topic)
+                except _Refused as exc:
+                    await self._dead_letter(record, str(exc))
+                    continue
             partitions, partition_of_key = known
             partition = partition_of_key.get(key) if key is not None else None
             if partition is None:
@@ -271,12 +639,15 @@ class KafkaSink:
             builder = builders.get(slot)
             if builder is None:
                 builder = builders[slot] = producer.create_batch()
+                members[slot] = []
             ts = int(record.appended_at * 1000)
             if builder.append(key=key, value=value, timestamp=ts, headers=headers) is None:
                 await submit(slot, builder)
                 builder = builders[slot] = producer.create_batch()
+                members[slot] = []
                 if builder.append(key=key, value=value, timestamp=ts, headers=headers) is None:
                     raise SinkError("kafka: a record does not fit an empty batch")
+            members[slot].append(record)
             sent.append(record)
         for slot, builder in builders.items():
             if builder.record_count():
@@ -286,16 +657,48 @@ class KafkaSink:
     async def _topic(
         self, producer: AIOKafkaProducer, topic: str
     ) -> tuple[list[int], dict[bytes, int]]:
-        """``topic``'s sorted partitions, and an empty key → partition cache for it."""
-        partitions = sorted(await producer.partitions_for(topic))
+        """``topic``'s sorted partitions, and an empty key → partition cache for it.
+
+        A topic from a template is asked about first (one metadata request): aiokafka
+        would wait ``request_timeout`` for a topic that does not exist. Raises
+        :class:`_Refused` when the broker refuses it for good (remembered for
+        ``REFUSED_TOPIC_TTL``)."""
+        now = self.ctx.clock.monotonic()
+        refused = self._refused.get(topic)
+        if refused is not None:
+            if refused[1] > now:
+                raise _Refused(refused[0])
+            del self._refused[topic]
+        try:
+            if topic not in self._fixed_topics:
+                code = (await self._topic_states([topic])).get(topic, 0)
+                if code == _UNKNOWN_TOPIC and self.config.create_topics:
+                    await self._create_topics([topic])
+                elif code == _UNKNOWN_TOPIC:
+                    raise _Refused(
+                        f"unknown topic {topic!r} (create it, or set create_topics = true)"
+                    )
+                elif code == _TOPIC_AUTHORIZATION:
+                    raise _Refused(f"topic authorization failed for {topic!r}")
+            try:
+                partitions = sorted(await producer.partitions_for(topic))
+            except TopicAuthorizationFailedError:
+                raise _Refused(f"topic authorization failed for {topic!r}") from None
+        except _Refused as exc:
+            if len(self._refused) >= _MAX_REFUSED_TOPICS:
+                self._refused.clear()
+            self._refused[topic] = (str(exc), now + REFUSED_TOPIC_TTL)
+            raise
         if not partitions:
             raise SinkError(f"kafka: topic {topic!r} has no partitions")
         return partitions, {}
 
-    async def _dead_letter(self, d: Delivery, reason: str) -> None:
-        await self.ctx.journal.dead_letter(self.name, d.record, reason, 1)
+    async def _dead_letter(self, record: JournalRecord, reason: str) -> None:
+        """A record no retry will deliver: into the dead letters, with the reason, an
+        error-level log line and the ``refused`` error count (alert on either)."""
+        await self.ctx.journal.dead_letter(self.name, record, reason, 1)
         self.ctx.metrics.errors.labels(self.name, "sink", "dead_letter").inc()
-        self.ctx.log.warning("kafka.dead_letter", event_id=d.event.id, reason=reason)
+        self.ctx.log.error("kafka.dead_letter", event_id=record.event.id, reason=reason)
         await refresh_dead_letter_gauge(self.ctx)
 
     def _fail(self, exc: BaseException, during: str) -> None:
@@ -303,8 +706,7 @@ class KafkaSink:
         self._state = f"broker unavailable ({during}): {_describe(exc)}"
 
     def _servers(self) -> str:
-        s = self.config.bootstrap_servers
-        return s if isinstance(s, str) else ",".join(s)
+        return self.config.servers()
 
 
 def _settle(fut: Any) -> None:
@@ -313,6 +715,19 @@ def _settle(fut: Any) -> None:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return f"{type(exc).__name__}: {exc}"
+    return kafka_client.describe(exc)
+
+
+def _kind_of(cause: str) -> str | None:
+    """The failure kind a description starts with (see :mod:`.kafka_client`)."""
+    for kind in kafka_client.KINDS:
+        if kind in cause:
+            return kind
+    return None
+
+
+def _fixed_topics(config: KafkaSinkConfig, name: str, settings: Settings) -> set[str]:
+    """The topics without a template among those the routes to this sink write to."""
+    routes = [r for r in settings.routes if name in r.sinks]
+    templates = {(r.topic or config.topic) for r in routes} if routes else {config.topic}
+    return {t for t in templates if "{" not in t}

@@ -37,18 +37,20 @@ what was committed, and the journal keeps every event after the cursor.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import anyio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import (
     InvalidProducerEpoch,
     KafkaError,
+    MessageSizeTooLargeError,
     ProducerFenced,
-    TopicAlreadyExistsError,
+    RecordListTooLargeError,
     TransactionalIdAuthorizationFailed,
 )
 
@@ -71,11 +73,13 @@ from argbridge.delivery.kafka_records import partition_for
 from argbridge.errors import SinkError, SinkStopped
 from argbridge.journal import JournalRecord
 from argbridge.sinks.base import Delivery, Health, RouteBatch, SinkContext, records_of
-from argbridge.sinks.kafka import CLOSE_TIMEOUT, KafkaSink, _describe
+from argbridge.sinks.kafka import _PERMANENT, CLOSE_TIMEOUT, KafkaSink, _describe
+from argbridge.sinks.kafka_client import client_kwargs, new_producer
 from argbridge.sinks.requeue import RequeueRunner, refresh_dead_letter_gauge
 
 #: The errors that mean another producer took over this ``transactional_id``.
 _FENCED = (ProducerFenced, InvalidProducerEpoch)
+_TOPIC_EXISTS = 36
 
 
 class StateStore(Protocol):
@@ -118,6 +122,10 @@ class ExactlyOnceKafkaSink:
         #: The position read back at the last (re)connect.
         self._read: Position | None = None
         self._lock = anyio.Lock()
+        #: Journal seqs dead-lettered after the broker refused them inside a transaction
+        #: (the retried transaction leaves them out), and those to send one per batch.
+        self._skip: set[int] = set()
+        self._alone: set[int] = set()
         self._state = "not started"
         self._ok = False
         self.requeue = RequeueRunner(ctx, settings, self._deliver_requeued)
@@ -132,14 +140,23 @@ class ExactlyOnceKafkaSink:
             self.config.transactional_id_prefix, self.instance_id, self.name
         )
         async with self._lock:
+            await self.records._ensure_topics()
+            if self.producer is not None:  # a start retried after a failure
+                await self._drop(self.producer, None)
             await self._connect()
-            await self._align_cursor()
+            try:
+                await self._align_cursor()
+            except BaseException:
+                assert self.producer is not None
+                await self._drop(self.producer, None)
+                raise
         await refresh_dead_letter_gauge(self.ctx)
 
     async def aclose(self) -> None:
         producer, self.producer = self.producer, None
         if producer is not None:
             await self._stop(producer)
+        await self.records.aclose()
         if self.fenced is None:
             self._state = "closed"
         self._ok = False
@@ -157,19 +174,12 @@ class ExactlyOnceKafkaSink:
     # -- connecting: fence, then read the committed position -----------------------------
 
     def _new_producer(self) -> AIOKafkaProducer:
-        c = self.config
-        servers = c.bootstrap_servers
-        return AIOKafkaProducer(
-            bootstrap_servers=servers if isinstance(servers, str) else list(servers),
-            client_id=c.client_id,
+        return new_producer(
+            self.config,
             acks="all",
-            compression_type=None if c.compression == "none" else c.compression,
-            request_timeout_ms=int(c.request_timeout * 1000),
-            linger_ms=int(c.linger * 1000),
-            max_batch_size=c.max_batch_bytes,
-            max_request_size=max(c.max_batch_bytes, c.max_record_bytes) + 64 * 1024,
+            enable_idempotence=True,
             transactional_id=self.transactional_id,
-            transaction_timeout_ms=int(c.transaction_timeout * 1000),
+            transaction_timeout_ms=int(self.config.transaction_timeout * 1000),
         )
 
     async def _connect(self) -> None:
@@ -216,35 +226,27 @@ class ExactlyOnceKafkaSink:
     async def _ensure_progress_topic(self) -> None:
         """Create the progress topic (one partition, compacted) when it is missing."""
         c = self.config
-        servers = c.bootstrap_servers
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=servers if isinstance(servers, str) else list(servers),
-            client_id=c.client_id,
-            request_timeout_ms=int(c.request_timeout * 1000),
+        admin = await self.records._admin_client()
+        if c.progress_topic in await admin.list_topics():
+            return
+        brokers = len((await admin.describe_cluster())["brokers"])
+        replication = min(3, brokers)
+        topic = NewTopic(
+            c.progress_topic,
+            num_partitions=1,
+            replication_factor=replication,
+            topic_configs={
+                "cleanup.policy": "compact",
+                "min.insync.replicas": str(min(2, replication)),
+            },
         )
-        await admin.start()
-        try:
-            metadata = await admin.describe_cluster()
-            topics = await admin.list_topics()
-            if c.progress_topic in topics:
-                return
-            replication = min(3, len(metadata["brokers"]))
-            topic = NewTopic(
-                c.progress_topic,
-                num_partitions=1,
-                replication_factor=replication,
-                topic_configs={
-                    "cleanup.policy": "compact",
-                    "min.insync.replicas": str(min(2, replication)),
-                },
-            )
-            try:
-                await admin.create_topics([topic])
-            except TopicAlreadyExistsError:
-                pass
-            self.ctx.log.info("kafka.progress_topic_created", topic=c.progress_topic)
-        finally:
-            await admin.close()
+        response = await admin.create_topics([topic], timeout_ms=int(c.request_timeout * 1000))
+        for entry in response.topic_errors:
+            code = entry[1]
+            if code not in (0, _TOPIC_EXISTS):
+                message = entry[2] if len(entry) > 2 and entry[2] else f"error {code}"
+                raise SinkError(f"kafka: cannot create the progress topic: {message}")
+        self.ctx.log.info("kafka.progress_topic_created", topic=c.progress_topic)
 
     async def _read_position(self, producer: AIOKafkaProducer) -> Position | None:
         """The last committed progress record of this instance and sink (read_committed),
@@ -254,15 +256,7 @@ class ExactlyOnceKafkaSink:
         key = progress_key(self.instance_id, self.name)
         partitions = sorted(await producer.partitions_for(c.progress_topic))
         tp = TopicPartition(c.progress_topic, partition_for(key, partitions, ""))
-        servers = c.bootstrap_servers
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=servers if isinstance(servers, str) else list(servers),
-            client_id=f"{c.client_id}-progress",
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            request_timeout_ms=int(c.request_timeout * 1000),
-        )
+        consumer = _consumer(c, "read_committed")
         await consumer.start()
         try:
             consumer.assign([tp])
@@ -348,24 +342,36 @@ class ExactlyOnceKafkaSink:
 
     def _not_committed(self, batch: Sequence[Delivery]) -> Sequence[Delivery]:
         committed = self.committed
-        if committed is None:
-            return batch
-        upto = committed.seq
-        if all(r.seq > upto for r in records_of(batch)):
+        upto = committed.seq if committed is not None else -1
+        skip = self._skip
+        if all(r.seq > upto and r.seq not in skip for r in records_of(batch)):
             return batch
         if type(batch) is RouteBatch:
-            return RouteBatch([r for r in batch.records if r.seq > upto], batch.route)
-        return [d for d in batch if d.record.seq > upto]
+            kept = [r for r in batch.records if r.seq > upto and r.seq not in skip]
+            return RouteBatch(kept, batch.route)
+        return [d for d in batch if d.record.seq > upto and d.record.seq not in skip]
 
     async def _transaction(self, batch: Sequence[Delivery], position: Position | None) -> None:
         producer = self.producer
         assert producer is not None and self.instance_id is not None
         c = self.config
-        futures: list[Any] = []
+        futures: list[tuple[Any, list[JournalRecord], str]] = []
+        refused: list[tuple[list[JournalRecord], str, BaseException]] = []
+        send = self.records._send
         try:
             with anyio.fail_after(c.call_timeout):
                 await producer.begin_transaction()
-                sent = await self.records._send(producer, batch, futures)
+                alone = self._alone
+                if alone and any(r.seq in alone for r in records_of(batch)):
+                    # Records of a batch the broker refused as too large: one per batch.
+                    sent = await send(
+                        producer, [d for d in batch if d.record.seq not in alone], futures
+                    )
+                    for d in batch:
+                        if d.record.seq in alone:
+                            sent += await send(producer, [d], futures)
+                else:
+                    sent = await send(producer, batch, futures)
                 if position is not None:
                     value = encode_position(
                         position,
@@ -375,20 +381,34 @@ class ExactlyOnceKafkaSink:
                     )
                     key = progress_key(self.instance_id, self.name)
                     partitions = sorted(await producer.partitions_for(c.progress_topic))
-                    futures.append(
-                        await producer.send(
-                            c.progress_topic,
-                            value=value,
-                            key=key,
-                            partition=partition_for(key, partitions, ""),
-                        )
+                    fut = await producer.send(
+                        c.progress_topic,
+                        value=value,
+                        key=key,
+                        partition=partition_for(key, partitions, ""),
                     )
-                for fut in futures:
-                    await fut
+                    futures.append((fut, [], c.progress_topic))
+                for fut, members, topic in futures:
+                    await asyncio.wait((fut,))
+                    try:
+                        fut.result()
+                    except _PERMANENT as exc:
+                        if not members:
+                            raise
+                        refused.append((members, topic, exc))
+                if refused:
+                    raise _RefusedInTransaction()
                 if position is not None:
                     # (Tests kill the daemon on this line: inside an open transaction.)
                     self.ctx.log.debug("kafka.committing", seq=position.seq)
                 await producer.commit_transaction()
+        except _RefusedInTransaction:
+            await self._drop(producer, None)
+            await self._refused(refused)
+            raise SinkError(
+                "kafka: the broker refused records (dead-lettered); the transaction is "
+                "retried without them"
+            ) from None
         except _FENCED as exc:
             await self._fenced(producer, exc)
         except TransactionalIdAuthorizationFailed as exc:
@@ -409,6 +429,21 @@ class ExactlyOnceKafkaSink:
         if position is not None:
             # (Tests kill the daemon on this line: between the commit and the cursor.)
             self.ctx.log.debug("kafka.committed", seq=position.seq, events=len(sent))
+
+    async def _refused(self, refused: list[tuple[list[JournalRecord], str, BaseException]]) -> None:
+        """Records in batches the broker refused for good: a batch of several too large
+        records is split (each goes alone next time); the rest are dead-lettered and
+        left out of the retried transaction."""
+        for members, _topic, exc in refused:
+            too_large = isinstance(exc, MessageSizeTooLargeError | RecordListTooLargeError)
+            if too_large and len(members) > 1:
+                self._alone.update(r.seq for r in members)
+                continue
+            reason = f"refused by the broker: {_describe(exc)}"
+            for record in members:
+                await self.records._dead_letter(record, reason)
+                self._skip.add(record.seq)
+                self._alone.discard(record.seq)
 
     async def _fenced(self, producer: AIOKafkaProducer, exc: BaseException) -> None:
         """Another producer took this transactional_id: stop for good, alert."""
@@ -456,23 +491,29 @@ class ExactlyOnceKafkaSink:
             self._state = f"broker unavailable ({during}): {_describe(exc)}"
 
 
-async def _high_watermark(c: KafkaSinkConfig, tp: TopicPartition) -> int:
-    """``tp``'s high watermark (a ``read_uncommitted`` ListOffsets)."""
-    servers = c.bootstrap_servers
-    probe = AIOKafkaConsumer(
-        bootstrap_servers=servers if isinstance(servers, str) else list(servers),
-        client_id=f"{c.client_id}-progress",
+def _consumer(c: KafkaSinkConfig, isolation: str) -> AIOKafkaConsumer:
+    """A group-less consumer for the progress topic (TLS/SASL as the sink's)."""
+    return AIOKafkaConsumer(
+        **{**client_kwargs(c), "client_id": f"{c.client_id}-progress"},
         group_id=None,
         enable_auto_commit=False,
-        isolation_level="read_uncommitted",
-        request_timeout_ms=int(c.request_timeout * 1000),
+        isolation_level=isolation,
     )
+
+
+async def _high_watermark(c: KafkaSinkConfig, tp: TopicPartition) -> int:
+    """``tp``'s high watermark (a ``read_uncommitted`` ListOffsets)."""
+    probe = _consumer(c, "read_uncommitted")
     await probe.start()
     try:
         ends = await probe.end_offsets([tp])
         return int(ends[tp])
     finally:
         await probe.stop()
+
+
+class _RefusedInTransaction(Exception):
+    """The broker refused some records for good: abort, dead-letter them, retry."""
 
 
 def _seq(record: JournalRecord) -> int:
