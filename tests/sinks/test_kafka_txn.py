@@ -296,3 +296,42 @@ async def test_worker_stops_the_fenced_sink_and_keeps_the_batch(tmp_path, kafka)
         assert ja.cursor("k") == 0
         await older.aclose()
         await newer.aclose()
+
+
+async def test_records_the_broker_refuses_are_dead_lettered_and_the_rest_commit(tmp_path, kafka):
+    topic = fresh("eos")
+    kafka.create_topic(topic, partitions=1, replication=1, **{"max.message.bytes": "4000"})
+    s = eos_settings(tmp_path, kafka, topic=topic, instance_id="i1")
+    sent = events(5)
+    big = make_event(99, size=20_000, partitionkey="run-big")
+    async with Journal(tmp_path / "j.db", sinks=["k"]) as journal:
+        await journal.append_many([*sent[:2], big, *sent[2:]])
+        async with delivering(s, journal):
+            pass
+        dead = await journal.dead_letters("k")
+        assert [d.event.id for d in dead] == [big.id]
+        assert "refused by the broker" in dead[0].reason
+    got = await kafka.consume(topic, 5)
+    assert ids_of(got) == Counter({e.id: 1 for e in sent})
+
+
+async def test_retention_never_takes_what_the_progress_topic_has_not_covered(tmp_path, kafka):
+    """The cursor follows the commit, and only the cursor lets retention delete: a
+    batch that is not committed (or whose cursor update was lost) stays journaled."""
+    topic = fresh("eos")
+    s = eos_settings(tmp_path, kafka, topic=topic, instance_id="i1")
+    sent = events(30)
+    async with Journal(tmp_path / "j.db", sinks=["k"], retain_delivered=0.0) as journal:
+        await journal.append_many(sent)
+        sink = make_sink(s, journal)
+        await sink.start()
+        route = Router(s.routes, ["k"]).routes[0]
+        await sink.deliver([Delivery(r, route) for r in await journal.read("k", 10)])
+        await sink.aclose()  # committed up to seq 10; the cursor did not follow
+        assert await journal.run_retention() == 0
+        restarted = make_sink(s, journal)
+        await restarted.start()  # the cursor moves to the committed position
+        assert journal.cursor("k") == 10
+        assert await journal.run_retention() == 10
+        assert [r.seq for r in await journal.read("k", 100)] == list(range(11, 31))
+        await restarted.aclose()

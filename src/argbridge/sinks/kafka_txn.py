@@ -390,12 +390,15 @@ class ExactlyOnceKafkaSink:
                     futures.append((fut, [], c.progress_topic))
                 for fut, members, topic in futures:
                     await asyncio.wait((fut,))
-                    try:
-                        fut.result()
-                    except _PERMANENT as exc:
-                        if not members:
-                            raise
-                        refused.append((members, topic, exc))
+                    error = fut.exception()
+                    if error is None:
+                        continue
+                    if isinstance(error, _PERMANENT) and members:
+                        refused.append((members, topic, error))
+                    elif not refused:
+                        raise error
+                    # (else a knock-on failure of the doomed transaction, e.g. the
+                    # sequence gap the refused batch left: the retry starts afresh.)
                 if refused:
                     raise _RefusedInTransaction()
                 if position is not None:
