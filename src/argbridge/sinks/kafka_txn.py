@@ -38,6 +38,7 @@ what was committed, and the journal keeps every event after the cursor.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -360,6 +361,7 @@ class ExactlyOnceKafkaSink:
         send = self.records._send
         try:
             with anyio.fail_after(c.call_timeout):
+                t0 = time.perf_counter()
                 await producer.begin_transaction()
                 alone = self._alone
                 if alone and any(r.seq in alone for r in records_of(batch)):
@@ -388,6 +390,7 @@ class ExactlyOnceKafkaSink:
                         partition=partition_for(key, partitions, ""),
                     )
                     futures.append((fut, [], c.progress_topic))
+                t1 = time.perf_counter()
                 for fut, members, topic in futures:
                     await asyncio.wait((fut,))
                     error = fut.exception()
@@ -404,7 +407,9 @@ class ExactlyOnceKafkaSink:
                 if position is not None:
                     # (Tests kill the daemon on this line: inside an open transaction.)
                     self.ctx.log.debug("kafka.committing", seq=position.seq)
+                t2 = time.perf_counter()
                 await producer.commit_transaction()
+                t3 = time.perf_counter()
         except _RefusedInTransaction:
             await self._drop(producer, None)
             await self._refused(refused)
@@ -431,7 +436,14 @@ class ExactlyOnceKafkaSink:
         self.ctx.count_sent(sent)
         if position is not None:
             # (Tests kill the daemon on this line: between the commit and the cursor.)
-            self.ctx.log.debug("kafka.committed", seq=position.seq, events=len(sent))
+            self.ctx.log.debug(
+                "kafka.committed",
+                seq=position.seq,
+                events=len(sent),
+                send_ms=round((t1 - t0) * 1000, 2),
+                ack_ms=round((t2 - t1) * 1000, 2),
+                commit_ms=round((t3 - t2) * 1000, 2),
+            )
 
     async def _refused(self, refused: list[tuple[list[JournalRecord], str, BaseException]]) -> None:
         """Records in batches the broker refused for good: a batch of several too large
