@@ -38,10 +38,12 @@ what was committed, and the journal keeps every event after the cursor.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, Protocol
 
 import anyio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -81,6 +83,8 @@ from argbridge.sinks.requeue import RequeueRunner, refresh_dead_letter_gauge
 #: The errors that mean another producer took over this ``transactional_id``.
 _FENCED = (ProducerFenced, InvalidProducerEpoch)
 _TOPIC_EXISTS = 36
+#: The transactional producer's retry backoff (see _new_producer).
+TXN_RETRY_BACKOFF_MS = 10
 
 
 class StateStore(Protocol):
@@ -126,6 +130,9 @@ class ExactlyOnceKafkaSink:
         #: Journal seqs dead-lettered after the broker refused them inside a transaction
         #: (the retried transaction leaves them out), and those to send one per batch.
         self._skip: set[int] = set()
+        #: The transaction begun and not yet committed (or aborted).
+        self._open: _Txn | None = None
+        self._progress_partitions: list[int] | None = None
         self._alone: set[int] = set()
         self._state = "not started"
         self._ok = False
@@ -181,6 +188,10 @@ class ExactlyOnceKafkaSink:
             enable_idempotence=True,
             transactional_id=self.transactional_id,
             transaction_timeout_ms=int(self.config.transaction_timeout * 1000),
+            # A transaction begun while the previous one's markers are being written
+            # is answered CONCURRENT_TRANSACTIONS: retry soon, not after aiokafka's
+            # default 100 ms (the Java client special-cases 20 ms for this).
+            retry_backoff_ms=TXN_RETRY_BACKOFF_MS,
         )
 
     async def _connect(self) -> None:
@@ -311,27 +322,62 @@ class ExactlyOnceKafkaSink:
 
     async def deliver(self, batch: Sequence[Delivery]) -> None:
         """Produce ``batch`` and the position after it in one transaction."""
+        await self._abandon_unconfirmed()
+        confirmed = await self.submit(batch)
+        await confirmed()
+
+    async def submit(self, batch: Sequence[Delivery]) -> Callable[[], Awaitable[None]]:
+        """The first half of :meth:`deliver` (the worker pipelines a backlog): wait
+        until the previous transaction is committed, begin this one and hand it every
+        record and the position; the returned second half waits for the acks and
+        commits. Meanwhile the worker acks the previous batch in the journal and reads
+        the next one."""
         async with self._lock:
+            await self._previous_done()
             if self.producer is None:
                 await self._connect()
                 self._refresh_committed()
             pending = self._not_committed(batch)
             if not pending:
-                return  # committed by an attempt whose outcome we did not see
+                return _nothing  # committed by an attempt whose outcome we did not see
             records = records_of(pending)
             last = max(records, key=_seq)
             assert self.journal_id is not None
-            position = Position(self.journal_id, last.seq, last.event.id)
-            await self._transaction(pending, position)
-            self.committed = position
+            txn = await self._begin(pending, Position(self.journal_id, last.seq, last.event.id))
+        return functools.partial(self._confirm, txn)
 
     async def _deliver_requeued(self, batch: Sequence[Delivery]) -> None:
         """Requeued dead letters: a transaction of their own; the position stays."""
         async with self._lock:
+            await self._previous_done()
             if self.producer is None:
                 await self._connect()
                 self._refresh_committed()
-            await self._transaction(batch, self.committed)
+            txn = await self._begin(batch, self.committed)
+        await self._confirm(txn)
+
+    async def _previous_done(self) -> None:
+        """Wait for the open transaction's commit (its ``confirmed()`` runs in the
+        worker's confirming task); one nobody commits within ``call_timeout`` is
+        aborted (the producer dropped)."""
+        txn = self._open
+        if txn is None:
+            return
+        with anyio.move_on_after(self.config.call_timeout):
+            await txn.done.wait()
+        if self._open is txn:
+            self._open = None
+            await self._drop(txn.producer, None)
+
+    async def _abandon_unconfirmed(self) -> None:
+        """The worker calls ``deliver`` only with no pipeline running: an open
+        transaction whose ``confirmed()`` never started was abandoned (the pipeline
+        failed after submitting it). Abort it now (drop the producer) rather than wait."""
+        txn = self._open
+        if txn is not None and not txn.confirming:
+            self._open = None
+            txn.done.set()
+            await self._drop(txn.producer, None)
 
     def _refresh_committed(self) -> None:
         """After a reconnect: the position read back covers what an ambiguous commit
@@ -353,28 +399,27 @@ class ExactlyOnceKafkaSink:
         return [d for d in batch if d.record.seq > upto and d.record.seq not in skip]
 
     async def _transaction(self, batch: Sequence[Delivery], position: Position | None) -> None:
+        """One whole transaction (tests)."""
+        async with self._lock:
+            await self._previous_done()
+            txn = await self._begin(batch, position)
+        await self._confirm(txn)
+
+    async def _begin(self, batch: Sequence[Delivery], position: Position | None) -> _Txn:
+        """Begin a transaction and hand it ``batch`` and the progress record."""
         producer = self.producer
         assert producer is not None and self.instance_id is not None
         c = self.config
-        futures: list[tuple[Any, list[JournalRecord], str]] = []
-        refused: list[tuple[list[JournalRecord], str, BaseException]] = []
+        txn = _Txn(producer, position, anyio.current_time() + c.call_timeout)
         send = self.records._send
+        futures = txn.futures
         try:
-            with anyio.fail_after(c.call_timeout):
-                t0 = time.perf_counter()
+            with anyio.CancelScope(deadline=txn.deadline) as scope:
                 await producer.begin_transaction()
-                alone = self._alone
-                if alone and any(r.seq in alone for r in records_of(batch)):
-                    # Records of a batch the broker refused as too large: one per batch.
-                    sent = await send(
-                        producer, [d for d in batch if d.record.seq not in alone], futures
-                    )
-                    for d in batch:
-                        if d.record.seq in alone:
-                            sent += await send(producer, [d], futures)
-                else:
-                    sent = await send(producer, batch, futures)
+                self._open = txn
                 if position is not None:
+                    # The progress record first: its partition joins the transaction
+                    # with the data's (one AddPartitionsToTxn round trip, not two).
                     value = encode_position(
                         position,
                         instance_id=self.instance_id,
@@ -382,7 +427,10 @@ class ExactlyOnceKafkaSink:
                         at=self.ctx.clock.time(),
                     )
                     key = progress_key(self.instance_id, self.name)
-                    partitions = sorted(await producer.partitions_for(c.progress_topic))
+                    partitions = self._progress_partitions
+                    if partitions is None:
+                        partitions = sorted(await producer.partitions_for(c.progress_topic))
+                        self._progress_partitions = partitions
                     fut = await producer.send(
                         c.progress_topic,
                         value=value,
@@ -390,60 +438,102 @@ class ExactlyOnceKafkaSink:
                         partition=partition_for(key, partitions, ""),
                     )
                     futures.append((fut, [], c.progress_topic))
-                t1 = time.perf_counter()
-                for fut, members, topic in futures:
+                alone = self._alone
+                if alone and any(r.seq in alone for r in records_of(batch)):
+                    # Records of a batch the broker refused as too large: one per batch.
+                    txn.sent = await send(
+                        producer, [d for d in batch if d.record.seq not in alone], futures
+                    )
+                    for d in batch:
+                        if d.record.seq in alone:
+                            txn.sent += await send(producer, [d], futures)
+                else:
+                    txn.sent = await send(producer, batch, futures)
+                txn.sent_at = time.perf_counter()
+            if scope.cancelled_caught:
+                raise TimeoutError
+        except BaseException as exc:
+            await self._failed(txn, exc)
+            raise AssertionError("unreachable") from exc  # _failed always raises
+        return txn
+
+    async def _confirm(self, txn: _Txn) -> None:
+        """Wait for the transaction's acks and commit it."""
+        txn.confirming = True
+        producer, position = txn.producer, txn.position
+        try:
+            if self.producer is not txn.producer:
+                raise SinkError("kafka: the transaction was aborted (producer replaced)")
+            with anyio.CancelScope(deadline=txn.deadline) as scope:
+                for fut, members, topic in txn.futures:
                     await asyncio.wait((fut,))
                     error = fut.exception()
                     if error is None:
                         continue
                     if isinstance(error, _PERMANENT) and members:
-                        refused.append((members, topic, error))
-                    elif not refused:
+                        txn.refused.append((members, topic, error))
+                    elif not txn.refused:
                         raise error
                     # (else a knock-on failure of the doomed transaction, e.g. the
                     # sequence gap the refused batch left: the retry starts afresh.)
-                if refused:
+                if txn.refused:
                     raise _RefusedInTransaction()
                 if position is not None:
                     # (Tests kill the daemon on this line: inside an open transaction.)
                     self.ctx.log.debug("kafka.committing", seq=position.seq)
-                t2 = time.perf_counter()
+                acked_at = time.perf_counter()
                 await producer.commit_transaction()
-                t3 = time.perf_counter()
-        except _RefusedInTransaction:
+            if scope.cancelled_caught:
+                raise TimeoutError
+        except BaseException as exc:
+            await self._failed(txn, exc)
+        finally:
+            if self._open is txn:
+                self._open = None
+            txn.done.set()
+        self.commits += 1
+        self.ctx.count_sent(txn.sent)
+        if position is not None:
+            if self.committed is None or position.seq > self.committed.seq:
+                self.committed = position
+            # (Tests kill the daemon on this line: between the commit and the cursor.)
+            self.ctx.log.debug(
+                "kafka.committed",
+                seq=position.seq,
+                events=len(txn.sent),
+                ack_ms=round((acked_at - txn.sent_at) * 1000, 2),
+                commit_ms=round((time.perf_counter() - acked_at) * 1000, 2),
+            )
+
+    async def _failed(self, txn: _Txn, exc: BaseException) -> NoReturn:
+        """A transaction failed: drop the producer (its open transaction is aborted by
+        the next one's InitProducerId) and raise what the worker should see."""
+        producer = txn.producer
+        if self._open is txn:
+            self._open = None
+        txn.done.set()
+        if isinstance(exc, _RefusedInTransaction):
             await self._drop(producer, None)
-            await self._refused(refused)
+            await self._refused(txn.refused)
             raise SinkError(
                 "kafka: the broker refused records (dead-lettered); the transaction is "
                 "retried without them"
             ) from None
-        except _FENCED as exc:
+        if isinstance(exc, _FENCED):
             await self._fenced(producer, exc)
-        except TransactionalIdAuthorizationFailed as exc:
+        if isinstance(exc, TransactionalIdAuthorizationFailed):
             await self._drop(producer, exc)
             raise SinkStopped(
                 f"kafka: not authorized to use transactional_id {self.transactional_id!r}"
                 " (grant WRITE and DESCRIBE on it)"
             ) from exc
-        except (KafkaError, OSError, TimeoutError) as exc:
+        if isinstance(exc, KafkaError | OSError | TimeoutError):
             await self._drop(producer, exc)
             raise SinkError(f"kafka: transaction failed: {_describe(exc)}") from exc
-        except BaseException:
-            # Cancelled (shutdown) or a bug: the open transaction must not linger.
-            await self._drop(producer, None)
-            raise
-        self.commits += 1
-        self.ctx.count_sent(sent)
-        if position is not None:
-            # (Tests kill the daemon on this line: between the commit and the cursor.)
-            self.ctx.log.debug(
-                "kafka.committed",
-                seq=position.seq,
-                events=len(sent),
-                send_ms=round((t1 - t0) * 1000, 2),
-                ack_ms=round((t2 - t1) * 1000, 2),
-                commit_ms=round((t3 - t2) * 1000, 2),
-            )
+        # Cancelled (shutdown), a SinkError of ours, or a bug: the open transaction must
+        # not linger.
+        await self._drop(producer, None)
+        raise exc
 
     async def _refused(self, refused: list[tuple[list[JournalRecord], str, BaseException]]) -> None:
         """Records in batches the broker refused for good: a batch of several too large
@@ -460,7 +550,7 @@ class ExactlyOnceKafkaSink:
                 self._skip.add(record.seq)
                 self._alone.discard(record.seq)
 
-    async def _fenced(self, producer: AIOKafkaProducer, exc: BaseException) -> None:
+    async def _fenced(self, producer: AIOKafkaProducer, exc: BaseException) -> NoReturn:
         """Another producer took this transactional_id: stop for good, alert."""
         await self._drop(producer, exc)
         reason = (
@@ -525,6 +615,25 @@ async def _high_watermark(c: KafkaSinkConfig, tp: TopicPartition) -> int:
         return int(ends[tp])
     finally:
         await probe.stop()
+
+
+async def _nothing() -> None:
+    return None
+
+
+@dataclass(eq=False)
+class _Txn:
+    """An open transaction: what was handed to it, and whether it is being committed."""
+
+    producer: AIOKafkaProducer
+    position: Position | None
+    deadline: float
+    futures: list[tuple[Any, list[JournalRecord], str]] = field(default_factory=list)
+    refused: list[tuple[list[JournalRecord], str, BaseException]] = field(default_factory=list)
+    sent: list[JournalRecord] = field(default_factory=list)
+    sent_at: float = 0.0
+    confirming: bool = False
+    done: anyio.Event = field(default_factory=anyio.Event)
 
 
 class _RefusedInTransaction(Exception):
