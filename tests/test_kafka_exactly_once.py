@@ -290,7 +290,7 @@ def test_exactly_once_through_sigkills_and_a_leader_failover(tmp_path, kafka_clu
 
 
 def test_at_least_once_through_the_same_kills_prints_its_duplicates(tmp_path, kafka):
-    out = kill_loop(kafka, tmp_path, delivery="at-least-once", kills=5, passes=150, seed=13)
+    out = kill_loop(kafka, tmp_path, delivery="at-least-once", kills=5, passes=100, seed=13)
     report("at-least-once, 1 broker, 5 SIGKILLs", out)
 
 
