@@ -21,7 +21,7 @@ import pytest
 from argbridge.backoff import Backoff
 from argbridge.config.settings import Settings
 from argbridge.delivery.kafka_progress import JOURNAL_ID_KEY, decode_position, progress_key
-from argbridge.errors import SinkStopped
+from argbridge.errors import SinkError, SinkStopped
 from argbridge.journal import Journal
 from argbridge.metrics import Metrics
 from argbridge.router import Router
@@ -335,3 +335,69 @@ async def test_retention_never_takes_what_the_progress_topic_has_not_covered(tmp
         assert await journal.run_retention() == 10
         assert [r.seq for r in await journal.read("k", 100)] == list(range(11, 31))
         await restarted.aclose()
+
+
+async def test_a_frozen_broker_mid_transaction_fails_within_call_timeout_then_retries(
+    tmp_path, kafka
+):
+    """Every broker stopped (SIGSTOP: connections open, nothing answers) while a
+    transaction is open: the attempt ends within call_timeout (plus the bounded producer
+    stop) with a retryable error, never a hang; after the thaw the retry commits once."""
+    topic = fresh("eos")
+    s = eos_settings(
+        tmp_path,
+        kafka,
+        topic=topic,
+        instance_id="i1",
+        request_timeout=1.0,
+        call_timeout=3.0,
+        transaction_timeout=10.0,
+    )
+    sent = events(10)
+    async with Journal(tmp_path / "j.db", sinks=["k"]) as journal:
+        await journal.append_many(sent)
+        sink = make_sink(s, journal)
+        await sink.start()
+        route = Router(s.routes, ["k"]).routes[0]
+        batch = [Delivery(r, route) for r in await journal.read("k", 10)]
+        kafka.freeze()
+        try:
+            started = anyio.current_time()
+            with pytest.raises(SinkError, match="transaction failed"):
+                await sink.deliver(batch)
+            assert anyio.current_time() - started < 3.0 + 5.0 + 1.0
+            assert not sink.health().ready
+        finally:
+            kafka.thaw()
+        with anyio.fail_after(60):
+            while True:
+                try:
+                    await sink.deliver(batch)
+                    break
+                except SinkError:
+                    await anyio.sleep(0.2)  # the broker (an outside process) recovering
+        assert sink.commits == 1
+        await sink.aclose()
+    got = await kafka.consume(topic, 10)
+    assert ids_of(got) == Counter({e.id: 1 for e in sent})
+
+
+async def test_instances_with_their_own_ids_share_topics_without_fencing(tmp_path, kafka):
+    """Cluster mode: each instance's sink is transactional on its own id (here made once
+    and kept in each state dir) and has its own progress key; none fences another."""
+    topic = fresh("eos")
+    s = eos_settings(tmp_path, kafka, topic=topic)
+    one, two = events(20), events(20, start=500)
+    async with (
+        Journal(tmp_path / "a.db", sinks=["k"]) as ja,
+        Journal(tmp_path / "b.db", sinks=["k"]) as jb,
+    ):
+        async with delivering(s, ja) as a, delivering(s, jb) as b:
+            await ja.append_many(one[:10])
+            await jb.append_many(two[:10])
+            await ja.append_many(one[10:])
+            await jb.append_many(two[10:])
+        assert a.instance_id != b.instance_id and a.fenced is None and b.fenced is None
+        assert a.transactional_id != b.transactional_id
+    got = await kafka.consume(topic, 40)
+    assert ids_of(got) == Counter({e.id: 1 for e in one + two})
