@@ -7,6 +7,7 @@ Each test drives the real sink through the real :class:`SinkWorker` (or calls
 from __future__ import annotations
 
 import contextlib
+import gc
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -31,6 +32,13 @@ from tests.conftest import make_event, settings
 from tests.support.apache_kafka import KafkaCluster, Record
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage():
+    """A client left open shows up in the test that leaked it, not in a later one."""
+    yield
+    gc.collect()
 
 
 def fresh(name: str) -> str:

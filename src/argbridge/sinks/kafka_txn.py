@@ -38,6 +38,7 @@ what was committed, and the journal keeps every event after the cursor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 import uuid
@@ -133,6 +134,8 @@ class ExactlyOnceKafkaSink:
         #: The transaction begun and not yet committed (or aborted).
         self._open: _Txn | None = None
         self._progress_partitions: list[int] | None = None
+        #: Producer stops still running (see _stop).
+        self._stopping: set[asyncio.Future[Any]] = set()
         self._alone: set[int] = set()
         self._state = "not started"
         self._ok = False
@@ -164,6 +167,7 @@ class ExactlyOnceKafkaSink:
         producer, self.producer = self.producer, None
         if producer is not None:
             await self._stop(producer)
+        await self._stop_stragglers()
         await self.records.aclose()
         if self.fenced is None:
             self._state = "closed"
@@ -269,8 +273,8 @@ class ExactlyOnceKafkaSink:
         partitions = sorted(await producer.partitions_for(c.progress_topic))
         tp = TopicPartition(c.progress_topic, partition_for(key, partitions, ""))
         consumer = _consumer(c, "read_committed")
-        await consumer.start()
         try:
+            await consumer.start()
             consumer.assign([tp])
             high = await _high_watermark(c, tp)
             await consumer.seek_to_beginning(tp)
@@ -283,7 +287,7 @@ class ExactlyOnceKafkaSink:
                         found, seen = msg.value, True
             return decode_position(found) if seen else None
         finally:
-            await consumer.stop()
+            await _close_consumer(consumer)
 
     async def _align_cursor(self) -> None:
         """Move the journal cursor to the committed position (start-up only)."""
@@ -584,11 +588,27 @@ class ExactlyOnceKafkaSink:
         await self._stop(producer)
 
     async def _stop(self, producer: AIOKafkaProducer) -> None:
-        with anyio.move_on_after(min(CLOSE_TIMEOUT, self.config.call_timeout), shield=True):
-            try:
-                await producer.stop()
-            except Exception as exc:
-                self.ctx.log.debug("kafka.stop_failed", error=exc)
+        """Stop ``producer``, waiting a bounded time. Against a frozen broker aiokafka's
+        stop does not end (and a second call is a no-op): it keeps running as a task and
+        closes the connections once the broker answers again; :meth:`aclose` gives the
+        stragglers one more bounded wait, then cancels them."""
+        task = asyncio.ensure_future(producer.stop())
+        task.add_done_callback(self._stopped)
+        self._stopping.add(task)
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait((task,), timeout=min(CLOSE_TIMEOUT, self.config.call_timeout))
+
+    def _stopped(self, task: asyncio.Future[Any]) -> None:
+        self._stopping.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.ctx.log.debug("kafka.stop_failed", error=task.exception())
+
+    async def _stop_stragglers(self) -> None:
+        if self._stopping:
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait(tuple(self._stopping), timeout=CLOSE_TIMEOUT)
+            for task in tuple(self._stopping):
+                task.cancel()
 
     def _fail(self, exc: BaseException, during: str) -> None:
         self._ok = False
@@ -609,12 +629,19 @@ def _consumer(c: KafkaSinkConfig, isolation: str) -> AIOKafkaConsumer:
 async def _high_watermark(c: KafkaSinkConfig, tp: TopicPartition) -> int:
     """``tp``'s high watermark (a ``read_uncommitted`` ListOffsets)."""
     probe = _consumer(c, "read_uncommitted")
-    await probe.start()
     try:
+        await probe.start()
         ends = await probe.end_offsets([tp])
         return int(ends[tp])
     finally:
-        await probe.stop()
+        await _close_consumer(probe)
+
+
+async def _close_consumer(consumer: AIOKafkaConsumer) -> None:
+    """Stop a consumer even when its caller was cancelled (bounded)."""
+    with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
+        with contextlib.suppress(Exception):
+            await consumer.stop()
 
 
 async def _nothing() -> None:
