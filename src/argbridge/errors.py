@@ -13,7 +13,8 @@
     │   ├── NotFound           404: the run does not exist (not retried)
     │   └── ProtocolViolation  the upstream spoke something we cannot read (bad content type…)
     ├── SinkError              a destination failed
-    │   └── PermanentDeliveryError  the destination refused for good (dead-letter, no retry)
+    │   ├── PermanentDeliveryError  the destination refused for good (dead-letter, no retry)
+    │   └── SinkStopped    the sink cannot go on (fenced by another instance): stop it, alert
     └── SignatureError         an inbound signature did not verify (never says why in detail)
 
 ``retryable`` tells drivers whether the failure is worth another attempt; messages never
@@ -88,6 +89,13 @@ class SinkError(ArgbridgeError):
 
 class PermanentDeliveryError(SinkError):
     """The destination refused the event for good: dead-letter it, do not retry."""
+
+    retryable = False
+
+
+class SinkStopped(SinkError):
+    """The sink must not deliver any more (e.g. another daemon with the same instance id
+    fenced its Kafka producer): its worker stops, keeping the batch in the journal."""
 
     retryable = False
 

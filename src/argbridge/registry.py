@@ -23,7 +23,7 @@ from argbridge.sources.base import Source
 
 SINKS: dict[str, str] = {
     "file": "argbridge.sinks.file:FileSink",
-    "kafka": "argbridge.sinks.kafka:KafkaSink",
+    "kafka": "argbridge.sinks.kafka_txn:build_kafka_sink",
     "slack": "argbridge.sinks.slack:SlackSink",
     "webhook": "argbridge.sinks.webhook:WebhookSink",
 }

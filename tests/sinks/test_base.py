@@ -10,7 +10,7 @@ import pytest
 
 from argbridge.backoff import Backoff
 from argbridge.config.settings import FilterConfig, RouteConfig
-from argbridge.errors import PermanentDeliveryError, SinkError
+from argbridge.errors import PermanentDeliveryError, SinkError, SinkStopped
 from argbridge.journal import Journal, JournalRecord
 from argbridge.metrics import Metrics
 from argbridge.router import Router
@@ -162,6 +162,29 @@ async def test_retryable_failures_redeliver_the_same_batch(tmp_path: Path):
         assert metrics.errors.labels("s", "sink", "SinkError")._value.get() == 2
         assert metrics.errors.labels("s", "sink", "RuntimeError")._value.get() == 1
         assert worker.last_error is None
+
+
+@pytest.mark.parametrize("during", ["deliver", "start"])
+async def test_a_sink_that_stops_ends_its_worker_and_keeps_the_batch(tmp_path: Path, during: str):
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        await journal.append_many([make_event(n) for n in range(6)])
+        sink = ScriptedSink([SinkError("503"), SinkStopped("fenced by another instance")])
+        if during == "start":
+            sink.start = _raise(SinkStopped("fenced by another instance"))  # type: ignore[method-assign, assignment]
+        metrics = Metrics()
+        worker = make_worker(journal, sink, metrics=metrics)
+        with anyio.fail_after(10):
+            await worker.run()  # returns by itself: no retry after SinkStopped
+        assert journal.cursor("s") == 0 and sink.delivered == []
+        assert worker.last_error == "stopped: fenced by another instance"
+        assert metrics.errors.labels("s", "sink", "SinkStopped")._value.get() == 1
+
+
+def _raise(exc: BaseException) -> Callable[[], Awaitable[None]]:
+    async def fail() -> None:
+        raise exc
+
+    return fail
 
 
 async def test_permanent_failure_dead_letters_the_batch_and_moves_on(tmp_path: Path):

@@ -87,6 +87,22 @@ class KafkaSinkConfig(SinkBase, KafkaClientConfig):
     max_in_flight: int = Field(default=4, ge=1)
     #: The sink already batches from the journal; lingering only adds latency.
     linger: Duration = 0.0
+    #: ``at-least-once`` (a crash between ack and cursor commit re-sends that batch) or
+    #: ``exactly-once``: each journal batch in one Kafka transaction together with the
+    #: sink's position on ``progress_topic`` (``read_committed`` consumers see every event
+    #: once). See :mod:`argbridge.sinks.kafka_txn`.
+    delivery: Literal["at-least-once", "exactly-once"] = "at-least-once"
+    #: Compacted topic holding each instance's and sink's committed position (created,
+    #: compacted, when missing).
+    progress_topic: str = "argbridge.progress"
+    #: ``transactional_id`` = prefix + instance id + "." + sink name.
+    transactional_id_prefix: str = "argbridge-"
+    #: This instance's stable id (default: made once and kept in the state dir). Two
+    #: daemons with the same id and sink fence each other: the older one stops.
+    instance_id: str | None = None
+    #: The broker aborts a transaction left open longer than this (a crashed daemon's);
+    #: at most the broker's ``transaction.max.timeout.ms`` (15 min by default).
+    transaction_timeout: Duration = 60.0
 
     @field_validator("topic")
     @classmethod
@@ -120,7 +136,29 @@ class KafkaSinkConfig(SinkBase, KafkaClientConfig):
                 'enable_idempotence (on by default) needs acks = "all"; '
                 "or set enable_idempotence = false"
             )
+        if self.delivery == "exactly-once" and self.acks != "all":
+            raise ValueError('delivery = "exactly-once" needs acks = "all"')
+        if self.delivery == "exactly-once" and self.transaction_timeout < self.call_timeout:
+            # A transaction lasts at most call_timeout on our side; a broker-side abort
+            # before that would look like fencing and stop the sink.
+            raise ValueError("transaction_timeout must be at least call_timeout")
         return self
+
+    @field_validator("progress_topic")
+    @classmethod
+    def _progress_topic(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value):
+            raise ValueError("must be a Kafka topic name ([A-Za-z0-9._-], 1 to 249 chars)")
+        return value
+
+    @field_validator("instance_id", "transactional_id_prefix")
+    @classmethod
+    def _id_text(cls, value: str | None) -> str | None:
+        if value is not None and (not value.isprintable() or "/" in value):
+            raise ValueError("must be printable text without '/'")
+        return value
 
 
 class SlackSinkConfig(SinkBase):

@@ -2,8 +2,9 @@
 
 - :class:`SourceJournal`: what a source uses: append (with dedupe), the backpressure
   signal, and the state store (resume points such as an SSE ``Last-Event-ID``).
-- :class:`SinkJournal`: what a sink worker and a sink use: reads from the cursor, acks,
-  retries, dead letters, and the state store (Slack thread ids, a disabled endpoint).
+- :class:`SinkJournal`: what a sink worker and a sink use: reads from the cursor, acks
+  (and a rewind, when Kafka's progress topic has less), retries, dead letters, its own
+  alert events, and the state store (Slack thread ids, a disabled endpoint).
 
 :meth:`Journal.for_source` and :meth:`Journal.for_sink` hand out :class:`SourceView` and
 :class:`SinkView`, which expose exactly these methods and nothing else of the journal.
@@ -43,6 +44,19 @@ class SinkJournal(StateRole, Protocol):
     def cursor(self, sink: str) -> int: ...
     def backlog(self, sink: str) -> int:
         """Events journaled that ``sink`` has not acknowledged yet."""
+        ...
+
+    @property
+    def last_seq(self) -> int:
+        """The newest journaled sequence (the exactly-once sink reconciles against it)."""
+        ...
+
+    async def rewind(self, sink: str, seq: int) -> None:
+        """Set ``sink``'s cursor back (the exactly-once sink, when Kafka has less)."""
+        ...
+
+    async def append(self, event: CloudEvent) -> AppendStatus:
+        """Journal a sink's own alert (an ``argbridge.*`` event, e.g. a fenced sink)."""
         ...
 
     async def read(self, sink: str, limit: int) -> list[JournalRecord]: ...
@@ -99,7 +113,9 @@ class SinkView(_StateMethods):
     """:class:`SinkJournal` over the sink ledger, the event log and the state store."""
 
     __slots__ = (
+        "_log",
         "ack",
+        "append",
         "backlog",
         "clear_retry",
         "count_dead_letters",
@@ -111,12 +127,16 @@ class SinkView(_StateMethods):
         "next_retry_due",
         "read",
         "read_after",
+        "rewind",
         "schedule_retry",
         "wait_for_events",
     )
 
     def __init__(self, ledger: SinkLedger, log: EventLog, state: StateStore) -> None:
         super().__init__(state)
+        self._log = log
+        self.rewind = ledger.rewind
+        self.append = log.append
         self.cursor = ledger.cursor
         self.backlog = ledger.backlog
         self.read = ledger.read
@@ -131,3 +151,7 @@ class SinkView(_StateMethods):
         self.count_dead_letters = ledger.count_dead_letters
         self.read_after = log.read_after
         self.wait_for_events = log.wait_for_events
+
+    @property
+    def last_seq(self) -> int:
+        return self._log.last_seq

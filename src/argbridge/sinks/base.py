@@ -28,7 +28,7 @@ import anyio
 
 from argbridge.backoff import Backoff
 from argbridge.clock import SYSTEM_CLOCK, Clock
-from argbridge.errors import JournalClosed, PermanentDeliveryError, SinkError
+from argbridge.errors import JournalClosed, PermanentDeliveryError, SinkError, SinkStopped
 from argbridge.events import CloudEvent
 from argbridge.journal import JournalRecord
 from argbridge.journal.roles import SinkJournal
@@ -256,8 +256,12 @@ class SinkWorker:
 
     async def run(self) -> None:
         journal, log = self.ctx.journal, self.ctx.log
-        if not await self._start_sink():
-            return  # stopped before the sink ever started: nothing is in flight
+        try:
+            if not await self._start_sink():
+                return  # stopped before the sink ever started: nothing is in flight
+        except SinkStopped as exc:
+            self._stopped_for_good(exc)
+            return
         background = getattr(self.sink, "background", None)
         pipelined = callable(getattr(self.sink, "submit", None))
         async with anyio.create_task_group() as tg:
@@ -293,6 +297,8 @@ class SinkWorker:
                     self.in_flight = 0
             except JournalClosed:
                 log.info("sink.stopped", reason="journal closed")
+            except SinkStopped as exc:
+                self._stopped_for_good(exc)
             finally:
                 tg.cancel_scope.cancel()
 
@@ -414,6 +420,8 @@ class SinkWorker:
         self.in_flight = 0
         if closed:
             raise closed[0]
+        if failure and isinstance(failure[0], SinkStopped):
+            raise failure[0]
         if failure:
             self._serial_next = True
             delay = self._failed(failure[0], "deliver")
@@ -448,10 +456,20 @@ class SinkWorker:
                 self.started = True
                 self.backoff.reset()
                 return True
+            except SinkStopped:
+                raise
             except Exception as exc:
                 delay = self._failed(exc, "start")
                 await self._unless_stopped(self._retry_wait, delay)
         return False
+
+    def _stopped_for_good(self, exc: SinkStopped) -> None:
+        """The sink refused to go on (:class:`SinkStopped`): the worker ends; what it
+        had not delivered stays in the journal, after the cursor."""
+        self.last_error = f"stopped: {exc}"
+        self.in_flight = 0
+        self.ctx.metrics.errors.labels(self.name, "sink", type(exc).__name__).inc()
+        self.ctx.log.error("sink.stopped", reason=str(exc), error_type=type(exc).__name__)
 
     async def _retry_wait(self, delay: float) -> None:
         """The backoff before a retry; a :class:`Resumable` sink ends it early when its
@@ -486,6 +504,8 @@ class SinkWorker:
         while True:
             try:
                 await self.sink.deliver(deliveries)
+            except SinkStopped:
+                raise
             except PermanentDeliveryError as exc:
                 self._failed(exc, "deliver")
                 for d in deliveries:
