@@ -325,7 +325,10 @@ def test_a_zombie_with_the_same_instance_id_is_fenced_without_duplicates(tmp_pat
             a.wait_event("kafka.committed", timeout=60)
         a.signal(signal.SIGSTOP)
         try:
-            shutil.copytree(tmp_path / "a", tmp_path / "b")
+            # The stopped daemon's state as it is on disk (its socket is no file to copy).
+            shutil.copytree(
+                tmp_path / "a", tmp_path / "b", ignore=shutil.ignore_patterns("control.sock")
+            )
             with Daemon(config_b) as b:
                 b.wait_event("kafka.transactional_connected", timeout=60)
                 a.signal(signal.SIGCONT)

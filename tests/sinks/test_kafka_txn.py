@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import shutil
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -219,14 +220,13 @@ async def test_restored_older_copy_skips_nothing(tmp_path, kafka):
         await journal.append_many(base)
         async with delivering(s, journal):
             pass
-    backup = (tmp_path / "j.db").read_bytes()
+    shutil.copytree(tmp_path / "j.db", tmp_path / "backup")  # a closed journal: consistent
     async with Journal(tmp_path / "j.db", sinks=["k"]) as journal:
         await journal.append_many(lost)
         async with delivering(s, journal):
             pass  # position: seq 40
-    for suffix in ("-wal", "-shm"):
-        (tmp_path / f"j.db{suffix}").unlink(missing_ok=True)
-    (tmp_path / "j.db").write_bytes(backup)
+    shutil.rmtree(tmp_path / "j.db")
+    shutil.copytree(tmp_path / "backup", tmp_path / "j.db")
     async with Journal(tmp_path / "j.db", sinks=["k"]) as journal:
         await journal.append_many(after)  # seqs 11..40 again, other events
         async with delivering(s, journal):
