@@ -6,8 +6,9 @@ a waiter that finds no commit running leads: it takes everything queued by then 
 ``max_group_commit``), stages it on the event loop (slices of ``STAGE_CHUNK`` ops:
 dedupe lookups, keys, the write batch) and writes it as ONE synced LevelDB write batch in
 a worker thread, a single plyvel call that releases the GIL (so the event loop keeps
-running); the others wait on a shared progress event, set after each commit. One leader at a time: two (one syncing,
-one gathering) halved the groups and doubled the syncs in bench/bench_journal.py.
+running); the others wait on a shared progress event, set after each commit. One leader
+at a time: two (one syncing, one gathering) halved the groups and doubled the syncs in
+bench/bench_journal.py.
 
 A group costs one ``fdatasync`` whatever it holds; :attr:`Writer.syncs` counts them.
 """
