@@ -180,6 +180,11 @@ def main() -> None:
         help="run the appenders on uvloop, as the daemon does by default (runtime.uvloop)",
     )
     parser.add_argument(
+        "--dir",
+        help="where the databases go (default: the system's temporary directory); "
+        "/dev/shm takes the disk out and leaves CPU and GIL costs",
+    )
+    parser.add_argument(
         "--journal-only",
         action="store_true",
         help="only the journal appends, printing its group commits (to count the process's "
@@ -188,7 +193,7 @@ def main() -> None:
     args = parser.parse_args()
     loop = "uvloop" if args.uvloop else "asyncio"
     if args.journal_only:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
             rate, _, commits, syncs, _ = anyio.run(
                 journal_run,
                 Path(tmp) / "j",
@@ -215,7 +220,7 @@ def main() -> None:
     ratios: list[float] = []
     threaded: dict[str, list[tuple[float, list[float]]]] = {"sqlite": [], "journal": []}
     for run in range(args.runs):
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
             ceilings.append(ceiling(Path(tmp) / "c.db", args.events, args.appenders))
             ceilings_1000.append(ceiling(Path(tmp) / "c1000.db", args.events, 1000))
             ceilings_uuid.append(ceiling(Path(tmp) / "cu.db", args.events, args.appenders, True))
@@ -265,10 +270,11 @@ def main() -> None:
         f"runs {', '.join(f'{x:,.0f}' for x in results)}",
     )
     row(
-        "journal / ceiling",
+        "journal / ceiling (ratio of the medians)",
         f"{100 * j / c:.0f} %",
         f"per run {', '.join(f'{100 * x:.0f}' for x in ratios)} %; target >= 60 %",
     )
+    row("journal / ceiling (median of the per-run ratios)", f"{100 * median(ratios):.0f} %")
     row("append latency p50 / p99", f"{median(p50s):.2f} / {median(p99s):.2f} ms")
     row("events per commit (median)", f"{args.events / median(commits_seen):.1f}")
     row(

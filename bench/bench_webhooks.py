@@ -584,9 +584,11 @@ def main() -> int:
             f"(warm-up {args.warmup:g}s), body {body_path.stat().st_size} B, {args.runs} run(s)"
         )
         sqlite_rates: list[float] = []
-        for i in range(args.runs):
-            from bench.bench_journal import ceiling
+        # The same SQLite write as bench_journal's ceiling (this file also runs as a script).
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from bench.bench_journal import ceiling
 
+        for i in range(args.runs):
             sqlite_rates.append(ceiling(tmp / f"ceiling-{i}.db", 20000, 64))
             print(f"  bare SQLite write {sqlite_rates[-1]:9.0f} rows/s (1 KiB, 64/transaction)")
             kinds = ("bare", "stub", "daemon") if args.stub_journal else ("bare", "daemon")
