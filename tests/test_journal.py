@@ -355,11 +355,14 @@ async def test_sources_and_sinks_get_their_narrow_role_only(journal: Journal):
     (record,) = await sink.read("a", 10)
     await sink.ack("a", record.seq)
     assert sink.cursor("a") == 1
-    # A source cannot read or ack; a sink cannot append, rewind or run retention.
+    # A source cannot read or ack; a sink cannot append (only its own alerts) or run
+    # retention; it may set its own cursor back (the exactly-once sink, when Kafka's
+    # progress topic has less than the cursor says).
     for name in ("read", "ack", "cursor", "dead_letter", "rewind", "run_retention", "stats"):
         assert not hasattr(source, name), name
-    for name in ("append", "append_many", "rewind", "run_retention", "pause", "stats"):
+    for name in ("append", "append_many", "run_retention", "pause", "stats"):
         assert not hasattr(sink, name), name
+    assert await sink.alert(make_event(2, type_="argbridge.sink.fenced")) is AppendStatus.APPENDED
 
 
 async def test_records_carry_attributes_and_data_as_stored(journal: Journal):

@@ -111,7 +111,8 @@ def progress_of(kafka: KafkaCluster, topic: str, key: bytes) -> Any:
     return decode_position(values[-1]) if values else None
 
 
-async def test_batches_and_position_commit_together(tmp_path, kafka):
+async def test_batches_and_position_commit_together(tmp_path, kafka_any):
+    kafka = kafka_any  # the version matrix (make soak adds 3.9)
     topic = fresh("eos")
     s = eos_settings(tmp_path, kafka, topic=topic, batch_size=25, instance_id="i1")
     sent = events(100)
@@ -192,7 +193,8 @@ async def test_progress_topic_wins_over_a_cursor_ahead_of_it(tmp_path, kafka):
     assert ids_of(got) == Counter({e.id: 1 for e in sent})
 
 
-async def test_wiped_state_dir_with_an_existing_position_skips_nothing(tmp_path, kafka):
+async def test_wiped_state_dir_with_an_existing_position_skips_nothing(tmp_path, kafka_any):
+    kafka = kafka_any  # the version matrix (make soak adds 3.9)
     topic = fresh("eos")
     s = eos_settings(tmp_path, kafka, topic=topic, instance_id="i1")
     first, second = events(50), events(20, start=1000)
@@ -255,7 +257,8 @@ async def test_topic_templates_span_topics_in_one_transaction_structured(tmp_pat
     assert seen == Counter({e.id: 1 for e in sent})
 
 
-async def test_a_second_instance_with_the_same_id_fences_the_first(tmp_path, kafka):
+async def test_a_second_instance_with_the_same_id_fences_the_first(tmp_path, kafka_any):
+    kafka = kafka_any  # the version matrix (make soak adds 3.9)
     topic = fresh("eos")
     s = eos_settings(tmp_path, kafka, topic=topic, instance_id="twin")
     sent = events(10)

@@ -238,6 +238,10 @@ class Journal:
     async def append(self, event: CloudEvent) -> AppendStatus:
         return await self.log.append(event)
 
+    async def alert(self, event: CloudEvent) -> AppendStatus:
+        """A component's own alert event (what the sink role offers for it)."""
+        return await self.log.append(event)
+
     async def append_many(self, events: Sequence[CloudEvent]) -> list[AppendStatus]:
         return await self.log.append_many(events)
 

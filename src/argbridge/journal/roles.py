@@ -55,8 +55,9 @@ class SinkJournal(StateRole, Protocol):
         """Set ``sink``'s cursor back (the exactly-once sink, when Kafka has less)."""
         ...
 
-    async def append(self, event: CloudEvent) -> AppendStatus:
-        """Journal a sink's own alert (an ``argbridge.*`` event, e.g. a fenced sink)."""
+    async def alert(self, event: CloudEvent) -> AppendStatus:
+        """Journal a sink's own alert (an ``argbridge.*`` event, e.g. a fenced sink); a
+        sink appends nothing else."""
         ...
 
     async def read(self, sink: str, limit: int) -> list[JournalRecord]: ...
@@ -115,7 +116,7 @@ class SinkView(_StateMethods):
     __slots__ = (
         "_log",
         "ack",
-        "append",
+        "alert",
         "backlog",
         "clear_retry",
         "count_dead_letters",
@@ -136,7 +137,7 @@ class SinkView(_StateMethods):
         super().__init__(state)
         self._log = log
         self.rewind = ledger.rewind
-        self.append = log.append
+        self.alert = log.append
         self.cursor = ledger.cursor
         self.backlog = ledger.backlog
         self.read = ledger.read

@@ -568,7 +568,7 @@ class ExactlyOnceKafkaSink:
             "kafka.fenced", transactional_id=self.transactional_id, instance_id=self.instance_id
         )
         try:
-            await self.ctx.journal.append(
+            await self.ctx.journal.alert(
                 fenced_alert_event(
                     self.name,
                     self.instance_id or "",
