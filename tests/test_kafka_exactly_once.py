@@ -173,13 +173,19 @@ def wait_for(
 
 def wait_event(daemon: Daemon, name: str, timeout: float = 90, times: int = 1) -> None:
     """Wait for the ``times``-th ``name`` line from now (counted as they come: the lines
-    must be read as fast as the daemon writes them, or a kill lands late)."""
+    must be read as fast as the daemon writes them, or a kill lands late), or until every
+    replay source finished (what is left of the stream can hold fewer than ``times``:
+    the kill then lands after the end, which is a moment like another)."""
     left = [times]
+    finished = [0]
 
     def counted(line: dict[str, Any]) -> bool:
-        if line.get("event") == name:
+        event = line.get("event")
+        if event == name:
             left[0] -= 1
-        return left[0] <= 0
+        elif event == "replay.finished":
+            finished[0] += 1
+        return left[0] <= 0 or finished[0] >= SOURCES
 
     wait_for(daemon, f"{times} x {name}", counted, timeout)
 

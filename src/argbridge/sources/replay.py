@@ -74,7 +74,10 @@ class ReplaySource:
     async def run(self, ctx: SourceContext) -> None:
         first = await ctx.journal.get_state(f"replay:{self.name}:passes")
         self.passes = int(first) if first else 0
-        while True:
+        # A restart after the last pass of a bounded loop replays nothing more.
+        while not (
+            self.config.loop and self.config.max_passes and self.passes >= self.config.max_passes
+        ):
             suffix = f"-p{self.passes}" if self.config.loop and self.passes else ""
             for n, item in enumerate(self.items):
                 await ctx.wait_ready()
