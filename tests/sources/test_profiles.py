@@ -219,3 +219,31 @@ async def test_a_profile_runs_in_the_daemon_with_routes_and_readiness(tmp_path):
             app.request_shutdown()  # drains the file sink before run() returns
     lines = (tmp_path / "state" / "events.jsonl").read_text().splitlines()
     assert len(lines) == 1 and '"argos.ci.build.failure"' in lines[0]
+
+
+async def test_argus_e2e_start_refused_for_now_is_retried_after_retry_after(tmp_path):
+    clock = ManualClock()
+    async with fake_upstream() as fake:
+        e2e = ArgusE2E(fake).install()
+        fake.fail(E2E_START, 429, headers={"retry-after": "20"})
+        async with running(tmp_path, e2e_config(fake.base), clock=clock) as r:
+            with anyio.fail_after(10):
+                await clock.wait_sleeping()
+                assert clock.pending == [20.0]
+                await clock.advance_to_next()
+            with anyio.fail_after(10):
+                await r.source.started.wait()  # following the started run
+            assert r.source.run_id == "run-1"
+        assert len(fake.hits(E2E_START)) == 2 and len(e2e.starts) == 1
+
+
+async def test_argus_e2e_start_refused_credentials_alert_and_stop(tmp_path):
+    async with fake_upstream() as fake:
+        e2e = ArgusE2E(fake).install()
+        fake.fail(E2E_START, 401)
+        async with running(tmp_path, e2e_config(fake.base)) as r:
+            with anyio.fail_after(10):
+                await r.source.stopped.wait()
+            types = await r.types()
+        assert types == ["argbridge.source.auth_failed"]
+        assert r.source.status == "auth_failed" and e2e.starts == []
