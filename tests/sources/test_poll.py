@@ -144,3 +144,15 @@ async def test_5xx_backs_off_and_malformed_json_is_rejected(tmp_path):
                 await clock.advance_to_next()
                 await clock.wait_sleeping()
             assert len(await r.events()) == 2
+
+
+async def test_a_server_that_ignores_paging_is_not_read_100_times(tmp_path):
+    clock = ManualClock()
+    async with fake_upstream() as fake:
+        listing = Listing(items(50), style="none-but-full")  # always the same full page
+        fake.add("GET", "/items", listing.handler)
+        cfg = poll_config(fake.base, pagination={"style": "page", "size": 50})
+        async with running(tmp_path, cfg, clock=clock) as r:
+            await settle(r, clock)
+            assert len(await r.events()) == 50
+        assert len(fake.hits("/items")) <= 3

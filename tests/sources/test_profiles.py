@@ -52,10 +52,11 @@ async def test_argus_e2e_starts_once_streams_and_ends_on_complete(tmp_path):
                 stream = e2e.runs["run-1"]
                 stream.drop_after = 1
                 stream.publish(*e2e_frames()[:2])
-                await r.wait_events(1)
+                await r.wait_events(2)  # the status (gap-fill) and state_update
+                e2e.status["run-1"] = {"run_id": "run-1", "status": "running"}
                 with anyio.fail_after(10):
                     await clock.advance_to_next()  # the stream dropped mid-run: reconnect
-                await r.wait_events(2)
+                await r.wait_events(4)  # + the new status and the log
             # A restart mid-run: the stored run is streamed again, never started again.
             async with running(tmp_path, e2e_config(fake.base), clock=clock, journal=j) as r:
                 await fake.wait_for(lambda: stream.sessions == 3)
@@ -73,12 +74,16 @@ async def test_argus_e2e_starts_once_streams_and_ends_on_complete(tmp_path):
         assert start.headers["x-api-key"] == "argus_sk_test_123456"
         assert start.headers["idempotency-key"]
         assert all(h.json() == {"run_id": "run-1"} for h in fake.hits(E2E_STREAM))
-        assert [e.type for e in events] == [
+        assert [e.type for e in events if e.type != "argus.e2e.status"] == [
             "argus.e2e.state_update",
             "argus.e2e.log",
             "argus.e2e.screenshot",
             "argus.e2e.complete",
         ]
+        # The run's status after every (re)connect, each distinct state once.
+        statuses = [e.data["status"] for e in events if e.type == "argus.e2e.status"]
+        assert statuses == ["pending", "running"]
+        assert len(fake.hits("/api/v1/tests/run-1")) == 3
         complete = events[-1]
         assert complete.subject == "run-1"
         assert complete.data["passed"] == 9 and complete.data["failed"] == 1
@@ -113,7 +118,7 @@ async def test_argus_e2e_known_run_with_jwt_and_a_huge_screenshot(tmp_path):
             events = await r.events()
         assert e2e.starts == []
         assert fake.hits(E2E_STREAM)[0].headers["authorization"] == "Bearer eyJ.jwt.sig"
-        shot_event = events[2]
+        shot_event = next(e for e in events if e.type == "argus.e2e.screenshot")
         assert shot_event.data["upstream"]["base64"]["size"] == len(shot)
         assert shot_event.data["truncated"][0]["path"] == "base64"
         assert events[-1].severity is None  # nothing failed
@@ -214,3 +219,31 @@ async def test_a_profile_runs_in_the_daemon_with_routes_and_readiness(tmp_path):
             app.request_shutdown()  # drains the file sink before run() returns
     lines = (tmp_path / "state" / "events.jsonl").read_text().splitlines()
     assert len(lines) == 1 and '"argos.ci.build.failure"' in lines[0]
+
+
+async def test_argus_e2e_start_refused_for_now_is_retried_after_retry_after(tmp_path):
+    clock = ManualClock()
+    async with fake_upstream() as fake:
+        e2e = ArgusE2E(fake).install()
+        fake.fail(E2E_START, 429, headers={"retry-after": "20"})
+        async with running(tmp_path, e2e_config(fake.base), clock=clock) as r:
+            with anyio.fail_after(10):
+                await clock.wait_sleeping()
+                assert clock.pending == [20.0]
+                await clock.advance_to_next()
+            with anyio.fail_after(10):
+                await r.source.started.wait()  # following the started run
+            assert r.source.run_id == "run-1"
+        assert len(fake.hits(E2E_START)) == 2 and len(e2e.starts) == 1
+
+
+async def test_argus_e2e_start_refused_credentials_alert_and_stop(tmp_path):
+    async with fake_upstream() as fake:
+        e2e = ArgusE2E(fake).install()
+        fake.fail(E2E_START, 401)
+        async with running(tmp_path, e2e_config(fake.base)) as r:
+            with anyio.fail_after(10):
+                await r.source.stopped.wait()
+            types = await r.types()
+        assert types == ["argbridge.source.auth_failed"]
+        assert r.source.status == "auth_failed" and e2e.starts == []

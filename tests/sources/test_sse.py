@@ -271,3 +271,30 @@ async def test_server_retry_is_a_floor_under_the_reconnect_delay(tmp_path):
             clock.advance(5)
             await r.wait_events(2)
         assert fake.hits("/stream")[-1].headers["last-event-id"] == "1"
+
+
+async def test_gap_fill_catches_up_a_live_only_stream_and_drops_repeats(tmp_path):
+    from tests.support.fake_streams import send_json
+
+    clock = ManualClock()
+    history: list[dict[str, int]] = [{"n": 1}]
+
+    async def run_doc(request, send, receive):
+        await send_json(send, 200, {"run": "r1", "events": history})
+
+    async with fake_upstream() as fake:
+        stream = SSEStream(drop_after=0, half_frame=False)  # the first session drops at once
+        fake.add("GET", "/stream", stream.handler)
+        stream.publish(sse_frame({"n": 3}, event="log"))
+        fake.add("GET", "/runs/r1", run_doc)
+        gap = {"url": f"{fake.base}/runs/{{run_id}}", "event": "log", "items": "events"}
+        cfg = sse_config(fake.base, run_id="r1", gap_fill=gap)
+        async with running(tmp_path, cfg, clock=clock) as r:
+            await r.wait_events(1)  # the first session's catch-up, then the drop
+            history.append({"n": 2})  # sent live while we were away
+            with anyio.fail_after(10):
+                await clock.advance_to_next()
+            events = await r.wait_events(3)
+        assert [e.data["upstream"] for e in events] == [{"n": 1}, {"n": 2}, {"n": 3}]
+        assert {e.type for e in events} == {"acme.ci.log"}
+        assert len(fake.hits("/runs/r1")) == 2

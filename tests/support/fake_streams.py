@@ -278,9 +278,11 @@ class Listing:
         elif self.style == "offset":
             size = int(q.get("limit", "50"))
             start = int(q.get("offset", "0"))
-        else:
+        elif self.style == "cursor":
             size = int(q.get("limit", "50"))
             start = int(q.get("cursor") or 0)
+        else:  # a server that ignores paging: always the first items
+            size, start = int(q.get("size") or 50), 0
         chunk = self.items[start : start + size]
         info: dict[str, Any] = {"total": len(self.items)}
         if self.style == "cursor":

@@ -31,6 +31,8 @@ class ArgusE2E:
     fake: FakeUpstream
     runs: dict[str, SSEStream] = field(default_factory=dict)
     starts: list[dict[str, Any]] = field(default_factory=list)
+    #: ``GET /api/v1/tests/{run_id}`` (Get Test Run Status) per run.
+    status: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: The next start request is received, then the connection drops (no answer).
     drop_next_start: bool = False
     _ids: Any = field(default_factory=lambda: itertools.count(1))
@@ -41,7 +43,15 @@ class ArgusE2E:
         return self
 
     def run(self, run_id: str) -> SSEStream:
-        return self.runs.setdefault(run_id, SSEStream(resume=False))
+        if run_id not in self.runs:
+            self.runs[run_id] = SSEStream(resume=False)
+            self.status[run_id] = {"run_id": run_id, "status": "pending"}
+
+            async def status(request: FakeRequest, send: Send, receive: Receive) -> None:
+                await send_json(send, 200, self.status[run_id])
+
+            self.fake.add("GET", f"/api/v1/tests/{run_id}", status)
+        return self.runs[run_id]
 
     async def _start(self, request: FakeRequest, send: Send, receive: Receive) -> None:
         self.starts.append(request.json())

@@ -12,7 +12,8 @@ raw payload is always kept under ``data.upstream``.
   most once per configured run, even across restarts) and stream it, or stream a
   known ``run_id``: ``POST stream_path`` answers SSE with ``state_update``, ``log``,
   ``screenshot`` and ``complete`` → ``argus.e2e.<event>``; ``complete`` ends it, with
-  ``passed``/``failed`` in ``data``; auth ``X-API-Key`` or a JWT (Bearer).
+  ``passed``/``failed`` in ``data``; after a reconnect the run's status
+  (``status_path``) → ``argus.e2e.status``; auth ``X-API-Key`` or a JWT (Bearer).
 - ``argos-ci``: the project's builds (bearer project token), one event per build
   status change → ``argos.ci.build.<status>``.
 - ``argos-omni``: the items and analyses of a workflow (``x-api-key``, page/size with
@@ -84,6 +85,9 @@ class ArgusE2EProfileConfig(StrictModel):
     start_path: str = "/api/v1/tests/run"
     #: POSTed with ``{"run_id": …}``; answers ``text/event-stream``.
     stream_path: str = "/api/v1/stream/test"
+    #: After a reconnect, GET the run's status here (``{run_id}`` replaced) and emit it
+    #: as ``argus.e2e.status`` (progress counts), so a drop loses nothing; "" = off.
+    status_path: str = "/api/v1/tests/{run_id}"
     #: The run's page, shown with every event (``{run_id}`` replaced).
     run_url: str | None = "https://app.argus.io/runs/{run_id}"
     #: Screenshots arrive as base64: bigger events get them replaced by size + SHA-256.
@@ -135,6 +139,11 @@ class ArgusE2EProfileConfig(StrictModel):
                 "vendor": "Argus E2E",
                 "link": self.run_url,
                 "terminal_events": ["complete"],
+                "gap_fill": (
+                    {"url": _url(self.base_url, self.status_path), "event": "status"}
+                    if self.status_path
+                    else None
+                ),
                 "max_event_bytes": self.max_event_bytes,
                 "max_frame_bytes": max(self.max_event_bytes, 32 * 1024 * 1024),
                 "reconnect": self.reconnect,
@@ -144,8 +153,8 @@ class ArgusE2EProfileConfig(StrictModel):
                     " && 'high' || null",
                     "data": {
                         "status": "status",
-                        "passed": "passed",
-                        "failed": "failed",
+                        "passed": "passed || progress.passed",
+                        "failed": "failed || progress.failed",
                         "duration_seconds": "duration_seconds",
                         "current_test": "current_test",
                         "message": "message",

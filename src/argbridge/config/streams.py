@@ -142,6 +142,34 @@ class HttpSourceBase(StrictModel):
         return value
 
 
+class GapFillConfig(StrictModel):
+    """After a reconnect, GET a REST view of the run and emit what it says, so what a
+    live-only stream sent while we were away is not lost (deterministic ids drop what
+    was already seen)."""
+
+    #: ``{run_id}`` is replaced by the run.
+    url: str
+    #: Event name of what it emits (``<ce_type>.<event>``).
+    event: str = "status"
+    #: JMESPath to a list in the answer: one event per element; unset: the whole answer.
+    items: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value)
+
+    @field_validator("items")
+    @classmethod
+    def _items(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                compile_expression("items", value)
+            except MappingConfigError as exc:
+                raise ValueError(str(exc).split(": ", 1)[1]) from None
+        return value
+
+
 class SSESourceConfig(HttpSourceBase):
     """Any ``text/event-stream``: GET, or POST with a JSON body."""
 
@@ -155,6 +183,8 @@ class SSESourceConfig(HttpSourceBase):
     terminal_events: list[str] = Field(default_factory=list)
     #: Or a JMESPath over the payload that is true on the event that ends it.
     terminal: str | None = None
+    #: Catch up after a reconnect from a REST view of the run.
+    gap_fill: GapFillConfig | None = None
     #: Memory bound: an event larger than this is dropped while it arrives (counted and
     #: logged as frame_too_large), before any parsing; below it, max_event_bytes applies.
     max_frame_bytes: ByteSize = Field(default=32 * 1024 * 1024, ge=1024)

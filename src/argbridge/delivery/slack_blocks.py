@@ -203,7 +203,7 @@ def _generic_title(event: CloudEvent, data: Mapping[str, Any]) -> str | None:
                 f"{data[k]} {k}" for k in ("passed", "failed") if isinstance(data.get(k), int)
             )
             return f"E2E run {verdict}" + (f" ({counts})" if counts else "")
-        if kind == "state_update":
+        if kind in ("state_update", "status"):
             test = data.get("current_test")
             return f"E2E run {data.get('status') or 'update'}" + (f": {test}" if test else "")
         if kind == "screenshot":

@@ -160,10 +160,16 @@ class PollSource(GenericSource):
         cursor: str | None = None
         new = 0
         index = 0
+        previous = ""
         while True:
             page = await self._page(ctx, http, policy, index, cursor)
             if first is None:
                 first = page
+            elif page.items and page.fingerprint == previous:
+                # The same page again: the server ignores the paging parameters.
+                ctx.log.warning("poll.paging_ignored", url=safe_url(self.cfg.url), page=index)
+                return first, index + 1, new
+            previous = page.fingerprint
             new += await self._emit(ctx, spec, page)
             if self.pager.is_last(page, index):
                 return first, index + 1, new

@@ -12,6 +12,9 @@ results follower uses too: the same :class:`~argbridge.sse.SSEDecoder`,
 - ``id:`` → ``Last-Event-ID`` on reconnect, persisted in the state store once the
   events before it are committed, so a restart resumes; ``retry:`` is a floor under
   the backoff; 401/403 stop + alert, 404 stop, 429/5xx back off (``Retry-After``);
+- at each (re)connect the optional ``gap_fill`` GETs a REST view of the run and emits
+  it, ids from its content, so a live-only stream loses nothing and a repeat is
+  dropped;
 - ``terminal_events`` (event names) or a ``terminal`` JMESPath end the subscription;
   the stream is then remembered as done (a restart does not follow it again);
 - the size cap (:mod:`argbridge.normalize.oversize`), counted and logged, and a memory
@@ -23,6 +26,7 @@ results follower uses too: the same :class:`~argbridge.sse.SSEDecoder`,
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import httpx
@@ -102,12 +106,66 @@ class SSEFollower(SSEFollowerBase):
         self.terminal_names = frozenset(cfg.terminal_events)
         self._terminal = compile_expression("terminal", cfg.terminal) if cfg.terminal else None
         self._throttle = source.throttle
+        gap = cfg.gap_fill
+        self._gap_items = (
+            compile_expression("gap_fill.items", gap.items) if gap and gap.items else None
+        )
         self.done_key = f"{prefix}:done"
         #: Events dispatched in the current session (ids of streams without ``id:``).
         self.position = 0
 
     def session_started(self) -> None:
         self.position = 0
+
+    async def gap_fill(self) -> int:
+        """Emit the REST view of the run (``gap_fill``), before each session reads; failures
+        are logged, the live stream still runs."""
+        gap = self.cfg.gap_fill
+        if gap is None:
+            return 0
+        url = with_run(gap.url, self.run_id) if self.run_id else gap.url
+        try:
+            response = await self.http.get(url, headers={"accept": "application/json"})
+        except httpx.TransportError as exc:
+            self.log.warning("sse.gap_fill_failed", error=type(exc).__name__)
+            return 0
+        if response.status_code != 200:
+            self.log.warning("sse.gap_fill_failed", status=response.status_code)
+            return 0
+        try:
+            doc: Any = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            self.ctx.reject("malformed_json", run_id=self.run_id, position="gap_fill")
+            return 0
+        found = evaluate(self._gap_items, doc) if self._gap_items is not None else doc
+        payloads = found if self._gap_items is not None and isinstance(found, list) else [found]
+        events: list[CloudEvent] = []
+        now = now_rfc3339(self.ctx.clock.time())
+        for payload in payloads:
+            content = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+            try:
+                event, _ = stream_event(
+                    self.spec,
+                    payload,
+                    run=self.run_id,
+                    event=gap.event,
+                    position=0,
+                    content=content,
+                    # The same content is the same event, however often it is fetched.
+                    upstream_id="gap:" + hashlib.sha256(content).hexdigest(),
+                    now=now,
+                )
+            except (MappingError, EventError) as exc:
+                self.ctx.reject("mapping_failed", run_id=self.run_id, error=str(exc))
+                continue
+            events.append(event)
+        if not events:
+            return 0
+        statuses = await self.ctx.emit_many(events)
+        new = sum(1 for st in statuses if st.value == "appended")
+        if new:
+            self.log.info("sse.gap_filled", new=new, seen=len(events) - new)
+        return new
 
     async def finished(self) -> None:
         await self.state.set_state(self.done_key, "1")
@@ -119,7 +177,8 @@ class SSEFollower(SSEFollowerBase):
         try:
             response = await self.http.send(request, stream=True)
             try:
-                return await self.sse_session(response, gap_fill=False)
+                # Every session catches up first (a no-op without ``gap_fill``).
+                return await self.sse_session(response, gap_fill=True)
             finally:
                 await response.aclose()
         except httpx.TransportError as exc:

@@ -39,3 +39,36 @@ def test_production_source_does_not_import_the_simulator():
         "assert not [m for m in sys.modules if m.startswith('argbridge.simulator')]\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+
+
+@pytest.mark.parametrize(
+    "module", ["follower", "ssefollow", "wsconnect", "pipeline", "sse", "websocket", "poll"]
+)
+def test_the_shared_skeleton_and_generic_sources_do_not_import_arga(module):
+    imports = _imports(PKG.parent / f"{module}.py")
+    assert not any(m.startswith("argbridge.sources.arga") for m in imports), imports
+
+
+def test_arga_followers_use_the_shared_skeleton():
+    from argbridge.sources.arga.demorun import DemoRunFollower
+    from argbridge.sources.arga.results import ResultsFollower
+    from argbridge.sources.follower import StreamFollower
+    from argbridge.sources.sse import SSEFollower
+    from argbridge.sources.ssefollow import SSEFollowerBase
+    from argbridge.sources.websocket import WebSocketFollower
+
+    assert issubclass(ResultsFollower, SSEFollowerBase) and issubclass(SSEFollower, SSEFollowerBase)
+    assert issubclass(DemoRunFollower, StreamFollower)
+    assert issubclass(WebSocketFollower, StreamFollower)
+    assert "ws_attempt" in _imports_names(PKG / "demorun.py")
+    assert "ws_attempt" in _imports_names(PKG.parent / "websocket.py")
+
+
+def _imports_names(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
