@@ -650,14 +650,18 @@ def _fenced_cause(txn: _Txn, exc: BaseException) -> BaseException | None:
     fails the transaction's pending records with ``ProducerFenced``; a send made after
     that raises ``IllegalOperation`` ("not in transaction") instead. Either way this
     incarnation must stop, never reconnect (that would fence the newer one back)."""
-    if isinstance(exc, _FENCED):
+    if _is_fenced(exc):
         return exc
     for fut, _, _ in txn.futures:
         if fut.done() and not fut.cancelled():
-            error = fut.exception()
-            if isinstance(error, _FENCED):
+            error: BaseException | None = fut.exception()
+            if error is not None and _is_fenced(error):
                 return error
     return None
+
+
+def _is_fenced(exc: BaseException) -> bool:
+    return isinstance(exc, _FENCED)
 
 
 async def _nothing() -> None:
