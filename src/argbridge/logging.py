@@ -5,7 +5,8 @@ from every event dict: values of keys that name secrets, ``?token=``-style query
 parameters in URLs, ``Bearer`` tokens and registered secret values),
 :func:`register_secret` so configured secrets are masked wherever they appear, and
 :class:`Throttle`, which keeps a flood of one kind of warning (say, unsigned requests)
-from flooding the log.
+from flooding the log. Libraries' own stdlib log lines (aiokafka) are rendered as the
+daemon's (JSON when configured) and throttled the same way.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import logging as std_logging
 import re
 import sys
-from collections.abc import Iterable, Mapping, MutableMapping
+import time
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -85,8 +87,26 @@ def _redact_exception(
     return event_dict
 
 
-def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
-    """Configure structlog (and stdlib logging of libraries) for the daemon."""
+#: Library log lines (aiokafka's "Unable connect to node…" during an outage) of one kind
+#: (logger + message template) allowed per window; the next one says how many were held.
+LIBRARY_BURST = 5
+LIBRARY_WINDOW = 60.0
+
+
+def configure_logging(
+    level: str = "info",
+    fmt: str = "auto",
+    stream: Any = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Configure structlog (and stdlib logging of libraries) for the daemon.
+
+    Libraries' stdlib log records (aiokafka, websockets…) are rendered by the same
+    processors as the daemon's own lines (JSON when configured, redacted), with the
+    logger's name in ``logger``, and rate-limited per logger and message template
+    (:data:`LIBRARY_BURST` per :data:`LIBRARY_WINDOW` seconds, on ``clock``): a broker
+    outage no longer writes thousands of plain-text lines."""
     stream = stream or sys.stderr
     use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
     lvl = getattr(std_logging, level.upper())
@@ -113,9 +133,23 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
-    # Third-party libraries log through stdlib logging; keep them quiet and redacted.
+    # Third-party libraries log through stdlib logging: the same rendering (JSON when
+    # configured), redacted, rate-limited, at warning level and above.
     handler = std_logging.StreamHandler(stream)
-    handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_LibraryThrottle(Throttle(LIBRARY_BURST, LIBRARY_WINDOW), clock))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(allow=("suppressed",)),
+                *shared,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *processors[len(shared) :],
+            ],
+        )
+    )
     root = std_logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(lvl, std_logging.WARNING))
@@ -132,9 +166,22 @@ def _redact_exception_console(
     return event_dict
 
 
-class _RedactingFormatter(std_logging.Formatter):
-    def format(self, record: std_logging.LogRecord) -> str:
-        return redact_text(super().format(record))
+class _LibraryThrottle(std_logging.Filter):
+    """Hold back a library's flood of one kind of line (see :class:`Throttle`); the next
+    line of that kind let through carries ``suppressed``."""
+
+    def __init__(self, throttle: Throttle, clock: Callable[[], float]) -> None:
+        super().__init__()
+        self.throttle = throttle
+        self.clock = clock
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        suppressed = self.throttle.allow(f"{record.name}:{record.msg}", self.clock())
+        if suppressed is None:
+            return False
+        if suppressed:
+            record.suppressed = suppressed
+        return True
 
 
 class Throttle:

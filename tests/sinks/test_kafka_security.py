@@ -161,3 +161,28 @@ async def test_wrong_password_backs_off_and_readyz_says_why(tmp_path, kafka):
         assert r.status_code == 503
         detail = r.json()["components"]["sink:k"]["detail"]
         assert "authentication failed" in detail and "wrong" not in detail
+
+
+def loopback_alias() -> str:
+    """A name of this machine that resolves to 127.0.0.1 but is not in the broker's
+    certificate (which names localhost and 127.0.0.1)."""
+    import socket
+
+    name = socket.gethostname()
+    try:
+        address = socket.gethostbyname(name)
+    except OSError:
+        address = ""
+    if address != "127.0.0.1" or name in ("localhost", "127.0.0.1"):
+        pytest.skip("this machine's hostname does not resolve to 127.0.0.1")
+    return name
+
+
+async def test_hostname_verification_is_on_by_default_and_can_be_turned_off(tmp_path, kafka):
+    alias = loopback_alias()
+    keys = secured(kafka, "SSL")
+    keys["bootstrap_servers"] = keys["bootstrap_servers"].replace("127.0.0.1", alias)
+    error, detail = await start_error(tmp_path, dict(keys))
+    assert "TLS certificate not trusted" in detail and "mismatch" in error.lower(), error
+    # Turned off, the same name works (the advertised listeners name 127.0.0.1).
+    await delivers(tmp_path / "off", kafka, {**keys, "ssl_check_hostname": False})

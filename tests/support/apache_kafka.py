@@ -13,6 +13,13 @@ the test process dies, and waits until every node has registered (the broker's l
 - three nodes: replication factor 3, ``min.insync.replicas=2`` (also for the offsets and
   transaction logs), for leader failover.
 
+Topics are not created on demand (``auto.create.topics.enable=false``, as on managed
+clusters): create them (:meth:`KafkaCluster.create_topic`) or let the sink do it
+(``create_topics``). The secured node runs the ``StandardAuthorizer``: a resource without
+ACLs is open to everyone and PLAINTEXT clients are super users, so only tests that add
+rules (:meth:`KafkaCluster.allow` / :meth:`KafkaCluster.deny`, for the SASL user ``bob``)
+see permissions at work.
+
 :meth:`KafkaNode.kill` is ``kill -9``; :meth:`KafkaNode.start` restarts a node on the same
 log dirs. Records are read back with librdkafka (``confluent-kafka``), as consumers do.
 """
@@ -36,7 +43,16 @@ from tests.support.kafka_dist import NEWEST_4X, KafkaDist, kafka_dist, log_confi
 from tests.support.tcp_proxy import TcpProxy
 
 START_TIMEOUT = 90.0
-JVM_HEAP = ["-Xms128m", "-Xmx512m"]
+JVM_HEAP = ("-Xms128m", "-Xmx512m")
+#: What kafka-server-start.sh gives a broker (KAFKA_HEAP_OPTS, KAFKA_JVM_PERFORMANCE_OPTS).
+PRODUCTION_JVM = (
+    "-Xms1G",
+    "-Xmx1G",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+)
 #: SASL users (PLAIN and SCRAM); bob is for tests that take permissions away with ACLs.
 USERS = {"alice": "alice-secret", "bob": "bob-secret"}
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -124,6 +140,8 @@ class KafkaNode:
     advertised: dict[str, int]
     properties: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
+    #: JVM options (heap, GC); the tests' small heap unless start_kafka was given others.
+    jvm: tuple[str, ...] = (*JVM_HEAP, "-XX:+UseSerialGC")
 
     @property
     def log_file(self) -> Path:
@@ -139,14 +157,20 @@ class KafkaNode:
         PR_SET_PDEATHSIG follows the thread), so a worker thread would kill it."""
         if self.running:
             return
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError(
+                "start Kafka nodes from the main thread: a JVM started from another "
+                "thread gets SIGTERM when that thread ends (PR_SET_PDEATHSIG)"
+            )
         out = open(self.home / "stdout.txt", "ab")
         self._started_at = time.monotonic()
         self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         self.proc = subprocess.Popen(
             [
                 "java",
-                *JVM_HEAP,
-                "-XX:+UseSerialGC",
+                *self.jvm,
                 "-Djava.awt.headless=true",
                 *log_config_args(self.dist, self.log_file),
                 "-cp",
@@ -528,8 +552,11 @@ def start_kafka(
     secure: bool = False,
     proxied: bool = False,
     overrides: dict[str, str] | None = None,
+    jvm: tuple[str, ...] | None = None,
 ) -> KafkaCluster:
-    """Format and start a cluster of ``nodes`` combined nodes under ``root``."""
+    """Format and start a cluster of ``nodes`` combined nodes under ``root`` (``jvm``:
+    the JVM options, e.g. the heap and GC of ``kafka-server-start.sh`` for a benchmark;
+    by default a small heap for the tests)."""
     dist = kafka_dist(version)
     started = time.monotonic()
     root.mkdir(parents=True, exist_ok=True)
@@ -583,7 +610,10 @@ def start_kafka(
                 stderr=subprocess.STDOUT,
             )
         )
-        members.append(KafkaNode(dist, i + 1, home, ports, advertised[i], props))
+        member = KafkaNode(dist, i + 1, home, ports, advertised[i], props)
+        if jvm is not None:
+            member.jvm = jvm
+        members.append(member)
     for proc in formats:
         out, _ = proc.communicate(timeout=120)
         if proc.returncode != 0:

@@ -406,6 +406,7 @@ class KafkaSink:
                 return
 
     async def aclose(self) -> None:
+        self._started = False  # a probe still running must not connect again
         producer, self.producer = self.producer, None
         if producer is not None:
             await self._stop(producer)
@@ -466,6 +467,8 @@ class KafkaSink:
                     for fut, members, topic in futures:
                         # asyncio.wait: a cancelled wait leaves the batch's future alone.
                         await asyncio.wait((fut,))
+                        if fut.cancelled():  # its producer was stopped: retry the batch
+                            raise KafkaError("the producer dropped the batch")
                         try:
                             fut.result()
                         except _PERMANENT as exc:
@@ -529,6 +532,8 @@ class KafkaSink:
                     await self._send(producer, [Delivery(record, route)], futures)
                     for fut, _, _ in futures:
                         await asyncio.wait((fut,))
+                        if fut.cancelled():
+                            raise KafkaError("the producer dropped the batch")
                         fut.result()
             except (MessageSizeTooLargeError, RecordListTooLargeError):
                 refused.append(record)
