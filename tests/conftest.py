@@ -51,4 +51,3 @@ def settings(tmp_path: Path, **overrides: Any) -> Settings:
 async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
     async with Journal(tmp_path / "journal.db", sinks=["a", "b"]) as j:
         yield j
-
