@@ -51,13 +51,3 @@ def settings(tmp_path: Path, **overrides: Any) -> Settings:
 async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
     async with Journal(tmp_path / "journal.db", sinks=["a", "b"]) as j:
         yield j
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``soak`` tests run only when selected (``pytest -m soak``, ``make soak``)."""
-    if "soak" in (config.getoption("markexpr", "") or ""):
-        return
-    skip = pytest.mark.skip(reason="soak test: run with -m soak (make soak)")
-    for item in items:
-        if "soak" in item.keywords:
-            item.add_marker(skip)

@@ -260,7 +260,7 @@ async def test_topic_templates_span_topics_in_one_transaction_structured(tmp_pat
 async def test_a_second_instance_with_the_same_id_fences_the_first(tmp_path, kafka_any):
     kafka = kafka_any  # the version matrix (make soak adds 3.9)
     topic = fresh("eos")
-    s = eos_settings(tmp_path, kafka, topic=topic, instance_id="twin")
+    s = eos_settings(tmp_path, kafka, topic=topic, instance_id=fresh("twin"))
     sent = events(10)
     async with (
         Journal(tmp_path / "a.db", sinks=["k"]) as ja,
@@ -287,7 +287,7 @@ async def test_a_second_instance_with_the_same_id_fences_the_first(tmp_path, kaf
 
 async def test_worker_stops_the_fenced_sink_and_keeps_the_batch(tmp_path, kafka):
     topic = fresh("eos")
-    s = eos_settings(tmp_path, kafka, topic=topic, instance_id="twin")
+    s = eos_settings(tmp_path, kafka, topic=topic, instance_id=fresh("twin"))
     async with (
         Journal(tmp_path / "a.db", sinks=["k"]) as ja,
         Journal(tmp_path / "b.db", sinks=["k"]) as jb,

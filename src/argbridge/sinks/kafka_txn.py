@@ -523,8 +523,9 @@ class ExactlyOnceKafkaSink:
                 "kafka: the broker refused records (dead-lettered); the transaction is "
                 "retried without them"
             ) from None
-        if isinstance(exc, _FENCED):
-            await self._fenced(producer, exc)
+        fenced = _fenced_cause(txn, exc)
+        if fenced is not None:
+            await self._fenced(producer, fenced)
         if isinstance(exc, TransactionalIdAuthorizationFailed):
             await self._drop(producer, exc)
             raise SinkStopped(
@@ -642,6 +643,25 @@ async def _close_consumer(consumer: AIOKafkaConsumer) -> None:
     with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
         with contextlib.suppress(Exception):
             await consumer.stop()
+
+
+def _fenced_cause(txn: _Txn, exc: BaseException) -> BaseException | None:
+    """The fencing behind ``exc``: aiokafka's sender learns it in the background and
+    fails the transaction's pending records with ``ProducerFenced``; a send made after
+    that raises ``IllegalOperation`` ("not in transaction") instead. Either way this
+    incarnation must stop, never reconnect (that would fence the newer one back)."""
+    if _is_fenced(exc):
+        return exc
+    for fut, _, _ in txn.futures:
+        if fut.done() and not fut.cancelled():
+            error: BaseException | None = fut.exception()
+            if error is not None and _is_fenced(error):
+                return error
+    return None
+
+
+def _is_fenced(exc: BaseException) -> bool:
+    return isinstance(exc, _FENCED)
 
 
 async def _nothing() -> None:
