@@ -122,6 +122,10 @@ class ExactlyOnceKafkaSink:
         self.journal_id: str | None = None
         #: This process's incarnation (written into every position it commits).
         self.incarnation = uuid.uuid4().hex
+        #: Offsets of the last progress record read, and of the last one this
+        #: incarnation committed.
+        self._read_offset = -1
+        self._own_offset = -1
         self.transactional_id: str | None = None
         #: The last position committed to Kafka that belongs to this journal.
         self.committed: Position | None = None
@@ -219,7 +223,13 @@ class ExactlyOnceKafkaSink:
             except (Exception, TimeoutError) as exc:
                 self._fail(exc, "connect")
                 raise SinkError(f"kafka: cannot read the progress topic: {_describe(exc)}") from exc
-            if latest is not None and latest.incarnation not in ("", self.incarnation):
+            if (
+                latest is not None
+                and latest.incarnation not in ("", self.incarnation)
+                and self._read_offset > self._own_offset
+            ):
+                # (Only a record after our own last one counts: during a leader change
+                # the stable offset may lag behind our claim.)
                 await self._superseded()
         try:
             producer = self._new_producer()
@@ -314,6 +324,7 @@ class ExactlyOnceKafkaSink:
                 for msg in batch.get(tp, ()):
                     if msg.key == key:
                         found, seen = msg.value, True
+                        self._read_offset = msg.offset
             return decode_position(found) if seen else None
         finally:
             await _close_consumer(consumer)
@@ -528,6 +539,9 @@ class ExactlyOnceKafkaSink:
             if self._open is txn:
                 self._open = None
             txn.done.set()
+        for fut, members, _topic in txn.futures:
+            if not members and fut.done() and fut.exception() is None:
+                self._own_offset = max(self._own_offset, fut.result().offset)
         if txn.sent:  # (the start-up claim carries no records)
             self.commits += 1
         self.ctx.count_sent(txn.sent)
