@@ -288,7 +288,7 @@ def test_exactly_once_through_sigkills_and_a_leader_failover(tmp_path, kafka_clu
         tmp_path,
         delivery="exactly-once",
         kills=5,
-        passes=150,
+        passes=250,
         seed=13,
         leader_kill=True,
     )

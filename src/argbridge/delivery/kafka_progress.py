@@ -46,6 +46,9 @@ class Position:
     journal: str
     seq: int
     event_id: str
+    #: The process that wrote it (random per start): a daemon that finds another
+    #: incarnation's record before reconnecting knows it was superseded.
+    incarnation: str = ""
 
 
 def progress_key(instance_id: str, sink: str) -> bytes:
@@ -66,6 +69,7 @@ def encode_position(position: Position, *, instance_id: str, sink: str, at: floa
             "journal": position.journal,
             "seq": position.seq,
             "event_id": position.event_id,
+            "incarnation": position.incarnation,
             "instance": instance_id,
             "sink": sink,
             "at": round(at, 3),
@@ -95,7 +99,10 @@ def decode_position(value: bytes | None) -> Position | None:
         raise ProgressError("progress record: 'seq' must be a non-negative integer")
     if not isinstance(event_id, str):
         raise ProgressError("progress record: 'event_id' must be a string")
-    return Position(journal, seq, event_id)
+    incarnation = doc.get("incarnation", "")
+    if not isinstance(incarnation, str):
+        raise ProgressError("progress record: 'incarnation' must be a string")
+    return Position(journal, seq, event_id, incarnation)
 
 
 class Verdict(enum.Enum):

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import time
 import uuid
@@ -119,10 +120,16 @@ class ExactlyOnceKafkaSink:
         self.producer: AIOKafkaProducer | None = None
         self.instance_id: str | None = None
         self.journal_id: str | None = None
+        #: This process's incarnation (written into every position it commits).
+        self.incarnation = uuid.uuid4().hex
+        #: Offsets of the last progress record read, and of the last one this
+        #: incarnation committed.
+        self._read_offset = -1
+        self._own_offset = -1
         self.transactional_id: str | None = None
         #: The last position committed to Kafka that belongs to this journal.
         self.committed: Position | None = None
-        #: Transactions committed by this process (tests and metrics read it).
+        #: Transactions with records committed by this process (tests read it).
         self.commits = 0
         self.fenced: str | None = None
         #: The position read back at the last (re)connect.
@@ -154,9 +161,10 @@ class ExactlyOnceKafkaSink:
             await self.records._ensure_topics()
             if self.producer is not None:  # a start retried after a failure
                 await self._drop(self.producer, None)
-            await self._connect()
+            await self._connect(first=True)
             try:
                 await self._align_cursor()
+                await self._claim()
             except BaseException:
                 assert self.producer is not None
                 await self._drop(self.producer, None)
@@ -198,11 +206,31 @@ class ExactlyOnceKafkaSink:
             retry_backoff_ms=TXN_RETRY_BACKOFF_MS,
         )
 
-    async def _connect(self) -> None:
+    async def _connect(self, *, first: bool = False) -> None:
         """Start a producer (fencing earlier incarnations), make sure the progress topic
-        exists, read the committed position. Raises :class:`SinkError` (retryable)."""
+        exists, read the committed position. Raises :class:`SinkError` (retryable).
+
+        A reconnect (after a failure that was not a fence: a timeout, a lost connection)
+        first reads the progress record: when another incarnation wrote it since (a newer
+        daemon with this instance id claims the key as it starts), this one was
+        superseded and stops instead of fencing the newer one back."""
         if self.fenced is not None:
             raise SinkStopped(self.fenced)
+        if not first:
+            try:
+                with anyio.fail_after(self.config.call_timeout):
+                    latest = await self._read_position(stable_only=True)
+            except (Exception, TimeoutError) as exc:
+                self._fail(exc, "connect")
+                raise SinkError(f"kafka: cannot read the progress topic: {_describe(exc)}") from exc
+            if (
+                latest is not None
+                and latest.incarnation not in ("", self.incarnation)
+                and self._read_offset > self._own_offset
+            ):
+                # (Only a record after our own last one counts: during a leader change
+                # the stable offset may lag behind our claim.)
+                await self._superseded()
         try:
             producer = self._new_producer()
         except (ValueError, KafkaError) as exc:
@@ -212,7 +240,7 @@ class ExactlyOnceKafkaSink:
             with anyio.fail_after(self.config.call_timeout):
                 await producer.start()  # InitProducerId: fences, ends the open transaction
                 await self._ensure_progress_topic()
-                position = await self._read_position(producer)
+                position = await self._read_position()
         except (Exception, TimeoutError) as exc:
             await self._stop(producer)
             self._fail(exc, "connect")
@@ -264,19 +292,30 @@ class ExactlyOnceKafkaSink:
                 raise SinkError(f"kafka: cannot create the progress topic: {message}")
         self.ctx.log.info("kafka.progress_topic_created", topic=c.progress_topic)
 
-    async def _read_position(self, producer: AIOKafkaProducer) -> Position | None:
+    async def _read_position(self, *, stable_only: bool = False) -> Position | None:
         """The last committed progress record of this instance and sink (read_committed),
         read up to the high watermark as it was after the fence."""
         assert self.instance_id is not None
         c = self.config
         key = progress_key(self.instance_id, self.name)
-        partitions = sorted(await producer.partitions_for(c.progress_topic))
+        admin = await self.records._admin_client()
+        while True:  # (a topic just created may not list its partitions yet)
+            described = await admin.describe_topics([c.progress_topic])
+            partitions = sorted(p["partition"] for t in described for p in t["partitions"])
+            if partitions:
+                break
+            await anyio.sleep(0.05)
         tp = TopicPartition(c.progress_topic, partition_for(key, partitions, ""))
         consumer = _consumer(c, "read_committed")
         try:
             await consumer.start()
             consumer.assign([tp])
-            high = await _high_watermark(c, tp)
+            if stable_only:
+                # Before our own InitProducerId: a transaction of ours left open would
+                # hold the last stable offset back for good; read up to it.
+                high = int((await consumer.end_offsets([tp]))[tp])
+            else:
+                high = await _high_watermark(c, tp)
             await consumer.seek_to_beginning(tp)
             found: bytes | None = None
             seen = False
@@ -285,6 +324,7 @@ class ExactlyOnceKafkaSink:
                 for msg in batch.get(tp, ()):
                     if msg.key == key:
                         found, seen = msg.value, True
+                        self._read_offset = msg.offset
             return decode_position(found) if seen else None
         finally:
             await _close_consumer(consumer)
@@ -347,7 +387,8 @@ class ExactlyOnceKafkaSink:
             records = records_of(pending)
             last = max(records, key=_seq)
             assert self.journal_id is not None
-            txn = await self._begin(pending, Position(self.journal_id, last.seq, last.event.id))
+            position = Position(self.journal_id, last.seq, last.event.id, self.incarnation)
+            txn = await self._begin(pending, position)
         return functools.partial(self._confirm, txn)
 
     async def _deliver_requeued(self, batch: Sequence[Delivery]) -> None:
@@ -357,7 +398,10 @@ class ExactlyOnceKafkaSink:
             if self.producer is None:
                 await self._connect()
                 self._refresh_committed()
-            txn = await self._begin(batch, self.committed)
+            committed = self.committed
+            if committed is not None:
+                committed = dataclasses.replace(committed, incarnation=self.incarnation)
+            txn = await self._begin(batch, committed)
         await self._confirm(txn)
 
     async def _previous_done(self) -> None:
@@ -495,7 +539,11 @@ class ExactlyOnceKafkaSink:
             if self._open is txn:
                 self._open = None
             txn.done.set()
-        self.commits += 1
+        for fut, members, _topic in txn.futures:
+            if not members and fut.done() and fut.exception() is None:
+                self._own_offset = max(self._own_offset, fut.result().offset)
+        if txn.sent:  # (the start-up claim carries no records)
+            self.commits += 1
         self.ctx.count_sent(txn.sent)
         if position is not None:
             if self.committed is None or position.seq > self.committed.seq:
@@ -555,9 +603,28 @@ class ExactlyOnceKafkaSink:
                 self._skip.add(record.seq)
                 self._alone.discard(record.seq)
 
-    async def _fenced(self, producer: AIOKafkaProducer, exc: BaseException) -> NoReturn:
+    async def _claim(self) -> None:
+        """At start: commit the position as this incarnation's (see :meth:`_connect`)."""
+        assert self.journal_id is not None
+        journal = self.ctx.journal
+        claim = self.committed
+        if claim is None:
+            cursor = journal.cursor(self.name)
+            found = await journal.read_after(cursor - 1, 1) if cursor > 0 else []
+            event_id = found[0].event.id if found and found[0].seq == cursor else ""
+            claim = Position(self.journal_id, cursor, event_id)
+        # (start() holds the lock: begin and confirm directly.)
+        txn = await self._begin([], dataclasses.replace(claim, incarnation=self.incarnation))
+        await self._confirm(txn)
+
+    async def _superseded(self) -> NoReturn:
+        """Another incarnation wrote this key's progress since: stop, as when fenced."""
+        await self._fenced(None, SinkError("superseded by a newer incarnation"))
+
+    async def _fenced(self, producer: AIOKafkaProducer | None, exc: BaseException) -> NoReturn:
         """Another producer took this transactional_id: stop for good, alert."""
-        await self._drop(producer, exc)
+        if producer is not None:
+            await self._drop(producer, exc)
         reason = (
             f"kafka: fenced: another argbridge with instance id {self.instance_id!r} and "
             f"sink {self.name!r} (transactional_id {self.transactional_id!r}) took over; "
