@@ -21,6 +21,8 @@ transaction (group commit) on a dedicated connection in a worker thread, then ha
 lead to the next waiter; reads use a second connection. Backpressure: when the slowest sink's
 backlog reaches ``max_backlog_events`` or the undelivered bytes reach
 ``max_backlog_bytes``, :attr:`Journal.pause` is set; it clears below ``resume_ratio``.
+Appends are admitted by :class:`~argbridge.backpressure.PauseSignal` first, so the backlog
+never exceeds the caps plus their slack (see :mod:`argbridge.backpressure`).
 
 Schema (version 1)::
 
@@ -48,6 +50,8 @@ from typing import Any, Self
 import anyio
 import anyio.lowlevel
 
+from argbridge.backpressure import IntakePaused as IntakePaused
+from argbridge.backpressure import PauseSignal
 from argbridge.clock import SYSTEM_CLOCK, Clock
 from argbridge.errors import JournalClosed, JournalError
 from argbridge.events import CloudEvent
@@ -220,33 +224,6 @@ class JournalStats:
     duplicates: int
 
 
-class PauseSignal:
-    """Backpressure flag sources wait on: set while the journal's backlog is over its cap."""
-
-    def __init__(self) -> None:
-        self._paused = False
-        self._resumed = anyio.Event()
-        self._resumed.set()
-
-    @property
-    def is_paused(self) -> bool:
-        return self._paused
-
-    def _set(self, paused: bool) -> None:
-        if paused == self._paused:
-            return
-        self._paused = paused
-        if paused:
-            self._resumed = anyio.Event()
-        else:
-            self._resumed.set()
-
-    async def wait_resumed(self) -> None:
-        """Return at once when not paused, else when the backlog drains below the mark."""
-        while self._paused:
-            await self._resumed.wait()
-
-
 class _Op:
     """One write waiting for the next group commit.
 
@@ -298,7 +275,7 @@ class Journal:
         self._cconn: sqlite3.Connection | None = None
         self._climiter = anyio.CapacityLimiter(1)
         self.clock = clock
-        self.pause = PauseSignal()
+        self.pause = PauseSignal(max_backlog_events, max_backlog_bytes, resume_ratio)
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
         self._wlimiter = anyio.CapacityLimiter(1)
@@ -341,6 +318,7 @@ class Journal:
         if self._closed:
             return
         self._closed = True
+        self.pause.close()
         with anyio.CancelScope(shield=True):
             while self._committing:
                 await self._idle.wait()
@@ -409,15 +387,36 @@ class Journal:
 
     # -- writes ------------------------------------------------------------------------
 
-    async def append(self, event: CloudEvent) -> AppendStatus:
-        """Journal one event durably; returns once committed (or known as duplicate)."""
-        result: AppendStatus = await self._submit("append", (event.to_json(), event))
+    async def append(self, event: CloudEvent, *, wait: bool = True) -> AppendStatus:
+        """Journal one event durably; returns once committed (or known as duplicate).
+
+        Waits while the backlog is at its hard bound (:mod:`argbridge.backpressure`);
+        with ``wait=False`` raises :class:`IntakePaused` instead."""
+        body = event.to_json()
+        n, size = await self.pause.admit((len(body),), wait=wait)
+        try:
+            result: AppendStatus = await self._submit("append", (body, event))
+        finally:
+            self.pause.release(n, size)
         return result
 
-    async def append_many(self, events: Sequence[CloudEvent]) -> list[AppendStatus]:
-        """Journal several events; they share the group commit with concurrent appends."""
-        ops = [self._enqueue("append", (e.to_json(), e)) for e in events]
-        return [await self._wait(op) for op in ops]
+    async def append_many(
+        self, events: Sequence[CloudEvent], *, wait: bool = True
+    ) -> list[AppendStatus]:
+        """Journal several events; they share the group commit with concurrent appends
+        (admitted under the hard bound in as many steps as it takes)."""
+        items = [(e.to_json(), e) for e in events]
+        sizes = [len(body) for body, _ in items]
+        results: list[AppendStatus] = []
+        while len(results) < len(items):
+            start = len(results)
+            n, size = await self.pause.admit(sizes[start:], wait=wait)
+            try:
+                ops = [self._enqueue("append", item) for item in items[start : start + n]]
+                results.extend([await self._wait(op) for op in ops])
+            finally:
+                self.pause.release(n, size)
+        return results
 
     async def ack(self, sink: str, seq: int) -> None:
         """Move ``sink``'s cursor to ``seq`` (forward only) once delivery is confirmed."""
@@ -775,13 +774,7 @@ class Journal:
 
     def _update_pause(self) -> None:
         events = self._last_seq - self._min_cursor() if self._cursors else 0
-        size = self._backlog_bytes if self._cursors else 0
-        if self.pause.is_paused:
-            low_events = self.max_backlog_events * self.resume_ratio
-            low_bytes = self.max_backlog_bytes * self.resume_ratio
-            self.pause._set(not (events <= low_events and size <= low_bytes))
-        else:
-            self.pause._set(events >= self.max_backlog_events or size >= self.max_backlog_bytes)
+        self.pause.update(events, self._backlog_bytes if self._cursors else 0)
 
     # -- reads -------------------------------------------------------------------------
 

@@ -47,9 +47,10 @@ class LogConfig(StrictModel):
 
 
 class JournalConfig(StrictModel):
-    #: Undelivered events (slowest sink) at which sources pause.
+    #: Undelivered events (slowest sink) at which sources pause. The backlog never
+    #: exceeds it by more than max(20 %, 1,000 events) (argbridge.backpressure).
     max_backlog_events: int = Field(default=100_000, ge=1)
-    #: Undelivered bytes at which sources pause.
+    #: Undelivered bytes at which sources pause (hard bound: + max(20 %, 1 MiB)).
     max_backlog_bytes: ByteSize = 256 * 1024 * 1024
     #: Sources resume when the backlog falls below this fraction of the caps.
     resume_ratio: float = Field(default=0.8, gt=0, lt=1)
