@@ -37,6 +37,7 @@ from argbridge.config.settings import Settings
 from argbridge.http.server import HttpServer
 from argbridge.journal import Journal
 from argbridge.logging import get_logger, register_secrets
+from argbridge.memory import TrimPolicy, give_back
 from argbridge.metrics import Metrics
 from argbridge.registry import build_sink, build_source
 from argbridge.router import Router
@@ -260,6 +261,8 @@ class App:
                 outer.start_soon(self._watch_signals, name="signals")
             outer.start_soon(self._retention_loop, name="retention")
             outer.start_soon(self._checkpoint_loop, name="checkpoint")
+            if rt.trim_after_burst:
+                outer.start_soon(self._memory_loop, name="memory")
             async with anyio.create_task_group() as workers:
                 for name, worker in self.workers.items():
                     workers.start_soon(self._supervise, f"sink:{name}", "sink", worker.run)
@@ -323,6 +326,16 @@ class App:
                 await self.journal.checkpoint()
             except Exception as exc:
                 self.log.warning("journal.checkpoint_failed", error=exc)
+
+    async def _memory_loop(self) -> None:
+        # Memory comes back after a burst (argbridge.memory): checked once a second.
+        policy = TrimPolicy(burst_events=min(1000, self.journal.max_backlog_events))
+        while True:
+            await self.clock.sleep(1.0)
+            backlog = max(self.journal.stats().backlog_events.values(), default=0)
+            if policy.observe(backlog, self.clock.monotonic()):
+                trimmed = give_back()
+                self.log.debug("memory.trimmed", malloc_trim=trimmed)
 
     async def _supervise(
         self, name: str, kind: str, fn: Callable[..., Awaitable[None]], *args: Any

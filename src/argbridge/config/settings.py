@@ -87,6 +87,9 @@ class RuntimeConfig(StrictModel):
     #: in the environment win over both. No effect off glibc.
     malloc_trim_threshold: ByteSize = Field(default=32 * 1024 * 1024, ge=0)
     malloc_mmap_threshold: ByteSize = Field(default=8 * 1024 * 1024, ge=0, le=32 * 1024 * 1024)
+    #: Once a backlog burst has drained (and stayed drained 5 s), collect garbage and
+    #: return every free heap page to the kernel (glibc ``malloc_trim``; argbridge.memory).
+    trim_after_burst: bool = True
 
 
 class HttpConfig(StrictModel):
