@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
+import os
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -50,13 +52,17 @@ from typing import Any, Self
 import anyio
 import anyio.lowlevel
 
-from argbridge.backpressure import IntakePaused as IntakePaused
-from argbridge.backpressure import PauseSignal
+from argbridge.backpressure import IntakePaused, PauseSignal
 from argbridge.clock import SYSTEM_CLOCK, Clock
 from argbridge.errors import JournalClosed, JournalError
 from argbridge.events import CloudEvent
+from argbridge.logging import get_logger
 
 SCHEMA_VERSION = 1
+#: Disk full: the first retry of the failed group after this long, doubling up to the max.
+DISK_FULL_RETRY = 0.5
+DISK_FULL_RETRY_MAX = 5.0
+_log = get_logger(component="journal")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -232,11 +238,13 @@ class _Op:
     per append in bench/bench_journal.py.
     """
 
-    __slots__ = ("args", "error", "finished", "kind", "result")
+    __slots__ = ("args", "error", "finished", "kind", "nowait", "result")
 
     def __init__(self, kind: str, args: Any) -> None:
         self.kind = kind
         self.args = args
+        #: The caller cannot wait for disk space (a webhook request): fail it instead.
+        self.nowait = False
         self.finished = False
         self.result: Any = None
         self.error: BaseException | None = None
@@ -289,6 +297,9 @@ class Journal:
         self._progress = anyio.Event()
         self._appended_event = anyio.Event()
         self._closed = False
+        #: Disk full: the failed group is back in the queue and retried after this delay
+        #: (doubling up to DISK_FULL_RETRY_MAX); intake is held meanwhile (see _disk_full).
+        self._disk_full_delay = 0.0
         self._last_seq = 0
         self._cursors: dict[str, int] = {}
         self._epochs: dict[str, int] = {}
@@ -395,7 +406,9 @@ class Journal:
         body = event.to_json()
         n, size = await self.pause.admit((len(body),), wait=wait)
         try:
-            result: AppendStatus = await self._submit("append", (body, event))
+            op = self._enqueue("append", (body, event))
+            op.nowait = not wait
+            result: AppendStatus = await self._wait(op)
         finally:
             self.pause.release(n, size)
         return result
@@ -411,9 +424,17 @@ class Journal:
         while len(results) < len(items):
             start = len(results)
             n, size = await self.pause.admit(sizes[start:], wait=wait)
+            ops: list[_Op] = []
             try:
                 ops = [self._enqueue("append", item) for item in items[start : start + n]]
                 results.extend([await self._wait(op) for op in ops])
+            except BaseException:
+                # Cancelled (or failed): withdraw the ops nobody waits for any more.
+                for op in ops:
+                    if not op.finished:
+                        with contextlib.suppress(ValueError):
+                            self._pending.remove(op)
+                raise
             finally:
                 self.pause.release(n, size)
         return results
@@ -582,7 +603,18 @@ class Journal:
         """
         try:
             while not op.finished:
+                if op.nowait and self._disk_full_delay:
+                    try:
+                        self._pending.remove(op)
+                    except ValueError:
+                        pass  # in the group being committed: its outcome decides
+                    else:
+                        self._promote()
+                        raise IntakePaused("intake paused (disk_full); retry later")
                 if not self._committing:
+                    if self._disk_full_delay:
+                        await self._wait_for_space()
+                        continue
                     await self._commit_next()
                 else:
                     await self._progress.wait()
@@ -596,6 +628,58 @@ class Journal:
         if op.error is not None:
             raise op.error
         return op.result
+
+    # -- disk full -----------------------------------------------------------------------
+
+    def _disk_full(self, exc: BaseException) -> None:
+        """A commit failed for lack of space: hold intake (stream readers stop, webhooks
+        answer 503), say why, and retry the same group after a growing delay."""
+        first = not self._disk_full_delay
+        self._disk_full_delay = min(
+            DISK_FULL_RETRY_MAX, max(DISK_FULL_RETRY, 2 * self._disk_full_delay)
+        )
+        detail = f"no space left for the journal ({self.path.parent}): {exc}"
+        self.pause.hold("disk_full", detail)
+        if first:
+            _log.error(
+                "journal.disk_full",
+                path=str(self.path),
+                free_bytes=_free_bytes(self.path.parent),
+                error=str(exc),
+                retry_in=self._disk_full_delay,
+            )
+
+    def _space_returned(self) -> None:
+        self._disk_full_delay = 0.0
+        self.pause.release_hold("disk_full")
+        _log.warning("journal.disk_space_returned", path=str(self.path))
+
+    async def _wait_for_space(self) -> None:
+        """Sleep, then retry the group that found the disk full. One waiter at a time
+        leads this (``_committing``); the others wait on its progress."""
+        self._committing = True
+        self._idle = anyio.Event()
+        try:
+            await self.clock.sleep(self._disk_full_delay)
+        finally:
+            self._committing = False
+            self._idle.set()
+        if not self._closed:
+            await self._commit_next()  # fails again: a longer delay; else space is back
+
+    def recheck_space(self, min_free: int = 1024 * 1024) -> bool:
+        """With nothing queued to retry, release the ``disk_full`` hold once the state
+        dir's filesystem has ``min_free`` bytes free (the runtime calls this every
+        second); the next commit finds out for sure. Returns whether the hold is gone."""
+        if "disk_full" not in self.pause.holds:
+            return True
+        if self._committing:
+            return False  # a queued group's own retry decides
+        free = _free_bytes(self.path.parent)
+        if free is None or free < min_free:
+            return False
+        self._space_returned()
+        return True
 
     def _wake_waiters(self) -> None:
         event, self._progress = self._progress, anyio.Event()
@@ -623,12 +707,20 @@ class Journal:
                         self._commit_sync, ops, limiter=self._wlimiter
                     )
                 except Exception as exc:
+                    if _is_disk_full(exc) and not self._closed:
+                        # Rolled back, nothing lost: the group waits for space.
+                        self._pending.extendleft(reversed(ops))
+                        ops = []
+                        self._disk_full(exc)
+                        return
                     error = JournalError(f"journal commit failed: {exc}")
                     error.__cause__ = exc
                     for op in ops:
                         op.error = error
                 else:
                     self._apply(summary)
+                    if self._disk_full_delay:
+                        self._space_returned()
         finally:
             for op in ops:
                 op.finished = True
@@ -730,7 +822,8 @@ class Journal:
                     freed = -freed
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            if c.in_transaction:  # SQLite already rolled back after e.g. SQLITE_FULL
+                c.execute("ROLLBACK")
             raise
         self._cursors = cursors
         return last_seq, added - freed, appended, dups
@@ -912,6 +1005,24 @@ class Journal:
     def _check_sink(self, sink: str) -> None:
         if sink not in self._cursors:
             raise JournalError(f"unknown sink {sink!r}; the journal tracks {list(self.sinks)}")
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """SQLite's ``SQLITE_FULL`` (or ``ENOSPC`` from below it)."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+            return True
+        return "database or disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def _records(rows: Iterable[tuple[int, bytes, int, float]]) -> list[JournalRecord]:

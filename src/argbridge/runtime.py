@@ -174,12 +174,18 @@ class App:
     def health(self) -> dict[str, Health]:
         """Readiness per component (``journal``, ``sink:NAME``, ``source:NAME``)."""
         out: dict[str, Health] = {}
-        out["journal"] = Health(
-            self._journal is not None and not self._journal.closed,
-            "paused (backpressure)"
-            if self._journal is not None and self._journal.pause.is_paused
-            else "open",
-        )
+        journal = self._journal
+        disk_full = journal.pause.holds.get("disk_full") if journal is not None else None
+        if disk_full is not None:
+            # The alert: /readyz fails and says why (the journal also logged it).
+            out["journal"] = Health(False, f"paused (disk full): {disk_full}")
+        else:
+            out["journal"] = Health(
+                journal is not None and not journal.closed,
+                "paused (backpressure)"
+                if journal is not None and journal.pause.is_paused
+                else "open",
+            )
         for name, sink in self.sinks.items():
             worker = self.workers[name]
             h = sink.health()
@@ -322,6 +328,7 @@ class App:
         # The journal's WAL is checkpointed here, off the commit path (see Journal).
         while True:
             await self.clock.sleep(1.0)
+            self.journal.recheck_space()  # intake held for a full disk: space again?
             try:
                 await self.journal.checkpoint()
             except Exception as exc:
