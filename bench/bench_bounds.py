@@ -16,9 +16,9 @@ settings unless ``--env NAME=VALUE`` adds to its environment (e.g.
    back: time to the first delivery, RSS *peak* while draining (``VmHWM``), and RSS
    ``--after`` s after the backlog reached 0. Printed: the backlog's peak over the cap
    (``journal.max_backlog_events = 5000``) and its hard bound.
-2. **drain** (item 2): 100,000 events of 1 KiB journaled before the daemon starts, then
-   drained to Kafka: the daemon's peak RSS (``VmHWM``) and the drain rate. Target:
-   <= 150 MiB.
+2. **drain** (item 2): 100,000 events of 1 KiB (``--drain-size``) journaled before the
+   daemon starts, then drained to Kafka: the daemon's peak RSS (``VmHWM``) and the drain
+   rate. Target: <= 150 MiB. ``--batch-bytes`` sets the sink's ``batch_bytes``.
 """
 
 from __future__ import annotations
@@ -75,7 +75,14 @@ def reset_hwm(pid: int) -> None:
 
 
 def config_toml(
-    state: Path, port: int, bootstrap: str, *, cap: int, runs: list[str], sim_url: str | None
+    state: Path,
+    port: int,
+    bootstrap: str,
+    *,
+    cap: int,
+    runs: list[str],
+    sim_url: str | None,
+    batch_bytes: str = "4MiB",
 ) -> str:
     lines = [
         f'state_dir = "{state}"',
@@ -92,6 +99,7 @@ def config_toml(
         'type = "kafka"',
         f'bootstrap_servers = "{bootstrap}"',
         'topic = "bounds"',
+        f'batch_bytes = "{batch_bytes}"',
         "request_timeout = 5.0",
         "call_timeout = 10.0",
         "[[routes]]",
@@ -263,10 +271,18 @@ async def drain(
     [port] = _free_ports(1)
     state = root / "state"
     state.mkdir()
-    await fill(state / "journal.db", args.drain_events, 1024 - 160)
+    await fill(state / "journal.db", args.drain_events, args.drain_size - 160)
     config = root / "argbridge.toml"
     config.write_text(
-        config_toml(state, port, kafka.bootstrap, cap=10 * args.drain_events, runs=[], sim_url=None)
+        config_toml(
+            state,
+            port,
+            kafka.bootstrap,
+            cap=10 * args.drain_events,
+            runs=[],
+            sim_url=None,
+            batch_bytes=args.batch_bytes,
+        )
     )
     out: dict[str, float] = {}
     with daemon(config, env) as proc:
@@ -318,7 +334,10 @@ async def main(args: argparse.Namespace) -> None:
             row("delivered", f"{b['delivered']:.0f}")
         if args.phase in ("all", "drain"):
             d = await drain(kafka, args, env)
-            print(f"drain: {args.drain_events} x 1 KiB pre-journaled, drained to Kafka")
+            print(
+                f"drain: {args.drain_events} x {args.drain_size} B pre-journaled, drained to "
+                f"Kafka (batch_bytes {args.batch_bytes})"
+            )
             row("RSS peak while draining", f"{d['rss_peak']:.1f} MiB", "target <= 150 MiB")
             row("RSS at the end", f"{d['rss_end']:.1f} MiB")
             row("drain rate", f"{d['drain_rate']:.0f} ev/s")
@@ -337,6 +356,8 @@ if __name__ == "__main__":
     parser.add_argument("--outage", type=float, default=60.0)
     parser.add_argument("--after", type=float, default=30.0)
     parser.add_argument("--drain-events", type=int, default=100_000)
+    parser.add_argument("--drain-size", type=int, default=1024, help="bytes per event")
+    parser.add_argument("--batch-bytes", default="4MiB", help="the Kafka sink's batch_bytes")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the daemon")
     ns = parser.parse_args()
     if ns.quick:  # smaller defaults; options given explicitly still win

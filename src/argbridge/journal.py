@@ -898,21 +898,29 @@ class Journal:
                 raise JournalClosed("the journal is closed")
             await self._appended_event.wait()
 
-    async def read(self, sink: str, limit: int) -> list[JournalRecord]:
-        """Up to ``limit`` events after ``sink``'s cursor, oldest first."""
+    async def read(
+        self, sink: str, limit: int, max_bytes: int | None = None
+    ) -> list[JournalRecord]:
+        """Up to ``limit`` events after ``sink``'s cursor, oldest first (and no more
+        than ``max_bytes`` of them: see :meth:`read_after`)."""
         self._check_sink(sink)
         self._read_epochs[sink] = self._epochs[sink]
-        return await self.read_after(self._cursors[sink], limit)
+        return await self.read_after(self._cursors[sink], limit, max_bytes)
 
-    async def read_after(self, after_seq: int, limit: int) -> list[JournalRecord]:
-        """Up to ``limit`` retained events with ``seq > after_seq``, oldest first."""
+    async def read_after(
+        self, after_seq: int, limit: int, max_bytes: int | None = None
+    ) -> list[JournalRecord]:
+        """Up to ``limit`` retained events with ``seq > after_seq``, oldest first; with
+        ``max_bytes``, no more than that many bytes of them (but at least one event,
+        however large)."""
         records: list[JournalRecord] = await self._read(
             lambda c: _records(
                 c.execute(
                     "SELECT seq, body, size, appended_at FROM events WHERE seq > ? "
                     "ORDER BY seq LIMIT ?",
                     (after_seq, limit),
-                )
+                ),
+                max_bytes,
             )
         )
         return records
@@ -1025,15 +1033,23 @@ def _free_bytes(folder: Path) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
-def _records(rows: Iterable[tuple[int, bytes, int, float]]) -> list[JournalRecord]:
+def _records(
+    rows: Iterable[tuple[int, bytes, int, float]], max_bytes: int | None = None
+) -> list[JournalRecord]:
     """``JournalRecord(seq, None, size, appended_at, body)`` for each row, made with the
     slots' own setters: a third of the cost of ``__init__`` (which has to go around the
-    immutability guard), on the path every delivered event takes."""
+    immutability guard), on the path every delivered event takes. With ``max_bytes``,
+    stops before the row that would pass it (unless it is the first)."""
     new, cls = object.__new__, JournalRecord
     set_seq, set_body, set_size, set_at, set_event = _RECORD_SETTERS
     records: list[JournalRecord] = []
     append = records.append
+    budget = max_bytes
     for seq, body, size, appended_at in rows:
+        if budget is not None:
+            if size > budget and records:
+                break  # not fetched again: the next read starts after the last record
+            budget -= size
         record = new(cls)
         set_seq(record, seq)
         set_body(record, body)

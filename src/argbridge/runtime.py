@@ -247,6 +247,7 @@ class App:
                 ctx,
                 self.router,
                 batch_size=cfg.batch_size,
+                batch_bytes=cfg.batch_bytes,
                 backoff=Backoff(base=cfg.retry_initial, cap=cfg.retry_max),
             )
         for name, source_cfg in s.sources.items():

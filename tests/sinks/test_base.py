@@ -449,3 +449,30 @@ async def test_partial_batches_take_the_plain_loop_full_ones_the_pipeline(tmp_pa
             worker.stop()
         assert sink.confirmed == [[1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13]]
         assert sink.serial == [[1, 2, 3]]  # the backlog went through submit() alone
+
+
+async def test_batches_are_bounded_in_bytes_too(tmp_path: Path):
+    """Issue 17 item 2: what the worker reads (and then builds and hands over) is
+    bounded in bytes, not only in events; an event larger than the bound goes alone."""
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        await journal.append_many([make_event(n, size=10_000) for n in range(7)])
+        await journal.append(make_event(7, size=50_000))
+        await journal.append(make_event(8))
+        sink = ScriptedSink()
+        ctx = SinkContext("s", journal, Metrics(), NoSleepClock())
+        worker = SinkWorker(sink, ctx, Router([], ["s"]), batch_size=100, batch_bytes=25_000)
+        await run_until_caught_up(worker, journal, "s")
+        sizes = [r.size for r in await journal.read_after(0, 100)]
+        assert all(10_000 < s < 12_500 for s in sizes[:7])  # two fit in 25,000, not three
+        assert [len(b) for b in sink.delivered] == [2, 2, 2, 1, 1, 1]
+
+
+async def test_pipelined_batches_are_bounded_in_bytes(tmp_path: Path):
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        await journal.append_many([make_event(n, size=10_000) for n in range(9)])
+        sink = PipelinedSink()
+        ctx = SinkContext("s", journal, Metrics(), NoSleepClock())
+        worker = SinkWorker(sink, ctx, Router([], ["s"]), batch_size=100, batch_bytes=25_000)
+        await run_until_caught_up(worker, journal, "s")
+        assert sink.submitted == [[1, 2], [3, 4], [5, 6], [7, 8], [9]]
+        assert sink.serial == []  # a batch full by bytes is a backlog: pipelined
