@@ -83,6 +83,8 @@ def config_toml(
     runs: list[str],
     sim_url: str | None,
     batch_bytes: str = "4MiB",
+    read_linger: str = "5ms",
+    fsync_acks: bool = False,
 ) -> str:
     lines = [
         f'state_dir = "{state}"',
@@ -95,11 +97,13 @@ def config_toml(
         f"port = {port}",
         "[journal]",
         f"max_backlog_events = {cap}",
+        f"fsync_acks = {'true' if fsync_acks else 'false'}",
         "[sinks.kafka]",
         'type = "kafka"',
         f'bootstrap_servers = "{bootstrap}"',
         'topic = "bounds"',
         f'batch_bytes = "{batch_bytes}"',
+        f'read_linger = "{read_linger}"',
         "request_timeout = 5.0",
         "call_timeout = 10.0",
         "[[routes]]",
@@ -115,11 +119,9 @@ def config_toml(
             f"runs = [{', '.join(repr(r).replace(chr(39), chr(34)) for r in runs)}]",
         ]
     else:
-        lines += [
-            "[sources.idle]",
-            'type = "webhook"',
-            'secrets = ["whsec_' + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" + '"]',
-        ]
+        from tests.support.webhooks import SECRET
+
+        lines += ["[sources.argus]", 'type = "argus-webhook"', f'secrets = ["{SECRET}"]']
     return "\n".join(lines) + "\n"
 
 
@@ -247,7 +249,9 @@ async def burst(
 
 async def fill(path: Path, count: int, size: int) -> None:
     pad = "x" * size
-    async with Journal(path, sinks=["kafka"], max_backlog_events=10 * count) as journal:
+    async with Journal(
+        path, sinks=["kafka"], max_backlog_events=10 * count, max_backlog_bytes=1 << 40
+    ) as journal:
         for start in range(0, count, 2000):
             await journal.append_many(
                 [
@@ -299,6 +303,168 @@ async def drain(
     return out
 
 
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of every thread of ``pid``, in clock ticks."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def context_switches(pid: int) -> int:
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/status") as fh:
+            for line in fh:
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    total += int(line.split()[1])
+    return total
+
+
+def latency_buckets(text: str) -> dict[float, float]:
+    """Cumulative counts of the Kafka sink's commit -> ack histogram, by upper bound."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "argbridge_delivery_latency_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket") and sample.labels.get("component") == "kafka":
+                out[float(sample.labels["le"])] = sample.value
+    return out
+
+
+def quantile(buckets: dict[float, float], q: float) -> float:
+    """``q`` of a cumulative histogram, interpolated inside its bucket (Prometheus-like)."""
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]]
+    if not total:
+        return float("nan")
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound in bounds:
+        if buckets[bound] >= rank:
+            if bound == float("inf"):
+                return lower
+            inside = buckets[bound] - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, buckets[bound]
+    return lower
+
+
+def signed_requests(port: int, count: int) -> list[bytes]:
+    """``count`` distinct signed Argus webhook requests (HTTP/1.1, keep-alive), made
+    before the measurement so the driver costs little."""
+    from tests.support.webhooks import incident_body, sw_headers
+
+    out = []
+    for n in range(count):
+        body = incident_body(f"INC-{n}", pad=300)
+        headers = sw_headers(body, msg_id=f"msg_cpu_{n}")
+        head = [
+            "POST /webhooks/argus HTTP/1.1",
+            f"host: 127.0.0.1:{port}",
+            "content-type: application/json",
+            f"content-length: {len(body)}",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
+        out.append(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+    return out
+
+
+async def drive(port: int, requests: list[bytes], rate: float, connections: int = 32) -> int:
+    """Send ``requests`` at ``rate`` per second over keep-alive connections (an open
+    loop with bounded concurrency); returns how many got a 200."""
+    start = time.monotonic() + 0.05
+    index = 0
+    ok = 0
+
+    async def connection() -> None:
+        nonlocal index, ok
+        stream = await anyio.connect_tcp("127.0.0.1", port)
+        buf = b""
+        async with stream:
+            while index < len(requests):
+                i = index
+                index += 1
+                delay = start + i / rate - time.monotonic()
+                if delay > 0:
+                    await anyio.sleep(delay)
+                await stream.send(requests[i])
+                while b"\r\n\r\n" not in buf:
+                    buf += await stream.receive()
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(buf) < length:
+                    buf += await stream.receive()
+                buf = buf[length:]
+                ok += head.startswith(b"HTTP/1.1 200")
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(connections):
+            tg.start_soon(connection)
+    return ok
+
+
+async def cpu(kafka: KafkaCluster, args: argparse.Namespace, env: dict[str, str]) -> list[str]:
+    """CPU per event and commit -> Kafka ack latency at fixed webhook rates."""
+    root = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
+    [port] = _free_ports(1)
+    config = root / "argbridge.toml"
+    config.write_text(
+        config_toml(
+            root / "state",
+            port,
+            kafka.bootstrap,
+            cap=100_000,
+            runs=[],
+            sim_url=None,
+            read_linger=args.read_linger,
+            fsync_acks=args.fsync_acks,
+        )
+    )
+    lines = []
+    hz = os.sysconf("SC_CLK_TCK")
+    with daemon(config, env) as proc:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
+            await wait_status(c, lambda d: d["sinks"]["kafka"]["ready"], within=60)
+            offset = 0
+            for rate in args.rates:
+                count = int(rate * (args.cpu_seconds + 2))
+                requests = signed_requests(port, offset + count)[offset:]
+                offset += count
+                warm = int(rate * 2)
+                # Warm up for 2 s, then measure the rest.
+                await drive(port, requests[:warm], rate)
+                before = (cpu_ticks(proc.pid), context_switches(proc.pid), time.monotonic())
+                hist0 = latency_buckets((await c.get("/metrics")).text)
+                sent = await drive(port, requests[warm:], rate)
+                await wait_status(
+                    c, lambda d: d["sinks"]["kafka"]["backlog"] == 0, within=60, poll=0.05
+                )
+                ticks, switches = cpu_ticks(proc.pid), context_switches(proc.pid)
+                t1 = time.monotonic()
+                hist1 = latency_buckets((await c.get("/metrics")).text)
+                wall = t1 - before[2]
+                used = (ticks - before[0]) / hz
+                delta = {b: hist1[b] - hist0.get(b, 0.0) for b in hist1}
+                under = delta.get(0.025, 0.0) / max(1.0, delta.get(float("inf"), 0.0))
+                lines.append(
+                    f"  {rate:>6.0f} ev/s: {used / wall:5.3f} core, "
+                    f"{1e6 * used / max(1, sent):7.0f} µs CPU/event, "
+                    f"{(switches - before[1]) / wall:6.0f} ctx switches/s, commit->ack "
+                    f"p50 {1e3 * quantile(delta, 0.5):5.1f} ms "
+                    f"p99 {1e3 * quantile(delta, 0.99):5.1f} ms "
+                    f"({100 * under:.1f}% <= 25 ms), {sent} accepted"
+                )
+                print(lines[-1], flush=True)
+    shutil.rmtree(root, ignore_errors=True)
+    return lines
+
+
 def parse_env(items: list[str]) -> dict[str, str]:
     env = {}
     for item in items:
@@ -332,6 +498,13 @@ async def main(args: argparse.Namespace) -> None:
             row("broker back -> first delivery", f"{b['first_delivery_s']:.2f} s")
             row("broker back -> backlog 0", f"{b['drained_s']:.2f} s")
             row("delivered", f"{b['delivered']:.0f}")
+        if args.phase in ("all", "cpu"):
+            print(
+                f"cpu: signed Argus webhooks at fixed rates -> journal -> Kafka, "
+                f"{args.cpu_seconds} s each, read_linger {args.read_linger}, "
+                f"fsync_acks {args.fsync_acks}"
+            )
+            await cpu(kafka, args, env)
         if args.phase in ("all", "drain"):
             d = await drain(kafka, args, env)
             print(
@@ -348,7 +521,11 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--phase", choices=("all", "burst", "drain"), default="all")
+    parser.add_argument("--phase", choices=("all", "burst", "drain", "cpu"), default="all")
+    parser.add_argument("--rates", type=float, nargs="+", default=[100.0, 400.0, 2000.0])
+    parser.add_argument("--cpu-seconds", type=float, default=20.0)
+    parser.add_argument("--read-linger", default="5ms", help="the Kafka sink's read_linger")
+    parser.add_argument("--fsync-acks", action="store_true", help="journal.fsync_acks = true")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--events", type=int, default=2000)

@@ -325,3 +325,20 @@ def test_records_read_are_the_records_init_makes_and_stay_immutable():
     assert made.event == e  # decoded on first use
     with pytest.raises(AttributeError, match="immutable"):
         made.seq = 8
+
+
+async def test_ack_only_commits_skip_their_fsync_and_still_persist(tmp_path: Path):
+    """Issue 17 item 6: a group of acks only commits with synchronous=NORMAL (WAL: no
+    fsync of its own); the writer is back to FULL for the next group, and the cursor
+    survives a reopen."""
+    path = tmp_path / "j.db"
+    async with Journal(path, sinks=["a"]) as j:
+        await j.append_many([make_event(n) for n in range(3)])
+        await j.ack("a", 2)
+        assert j._wconn is not None
+        assert j._wconn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    async with Journal(path, sinks=["a"]) as j:
+        assert j.cursor("a") == 2
+    async with Journal(path, sinks=["a"], lazy_ack_sync=False) as j:
+        await j.ack("a", 3)
+        assert j.cursor("a") == 3

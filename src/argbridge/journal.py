@@ -9,7 +9,8 @@ Invariants (what "nothing accepted is ever lost" rests on):
 3. ``seq`` is dense and increasing (AUTOINCREMENT; a conflicting insert consumes no seq).
 4. A sink's cursor only moves forward, and only through :meth:`Journal.ack`, which a sink
    worker calls after the destination confirmed. A crash between delivery and ack
-   re-delivers at most that in-flight batch.
+   re-delivers at most that in-flight batch. (A commit of acks alone is not fsynced:
+   after a power loss, the batches acked since the last synced commit come again.)
 5. An event is deleted only when every configured sink's cursor has passed it and it is
    older than ``retain_delivered``; its id becomes a tombstone until ``dedupe_window``.
 6. Retries and dead letters keep their own copy of the event body, so retention never
@@ -265,6 +266,7 @@ class Journal:
         dedupe_window: float = 7 * 86400.0,
         max_group_commit: int = 2048,
         background_checkpoints: bool = False,
+        lazy_ack_sync: bool = True,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.path = Path(path)
@@ -275,6 +277,8 @@ class Journal:
         self.retain_delivered = retain_delivered
         self.dedupe_window = dedupe_window
         self.max_group_commit = max_group_commit
+        #: Commit groups of acks only without an fsync (see _commit_sync).
+        self.lazy_ack_sync = lazy_ack_sync
         # True: the owner calls checkpoint() periodically, so no commit ever pays for a
         # WAL checkpoint (SQLite's auto-checkpoint runs inside the committing transaction
         # and showed up as 10+ ms commit stalls in bench/bench_journal.py).
@@ -738,6 +742,14 @@ class Journal:
         last_seq = self._last_seq
         min_before = self._min_cursor()
         cursors = dict(self._cursors)
+        # A group of cursor acks only is committed without its own fsync (WAL,
+        # synchronous=NORMAL): a process crash loses nothing, a power loss at most the
+        # acks since the last synced commit (their batches are delivered again: the
+        # at-least-once a crash before an ack already gives). Every other group, and so
+        # every accepted event, still waits for its fsync.
+        lazy = self.lazy_ack_sync and all(op.kind == "ack" for op in ops)
+        if lazy:
+            c.execute("PRAGMA synchronous=NORMAL")
         c.execute("BEGIN IMMEDIATE")
         try:
             i = 0
@@ -825,6 +837,9 @@ class Journal:
             if c.in_transaction:  # SQLite already rolled back after e.g. SQLITE_FULL
                 c.execute("ROLLBACK")
             raise
+        finally:
+            if lazy:
+                c.execute("PRAGMA synchronous=FULL")
         self._cursors = cursors
         return last_seq, added - freed, appended, dups
 

@@ -209,6 +209,7 @@ class App:
             retain_delivered=s.journal.retain_delivered,
             dedupe_window=s.journal.dedupe_window,
             max_group_commit=s.journal.max_group_commit,
+            lazy_ack_sync=not s.journal.fsync_acks,
             background_checkpoints=True,
             clock=self.clock,
         )
@@ -248,6 +249,7 @@ class App:
                 self.router,
                 batch_size=cfg.batch_size,
                 batch_bytes=cfg.batch_bytes,
+                linger=cfg.read_linger,
                 backoff=Backoff(base=cfg.retry_initial, cap=cfg.retry_max),
             )
         for name, source_cfg in s.sources.items():

@@ -476,3 +476,28 @@ async def test_pipelined_batches_are_bounded_in_bytes(tmp_path: Path):
         await run_until_caught_up(worker, journal, "s")
         assert sink.submitted == [[1, 2], [3, 4], [5, 6], [7, 8], [9]]
         assert sink.serial == []  # a batch full by bytes is a backlog: pipelined
+
+
+async def test_linger_gathers_the_next_events_into_one_batch(tmp_path: Path):
+    """Issue 17 item 6: once caught up, a new event waits ``linger`` for the ones right
+    behind it, so they share one delivery and one cursor commit."""
+    from tests.support.manual_clock import ManualClock
+
+    clock = ManualClock()
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        sink = ScriptedSink()
+        ctx = SinkContext("s", journal, Metrics(), clock)
+        worker = SinkWorker(sink, ctx, Router([], ["s"]), batch_size=10, linger=0.005)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            await journal.append(make_event(1))
+            with anyio.fail_after(5):
+                await clock.wait_sleeping()  # woken by event 1, lingering
+            assert clock.pending == [pytest.approx(0.005)] and sink.delivered == []
+            await journal.append_many([make_event(2), make_event(3)])
+            clock.advance(0.005)
+            with anyio.fail_after(5):
+                while journal.cursor("s") < 3:
+                    await anyio.wait_all_tasks_blocked()
+            worker.stop()
+        assert sink.delivered == [[make_event(n).id for n in (1, 2, 3)]]

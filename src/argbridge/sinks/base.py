@@ -205,6 +205,7 @@ class SinkWorker:
         batch_size: int = 500,
         backoff: Backoff | None = None,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
+        linger: float = 0.0,
     ) -> None:
         self.sink = sink
         self.ctx = ctx
@@ -213,6 +214,9 @@ class SinkWorker:
         #: A batch read from the journal stops at this many bytes of events (at least one
         #: event): what the worker holds is bounded in bytes, not only in events.
         self.batch_bytes = batch_bytes
+        #: Caught up and woken by a new event: wait this long before reading, so the
+        #: events of the next few ms share one batch (one request, one cursor ack).
+        self.linger = linger
         self.backoff = backoff or Backoff()
         self.name = ctx.name
         self._stopping = anyio.Event()
@@ -256,6 +260,8 @@ class SinkWorker:
                             log.debug("sink.caught_up", cursor=cursor)
                             self._reported_cursor = cursor
                         await self._unless_stopped(journal.wait_for_events, cursor, pokeable=True)
+                        if self.linger > 0 and not self._stopping.is_set():
+                            await self._unless_stopped(self.ctx.clock.sleep, self.linger)
                         continue
                     if pipelined and self._full(records) and not self._serial_next:
                         # A full batch: a backlog to drain, where overlapping the stages
