@@ -1,0 +1,143 @@
+"""Disk full (issue 17 item 7) on a small filesystem of the test's own: intake pauses
+(stream readers wait, webhooks get 503), nothing on disk is corrupted, the daemon says
+why (log, readiness), and everything resumes when space returns. Time: a manual clock."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from argbridge.backpressure import IntakePaused
+from argbridge.journal import AppendStatus, Journal
+from tests.conftest import make_event
+from tests.support.manual_clock import ManualClock
+from tests.support.small_fs import fill, small_filesystem
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    with small_filesystem(tmp_path, 4096) as (mnt, how):
+        if mnt is None:
+            pytest.skip(how)
+        yield mnt
+
+
+def integrity(path: Path) -> str:
+    with sqlite3.connect(path) as conn:
+        result: str = conn.execute("PRAGMA integrity_check").fetchone()[0]
+    return result
+
+
+async def test_a_full_disk_holds_intake_loses_nothing_and_resumes(small_fs: Path):
+    clock = ManualClock()
+    path = small_fs / "state" / "journal.db"
+    async with Journal(path, sinks=["a"], clock=clock) as journal:
+        assert (
+            await journal.append_many([make_event(n) for n in range(10)])
+            == [AppendStatus.APPENDED] * 10
+        )
+        filler = fill(small_fs)
+        statuses: list[AppendStatus] = []
+        batch = [make_event(100 + n, size=2000) for n in range(200)]
+
+        async def stream_committer() -> None:
+            statuses.extend(await journal.append_many(batch))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stream_committer)
+            with anyio.fail_after(10):
+                await clock.wait_sleeping()  # the failed group waits for space
+            assert journal.pause.is_paused and journal.pause.reason == "disk_full"
+            assert "no space left" in journal.pause.holds["disk_full"]
+            assert journal.last_seq == 10 and statuses == []
+            with pytest.raises(IntakePaused, match="disk_full"):
+                await journal.append(make_event(999), wait=False)  # a webhook: 503
+            # Still full at the next retry: the group keeps waiting, a little longer.
+            clock.advance(clock.pending[0])
+            with anyio.fail_after(10):
+                await clock.wait_sleeping()
+            assert clock.sleeps[-1] > clock.sleeps[0]
+            assert journal.pause.reason == "disk_full" and statuses == []
+            filler.unlink()  # space returns
+            clock.advance(clock.pending[0])
+        assert statuses == [AppendStatus.APPENDED] * 200
+        assert not journal.pause.is_paused
+        assert journal.last_seq == 210
+        assert [r.event.id for r in await journal.read("a", 1000)] == [
+            e.id for e in [*(make_event(n) for n in range(10)), *batch]
+        ]
+    assert integrity(path) == "ok"
+
+
+async def test_the_hold_is_released_when_space_returns_with_nothing_queued(small_fs: Path):
+    clock = ManualClock()
+    path = small_fs / "journal.db"
+    async with Journal(path, sinks=["a"], clock=clock) as journal:
+        filler = fill(small_fs)
+
+        async def webhook_like() -> None:
+            await journal.append_many([make_event(n, size=2000) for n in range(100)])
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(webhook_like)
+            with anyio.fail_after(10):
+                await clock.wait_sleeping()
+            tg.cancel_scope.cancel()  # the caller gave up: nothing left queued
+        assert journal.pause.reason == "disk_full" and journal.last_seq == 0
+        assert not journal.recheck_space()  # still full
+        filler.unlink()
+        assert journal.recheck_space()
+        assert not journal.pause.is_paused
+        assert await journal.append(make_event(1)) is AppendStatus.APPENDED
+    assert integrity(path) == "ok"
+
+
+async def test_a_webhook_append_fails_fast_when_its_commit_finds_the_disk_full(small_fs: Path):
+    clock = ManualClock()
+    async with Journal(small_fs / "journal.db", sinks=["a"], clock=clock) as journal:
+        filler = fill(small_fs)
+        with pytest.raises(IntakePaused, match="disk_full"):
+            await journal.append(make_event(1, size=60_000), wait=False)
+        assert journal.pause.reason == "disk_full" and journal.last_seq == 0
+        filler.unlink()
+        assert journal.recheck_space()
+        assert await journal.append(make_event(1), wait=False) is AppendStatus.APPENDED
+
+
+async def test_the_daemon_answers_503_says_why_and_resumes(small_fs: Path, tmp_path: Path):
+    """The whole daemon with its state dir on the small filesystem: webhooks get 503 +
+    Retry-After while the disk is full, /readyz says why, and intake resumes by itself
+    once space returns (the runtime rechecks every second)."""
+    from tests.support.webhooks import incident_body, running_app, sw_headers, webhook_settings
+
+    out = tmp_path / "out"  # the file sink writes elsewhere: only the journal is short
+    out.mkdir()
+    s = webhook_settings(
+        small_fs,
+        sinks={"file": {"type": "file", "path": str(out / "events.jsonl")}},
+        routes=[{"sinks": ["file"]}],
+    )
+    async with running_app(s) as r:
+        body = incident_body("INC-1")
+        assert (await r.post("argus", body, sw_headers(body))).status_code == 200
+        filler = fill(small_fs)
+        big = incident_body("INC-2") + b" " * 200_000  # needs fresh pages to commit
+        resp = await r.post("argus", big, sw_headers(big))
+        assert resp.status_code == 503 and resp.headers["retry-after"]
+        body3 = incident_body("INC-3")
+        resp = await r.post("argus", body3, sw_headers(body3))
+        assert resp.status_code == 503  # paused: refused before reading the body
+        ready = (await r.client.get(f"{r.base}/readyz")).json()
+        assert "journal" in ready["not_ready"]
+        assert "disk full" in ready["components"]["journal"]["detail"]
+        filler.unlink()
+        with anyio.fail_after(10):
+            await r.app.journal.pause.wait_resumed()
+        for b in (big, body3):
+            assert (await r.post("argus", b, sw_headers(b))).status_code == 200
+        assert r.app.journal.last_seq == 3
+    assert integrity(small_fs / "state" / "journal.db") == "ok"
