@@ -40,9 +40,9 @@ import anyio
 import httpx
 from tests.support.apache_kafka import KafkaCluster, _free_ports, start_kafka
 
-from argbridge.backpressure import MIN_SLACK_EVENTS, hard_bound
 from argbridge.events import CloudEvent, deterministic_id
 from argbridge.journal import Journal
+from argbridge.journal.backpressure import MIN_SLACK_EVENTS, hard_bound
 from argbridge.simulator.arga import ArgaSimulator
 
 MiB = 1024 * 1024

@@ -7,9 +7,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from argbridge.backpressure import IntakePaused, PauseSignal, hard_bound
 from argbridge.errors import JournalError
 from argbridge.journal import AppendStatus, Journal
+from argbridge.journal.backpressure import IntakePaused, PauseSignal, hard_bound
 from tests.conftest import make_event
 
 

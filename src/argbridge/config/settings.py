@@ -81,7 +81,7 @@ class LogConfig(StrictModel):
 
 class JournalConfig(StrictModel):
     #: Undelivered events (slowest sink) at which sources pause. The backlog never
-    #: exceeds it by more than max(20 %, 1,000 events) (argbridge.backpressure).
+    #: exceeds it by more than max(20 %, 1,000 events) (argbridge.journal.backpressure).
     max_backlog_events: int = Field(default=100_000, ge=1)
     #: Undelivered bytes at which sources pause (hard bound: + max(20 %, 1 MiB)).
     max_backlog_bytes: ByteSize = 256 * 1024 * 1024

@@ -29,7 +29,7 @@ protocols in :mod:`~argbridge.journal.roles`, :mod:`~argbridge.journal.core`
 (a v1 SQLite journal → format 2).
 """
 
-from argbridge.journal.backpressure import PauseSignal
+from argbridge.journal.backpressure import IntakePaused, PauseSignal
 from argbridge.journal.core import Journal
 from argbridge.journal.ledger import SinkLedger
 from argbridge.journal.log import EventLog
@@ -46,6 +46,7 @@ __all__ = [
     "AppendStatus",
     "DeadLetter",
     "EventLog",
+    "IntakePaused",
     "Journal",
     "JournalRecord",
     "JournalStats",

@@ -60,7 +60,8 @@ class SourceContext:
         """Journal ``event`` (durably) and count it; duplicates are counted, not errors.
 
         Waits while the journal's backlog is at its hard bound; with ``wait=False``
-        raises :class:`~argbridge.backpressure.IntakePaused` (a ``JournalError``) instead."""
+        raises :class:`~argbridge.journal.backpressure.IntakePaused` (a
+        ``JournalError``) instead."""
         status = await self.journal.append(event, wait=wait)
         self._count(status, event)
         return status

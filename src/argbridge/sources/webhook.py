@@ -46,7 +46,6 @@ import httpx
 import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from argbridge.backpressure import IntakePaused
 from argbridge.config.settings import Settings
 from argbridge.config.webhooks import ArgusWebhookSourceConfig, GenericWebhookSourceConfig
 from argbridge.errors import ConfigError, JournalError
@@ -61,6 +60,7 @@ from argbridge.http.asgi import (
     problem,
 )
 from argbridge.journal import AppendStatus
+from argbridge.journal.backpressure import IntakePaused
 from argbridge.normalize.argus import incident_event, similar_event
 from argbridge.normalize.webhook import generic_event
 from argbridge.signing import VerificationFailed, Verifier, body_hash
