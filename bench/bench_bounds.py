@@ -275,7 +275,7 @@ async def drain(
     [port] = _free_ports(1)
     state = root / "state"
     state.mkdir()
-    await fill(state / "journal.db", args.drain_events, args.drain_size - 160)
+    await fill(state / "journal", args.drain_events, args.drain_size - 160)
     config = root / "argbridge.toml"
     config.write_text(
         config_toml(

@@ -331,9 +331,9 @@ async def test_silence_beyond_the_read_timeout_reconnects(tmp_path):
 
 async def test_finished_runs_are_remembered_up_to_a_bound(tmp_path, monkeypatch):
     """Issue 17: a FollowedRun per run ever followed stayed in memory forever."""
-    from argbridge.sources import arga
+    from argbridge.sources.arga import source as arga_source
 
-    monkeypatch.setattr(arga, "FINISHED_MEMORY", 3)
+    monkeypatch.setattr(arga_source, "FINISHED_MEMORY", 3)
     async with simulator() as sim:
         async with running_source(tmp_path, sim) as h:
             for n in range(8):
