@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/default.toml
 
-.PHONY: run daemon test lint typecheck pytest bench clean system-deps
+.PHONY: run daemon test lint typecheck pytest soak bench clean system-deps
 
 $(BIN)/python:
 	sh scripts/bootstrap-venv.sh "$(PYTHON)" "$(VENV)"
@@ -43,6 +43,11 @@ system-deps:
 	fi
 
 test: lint typecheck pytest
+
+# The 30-minute soak of issue 17 (ARGBRIDGE_SOAK_MINUTES to change it): RSS flat after
+# warm-up, CPU per event printed. Not part of `make test`.
+soak: $(VENV)/.test-stamp
+	$(BIN)/pytest -m soak tests/test_soak.py -s
 
 bench: $(VENV)/.test-stamp
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)

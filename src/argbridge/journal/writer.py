@@ -450,10 +450,10 @@ class Writer:
             self.syncs += int(work.txn.sync)
         return work
 
-    def _begin(self, ops: Sequence[Op[Any]]) -> Work:
+    def _begin(self, ops: Sequence[Op[Any]] = ()) -> Work:
         before = self.mirror
         # A group of cursor acks only needs no sync of its own unless fsync_acks.
-        sync = self.fsync_acks or any(type(op) is not Ack for op in ops)
+        sync = self.fsync_acks or not ops or any(type(op) is not Ack for op in ops)
         self._groups += 1
         return Work(
             Txn(self.db, sync=sync),
