@@ -9,6 +9,7 @@ would be dropped there; see argbridge.journal.writer)."""
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,8 @@ import anyio
 import plyvel
 import pytest
 
-from argbridge.journal import AppendStatus, Journal
+from argbridge.errors import JournalError
+from argbridge.journal import AppendStatus, Journal, store
 from argbridge.journal.backpressure import IntakePaused
 from tests.conftest import make_event
 from tests.support.manual_clock import ManualClock
@@ -73,6 +75,10 @@ async def test_a_full_disk_holds_intake_loses_nothing_and_resumes(small_fs: Path
             with anyio.fail_after(10):
                 await clock.wait_sleeping()
             assert clock.sleeps[-1] > clock.sleeps[0]
+            # The retry's reopen of the database found no room either (LevelDB writes
+            # its memtable out on recovery): reads are refused until a reopen succeeds.
+            with pytest.raises(JournalError, match="unavailable"):
+                await journal.read("a", 10)
             assert journal.pause.reason == "disk_full" and statuses == []
             filler.unlink()  # space returns
             clock.advance(clock.pending[0])
@@ -105,10 +111,11 @@ async def test_the_hold_is_released_when_space_returns_with_nothing_queued(small
                 await clock.wait_sleeping()
             tg.cancel_scope.cancel()  # the caller gave up: nothing left queued
         assert journal.pause.reason == "disk_full" and journal.last_seq == 0
-        assert not journal.recheck_space()  # still full
+        assert not await journal.recheck_space()  # still full
         filler.unlink()
-        assert journal.recheck_space()
+        assert await journal.recheck_space()
         assert not journal.pause.is_paused
+        assert await journal.read("a", 10) == []  # reopened, before any new write
         assert await journal.append(make_event(1)) is AppendStatus.APPENDED
     assert integrity(path) == "ok"
 
@@ -121,7 +128,7 @@ async def test_a_webhook_append_fails_fast_when_its_commit_finds_the_disk_full(s
             await journal.append(make_event(1, size=60_000), wait=False)
         assert journal.pause.reason == "disk_full" and journal.last_seq == 0
         filler.unlink()
-        assert journal.recheck_space()
+        assert await journal.recheck_space()
         assert await journal.append(make_event(1), wait=False) is AppendStatus.APPENDED
 
 
@@ -158,3 +165,42 @@ async def test_the_daemon_answers_503_says_why_and_resumes(small_fs: Path, tmp_p
             assert (await r.post("argus", b, sw_headers(b))).status_code == 200
         assert r.app.journal.last_seq == 3
     assert integrity(small_fs / "state" / "journal") == "ok"
+
+
+async def test_a_failed_write_that_landed_is_taken_as_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A write can report ENOSPC after its record reached the log (a failed sync on a
+    real disk). The retry reopens the database, finds the group's token (m:group) and
+    takes the group as committed: no event twice, every appender told APPENDED. The
+    fault is injected in our own transaction (the real write runs, then it raises)."""
+    clock = ManualClock()
+    path = tmp_path / "journal"
+    real_write = store.Txn.write
+    failures = [OSError(errno.ENOSPC, "No space left on device (sync)")]
+
+    def write_then_fail(txn: store.Txn) -> None:
+        real_write(txn)
+        if failures:
+            raise failures.pop()
+
+    async with Journal(path, sinks=["a"], clock=clock) as journal:
+        monkeypatch.setattr(store.Txn, "write", write_then_fail)
+        statuses: list[AppendStatus] = []
+
+        async def appender() -> None:
+            statuses.extend(await journal.append_many([make_event(n) for n in range(5)]))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(appender)
+            with anyio.fail_after(10):
+                await clock.wait_sleeping()
+            assert journal.pause.reason == "disk_full" and journal.last_seq == 0
+            clock.advance(clock.pending[0])
+        assert statuses == [AppendStatus.APPENDED] * 5
+        assert journal.last_seq == 5 and not journal.pause.is_paused
+        assert await journal.append(make_event(5)) is AppendStatus.APPENDED
+    async with Journal(path, sinks=["a"], clock=clock) as journal:
+        records = await journal.read("a", 100)
+        assert [r.event.id for r in records] == [make_event(n).id for n in range(6)]
+        assert [r.seq for r in records] == list(range(1, 7))

@@ -595,7 +595,10 @@ class App:
         # journal's own retried group commit finds out otherwise.)
         while True:
             await self.clock.sleep(1.0)
-            self.journal.recheck_space()
+            try:
+                await self.journal.recheck_space()
+            except Exception as exc:
+                self.log.warning("journal.recheck_space_failed", error=exc)
 
     async def _memory_loop(self) -> None:
         # Memory comes back after a burst (argbridge.memory): checked once a second.

@@ -174,11 +174,11 @@ class Journal:
     def max_backlog_events(self) -> int:
         return self._pause.max_events
 
-    def recheck_space(self) -> bool:
-        """Intake held for a full disk: retry at once, or release the hold, once the
-        state dir's filesystem has room again (the runtime calls this every second).
-        Returns whether intake is no longer held for it."""
-        return self._writer.recheck_space() if self._writer is not None else True
+    async def recheck_space(self) -> bool:
+        """Intake held for a full disk: retry at once, or reopen the database and
+        release the hold, once the state dir's filesystem has room again (the runtime
+        calls this every second). Returns whether intake is no longer held for it."""
+        return await self._writer.recheck_space() if self._writer is not None else True
 
     @property
     def closed(self) -> bool:

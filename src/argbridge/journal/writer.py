@@ -403,23 +403,27 @@ class Writer:
         self._wake_waiters()
         return True
 
-    def recheck_space(self, min_free: int = MIN_FREE_BYTES) -> bool:
+    async def recheck_space(self, min_free: int = MIN_FREE_BYTES) -> bool:
         """Held for a full disk: is there ``min_free`` free on the journal's filesystem?
-        Then retry a waiting group at once, or (nothing queued) release the hold: the
-        next commit finds out for sure. Returns whether intake is no longer held."""
+        Then retry a waiting group at once, or (nothing queued) reopen the database if a
+        write failed on it and release the hold: the next commit finds out for sure.
+        Returns whether intake is no longer held for it."""
         if not self.retry_delay:
             return True
         where = self.path.parent if self.path is not None else None
         free = free_bytes(where) if where is not None else None
-        if free is None or free < min_free:
+        if free is None or free < min_free or self.closed:
             return False
         if self._retry_scope is not None:
             self._retry_scope.cancel()  # the queued group's retry decides, now
             return False
         if self._committing:
             return False
-        self._space_returned()
-        return True
+        if self._suspect:
+            await self._commit_next()  # leads: the reopen, and whatever got queued
+        if self.retry_delay and not self._suspect and not self._pending:
+            self._space_returned()
+        return not self.retry_delay
 
     async def _commit(self, ops: Sequence[Op[Any]]) -> Work:
         """Stage ``ops`` here, on the event loop, ``STAGE_CHUNK`` at a time (yielding in
