@@ -204,3 +204,30 @@ async def test_a_failed_write_that_landed_is_taken_as_committed(
         records = await journal.read("a", 100)
         assert [r.event.id for r in records] == [make_event(n).id for n in range(6)]
         assert [r.seq for r in records] == list(range(1, 7))
+
+
+async def test_webhooks_whose_ops_shared_the_failed_group_get_503_not_a_hang(small_fs: Path):
+    """Several webhook requests (append wait=False) in one group that finds the disk
+    full: every one of them answers at once (IntakePaused), the leader and the others."""
+    clock = ManualClock()
+    async with Journal(small_fs / "journal", sinks=["a"], clock=clock) as journal:
+        filler = fill(small_fs)
+        outcomes: list[str] = []
+
+        async def webhook(n: int) -> None:
+            try:
+                await journal.append(make_event(n, size=60_000), wait=False)
+            except IntakePaused:
+                outcomes.append("503")
+            else:
+                outcomes.append("200")
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for n in range(5):
+                    tg.start_soon(webhook, n)
+        assert outcomes == ["503"] * 5 and journal.last_seq == 0
+        filler.unlink()
+        assert await journal.recheck_space()
+        assert await journal.append(make_event(1), wait=False) is AppendStatus.APPENDED
+    assert integrity(small_fs / "journal") == "ok"

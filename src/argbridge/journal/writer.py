@@ -339,6 +339,8 @@ class Writer:
         self.retry_delay = min(DISK_FULL_RETRY_MAX, max(DISK_FULL_RETRY, 2 * self.retry_delay))
         where = self.path.parent if self.path is not None else None
         self.pause.hold("disk_full", f"no space left for the journal ({where}): {exc}")
+        # Every waiter looks again: one leads the retry, one that may not wait gives up.
+        self._wake_waiters()
         if first:
             _log.error(
                 "journal.disk_full",
