@@ -39,6 +39,7 @@ from typing import Any
 import anyio
 import httpx
 from tests.support.apache_kafka import KafkaCluster, _free_ports, start_kafka
+from tests.support.webhook_load import drive, signed_request
 
 from argbridge.events import CloudEvent, deterministic_id
 from argbridge.journal import Journal
@@ -85,6 +86,7 @@ def config_toml(
     batch_bytes: str = "4MiB",
     read_linger: str = "5ms",
     fsync_acks: bool = False,
+    runtime: list[str] | None = None,
 ) -> str:
     lines = [
         f'state_dir = "{state}"',
@@ -98,6 +100,8 @@ def config_toml(
         "[journal]",
         f"max_backlog_events = {cap}",
         f"fsync_acks = {'true' if fsync_acks else 'false'}",
+        "[runtime]",
+        *(runtime or []),
         "[sinks.kafka]",
         'type = "kafka"',
         f'bootstrap_servers = "{bootstrap}"',
@@ -200,6 +204,7 @@ async def burst(
                 cap=CAP,
                 runs=runs,
                 sim_url=sim.base_url,
+                runtime=args.runtime,
             )
         )
         # The daemon starts idle: the runs are in its config, but the simulator holds
@@ -351,64 +356,6 @@ def quantile(buckets: dict[float, float], q: float) -> float:
     return lower
 
 
-def signed_requests(port: int, count: int) -> list[bytes]:
-    """``count`` distinct signed Argus webhook requests (HTTP/1.1, keep-alive), made
-    before the measurement so the driver costs little."""
-    from tests.support.webhooks import incident_body, sw_headers
-
-    out = []
-    for n in range(count):
-        body = incident_body(f"INC-{n}", pad=300)
-        headers = sw_headers(body, msg_id=f"msg_cpu_{n}")
-        head = [
-            "POST /webhooks/argus HTTP/1.1",
-            f"host: 127.0.0.1:{port}",
-            "content-type: application/json",
-            f"content-length: {len(body)}",
-            *(f"{k}: {v}" for k, v in headers.items()),
-        ]
-        out.append(("\r\n".join(head) + "\r\n\r\n").encode() + body)
-    return out
-
-
-async def drive(port: int, requests: list[bytes], rate: float, connections: int = 32) -> int:
-    """Send ``requests`` at ``rate`` per second over keep-alive connections (an open
-    loop with bounded concurrency); returns how many got a 200."""
-    start = time.monotonic() + 0.05
-    index = 0
-    ok = 0
-
-    async def connection() -> None:
-        nonlocal index, ok
-        stream = await anyio.connect_tcp("127.0.0.1", port)
-        buf = b""
-        async with stream:
-            while index < len(requests):
-                i = index
-                index += 1
-                delay = start + i / rate - time.monotonic()
-                if delay > 0:
-                    await anyio.sleep(delay)
-                await stream.send(requests[i])
-                while b"\r\n\r\n" not in buf:
-                    buf += await stream.receive()
-                head, _, buf = buf.partition(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                while len(buf) < length:
-                    buf += await stream.receive()
-                buf = buf[length:]
-                ok += head.startswith(b"HTTP/1.1 200")
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(connections):
-            tg.start_soon(connection)
-    return ok
-
-
 async def cpu(kafka: KafkaCluster, args: argparse.Namespace, env: dict[str, str]) -> list[str]:
     """CPU per event and commit -> Kafka ack latency at fixed webhook rates."""
     root = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
@@ -434,14 +381,14 @@ async def cpu(kafka: KafkaCluster, args: argparse.Namespace, env: dict[str, str]
             offset = 0
             for rate in args.rates:
                 count = int(rate * (args.cpu_seconds + 2))
-                requests = signed_requests(port, offset + count)[offset:]
+                requests = [signed_request(port, offset + i) for i in range(count)]
                 offset += count
                 warm = int(rate * 2)
                 # Warm up for 2 s, then measure the rest.
-                await drive(port, requests[:warm], rate)
+                await drive(port, requests.__getitem__, rate, count=warm)
                 before = (cpu_ticks(proc.pid), context_switches(proc.pid), time.monotonic())
                 hist0 = latency_buckets((await c.get("/metrics")).text)
-                sent = await drive(port, requests[warm:], rate)
+                _, sent = await drive(port, requests[warm:].__getitem__, rate, count=count - warm)
                 await wait_status(
                     c, lambda d: d["sinks"]["kafka"]["backlog"] == 0, within=60, poll=0.05
                 )
@@ -479,7 +426,10 @@ async def main(args: argparse.Namespace) -> None:
     kafka = start_kafka(root, proxied=True)
     try:
         kafka.create_topic("bounds", partitions=4)
-        print(f"argbridge bounds bench — Apache Kafka {kafka.version}, env {env or '-'}")
+        print(
+            f"argbridge bounds bench — Apache Kafka {kafka.version}, env {env or '-'}, "
+            f"runtime {args.runtime or '-'}"
+        )
         if args.phase in ("all", "burst"):
             b = await burst(kafka, args, env)
             bound = hard_bound(CAP, MIN_SLACK_EVENTS)
@@ -536,6 +486,12 @@ if __name__ == "__main__":
     parser.add_argument("--drain-size", type=int, default=1024, help="bytes per event")
     parser.add_argument("--batch-bytes", default="4MiB", help="the Kafka sink's batch_bytes")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the daemon")
+    parser.add_argument(
+        "--runtime",
+        action="append",
+        default=[],
+        help="a [runtime] line: trim_after_burst=false",
+    )
     ns = parser.parse_args()
     if ns.quick:  # smaller defaults; options given explicitly still win
         quick = {"runs": 12, "events": 1000, "idle": 3.0, "outage": 8.0, "after": 8.0}

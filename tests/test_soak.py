@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ import pytest
 
 from argbridge.simulator.arga import ArgaSimulator
 from tests.support.apache_kafka import KafkaCluster, _free_ports
-from tests.support.webhooks import SECRET, incident_body, sw_headers
+from tests.support.webhook_load import drive, signed_request
+from tests.support.webhooks import SECRET
 
 MINUTES = float(os.environ.get("ARGBRIDGE_SOAK_MINUTES", "30"))
 RUNS = 200
@@ -63,7 +65,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def config(state: Path, port: int, bootstrap: str, sim_url: str) -> str:
+def config(state: Path, port: int, bootstrap: str, sim_url: str, topic: str) -> str:
     runs = ", ".join(f'"soak-{n:03d}"' for n in range(RUNS))
     return f"""
 state_dir = "{state}"
@@ -87,7 +89,7 @@ secrets = ["{SECRET}"]
 [sinks.kafka]
 type = "kafka"
 bootstrap_servers = "{bootstrap}"
-topic = "soak.{{type}}"
+topic = "{topic}"
 [[routes]]
 sinks = ["kafka"]
 """
@@ -140,13 +142,13 @@ async def test_soak_memory_is_flat_after_warm_up(tmp_path: Path, kafka: KafkaClu
     samples: list[tuple[float, int, float, int]] = []
     sent_webhooks = accepted = 0
     async with sim.running():
-        path.write_text(config(tmp_path / "state", port, kafka.bootstrap, sim.base_url))
+        topic = f"soak-{uuid.uuid4().hex[:8]}"
+        kafka.create_topic(topic, partitions=4)
+        path.write_text(config(tmp_path / "state", port, kafka.bootstrap, sim.base_url, topic))
         with daemon(path) as proc:
-            async with (
-                httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as control,
-                httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as sender,
-                anyio.create_task_group() as tg,
-            ):
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", timeout=10
+            ) as control:
                 await until(control, lambda d: d["sinks"]["kafka"]["ready"], 60)
 
                 async def publish() -> None:
@@ -155,40 +157,31 @@ async def test_soak_memory_is_flat_after_warm_up(tmp_path: Path, kafka: KafkaClu
                             run.publish(1)
                         await anyio.sleep(1.0)
 
-                async def webhook(n: int) -> None:
-                    nonlocal accepted
-                    body = incident_body(f"INC-SOAK-{n}", pad=200)
-                    response = await sender.post(
-                        "/webhooks/argus",
-                        content=body,
-                        headers={"content-type": "application/json", **sw_headers(body)},
-                    )
-                    accepted += response.status_code == 200
-
                 async def webhooks() -> None:
-                    nonlocal sent_webhooks
-                    start = time.monotonic()
-                    while time.monotonic() < end:
-                        due = start + sent_webhooks / WEBHOOKS_PER_S
-                        if due > time.monotonic():
-                            await anyio.sleep(due - time.monotonic())
-                        tg.start_soon(webhook, sent_webhooks)
-                        sent_webhooks += 1
-
-                tg.start_soon(publish)
-                tg.start_soon(webhooks)
-                while time.monotonic() < end:
-                    doc = await status(control)
-                    samples.append(
-                        (
-                            time.monotonic(),
-                            rss(proc.pid),
-                            cpu_seconds(proc.pid),
-                            doc["sinks"]["kafka"]["sent"],
-                        )
+                    nonlocal sent_webhooks, accepted
+                    sent_webhooks, accepted = await drive(
+                        port,
+                        lambda n: signed_request(port, n, pad=200),
+                        WEBHOOKS_PER_S,
+                        until=end,
+                        connections=16,
                     )
-                    await anyio.sleep(min(SAMPLE_EVERY, max(0.0, end - time.monotonic())))
-            done = await until(control, lambda d: d["sinks"]["kafka"]["backlog"] == 0, 120)
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(publish)
+                    tg.start_soon(webhooks)
+                    while time.monotonic() < end:
+                        doc = await status(control)
+                        samples.append(
+                            (
+                                time.monotonic(),
+                                rss(proc.pid),
+                                cpu_seconds(proc.pid),
+                                doc["sinks"]["kafka"]["sent"],
+                            )
+                        )
+                        await anyio.sleep(min(SAMPLE_EVERY, max(0.0, end - time.monotonic())))
+                done = await until(control, lambda d: d["sinks"]["kafka"]["backlog"] == 0, 120)
     t0 = samples[0][0]
     for t, r, c, n in samples:
         print(f"  {(t - t0) / 60:5.1f} min  RSS {r / MiB:6.1f} MiB  cpu {c:7.1f} s  sent {n}")
