@@ -5,8 +5,8 @@ short smoke run; ``--phase burst`` or ``--phase drain`` for one of them).
 Apache Kafka (one KRaft node, from the jars of ``tests/support/kafka_dist.py``) behind
 a TCP proxy the bench can cut; the Arga simulator in this process on a free loopback
 port; ``argbridge run`` as a subprocess; its RSS read from ``/proc/PID/status`` and its
-state from ``GET /control/status``. The daemon runs with its default ``runtime``
-settings unless ``--env NAME=VALUE`` adds to its environment (e.g.
+state from ``GET /control/status`` (on its control socket). The daemon runs with its
+default ``runtime`` settings unless ``--env NAME=VALUE`` adds to its environment (e.g.
 ``MALLOC_ARENA_MAX=2``).
 
 1. **burst** (items 1, 3, 4, 8): the daemon starts with Kafka cut off and idles
@@ -151,6 +151,13 @@ def daemon(config: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes
         log.close()
 
 
+def control(state: Path) -> httpx.AsyncClient:
+    """A client of the daemon's control plane (``/control/...``, ``/metrics``): its Unix
+    socket under the state dir (the public listener serves webhooks and probes only)."""
+    transport = httpx.AsyncHTTPTransport(uds=str(state / "control.sock"))
+    return httpx.AsyncClient(transport=transport, base_url="http://argbridge", timeout=5)
+
+
 async def status(client: httpx.AsyncClient) -> dict[str, Any]:
     response = await client.get("/control/status")
     doc: dict[str, Any] = response.json()
@@ -213,7 +220,7 @@ async def burst(
         sim.faults.gate = gate
         sim.faults.gate_after = 0
         with daemon(config, env) as proc:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
+            async with control(root / "state") as c:
                 await wait_status(c, lambda d: "journal" in d, within=30)
                 await anyio.sleep(args.idle)
                 out["rss_before"] = rss_mib(proc.pid)
@@ -295,7 +302,7 @@ async def drain(
     )
     out: dict[str, float] = {}
     with daemon(config, env) as proc:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
+        async with control(state) as c:
             started = time.monotonic()
             await wait_status(
                 c, lambda d: d["sinks"]["kafka"]["backlog"] == 0, within=600, poll=0.1
@@ -376,7 +383,7 @@ async def cpu(kafka: KafkaCluster, args: argparse.Namespace, env: dict[str, str]
     lines = []
     hz = os.sysconf("SC_CLK_TCK")
     with daemon(config, env) as proc:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
+        async with control(root / "state") as c:
             await wait_status(c, lambda d: d["sinks"]["kafka"]["ready"], within=60)
             offset = 0
             for rate in args.rates:

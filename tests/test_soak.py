@@ -146,8 +146,10 @@ async def test_soak_memory_is_flat_after_warm_up(tmp_path: Path, kafka: KafkaClu
         kafka.create_topic(topic, partitions=4)
         path.write_text(config(tmp_path / "state", port, kafka.bootstrap, sim.base_url, topic))
         with daemon(path) as proc:
+            # The control plane (status) is on the daemon's socket, not its public port.
+            transport = httpx.AsyncHTTPTransport(uds=str(tmp_path / "state" / "control.sock"))
             async with httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{port}", timeout=10
+                transport=transport, base_url="http://argbridge", timeout=10
             ) as control:
                 await until(control, lambda d: d["sinks"]["kafka"]["ready"], 60)
 
