@@ -231,3 +231,31 @@ async def test_webhooks_whose_ops_shared_the_failed_group_get_503_not_a_hang(sma
         assert await journal.recheck_space()
         assert await journal.append(make_event(1), wait=False) is AppendStatus.APPENDED
     assert integrity(small_fs / "journal") == "ok"
+
+
+async def test_closing_while_held_fails_the_waiting_appends_and_hangs_nothing(small_fs: Path):
+    """Shutdown with the disk still full: the queued group is tried once more, then its
+    appenders get a JournalError (not accepted: a stream keeps its resume point)."""
+    clock = ManualClock()
+    path = small_fs / "journal"
+    journal = Journal(path, sinks=["a"], clock=clock)
+    await journal.__aenter__()
+    await journal.append(make_event(0))
+    filler = fill(small_fs)
+    failed = anyio.Event()
+
+    async def stream_committer() -> None:
+        with pytest.raises(JournalError):
+            await journal.append_many([make_event(n, size=2000) for n in range(1, 100)])
+        failed.set()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stream_committer)
+            await clock.wait_sleeping()
+            await journal.aclose()
+    assert failed.is_set()
+    filler.unlink()
+    async with Journal(path, sinks=["a"], clock=clock) as journal:
+        assert [r.event.id for r in await journal.read("a", 10)] == [make_event(0).id]
+    assert integrity(path) == "ok"
