@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import plyvel
 
 from argbridge.clock import Clock
+from argbridge.errors import JournalClosed
 from argbridge.events import CloudEvent
 from argbridge.journal import store
 from argbridge.journal.backpressure import PauseSignal
@@ -77,6 +78,8 @@ class EventLog:
         attrs, data = encode_event(event)
         writer, pause = self._writer, self.pause
         n, size = await pause.admit((body_size(attrs, data),), wait=wait)
+        if n == 0:
+            raise JournalClosed("the journal is closed")  # woken by close, not by room
         try:
             return await writer.wait(writer.enqueue(Append(event.id, attrs, data)), nowait=not wait)
         finally:
@@ -94,8 +97,8 @@ class EventLog:
         while len(results) < len(items):
             start = len(results)
             n, size = await pause.admit(sizes[start:], wait=wait)
-            if n == 0:  # closing: the journal refuses the rest
-                writer.enqueue(Append(*items[start]))  # raises JournalClosed
+            if n == 0:
+                raise JournalClosed("the journal is closed")  # woken by close, not by room
             ops: list[Op[AppendStatus]] = []
             try:
                 for item in items[start : start + n]:
