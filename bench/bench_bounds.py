@@ -1,7 +1,7 @@
 """Bounded resources (issue 17), measured from the outside on a daemon subprocess.
 
 Run from the repository root: ``.venv/bin/python -m bench.bench_bounds`` (``--quick``: a
-short smoke run; ``--phase burst`` or ``--phase drain`` for one of them).
+short smoke run; ``--phase burst``, ``drain`` or ``cpu`` for one of them).
 Apache Kafka (one KRaft node, from the jars of ``tests/support/kafka_dist.py``) behind
 a TCP proxy the bench can cut; the Arga simulator in this process on a free loopback
 port; ``argbridge run`` as a subprocess; its RSS read from ``/proc/PID/status`` and its
@@ -19,6 +19,14 @@ default ``runtime`` settings unless ``--env NAME=VALUE`` adds to its environment
 2. **drain** (item 2): 100,000 events of 1 KiB (``--drain-size``) journaled before the
    daemon starts, then drained to Kafka: the daemon's peak RSS (``VmHWM``) and the drain
    rate. Target: <= 150 MiB. ``--batch-bytes`` sets the sink's ``batch_bytes``.
+3. **cpu** (item 6): signed Argus webhooks at fixed rates (``--rates``, default 100, 400
+   and 2,000 a second; a keep-alive sender of pre-signed requests,
+   ``tests/support/webhook_load.py``) → journal → Kafka: the daemon's CPU time per
+   event and cores used, its context switches, and commit → Kafka ack p50/p99 from its
+   own histogram. Target: <= 0.15 core at 400 ev/s with p99 < 25 ms.
+   ``--read-linger`` and ``--fsync-acks`` set what the comparison needs.
+
+``--runtime 'KEY = VALUE'`` adds a ``[runtime]`` line (e.g. ``trim_after_burst = false``).
 """
 
 from __future__ import annotations
