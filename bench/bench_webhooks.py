@@ -183,7 +183,7 @@ def serve_daemon(port: int, state: str, stub_journal: bool = False) -> None:
             if stub_journal:
                 from argbridge.journal import AppendStatus
 
-                async def no_append(event: Any) -> AppendStatus:
+                async def no_append(event: Any, *, wait: bool = True) -> AppendStatus:
                     return AppendStatus.APPENDED
 
                 app.journal.append = no_append  # type: ignore[method-assign]
@@ -341,7 +341,7 @@ def breakdown(count: int = 20000, concurrency: int = 64) -> None:
             router = app.http.router
             if not with_journal:
 
-                async def no_append(event: Any) -> AppendStatus:
+                async def no_append(event: Any, *, wait: bool = True) -> AppendStatus:
                     return AppendStatus.APPENDED
 
                 app.journal.append = no_append  # type: ignore[method-assign]

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHES = ["journal", "arga", "generic", "webhooks", "sinks", "ops"]
+BENCHES = ["journal", "arga", "generic", "webhooks", "sinks", "ops", "bounds"]
 
 
 def main() -> int:

@@ -408,3 +408,41 @@ async def test_a_group_staged_in_slices_is_still_one_atomic_batch(tmp_path: Path
         assert j.last_seq == 2 * STAGE_CHUNK
         assert await j.get_state("k") == "2"
         assert await j.get_state("gone") is None
+
+
+async def test_ack_only_commits_skip_their_fsync_and_still_persist(tmp_path: Path):
+    """Issue 17 item 6: a group of acks only is written as an unsynced write batch
+    (journal.fsync_acks = false, the default): no fsync of its own; any group with an
+    append is still synced, and the cursor survives a reopen."""
+    path = tmp_path / "j"
+    async with Journal(path, sinks=["a"]) as j:
+        await j.append_many([make_event(n) for n in range(3)])
+        syncs = j.stats().syncs
+        await j.ack("a", 2)
+        assert (j.stats().syncs, j.stats().commits) == (syncs, 2)
+        await j.append(make_event(3))
+        assert j.stats().syncs == syncs + 1
+    async with Journal(path, sinks=["a"]) as j:
+        assert j.cursor("a") == 2
+    async with Journal(path, sinks=["a"], fsync_acks=True) as j:
+        syncs = j.stats().syncs
+        await j.ack("a", 3)
+        assert j.cursor("a") == 3 and j.stats().syncs == syncs + 1
+
+
+async def test_reads_bounded_in_bytes_stop_before_the_event_that_would_pass(tmp_path: Path):
+    """Issue 17 item 2: max_bytes counts the events' JSON size (JournalRecord.size, from
+    the stored lengths without decoding) and returns at least one event."""
+    async with Journal(tmp_path / "j", sinks=["a"]) as j:
+        await j.append_many([make_event(n, size=1000 * (n + 1)) for n in range(4)])
+        await j.append(make_event(9).with_changes(data=None))  # no data: attrs only
+        every = await j.read_after(0, 100)
+        sizes = [r.size for r in every]
+        assert sizes == [len(make_event(n, size=1000 * (n + 1)).to_json()) for n in range(4)] + [
+            len(make_event(9).with_changes(data=None).to_json())
+        ]
+        assert [r.seq for r in await j.read_after(0, 100, sizes[0] + sizes[1])] == [1, 2]
+        assert [r.seq for r in await j.read_after(0, 100, sizes[0] + sizes[1] - 1)] == [1]
+        assert [r.seq for r in await j.read_after(2, 100, 1)] == [3]  # one, however large
+        assert [r.seq for r in await j.read("a", 2, 10**9)] == [1, 2]  # the count still caps
+        assert [r.seq for r in await j.read_after(3, 100, sum(sizes))] == [4, 5]

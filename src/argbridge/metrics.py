@@ -172,7 +172,7 @@ class _JournalCollector(Collector):
         )
         yield GaugeMetricFamily(
             "argbridge_journal_paused",
-            "1 while sources are paused (backpressure).",
+            "1 while sources are paused (backpressure, or intake held: disk full).",
             value=1 if stats.paused else 0,
         )
         yield GaugeMetricFamily(

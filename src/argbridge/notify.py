@@ -228,7 +228,12 @@ class SystemdService:
             worst = max(stats.backlog_events, key=lambda s: stats.backlog_events[s])
             parts.append(f"backlog {stats.backlog_events[worst]} ({worst})")
         if stats is not None and stats.paused:
-            parts.append("sources paused (backpressure)")
+            reason = app.journal.pause.reason
+            parts.append(
+                "sources paused (disk full)"
+                if reason == "disk_full"
+                else "sources paused (backpressure)"
+            )
         if self.watchdog_ok is False:
             parts.append("watchdog withheld: journal not responding")
         return redact_text("; ".join(parts))[:400]

@@ -47,6 +47,7 @@ from argbridge.http.asgi import Request, Response, problem
 from argbridge.http.server import Planes
 from argbridge.journal import Journal, migrate
 from argbridge.logging import get_logger, register_secrets
+from argbridge.memory import TrimPolicy, give_back
 from argbridge.metrics import Metrics
 from argbridge.registry import build_sink, build_source
 from argbridge.reload import ConfigDiff, LoadedConfig, diff, effective
@@ -226,12 +227,18 @@ class App:
     def health(self) -> dict[str, Health]:
         """Readiness per component (``journal``, ``sink:NAME``, ``source:NAME``)."""
         out: dict[str, Health] = {}
-        out["journal"] = Health(
-            self._journal is not None and not self._journal.closed,
-            "paused (backpressure)"
-            if self._journal is not None and self._journal.pause.is_paused
-            else "open",
-        )
+        journal = self._journal
+        disk_full = journal.pause.holds.get("disk_full") if journal is not None else None
+        if disk_full is not None:
+            # The alert: /readyz fails and says why (the journal also logged it).
+            out["journal"] = Health(False, f"paused (disk full): {disk_full}")
+        else:
+            out["journal"] = Health(
+                journal is not None and not journal.closed,
+                "paused (backpressure)"
+                if journal is not None and journal.pause.is_paused
+                else "open",
+            )
         for name, sink in self.sinks.items():
             worker = self.workers[name]
             h = sink.health()
@@ -276,6 +283,7 @@ class App:
             retain_delivered=s.journal.retain_delivered,
             dedupe_window=s.journal.dedupe_window,
             max_group_commit=s.journal.max_group_commit,
+            fsync_acks=s.journal.fsync_acks,
             clock=self.clock,
         )
         try:
@@ -328,6 +336,8 @@ class App:
             ctx,
             self.router,
             batch_size=cfg.batch_size,
+            batch_bytes=cfg.batch_bytes,
+            linger=cfg.read_linger,
             backoff=Backoff(base=cfg.retry_initial, cap=cfg.retry_max),
         )
         return worker
@@ -397,6 +407,9 @@ class App:
                 # right after daemon.ready must drain, not kill the process.
                 await outer.start(self._watch_signals, name="signals")
             outer.start_soon(self._retention_loop, name="retention")
+            outer.start_soon(self._space_loop, name="disk-space")
+            if rt.trim_after_burst:
+                outer.start_soon(self._memory_loop, name="memory")
             async with anyio.create_task_group() as workers:
                 self._workers_tg = workers
                 for name, worker in self.workers.items():
@@ -576,6 +589,26 @@ class App:
                     self.log.debug("journal.retention", deleted=deleted)
             except Exception as exc:
                 self.log.warning("journal.retention_failed", error=exc)
+
+    async def _space_loop(self) -> None:
+        # Intake held for a full disk with nothing queued to retry: space again? (The
+        # journal's own retried group commit finds out otherwise.)
+        while True:
+            await self.clock.sleep(1.0)
+            try:
+                await self.journal.recheck_space()
+            except Exception as exc:
+                self.log.warning("journal.recheck_space_failed", error=exc)
+
+    async def _memory_loop(self) -> None:
+        # Memory comes back after a burst (argbridge.memory): checked once a second.
+        policy = TrimPolicy(burst_events=min(1000, self.journal.max_backlog_events))
+        while True:
+            await self.clock.sleep(1.0)
+            backlog = max(self.journal.stats().backlog_events.values(), default=0)
+            if policy.observe(backlog, self.clock.monotonic()):
+                trimmed = give_back()
+                self.log.debug("memory.trimmed", malloc_trim=trimmed)
 
     async def _supervise(
         self, name: str, kind: str, fn: Callable[..., Awaitable[None]], *args: Any

@@ -197,3 +197,21 @@ def test_binary_parts_are_not_fooled_by_data_lookalikes_in_attributes():
 def stored(e: CloudEvent) -> JournalRecord:
     """``e`` as the journal stores and reads it back."""
     return JournalRecord.stored(1, 0.0, *encode_event(e))
+
+
+def test_caches_keyed_by_keys_and_extension_names_are_bounded():
+    """Issue 17: the key hash memo and the header-name memo hold a bounded number of
+    entries, however many distinct keys and extension names go through."""
+    from argbridge.delivery import kafka_records
+
+    hash_cache = kafka_records._hash
+    limit = hash_cache.cache_info().maxsize
+    assert limit is not None and limit <= 8192
+    for n in range(limit + 500):
+        partition_for(f"key-{n}".encode(), [0, 1, 2], "id")
+    assert hash_cache.cache_info().currsize <= limit
+    for n in range(kafka_records._MAX_HEADER_NAMES + 50):
+        attrs = {"specversion": "1.0", "id": f"e{n}", "source": "s", "type": "t", f"x{n}": "v"}
+        parts = binary_parts(attrs, b"")
+        assert (f"ce_x{n}", b"v") in parts[2]
+    assert len(kafka_records._HEADER_NAMES) <= kafka_records._MAX_HEADER_NAMES

@@ -89,3 +89,15 @@ def test_auth_failed_alert():
     assert ev.type == "argbridge.source.auth_failed"
     assert ev.severity == "high" and ev.data["run_id"] == RUN
     assert "401" in ev.data["detail"]
+
+
+def test_type_part_memo_is_bounded():
+    """Issue 17: the memo of cleaned type parts (values come from upstream) is an LRU of
+    bounded size."""
+    from argbridge.normalize import arga as normalize_arga
+
+    info = normalize_arga._clean_type.cache_info()
+    assert info.maxsize is not None and info.maxsize <= 4096
+    for n in range(info.maxsize + 100):
+        normalize_arga._type_part(f"kind {n}", "x")
+    assert normalize_arga._clean_type.cache_info().currsize <= info.maxsize

@@ -472,3 +472,55 @@ async def test_partial_batches_take_the_plain_loop_full_ones_the_pipeline(tmp_pa
             worker.stop()
         assert sink.confirmed == [[1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13]]
         assert sink.serial == [[1, 2, 3]]  # the backlog went through submit() alone
+
+
+async def test_batches_are_bounded_in_bytes_too(tmp_path: Path):
+    """Issue 17 item 2: what the worker reads (and then builds and hands over) is
+    bounded in bytes, not only in events; an event larger than the bound goes alone."""
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        await journal.append_many([make_event(n, size=10_000) for n in range(7)])
+        await journal.append(make_event(7, size=50_000))
+        await journal.append(make_event(8))
+        sink = ScriptedSink()
+        ctx = SinkContext("s", journal, Metrics(), NoSleepClock())
+        worker = SinkWorker(sink, ctx, Router([], ["s"]), batch_size=100, batch_bytes=25_000)
+        await run_until_caught_up(worker, journal, "s")
+        sizes = [r.size for r in await journal.read_after(0, 100)]
+        assert all(10_000 < s < 12_500 for s in sizes[:7])  # two fit in 25,000, not three
+        assert [len(b) for b in sink.delivered] == [2, 2, 2, 1, 1, 1]
+
+
+async def test_pipelined_batches_are_bounded_in_bytes(tmp_path: Path):
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        await journal.append_many([make_event(n, size=10_000) for n in range(9)])
+        sink = PipelinedSink()
+        ctx = SinkContext("s", journal, Metrics(), NoSleepClock())
+        worker = SinkWorker(sink, ctx, Router([], ["s"]), batch_size=100, batch_bytes=25_000)
+        await run_until_caught_up(worker, journal, "s")
+        assert sink.submitted == [[1, 2], [3, 4], [5, 6], [7, 8], [9]]
+        assert sink.serial == []  # a batch full by bytes is a backlog: pipelined
+
+
+async def test_linger_gathers_the_next_events_into_one_batch(tmp_path: Path):
+    """Issue 17 item 6: once caught up, a new event waits ``linger`` for the ones right
+    behind it, so they share one delivery and one cursor commit."""
+    from tests.support.manual_clock import ManualClock
+
+    clock = ManualClock()
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        sink = ScriptedSink()
+        ctx = SinkContext("s", journal, Metrics(), clock)
+        worker = SinkWorker(sink, ctx, Router([], ["s"]), batch_size=10, linger=0.005)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            await journal.append(make_event(1))
+            with anyio.fail_after(5):
+                await clock.wait_sleeping()  # woken by event 1, lingering
+            assert clock.pending == [pytest.approx(0.005)] and sink.delivered == []
+            await journal.append_many([make_event(2), make_event(3)])
+            clock.advance(0.005)
+            with anyio.fail_after(5):
+                while journal.cursor("s") < 3:
+                    await anyio.wait_all_tasks_blocked()
+            worker.stop()
+        assert sink.delivered == [[make_event(n).id for n in (1, 2, 3)]]

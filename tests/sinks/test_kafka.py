@@ -20,6 +20,7 @@ from cloudevents.core.bindings import kafka as ce_kafka
 
 from argbridge.backoff import Backoff
 from argbridge.config.settings import Settings
+from argbridge.delivery.kafka_records import choose_partition
 from argbridge.journal import Journal
 from argbridge.metrics import Metrics
 from argbridge.router import Router
@@ -332,3 +333,29 @@ async def test_fixed_topic_binary_records_from_the_stored_body_through_the_pipel
         by_key[r.key].append(want.data["n"])
     for key, ns in by_key.items():
         assert ns == sorted(ns), f"order broken for {key!r}"
+
+
+async def test_partition_and_topic_caches_stay_bounded(tmp_path, tansu, monkeypatch):
+    """Issue 17: one cache entry per distinct key (or templated topic) forever grew
+    without bound. With small bounds, 120 keys over 6 topics stay within them, and every
+    key still lands on the partition the default partitioner picks."""
+    from argbridge.sinks import kafka as kafka_sink
+
+    monkeypatch.setattr(kafka_sink, "MAX_CACHED_KEYS", 16)
+    monkeypatch.setattr(kafka_sink, "MAX_CACHED_TOPICS", 2)
+    s = kafka_settings(tmp_path, tansu, topic="bounded.{subject}")
+    events = [
+        make_event(n, subject=f"s{n % 6}", partitionkey=f"key-{n}", sequence=n) for n in range(120)
+    ]
+    async with running(tmp_path, s) as (journal, sink, _metrics):
+        for n in range(0, 120, 20):
+            await journal.append_many(events[n : n + 20])
+            await caught_up(journal)
+            assert len(sink._topics) <= 2
+            assert all(len(keys) <= 16 for _, keys in sink._topics.values())
+    for subject in range(6):
+        records = await tansu.consume(f"bounded.s{subject}", 20)
+        assert len(records) == 20
+        for r in records:  # the topics were auto-created with 4 partitions
+            assert r.key is not None
+            assert r.partition == choose_partition(r.key, [0, 1, 2, 3], "")

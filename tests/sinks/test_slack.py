@@ -236,3 +236,23 @@ async def test_an_unreachable_webhook_url_never_leaks_into_errors(tmp_path):
         await sink.aclose()
     assert "s3cr3t" not in str(info.value) and "s3cr3t" not in sink.health().detail
     assert "s3cr3t" not in repr(s.sinks["s"])
+
+
+async def test_per_subject_memory_is_bounded(tmp_path, monkeypatch):
+    """Issue 17: last post times, coalesced counts, thread ts and the posted-id memory
+    are keyed by subjects and ids; each stays within its bound however many arrive."""
+    from argbridge.sinks import slack
+
+    monkeypatch.setattr(slack, "SUBJECT_MEMORY", 3)
+    async with slack_env(tmp_path, bot=True, burst=100, cooldown=60, dedupe_memory=4) as env:
+        events = [
+            make_event(n, subject=f"runs/r{n // 2}", type_="arga.validation.step_result")
+            for n in range(20)
+        ]
+        await env.deliver(*events)
+        assert len(env.server.posts) == 10  # one per subject, the second one coalesced
+        sink = env.sink
+        assert len(sink._last_post) <= 3
+        assert len(sink._threads) <= 3
+        assert len(sink._coalesced) <= 3
+        assert len(sink._posted) <= 4

@@ -80,9 +80,10 @@ class LogConfig(StrictModel):
 
 
 class JournalConfig(StrictModel):
-    #: Undelivered events (slowest sink) at which sources pause.
+    #: Undelivered events (slowest sink) at which sources pause. The backlog never
+    #: exceeds it by more than max(20 %, 1,000 events) (argbridge.journal.backpressure).
     max_backlog_events: int = Field(default=100_000, ge=1)
-    #: Undelivered bytes at which sources pause.
+    #: Undelivered bytes at which sources pause (hard bound: + max(20 %, 1 MiB)).
     max_backlog_bytes: ByteSize = 256 * 1024 * 1024
     #: Sources resume when the backlog falls below this fraction of the caps.
     resume_ratio: float = Field(default=0.8, gt=0, lt=1)
@@ -92,6 +93,10 @@ class JournalConfig(StrictModel):
     dedupe_window: Duration = 7 * 86400.0
     #: Writes grouped into one group commit (one synced write batch) at most.
     max_group_commit: int = Field(default=2048, ge=1)
+    #: fsync commits of sink cursor acks too. Off: an ack-only commit skips its fsync (a
+    #: power loss may re-deliver the batches acked since the last synced commit; a
+    #: process crash loses nothing), one fsync per delivered batch less.
+    fsync_acks: bool = False
 
 
 class RuntimeConfig(StrictModel):
@@ -119,6 +124,9 @@ class RuntimeConfig(StrictModel):
     #: in the environment win over both. No effect off glibc.
     malloc_trim_threshold: ByteSize = Field(default=32 * 1024 * 1024, ge=0)
     malloc_mmap_threshold: ByteSize = Field(default=8 * 1024 * 1024, ge=0, le=32 * 1024 * 1024)
+    #: Once a backlog burst has drained (and stayed drained 5 s), collect garbage and
+    #: return every free heap page to the kernel (glibc ``malloc_trim``; argbridge.memory).
+    trim_after_burst: bool = True
 
 
 class HttpConfig(StrictModel):

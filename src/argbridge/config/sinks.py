@@ -37,6 +37,11 @@ class SinkBase(StrictModel):
     """What every sink has: batching from the journal and redelivery backoff."""
 
     batch_size: int = Field(default=500, ge=1, le=100_000)
+    #: A batch read from the journal also stops at this many bytes (at least one event).
+    batch_bytes: ByteSize = Field(default=4 * 1024 * 1024, ge=1)
+    #: Once caught up, wait this long after a new event before reading: the events of the
+    #: next few ms share one delivery and one cursor commit (CPU at moderate load; 0: off).
+    read_linger: Duration = 0.005
     retry_initial: Duration = 0.5
     retry_max: Duration = 30.0
 

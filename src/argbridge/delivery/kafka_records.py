@@ -235,9 +235,10 @@ def partition_for(key: bytes | None, ordered: Sequence[int], fallback: str) -> i
     return ordered[_hash(data) % len(ordered)]
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=8192)
 def _hash(data: bytes) -> int:
-    # A run's events share a key: murmur2 in pure Python is worth caching.
+    # A run's events share a key: murmur2 in pure Python is worth caching (bounded: the
+    # keys of the runs and incidents in flight, not every key ever seen).
     result: int = murmur2(data) & 0x7FFFFFFF
     return result
 

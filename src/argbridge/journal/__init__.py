@@ -18,7 +18,12 @@ Invariants (what "nothing accepted is ever lost" rests on):
    an event a sink still owes.
 7. A group commit is atomic: whatever it holds (appends, acks, retries, dead letters,
    state) is one write batch, so after a crash all of it or none of it is there, and it
-   cost ONE ``fdatasync``.
+   cost ONE ``fdatasync`` (none for a group of cursor acks only, unless
+   ``journal.fsync_acks``: a power loss may then re-deliver the batches acked since the
+   last synced group; a process crash loses nothing).
+8. Intake is admitted against the backlog's hard bound
+   (:mod:`~argbridge.journal.backpressure`); a write that fails (disk full) is never
+   followed by another on the same database handle (see :mod:`~argbridge.journal.writer`).
 
 Layout: :mod:`~argbridge.journal.store` (engine, keys, transaction),
 :mod:`~argbridge.journal.ops` (typed writes), :mod:`~argbridge.journal.writer` (group
@@ -29,7 +34,7 @@ protocols in :mod:`~argbridge.journal.roles`, :mod:`~argbridge.journal.core`
 (a v1 SQLite journal → format 2).
 """
 
-from argbridge.journal.backpressure import PauseSignal
+from argbridge.journal.backpressure import IntakePaused, PauseSignal
 from argbridge.journal.core import Journal
 from argbridge.journal.ledger import SinkLedger
 from argbridge.journal.log import EventLog
@@ -46,6 +51,7 @@ __all__ = [
     "AppendStatus",
     "DeadLetter",
     "EventLog",
+    "IntakePaused",
     "Journal",
     "JournalRecord",
     "JournalStats",

@@ -91,6 +91,7 @@ class Journal:
         retain_delivered: float = 3600.0,
         dedupe_window: float = 7 * 86400.0,
         max_group_commit: int = 2048,
+        fsync_acks: bool = False,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.path = Path(path)
@@ -104,13 +105,15 @@ class Journal:
             "dedupe_window": dedupe_window,
         }
         self.max_group_commit = max_group_commit
+        #: Sync groups of cursor acks only too (``journal.fsync_acks``; see the writer).
+        self.fsync_acks = fsync_acks
         self._db: plyvel.DB | None = None
         self._writer: Writer | None = None
         self._reads: ReadThread | None = None
         self._log: EventLog | None = None
         self._ledger: SinkLedger | None = None
         self._state: StateStore | None = None
-        self._pause = PauseSignal()
+        self._pause = PauseSignal(max_backlog_events, max_backlog_bytes, resume_ratio)
         self._final_stats: JournalStats | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -129,11 +132,19 @@ class Journal:
             clock=self.clock,
             max_group_commit=self.max_group_commit,
             on_commit=self._on_commit,
+            pause=self._pause,
+            path=self.path,
+            fsync_acks=self.fsync_acks,
         )
         reads = self._reads = ReadThread(writer)
         self._writer = writer
-        self._log = EventLog(writer, reads, clock=self.clock, **self._settings)  # type: ignore[arg-type]
-        self._log.pause = self._pause
+        self._log = EventLog(
+            writer,
+            reads,
+            clock=self.clock,
+            pause=self._pause,
+            **self._settings,  # type: ignore[arg-type]
+        )
         self._ledger = SinkLedger(writer, reads, self._log)
         self._state = StateStore(writer, reads)
         self._log.update_pause()
@@ -153,10 +164,21 @@ class Journal:
         writer = self._writer
         if writer is None or writer.closed:
             return
+        self._pause.close()  # appends waiting for room fail (JournalClosed), not hang
         await writer.aclose()
         self._final_stats = self.stats()
         if self._reads is not None:
             await self._reads.close_db()  # never under a running read
+
+    @property
+    def max_backlog_events(self) -> int:
+        return self._pause.max_events
+
+    async def recheck_space(self) -> bool:
+        """Intake held for a full disk: retry at once, or reopen the database and
+        release the hold, once the state dir's filesystem has room again (the runtime
+        calls this every second). Returns whether intake is no longer held for it."""
+        return await self._writer.recheck_space() if self._writer is not None else True
 
     @property
     def closed(self) -> bool:
@@ -235,26 +257,32 @@ class Journal:
 
     # -- today's API, forwarded to the roles -------------------------------------------
 
-    async def append(self, event: CloudEvent) -> AppendStatus:
-        return await self.log.append(event)
+    async def append(self, event: CloudEvent, *, wait: bool = True) -> AppendStatus:
+        return await self.log.append(event, wait=wait)
 
     async def alert(self, event: CloudEvent) -> AppendStatus:
         """A component's own alert event (what the sink role offers for it)."""
         return await self.log.append(event)
 
-    async def append_many(self, events: Sequence[CloudEvent]) -> list[AppendStatus]:
-        return await self.log.append_many(events)
+    async def append_many(
+        self, events: Sequence[CloudEvent], *, wait: bool = True
+    ) -> list[AppendStatus]:
+        return await self.log.append_many(events, wait=wait)
 
     async def wait_for_events(self, after_seq: int) -> None:
         if self._writer is None:
             raise JournalClosed("the journal is closed")
         await self.log.wait_for_events(after_seq)
 
-    async def read(self, sink: str, limit: int) -> list[JournalRecord]:
-        return await self.ledger.read(sink, limit)
+    async def read(
+        self, sink: str, limit: int, max_bytes: int | None = None
+    ) -> list[JournalRecord]:
+        return await self.ledger.read(sink, limit, max_bytes)
 
-    async def read_after(self, after_seq: int, limit: int) -> list[JournalRecord]:
-        return await self.log.read_after(after_seq, limit)
+    async def read_after(
+        self, after_seq: int, limit: int, max_bytes: int | None = None
+    ) -> list[JournalRecord]:
+        return await self.log.read_after(after_seq, limit, max_bytes)
 
     async def first_seq_since(self, since: float) -> int | None:
         return await self.log.first_seq_since(since)

@@ -70,11 +70,14 @@ class SinkLedger:
         m = self._writer.mirror
         return m.last_seq - m.cursors[sink]
 
-    async def read(self, sink: str, limit: int) -> list[JournalRecord]:
-        """Up to ``limit`` events after ``sink``'s cursor, oldest first."""
+    async def read(
+        self, sink: str, limit: int, max_bytes: int | None = None
+    ) -> list[JournalRecord]:
+        """Up to ``limit`` events after ``sink``'s cursor, oldest first (and no more than
+        ``max_bytes`` of them, at least one: see :meth:`EventLog.read_after`)."""
         self._check_sink(sink)
         self._read_epochs[sink] = self._writer.epochs[sink]
-        return await self._log.read_after(self._writer.mirror.cursors[sink], limit)
+        return await self._log.read_after(self._writer.mirror.cursors[sink], limit, max_bytes)
 
     async def ack(self, sink: str, seq: int) -> None:
         """Move ``sink``'s cursor to ``seq`` (forward only) once delivery is confirmed."""

@@ -5,6 +5,12 @@ Appends are :class:`~argbridge.journal.ops.Append` ops committed by the shared
 :class:`~argbridge.journal.writer.Writer`; an append returns once its group's synced
 write batch is durable. Dedupe: an id is known while its event is retained and, as a
 tombstone, for ``dedupe_window`` after retention deleted it.
+
+Every append is first admitted by the :class:`~argbridge.journal.backpressure.PauseSignal`
+against the backlog's hard bound (cap + max(20 %, 1,000 events) / + max(20 %, 1 MiB)): a
+stream waits for room, a caller that cannot wait (``wait=False``, a webhook) gets
+:class:`~argbridge.journal.backpressure.IntakePaused` (503). Reads can be bounded in
+bytes as well as in events (``max_bytes``), so a sink worker holds a bounded amount.
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ from collections.abc import Sequence
 import plyvel
 
 from argbridge.clock import Clock
+from argbridge.errors import JournalClosed
 from argbridge.events import CloudEvent
 from argbridge.journal import store
 from argbridge.journal.backpressure import PauseSignal
-from argbridge.journal.ops import Append, Retention
-from argbridge.journal.records import AppendStatus, JournalRecord, encode_event
+from argbridge.journal.ops import Append, Op, Retention
+from argbridge.journal.records import AppendStatus, JournalRecord, body_size, encode_event
 from argbridge.journal.writer import ReadThread, Writer
 
 
@@ -48,6 +55,7 @@ class EventLog:
         resume_ratio: float,
         retain_delivered: float,
         dedupe_window: float,
+        pause: PauseSignal | None = None,
     ) -> None:
         self._writer = writer
         self._reads = reads
@@ -57,21 +65,53 @@ class EventLog:
         self.resume_ratio = resume_ratio
         self.retain_delivered = retain_delivered
         self.dedupe_window = dedupe_window
-        self.pause = PauseSignal()
+        self.pause = pause or PauseSignal(max_backlog_events, max_backlog_bytes, resume_ratio)
 
     # -- sources -----------------------------------------------------------------------
 
-    async def append(self, event: CloudEvent) -> AppendStatus:
-        """Journal one event durably; returns once committed (or known as duplicate)."""
-        attrs, data = encode_event(event)
-        writer = self._writer
-        return await writer.wait(writer.enqueue(Append(event.id, attrs, data)))
+    async def append(self, event: CloudEvent, *, wait: bool = True) -> AppendStatus:
+        """Journal one event durably; returns once committed (or known as duplicate).
 
-    async def append_many(self, events: Sequence[CloudEvent]) -> list[AppendStatus]:
-        """Journal several events; they share the group commit with concurrent appends."""
-        writer = self._writer
-        ops = [writer.enqueue(Append(e.id, *encode_event(e))) for e in events]
-        return [await writer.wait(op) for op in ops]
+        Waits while the backlog is at its hard bound (or intake is held: disk full); with
+        ``wait=False`` raises :class:`~argbridge.journal.backpressure.IntakePaused`
+        instead, also when its own commit finds the disk full."""
+        attrs, data = encode_event(event)
+        writer, pause = self._writer, self.pause
+        n, size = await pause.admit((body_size(attrs, data),), wait=wait)
+        if n == 0:
+            raise JournalClosed("the journal is closed")  # woken by close, not by room
+        try:
+            return await writer.wait(writer.enqueue(Append(event.id, attrs, data)), nowait=not wait)
+        finally:
+            pause.release(n, size)
+
+    async def append_many(
+        self, events: Sequence[CloudEvent], *, wait: bool = True
+    ) -> list[AppendStatus]:
+        """Journal several events; they share the group commit with concurrent appends
+        (admitted under the hard bound in as many steps as it takes)."""
+        writer, pause = self._writer, self.pause
+        items = [(e.id, *encode_event(e)) for e in events]
+        sizes = [body_size(attrs, data) for _, attrs, data in items]
+        results: list[AppendStatus] = []
+        while len(results) < len(items):
+            start = len(results)
+            n, size = await pause.admit(sizes[start:], wait=wait)
+            if n == 0:
+                raise JournalClosed("the journal is closed")  # woken by close, not by room
+            ops: list[Op[AppendStatus]] = []
+            try:
+                for item in items[start : start + n]:
+                    ops.append(writer.enqueue(Append(*item)))
+                for op in ops:
+                    results.append(await writer.wait(op, nowait=not wait))
+            except BaseException:
+                # Cancelled or failed: withdraw the ops nobody waits for any more.
+                writer.withdraw(ops)
+                raise
+            finally:
+                pause.release(n, size)
+        return results
 
     # -- readers -----------------------------------------------------------------------
 
@@ -88,9 +128,13 @@ class EventLog:
         """Return once an event with ``seq > after_seq`` has been committed."""
         await self._writer.wait_appended(after_seq)
 
-    async def read_after(self, after_seq: int, limit: int) -> list[JournalRecord]:
-        """Up to ``limit`` retained events with ``seq > after_seq``, oldest first."""
-        rows = await self._reads.run(lambda db: store.read_events(db, after_seq, limit))
+    async def read_after(
+        self, after_seq: int, limit: int, max_bytes: int | None = None
+    ) -> list[JournalRecord]:
+        """Up to ``limit`` retained events with ``seq > after_seq``, oldest first; with
+        ``max_bytes``, no more than that many bytes of them (their JSON size), but at
+        least one event however large."""
+        rows = await self._reads.run(lambda db: store.read_events(db, after_seq, limit, max_bytes))
         return decode_records(rows)
 
     async def first_seq_since(self, since: float) -> int | None:
@@ -114,9 +158,7 @@ class EventLog:
         m = self._writer.mirror
         events = m.last_seq - m.min_cursor() if m.cursors else 0
         size = m.backlog_bytes if m.cursors else 0
-        self.pause.update(
-            events, size, self.max_backlog_events, self.max_backlog_bytes, self.resume_ratio
-        )
+        self.pause.update(events, size)
 
 
 def _first_since(db: plyvel.DB, lo: int, hi: int, since: float) -> int | None:

@@ -67,6 +67,8 @@ class Work:
     added_bytes: int = 0
     #: The mirror as it was before the group (what the backlog delta is taken from).
     before: Mirror | None = None
+    #: Written as ``m:group`` with the batch: after a failed write, whether it landed.
+    token: bytes = b""
 
 
 class Op(Generic[R]):

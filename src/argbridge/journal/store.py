@@ -13,6 +13,8 @@ number)::
 
     m:version                 b"2"
     m:last_seq                >Q   highest seq ever assigned (survives retention)
+    m:group                   token of the last group commit written (disk full: did a
+                              failed write land after all?)
     e<seq>                    event: >d appended_at, >I len(attrs), attrs JSON, data JSON
     i<id>                     dedupe index: >Q seq, >d appended_at (kept as the tombstone
                               after retention deletes the event, until dedupe_window)
@@ -43,6 +45,7 @@ FORMAT_VERSION = b"2"
 
 K_VERSION = b"m:version"
 K_LAST_SEQ = b"m:last_seq"
+K_GROUP = b"m:group"
 P_EVENT = b"e"
 P_ID = b"i"
 P_TOMB = b"t"
@@ -211,12 +214,14 @@ class Txn:
     """The writes of one group commit, not yet durable: an overlay over the database.
 
     Reads see the committed database plus this transaction's own writes; :meth:`write`
-    makes them durable as one synced write batch. :meth:`savepoint` / :meth:`rollback`
-    undo one operation's writes (an op that fails spoils only itself).
+    makes them durable as one synced write batch (``sync=False``: written, not synced; a
+    group of cursor acks only, see ``journal.fsync_acks``). :meth:`savepoint` /
+    :meth:`rollback` undo one operation's writes (an op that fails spoils only itself).
     """
 
-    def __init__(self, db: plyvel.DB) -> None:
+    def __init__(self, db: plyvel.DB, *, sync: bool = True) -> None:
         self.db = db
+        self.sync = sync
         #: Every key this transaction wrote (``None``: deleted): what its reads see.
         self.overlay: dict[bytes, bytes | None] = {}
         #: Keys written since the last :meth:`flush` into the write batch.
@@ -293,7 +298,7 @@ class Txn:
             return
         batch = self._batch
         if batch is None:
-            batch = self._batch = self.db.write_batch(sync=True)
+            batch = self._batch = self.db.write_batch(sync=self.sync)
         put, delete = batch.put, batch.delete
         for key, value in self.dirty.items():
             if value is None:
@@ -310,13 +315,33 @@ class Txn:
             self._batch.write()
 
 
-def read_events(db: plyvel.DB, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
-    """Up to ``limit`` ``(seq, stored value)`` pairs with ``seq > after_seq``."""
+def read_events(
+    db: plyvel.DB, after_seq: int, limit: int, max_bytes: int | None = None
+) -> list[tuple[int, bytes]]:
+    """Up to ``limit`` ``(seq, stored value)`` pairs with ``seq > after_seq``; with
+    ``max_bytes``, stops before the event that would take the events' JSON size past it
+    (but returns at least one event, however large)."""
     out: list[tuple[int, bytes]] = []
     if limit <= 0:
         return out
     with db.iterator(start=seq_key(after_seq + 1), stop=SEQ_END) as it:
+        if max_bytes is None:
+            for key, value in it:
+                out.append((key_seq(key), value))
+                if len(out) >= limit:
+                    break
+            return out
+        budget = max_bytes
+        header, unpack_len = _EV.size, _EV.unpack_from
         for key, value in it:
+            # The event's JSON size (records.body_size) from the stored lengths: attrs,
+            # data and the ``,"data":`` joint when there is data.
+            n_attrs = unpack_len(value)[1]
+            n_data = len(value) - header - n_attrs
+            size = n_attrs + n_data + 8 if n_data else n_attrs
+            if size > budget and out:
+                break  # not read again: the next read starts after the last one returned
+            budget -= size
             out.append((key_seq(key), value))
             if len(out) >= limit:
                 break

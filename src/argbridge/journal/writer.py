@@ -10,14 +10,38 @@ running); the others wait on a shared progress event, set after each commit. One
 at a time: two (one syncing, one gathering) halved the groups and doubled the syncs in
 bench/bench_journal.py.
 
-A group costs one ``fdatasync`` whatever it holds; :attr:`Writer.syncs` counts them.
+A group costs one ``fdatasync`` whatever it holds; :attr:`Writer.syncs` counts them. A
+group of cursor acks only is written without a sync unless ``fsync_acks`` (the default
+of ``journal.fsync_acks`` is false): a process crash loses nothing (the write is in the
+OS), a power loss at most the acks since the last synced group (their batches come
+again: the at-least-once a crash before an ack gives anyway). The append path keeps one
+sync per group.
+
+Disk full (and any failed write). Measured on a full tmpfs: a failed synced write batch
+raises ``plyvel.IOError`` ("No space left on device") and leaves nothing in the memtable,
+but may leave a partial record at the end of LevelDB's log; LevelDB keeps using that log,
+so a later write that "succeeds" sits behind broken framing and is dropped on the next
+recovery ("checksum mismatch"). So after a failed write the writer never writes to that
+database handle again: the failed group goes back to the front of the queue, intake is
+held (``PauseSignal.hold("disk_full")``: stream readers stop, webhooks 503), an alert is
+logged, and the group is retried after 0.5 s doubling to 5 s. Each retry first reopens
+the database (recovery drops the partial record and starts a new log; it needs some
+space, so a reopen may itself fail: then the journal refuses reads too until a retry
+reopens it) and checks the group token (``m:group``, written in every batch) to learn
+whether the failed write landed after all (a failed sync on a real disk); then it
+commits the group, or takes it as committed. A waiter that may not wait
+(``nowait``: a webhook) gets :class:`IntakePaused` instead. Once a group commits, or
+:meth:`Writer.recheck_space` sees space again, the hold is released.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -27,15 +51,49 @@ import plyvel
 from argbridge.clock import Clock
 from argbridge.errors import JournalClosed, JournalError
 from argbridge.journal import store
-from argbridge.journal.ops import Append, Mirror, Op, Work
+from argbridge.journal.backpressure import IntakePaused, PauseSignal
+from argbridge.journal.ops import Ack, Append, Mirror, Op, Work
 from argbridge.journal.ops import append_run as _append_run
 from argbridge.journal.records import body_size
 from argbridge.journal.store import Txn
+from argbridge.logging import get_logger
 
 R = TypeVar("R")
 
 #: Ops staged per slice of event-loop time (about 1 ms for 256 appends).
 STAGE_CHUNK = 256
+#: Disk full: the failed group is retried after this delay, doubling up to the max.
+DISK_FULL_RETRY = 0.5
+DISK_FULL_RETRY_MAX = 5.0
+#: Free bytes at which a held journal with nothing queued lets intake resume.
+MIN_FREE_BYTES = 1024 * 1024
+
+_log = get_logger(component="journal")
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """``ENOSPC``/``EDQUOT`` from the OS, or LevelDB's IOError saying so (also as the
+    cause of a :class:`JournalError`)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(exc, plyvel.Error):
+            text = str(exc)
+            return "No space left" in text or "quota exceeded" in text
+        exc = exc.__cause__
+    return False
+
+
+def free_bytes(folder: Path) -> int | None:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+class _WriteFailed(Exception):
+    """The group's write batch failed (not its staging): the database handle is suspect."""
 
 
 class ReadThread:
@@ -44,6 +102,20 @@ class ReadThread:
     def __init__(self, writer: Writer) -> None:
         self._writer = writer
         self._limiter = anyio.CapacityLimiter(1)
+        writer.reopen_db = self._reopen
+
+    async def _reopen(self, path: Path) -> plyvel.DB:
+        """Close the writer's database once no read runs on it and open it again (the
+        disk-full recovery). On failure the database stays closed: reads refuse."""
+        writer = self._writer
+        with anyio.CancelScope(shield=True):
+            async with self._limiter:
+                writer.db_down = True
+                await anyio.to_thread.run_sync(writer.db.close)
+                db = await anyio.to_thread.run_sync(store.open_db, path)
+                writer.db = db
+                writer.db_down = False
+                return db
 
     async def close_db(self) -> None:
         """Close the database once no read runs (reads after this raise JournalClosed)."""
@@ -54,15 +126,17 @@ class ReadThread:
     async def run(self, fn: Callable[[plyvel.DB], R]) -> R:
         writer = self._writer
 
-        def guarded(db: plyvel.DB) -> R:
+        def guarded() -> R:
             if writer.closed:  # checked again under the limiter that close_db holds
                 raise JournalClosed("the journal is closed")
-            return fn(db)
+            if writer.db_down:
+                raise JournalError("the journal is unavailable (reopening after a failed write)")
+            return fn(writer.db)
 
         if writer.closed:
             raise JournalClosed("the journal is closed")
         try:
-            return await anyio.to_thread.run_sync(guarded, writer.db, limiter=self._limiter)
+            return await anyio.to_thread.run_sync(guarded, limiter=self._limiter)
         except plyvel.Error as exc:
             raise JournalError(f"journal read failed: {exc}") from exc
 
@@ -78,8 +152,21 @@ class Writer:
         clock: Clock,
         max_group_commit: int,
         on_commit: Callable[[], None],
+        pause: PauseSignal | None = None,
+        path: Path | None = None,
+        fsync_acks: bool = True,
     ) -> None:
         self.db = db
+        #: The database directory (reopened after a failed write) and the pause signal
+        #: whose ``disk_full`` hold the writer sets and releases.
+        self.path = path
+        self.pause = pause or PauseSignal()
+        #: Sync groups of acks only too (see the module docstring).
+        self.fsync_acks = fsync_acks
+        #: Set by :class:`ReadThread`: close and reopen the database under its reads.
+        self.reopen_db: Callable[[Path], Awaitable[plyvel.DB]] | None = None
+        #: The database is closed for a reopen that has not succeeded yet.
+        self.db_down = False
         self.mirror = mirror
         self.clock = clock
         self.max_group_commit = max_group_commit
@@ -100,6 +187,16 @@ class Writer:
         #: up with ops still queued: every waiter then re-checks its op.
         self._progress = anyio.Event()
         self._appended = anyio.Event()
+        # Disk full: the retry delay (0: not held), whether the handle must be reopened
+        # before the next write, the failed group (token, work, staged outcomes), and the
+        # scope of the retry's sleep (cancelled to retry at once).
+        self.retry_delay = 0.0
+        self._suspect = False
+        self._failed: tuple[bytes, Work, list[tuple[Op[Any], Any, BaseException | None]]] | None
+        self._failed = None
+        self._retry_scope: anyio.CancelScope | None = None
+        self._token = os.urandom(8)
+        self._groups = 0
 
     # -- submitting --------------------------------------------------------------------
 
@@ -112,24 +209,41 @@ class Writer:
     async def submit(self, op: Op[R]) -> R:
         return await self.wait(self.enqueue(op))
 
-    async def wait(self, op: Op[R]) -> R:
-        """Wait for ``op`` to commit, leading a group commit when nobody else is."""
+    async def wait(self, op: Op[R], *, nowait: bool = False) -> R:
+        """Wait for ``op`` to commit, leading a group commit when nobody else is. With
+        ``nowait``, raise :class:`IntakePaused` instead of waiting for disk space."""
         try:
             while not op.finished:
+                if self.retry_delay and nowait and self.withdraw((op,)):
+                    raise IntakePaused("intake paused (disk_full); retry later")
                 if not self._committing:
+                    if self.retry_delay:
+                        await self._wait_for_space()
+                        continue
                     await self._commit_next()
                 else:
                     await self._progress.wait()
         except BaseException:
             if not op.finished:
                 # Our waiter is gone (cancelled): withdraw the op and never strand others.
-                with contextlib.suppress(ValueError):
-                    self._pending.remove(op)  # type: ignore[arg-type]
-                self._promote()
+                self.withdraw((op,))
             raise
         if op.error is not None:
             raise op.error
         return op.result  # type: ignore[return-value]
+
+    def withdraw(self, ops: Iterable[Op[Any]]) -> bool:
+        """Take the unfinished ``ops`` still queued out of the queue (their waiter is
+        gone); whether any was. Ops in the group being committed stay: its outcome
+        decides."""
+        taken = False
+        for op in ops:
+            if not op.finished:
+                with contextlib.suppress(ValueError):
+                    self._pending.remove(op)
+                    taken = True
+        self._promote()
+        return taken
 
     async def wait_appended(self, after_seq: int) -> None:
         """Return once an event with ``seq > after_seq`` has been committed."""
@@ -143,6 +257,8 @@ class Writer:
         if self.closed:
             return
         self.closed = True
+        if self._retry_scope is not None:
+            self._retry_scope.cancel()  # a disk-full retry: now, and the last one
         with anyio.CancelScope(shield=True):
             while self._committing:
                 await self._idle.wait()
@@ -169,19 +285,29 @@ class Writer:
                 # Let appenders that are already runnable queue their ops first: a bigger
                 # group costs the same sync.
                 await anyio.lowlevel.checkpoint()
+                if self._suspect and not await self._recover():
+                    return
                 n = min(len(self._pending), self.max_group_commit)
                 ops = [self._pending.popleft() for _ in range(n)]
                 if not ops:
                     return
                 try:
                     work = await self._commit(ops)
+                except _WriteFailed as failed:
+                    exc = failed.__cause__ or failed
+                    # Never written to this handle again (see the module docstring).
+                    self._suspect = True
+                    if is_disk_full(exc) and not self.closed:
+                        self._hold_for_space(ops, failed.args[0], exc)
+                        ops = []
+                        return
+                    self._fail(ops, exc)
                 except Exception as exc:
-                    error = JournalError(f"journal commit failed: {exc}")
-                    error.__cause__ = exc
-                    for op in ops:
-                        op.error = error
+                    self._fail(ops, exc)
                 else:
                     self._apply(work)
+                    if self.retry_delay:
+                        self._space_returned()
         finally:
             for op in ops:
                 op.finished = True
@@ -190,35 +316,159 @@ class Writer:
             if ops:
                 self._wake_waiters()
 
+    @staticmethod
+    def _fail(ops: Sequence[Op[Any]], exc: BaseException) -> None:
+        error = JournalError(f"journal commit failed: {exc}")
+        error.__cause__ = exc
+        for op in ops:
+            op.error = error
+
+    # -- disk full ---------------------------------------------------------------------
+
+    def _hold_for_space(self, ops: list[Op[Any]], work: Work, exc: BaseException) -> None:
+        """The group found no space: back to the front of the queue (its staged outcomes
+        kept, in case the write landed after all), intake held, the alert logged."""
+        self._failed = (work.token, work, [(op, op.result, op.error) for op in ops])
+        for op in ops:
+            op.result = op.error = None
+        self._pending.extendleft(reversed(ops))
+        self._disk_full(exc)
+
+    def _disk_full(self, exc: BaseException) -> None:
+        first = not self.retry_delay
+        self.retry_delay = min(DISK_FULL_RETRY_MAX, max(DISK_FULL_RETRY, 2 * self.retry_delay))
+        where = self.path.parent if self.path is not None else None
+        self.pause.hold("disk_full", f"no space left for the journal ({where}): {exc}")
+        # Every waiter looks again: one leads the retry, one that may not wait gives up.
+        self._wake_waiters()
+        if first:
+            _log.error(
+                "journal.disk_full",
+                path=str(self.path),
+                free_bytes=free_bytes(where) if where is not None else None,
+                error=str(exc),
+                retry_in=self.retry_delay,
+            )
+
+    def _space_returned(self) -> None:
+        self.retry_delay = 0.0
+        self.pause.release_hold("disk_full")
+        _log.warning("journal.disk_space_returned", path=str(self.path))
+
+    async def _wait_for_space(self) -> None:
+        """Sleep, then retry the group that found the disk full. One waiter leads this
+        (``_committing``); the others wait on its progress."""
+        self._committing = True
+        self._idle = anyio.Event()
+        try:
+            with anyio.CancelScope() as scope:
+                self._retry_scope = scope
+                await self.clock.sleep(self.retry_delay)
+        finally:
+            self._retry_scope = None
+            self._committing = False
+            self._idle.set()
+        await self._commit_next()  # fails again: a longer delay; else space is back
+
+    async def _recover(self) -> bool:
+        """Reopen the database after a failed write; learn whether that write landed."""
+        assert self.path is not None and self.reopen_db is not None
+        try:
+            self.db = await self.reopen_db(self.path)
+        except Exception as exc:
+            if self.closed:
+                failed, self._pending = list(self._pending), deque()
+                self._fail(failed, exc)
+                for op in failed:
+                    op.finished = True
+                self._wake_waiters()
+            else:
+                self._disk_full(exc)  # still no room (or worse): keep holding, retry later
+                if not is_disk_full(exc):
+                    _log.error("journal.reopen_failed", path=str(self.path), error=str(exc))
+            return False
+        self._suspect = False
+        stash, self._failed = self._failed, None
+        if stash is None:
+            return True
+        token, work, outcomes = stash
+        landed = await anyio.to_thread.run_sync(self.db.get, store.K_GROUP)
+        if landed != token:
+            return True
+        # The write that reported failure is there after all: take it as committed.
+        for op, result, error in outcomes:
+            with contextlib.suppress(ValueError):
+                self._pending.remove(op)
+            op.result, op.error, op.finished = result, error, True
+        self._apply(work)
+        self._space_returned()
+        self._wake_waiters()
+        return True
+
+    async def recheck_space(self, min_free: int = MIN_FREE_BYTES) -> bool:
+        """Held for a full disk: is there ``min_free`` free on the journal's filesystem?
+        Then retry a waiting group at once, or (nothing queued) reopen the database if a
+        write failed on it and release the hold: the next commit finds out for sure.
+        Returns whether intake is no longer held for it."""
+        if not self.retry_delay:
+            return True
+        where = self.path.parent if self.path is not None else None
+        free = free_bytes(where) if where is not None else None
+        if free is None or free < min_free or self.closed:
+            return False
+        if self._retry_scope is not None:
+            self._retry_scope.cancel()  # the queued group's retry decides, now
+            return False
+        if self._committing:
+            return False
+        if self._suspect:
+            await self._commit_next()  # leads: the reopen, and whatever got queued
+        if self.retry_delay and not self._suspect and not self._pending:
+            self._space_returned()
+        return not self.retry_delay
+
     async def _commit(self, ops: Sequence[Op[Any]]) -> Work:
         """Stage ``ops`` here, on the event loop, ``STAGE_CHUNK`` at a time (yielding in
         between), then write the batch in the worker thread: there it is one call that
         releases the GIL for the whole synced write. Staging in the thread instead (its
         many short plyvel calls each drop and retake the GIL) kept the event loop waiting
         for the GIL for the whole staging of a group: 5 ms at p99 in bench_journal."""
-        work = self._begin()
+        work = self._begin(ops)
         for k in range(0, len(ops), STAGE_CHUNK):
             self._stage(work, ops[k : k + STAGE_CHUNK])
             work.txn.flush()
             if k + STAGE_CHUNK < len(ops):
                 await anyio.lowlevel.checkpoint()
         if self._finish(work):
-            await anyio.to_thread.run_sync(work.txn.write, limiter=self._limiter)
-            self.syncs += 1
+            try:
+                await anyio.to_thread.run_sync(work.txn.write, limiter=self._limiter)
+            except Exception as exc:
+                raise _WriteFailed(work) from exc
+            self.syncs += int(work.txn.sync)
         return work
 
     def _commit_sync(self, ops: Sequence[Op[Any]]) -> Work:
         """:meth:`_commit` in one synchronous call (tools and benchmarks)."""
-        work = self._begin()
+        work = self._begin(ops)
         self._stage(work, ops)
         if self._finish(work):
             work.txn.write()
-            self.syncs += 1
+            self.syncs += int(work.txn.sync)
         return work
 
-    def _begin(self) -> Work:
+    def _begin(self, ops: Sequence[Op[Any]] = ()) -> Work:
         before = self.mirror
-        return Work(Txn(self.db), before.copy(), self.clock.time(), self.epochs, before=before)
+        # A group of cursor acks only needs no sync of its own unless fsync_acks.
+        sync = self.fsync_acks or not ops or any(type(op) is not Ack for op in ops)
+        self._groups += 1
+        return Work(
+            Txn(self.db, sync=sync),
+            before.copy(),
+            self.clock.time(),
+            self.epochs,
+            before=before,
+            token=self._token + store.pack_u64(self._groups),
+        )
 
     def _stage(self, work: Work, ops: Sequence[Op[Any]]) -> None:
         """Apply ``ops`` to the group's transaction and mirror copy."""
@@ -263,8 +513,11 @@ class Writer:
             m.backlog_bytes = 0
         if m.last_seq != before.last_seq:
             txn.put(store.K_LAST_SEQ, store.pack_u64(m.last_seq))
+        if not txn.overlay:
+            return False
+        txn.put(store.K_GROUP, work.token)  # did it land? (disk full: see _recover)
         txn.flush()
-        return bool(txn.overlay)
+        return True
 
     @staticmethod
     def _bytes_between(txn: Txn, lo: int, hi: int) -> int:

@@ -10,6 +10,10 @@ from inside ``deliver`` and run them in ``background``. When one filterless rout
 the sink (the usual case), a batch is a :class:`RouteBatch`: a sequence of deliveries
 made on demand over the records read.
 
+Batches are bounded in events (``batch_size``) and in bytes (``batch_bytes``, at least
+one event), so the worker holds at most three batches' bytes (read, built, awaiting
+confirmation) whatever the events' sizes.
+
 A sink that also has ``submit(batch) -> confirmed`` (Kafka) is pipelined while there is a
 backlog (a full batch was read): the worker reads batch N+2 (in a thread), submits N+1
 and waits for N's confirmation at the same time, and acks the journal in order, each
@@ -35,6 +39,9 @@ from argbridge.journal.roles import SinkJournal
 from argbridge.logging import get_logger
 from argbridge.metrics import Metrics
 from argbridge.router import Route, Router
+
+#: Bytes of events one batch read from the journal holds at most (``batch_bytes``).
+DEFAULT_BATCH_BYTES = 4 * 1024 * 1024
 
 
 class Delivery(NamedTuple):
@@ -209,11 +216,19 @@ class SinkWorker:
         *,
         batch_size: int = 500,
         backoff: Backoff | None = None,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
+        linger: float = 0.0,
     ) -> None:
         self.sink = sink
         self.ctx = ctx
         self.router = router
         self.batch_size = batch_size
+        #: A batch read from the journal stops at this many bytes of events (at least one
+        #: event): what the worker holds is bounded in bytes, not only in events.
+        self.batch_bytes = batch_bytes
+        #: Caught up and woken by a new event: wait this long before reading, so the
+        #: events of the next few ms share one batch (one request, one cursor ack).
+        self.linger = linger
         self.backoff = backoff or Backoff()
         self.name = ctx.name
         self._stopping = anyio.Event()
@@ -269,7 +284,7 @@ class SinkWorker:
                 tg.start_soon(background, name=f"{self.name}-background")
             try:
                 while not self._stopping.is_set():
-                    records = await journal.read(self.name, self.batch_size)
+                    records = await journal.read(self.name, self.batch_size, self.batch_bytes)
                     if not records:
                         self._idle.set()
                         self._idle = anyio.Event()
@@ -280,8 +295,10 @@ class SinkWorker:
                             log.debug("sink.caught_up", cursor=cursor)
                             self._reported_cursor = cursor
                         await self._unless_stopped(journal.wait_for_events, cursor, pokeable=True)
+                        if self.linger > 0 and not self._stopping.is_set():
+                            await self._unless_stopped(self.ctx.clock.sleep, self.linger)
                         continue
-                    if pipelined and len(records) == self.batch_size and not self._serial_next:
+                    if pipelined and self._full(records) and not self._serial_next:
                         # A full batch: a backlog to drain, where overlapping the stages
                         # pays. A partial one (caught up, live traffic) takes the plain
                         # loop: nothing to read ahead, and fewer hops per event.
@@ -301,6 +318,13 @@ class SinkWorker:
                 self._stopped_for_good(exc)
             finally:
                 tg.cancel_scope.cancel()
+
+    def _full(self, records: Sequence[JournalRecord]) -> bool:
+        """A full batch (by count, or at least half full by bytes: the read stops before
+        the event that would pass ``batch_bytes``): there is a backlog to drain."""
+        return len(records) == self.batch_size or (
+            2 * sum([r.size for r in records]) >= self.batch_bytes
+        )
 
     def _route(self, records: Sequence[JournalRecord]) -> Sequence[Delivery]:
         """The deliveries of ``records`` for this sink (counted as received)."""
@@ -387,7 +411,7 @@ class SinkWorker:
 
         async def read_next(after: int, box: list[list[JournalRecord]], done: anyio.Event) -> None:
             try:
-                box.append(await journal.read_after(after, self.batch_size))
+                box.append(await journal.read_after(after, self.batch_size, self.batch_bytes))
             except JournalClosed as exc:
                 closed.append(exc)
                 box.append([])

@@ -90,8 +90,12 @@ from argbridge.sinks.requeue import RequeueRunner, refresh_dead_letter_gauge
 
 #: Bound on stopping a producer (it flushes; with a dead broker that never ends).
 CLOSE_TIMEOUT = 5.0
-#: Keys whose partition is remembered per topic (runs and incidents: far fewer).
-_MAX_CACHED_KEYS = 65_536
+#: Keys whose partition is remembered per topic, and topics remembered (a templated
+#: topic may name one per subject): when full, the cache starts over (issue 17: an entry
+#: per distinct key forever was +4.2 MB per 17,850 keys). Active runs and incidents
+#: are far fewer; a miss costs one bounded-LRU hash lookup.
+MAX_CACHED_KEYS = 4096
+MAX_CACHED_TOPICS = 256
 #: How long a topic the broker refused (unknown, not authorized) stays refused before it
 #: is asked again, and how many such topics are remembered.
 REFUSED_TOPIC_TTL = 30.0
@@ -629,6 +633,8 @@ class KafkaSink:
                 continue
             known = topics.get(topic)
             if known is None:
+                if len(topics) >= MAX_CACHED_TOPICS:
+                    topics.clear()
                 try:
                     known = topics[topic] = await self._topic(producer, topic)
                 except _Refused as exc:
@@ -638,7 +644,9 @@ class KafkaSink:
             partition = partition_of_key.get(key) if key is not None else None
             if partition is None:
                 partition = partition_for(key, partitions, event_id)
-                if key is not None and len(partition_of_key) < _MAX_CACHED_KEYS:
+                if key is not None:
+                    if len(partition_of_key) >= MAX_CACHED_KEYS:
+                        partition_of_key.clear()
                     partition_of_key[key] = partition
             slot = (topic, partition)
             builder = builders.get(slot)

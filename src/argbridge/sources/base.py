@@ -56,9 +56,13 @@ class SourceContext:
         """Block while the journal signals backpressure."""
         await self.journal.pause.wait_resumed()
 
-    async def emit(self, event: CloudEvent) -> AppendStatus:
-        """Journal ``event`` (durably) and count it; duplicates are counted, not errors."""
-        status = await self.journal.append(event)
+    async def emit(self, event: CloudEvent, *, wait: bool = True) -> AppendStatus:
+        """Journal ``event`` (durably) and count it; duplicates are counted, not errors.
+
+        Waits while the journal's backlog is at its hard bound; with ``wait=False``
+        raises :class:`~argbridge.journal.backpressure.IntakePaused` (a
+        ``JournalError``) instead."""
+        status = await self.journal.append(event, wait=wait)
         self._count(status, event)
         return status
 

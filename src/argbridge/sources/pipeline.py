@@ -7,10 +7,12 @@ network chunk or WebSocket message. ``marker`` (the SSE last event id) is handed
 ``on_committed`` only after the events before it are committed, so a persisted resume
 point never runs ahead of the journal.
 
-The queue is bounded by the upstream bytes it holds (``max_bytes``, default 1 MiB):
+The queue is bounded by the upstream bytes it holds (``max_bytes``, default 256 KiB):
 when it is full the reader waits, stops reading, and TCP pushes back on the server.
 That bound is also what a reader can still hand to the journal after the journal
-signals backpressure.
+signals backpressure, and what it holds in memory (decoded: ~4x the bytes) while the
+journal's hard bound keeps it waiting: with 1 MiB, 12 streams held the daemon's RSS at
+128 MiB while paused, 109 MiB with 256 KiB (bench/bench_bounds.py --quick).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from argbridge.events import CloudEvent
 from argbridge.sources.base import SourceContext
 
 _NO_MARKER = object()
-DEFAULT_MAX_BYTES = 1024 * 1024
+DEFAULT_MAX_BYTES = 256 * 1024
 
 
 class CommitPipeline:

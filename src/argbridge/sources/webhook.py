@@ -16,6 +16,7 @@ body slower than ``body_timeout``            408
 signature/timestamp do not verify            401 (no detail: nothing that helps forging)
 body is not JSON                             400
 valid JSON of the wrong shape                422
+no room under the backlog's hard bound       503 + ``Retry-After``
 journal commit failed / journal closing      503 + ``Retry-After``
 committed, or already known (a replay)       200
 ===========================================  ======
@@ -59,6 +60,7 @@ from argbridge.http.asgi import (
     problem,
 )
 from argbridge.journal import AppendStatus
+from argbridge.journal.backpressure import IntakePaused
 from argbridge.normalize.argus import incident_event, similar_event
 from argbridge.normalize.webhook import generic_event
 from argbridge.signing import VerificationFailed, Verifier, body_hash
@@ -200,7 +202,11 @@ class WebhookSource:
             event = self._normalize(ctx, payload, delivery)
             if "traceparent" in request.headers:
                 event = with_trace(event, request.headers)  # W3C trace context, kept
-            status = await ctx.emit(event)
+            # Never wait for room under the backlog's hard bound: answer 503 instead.
+            status = await ctx.emit(event, wait=False)
+        except IntakePaused:
+            ctx.metrics.discarded.labels(self.name, "source", "backpressure").inc()
+            return self._unavailable
         except JournalError as exc:
             ctx.log.warning("webhook.journal_unavailable", error=exc)
             return self._unavailable

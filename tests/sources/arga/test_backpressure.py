@@ -89,3 +89,37 @@ async def test_paused_journal_keeps_memory_bounded_websocket(tmp_path):
                 await journal.ack("slow", seq)
                 with anyio.fail_after(30):
                     await journal.wait_for_events(seq + 10)
+
+
+async def test_many_fast_streams_stay_within_the_hard_bound(tmp_path):
+    """Issue 17: the default stream cap's worth of flooding streams against a sink that
+    never acknowledges: the slowest sink's backlog stays within the cap plus the larger of
+    20 % and 1,000 events, however much was read when the pause began."""
+    cap = 5000
+    async with simulator() as sim:
+        for n in range(12):
+            sim.add_validation_run(f"flood-{n}", steps=1).flood_pad = 500
+        async with Journal(
+            tmp_path / "journal.db", sinks=["stopped"], max_backlog_events=cap
+        ) as journal:
+            async with running_source(tmp_path, sim, journal=journal) as h:
+                assert h.source.config.max_streams == 10  # the default cap
+                for n in range(12):
+                    await h.source.follow(f"flood-{n}", "validation")
+                with anyio.fail_after(40):
+                    await sim.wait_stalled(1.0)
+                assert journal.pause.is_paused
+                assert h.source.open_slots == 10
+                bound = cap + max(cap // 5, 1000)
+                assert journal.pause.hard_events == bound
+                assert cap <= journal.backlog("stopped") <= bound
+                assert journal.pause.peak_events <= bound
+                # Draining resumes intake; the bound still holds after it pauses again.
+                seq = journal.last_seq
+                await journal.ack("stopped", seq)
+                with anyio.fail_after(30):
+                    await journal.wait_for_events(seq + cap)
+                with anyio.fail_after(40):
+                    await sim.wait_stalled(1.0)
+                assert journal.backlog("stopped") <= bound
+                assert journal.pause.peak_events <= bound

@@ -327,3 +327,17 @@ async def test_silence_beyond_the_read_timeout_reconnects(tmp_path):
                 run.publish()
                 assert await h.wait_run("validation", "r1") == "done"
             assert h.metric("argbridge_source_reconnects_total", component="arga") >= 1
+
+
+async def test_finished_runs_are_remembered_up_to_a_bound(tmp_path, monkeypatch):
+    """Issue 17: a FollowedRun per run ever followed stayed in memory forever."""
+    from argbridge.sources.arga import source as arga_source
+
+    monkeypatch.setattr(arga_source, "FINISHED_MEMORY", 3)
+    async with simulator() as sim:
+        async with running_source(tmp_path, sim) as h:
+            for n in range(8):
+                await h.source.follow(f"gone-{n}", "validation")
+                with anyio.fail_after(10):
+                    assert await h.wait_run("validation", f"gone-{n}") == "not_found"
+            assert sorted(run_id for _, run_id in h.source.runs) == ["gone-5", "gone-6", "gone-7"]

@@ -44,6 +44,9 @@ from argbridge.sources.base import SourceContext
 from argbridge.sources.follower import AuthAlerter, StreamSlots
 
 KINDS: tuple[StreamKind, ...] = ("validation", "demo")
+#: Finished runs remembered (status for the control API; ``follow`` ignores them);
+#: older ones are forgotten, so a year of runs does not accumulate in memory.
+FINISHED_MEMORY = 1024
 
 
 @dataclass
@@ -241,8 +244,15 @@ class ArgaSource:
             ctx.log.error("arga.follower_crashed", run_id=state.run_id, error=exc, exc_info=exc)
         finally:
             state.finished.set()
+            self._forget_finished()
         with anyio.CancelScope(shield=True):
             await self._save()
+
+    def _forget_finished(self) -> None:
+        """Keep only the newest :data:`FINISHED_MEMORY` finished runs."""
+        finished = [key for key, run in self.runs.items() if run.status != "following"]
+        for key in finished[: max(0, len(finished) - FINISHED_MEMORY)]:
+            del self.runs[key]
 
     async def start_run(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         """``POST /validate/url-run`` or ``/validate/pr-run``, follow the SSE response it

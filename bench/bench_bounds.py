@@ -1,0 +1,517 @@
+"""Bounded resources (issue 17), measured from the outside on a daemon subprocess.
+
+Run from the repository root: ``.venv/bin/python -m bench.bench_bounds`` (``--quick``: a
+short smoke run; ``--phase burst``, ``drain`` or ``cpu`` for one of them).
+Apache Kafka (one KRaft node, from the jars of ``tests/support/kafka_dist.py``) behind
+a TCP proxy the bench can cut; the Arga simulator in this process on a free loopback
+port; ``argbridge run`` as a subprocess; its RSS read from ``/proc/PID/status`` and its
+state from ``GET /control/status`` (on its control socket). The daemon runs with its
+default ``runtime`` settings unless ``--env NAME=VALUE`` adds to its environment (e.g.
+``MALLOC_ARENA_MAX=2``).
+
+1. **burst** (items 1, 3, 4, 8): the daemon starts with Kafka cut off and idles
+   ``--idle`` s (RSS *before*); 40 validation runs of 2,000 events (~500 B average)
+   are followed and streamed as fast as the simulator writes (the default stream cap
+   of 10); after ``--outage`` s (RSS *paused*, the slowest sink's backlog) Kafka comes
+   back: time to the first delivery, RSS *peak* while draining (``VmHWM``), and RSS
+   ``--after`` s after the backlog reached 0. Printed: the backlog's peak over the cap
+   (``journal.max_backlog_events = 5000``) and its hard bound.
+2. **drain** (item 2): 100,000 events of 1 KiB (``--drain-size``) journaled before the
+   daemon starts, then drained to Kafka: the daemon's peak RSS (``VmHWM``) and the drain
+   rate. Target: <= 150 MiB. ``--batch-bytes`` sets the sink's ``batch_bytes``.
+3. **cpu** (item 6): signed Argus webhooks at fixed rates (``--rates``, default 100, 400
+   and 2,000 a second; a keep-alive sender of pre-signed requests,
+   ``tests/support/webhook_load.py``) → journal → Kafka: the daemon's CPU time per
+   event and cores used, its context switches, and commit → Kafka ack p50/p99 from its
+   own histogram. Target: <= 0.15 core at 400 ev/s with p99 < 25 ms.
+   ``--read-linger`` and ``--fsync-acks`` set what the comparison needs.
+
+``--runtime 'KEY = VALUE'`` adds a ``[runtime]`` line (e.g. ``trim_after_burst = false``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+from tests.support.apache_kafka import KafkaCluster, _free_ports, start_kafka
+from tests.support.webhook_load import drive, signed_request
+
+from argbridge.events import CloudEvent, deterministic_id
+from argbridge.journal import Journal
+from argbridge.journal.backpressure import MIN_SLACK_EVENTS, hard_bound
+from argbridge.simulator.arga import ArgaSimulator
+
+MiB = 1024 * 1024
+TOKEN = "arga_sk_bench_bounds_0123456789"
+CAP = 5000
+
+
+def row(label: str, value: str, note: str = "") -> None:
+    print(f"  {label:<44} {value:>14}  {note}", flush=True)
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(rest.split()[0]) * 1024
+    return out
+
+
+def rss_mib(pid: int, key: str = "VmRSS") -> float:
+    return proc_status(pid)[key] / MiB
+
+
+def reset_hwm(pid: int) -> None:
+    """Reset the peak RSS (``VmHWM``) to the current RSS (Linux: ``clear_refs`` 5)."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/clear_refs", "w") as fh:
+        fh.write("5")
+
+
+def config_toml(
+    state: Path,
+    port: int,
+    bootstrap: str,
+    *,
+    cap: int,
+    runs: list[str],
+    sim_url: str | None,
+    batch_bytes: str = "4MiB",
+    read_linger: str = "5ms",
+    fsync_acks: bool = False,
+    runtime: list[str] | None = None,
+) -> str:
+    lines = [
+        f'state_dir = "{state}"',
+        "[log]",
+        'level = "warning"',
+        'format = "json"',
+        "[http]",
+        "enabled = true",
+        'host = "127.0.0.1"',
+        f"port = {port}",
+        "[journal]",
+        f"max_backlog_events = {cap}",
+        f"fsync_acks = {'true' if fsync_acks else 'false'}",
+        "[runtime]",
+        *(runtime or []),
+        "[sinks.kafka]",
+        'type = "kafka"',
+        f'bootstrap_servers = "{bootstrap}"',
+        'topic = "bounds"',
+        f'batch_bytes = "{batch_bytes}"',
+        f'read_linger = "{read_linger}"',
+        "request_timeout = 5.0",
+        "call_timeout = 10.0",
+        "[[routes]]",
+        'sinks = ["kafka"]',
+    ]
+    if sim_url is not None:
+        lines += [
+            "[sources.arga]",
+            'type = "arga"',
+            f'base_url = "{sim_url}"',
+            f'api_key = "{TOKEN}"',
+            "poll_interval = 0",
+            f"runs = [{', '.join(repr(r).replace(chr(39), chr(34)) for r in runs)}]",
+        ]
+    else:
+        from tests.support.webhooks import SECRET
+
+        lines += ["[sources.argus]", 'type = "argus-webhook"', f'secrets = ["{SECRET}"]']
+    return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def daemon(config: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    exe = Path(sys.executable).with_name("argbridge")
+    log = open(config.with_suffix(".log"), "wb")
+    proc = subprocess.Popen(
+        [str(exe), "run", "--config", str(config)],
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def control(state: Path) -> httpx.AsyncClient:
+    """A client of the daemon's control plane (``/control/...``, ``/metrics``): its Unix
+    socket under the state dir (the public listener serves webhooks and probes only)."""
+    transport = httpx.AsyncHTTPTransport(uds=str(state / "control.sock"))
+    return httpx.AsyncClient(transport=transport, base_url="http://argbridge", timeout=5)
+
+
+async def status(client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await client.get("/control/status")
+    doc: dict[str, Any] = response.json()
+    return doc
+
+
+async def wait_status(
+    client: httpx.AsyncClient, pred: Any, *, within: float, poll: float = 0.02
+) -> dict[str, Any]:
+    """Poll the daemon (an outside process) until ``pred(doc)``; bounded."""
+    deadline = time.monotonic() + within
+    while True:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            doc = await status(client)
+            if pred(doc):
+                return doc
+        if time.monotonic() > deadline:
+            raise TimeoutError("the daemon did not get there in time")
+        await anyio.sleep(poll)
+
+
+@contextlib.asynccontextmanager
+async def arga_simulator(runs: int, events: int) -> AsyncIterator[ArgaSimulator]:
+    sim = ArgaSimulator(TOKEN, heartbeat=5.0)
+    sim.faults.replay_history = True
+    sim.faults.coalesce = 64
+    steps = (events - 2) // 2
+    for n in range(runs):
+        run = sim.add_validation_run(f"burst-{n:02d}", steps=steps, pad=800)
+        run.publish()
+    async with sim.running():
+        yield sim
+
+
+async def burst(
+    kafka: KafkaCluster, args: argparse.Namespace, env: dict[str, str]
+) -> dict[str, float]:
+    assert kafka.proxy is not None
+    root = Path(tempfile.mkdtemp(prefix="bench-bounds-"))
+    [port] = _free_ports(1)
+    runs = [f"burst-{n:02d}" for n in range(args.runs)]
+    out: dict[str, float] = {}
+    kafka.proxy.cut()
+    async with arga_simulator(args.runs, args.events) as sim:
+        config = root / "argbridge.toml"
+        config.write_text(
+            config_toml(
+                root / "state",
+                port,
+                kafka.bootstrap_for("PROXIED"),
+                cap=CAP,
+                runs=runs,
+                sim_url=sim.base_url,
+                runtime=args.runtime,
+            )
+        )
+        # The daemon starts idle: the runs are in its config, but the simulator holds
+        # every stream request until the gate opens.
+        gate = anyio.Event()
+        sim.faults.gate = gate
+        sim.faults.gate_after = 0
+        with daemon(config, env) as proc:
+            async with control(root / "state") as c:
+                await wait_status(c, lambda d: "journal" in d, within=30)
+                await anyio.sleep(args.idle)
+                out["rss_before"] = rss_mib(proc.pid)
+                reset_hwm(proc.pid)
+                gate.set()
+                started = time.monotonic()
+                # Paused: the journal's backlog stops growing while Kafka is away.
+                await anyio.sleep(args.outage)
+                doc = await status(c)
+                backlog = doc["sinks"]["kafka"]["backlog"]
+                out["backlog_paused"] = backlog
+                out["rss_paused"] = rss_mib(proc.pid)
+                out["rss_peak_burst"] = rss_mib(proc.pid, "VmHWM")
+                out["paused"] = float(doc["paused"])
+                reset_hwm(proc.pid)
+                kafka.proxy.restore()
+                back = time.monotonic()
+                await wait_status(c, lambda d: d["sinks"]["kafka"]["sent"] > 0, within=120)
+                out["first_delivery_s"] = time.monotonic() - back
+                total = args.runs * args.events
+                done = await wait_status(
+                    c,
+                    lambda d: (
+                        d["sinks"]["kafka"]["backlog"] == 0 and d["journal"]["last_seq"] >= total
+                    ),
+                    within=600,
+                    poll=0.1,
+                )
+                out["drained_s"] = time.monotonic() - back
+                out["delivered"] = done["sinks"]["kafka"]["sent"]
+                out["rss_peak_drain"] = rss_mib(proc.pid, "VmHWM")
+                await anyio.sleep(args.after)
+                out["rss_after"] = rss_mib(proc.pid)
+                out["burst_s"] = time.monotonic() - started
+    shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+async def fill(path: Path, count: int, size: int) -> None:
+    pad = "x" * size
+    async with Journal(
+        path, sinks=["kafka"], max_backlog_events=10 * count, max_backlog_bytes=1 << 40
+    ) as journal:
+        for start in range(0, count, 2000):
+            await journal.append_many(
+                [
+                    CloudEvent(
+                        id=deterministic_id("bench", str(n)),
+                        source="urn:bench",
+                        type="bench.drain",
+                        subject=f"run-{n % 64}",
+                        partitionkey=f"run-{n % 64}",
+                        data={"n": n, "pad": pad},
+                    )
+                    for n in range(start, min(count, start + 2000))
+                ]
+            )
+
+
+async def drain(
+    kafka: KafkaCluster, args: argparse.Namespace, env: dict[str, str]
+) -> dict[str, float]:
+    root = Path(tempfile.mkdtemp(prefix="bench-drain-"))
+    [port] = _free_ports(1)
+    state = root / "state"
+    state.mkdir()
+    await fill(state / "journal", args.drain_events, args.drain_size - 160)
+    config = root / "argbridge.toml"
+    config.write_text(
+        config_toml(
+            state,
+            port,
+            kafka.bootstrap,
+            cap=10 * args.drain_events,
+            runs=[],
+            sim_url=None,
+            batch_bytes=args.batch_bytes,
+        )
+    )
+    out: dict[str, float] = {}
+    with daemon(config, env) as proc:
+        async with control(state) as c:
+            started = time.monotonic()
+            await wait_status(
+                c, lambda d: d["sinks"]["kafka"]["backlog"] == 0, within=600, poll=0.1
+            )
+            elapsed = time.monotonic() - started
+            out["drain_rate"] = args.drain_events / elapsed
+            out["rss_peak"] = rss_mib(proc.pid, "VmHWM")
+            out["rss_end"] = rss_mib(proc.pid)
+    shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of every thread of ``pid``, in clock ticks."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def context_switches(pid: int) -> int:
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/status") as fh:
+            for line in fh:
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    total += int(line.split()[1])
+    return total
+
+
+def latency_buckets(text: str) -> dict[float, float]:
+    """Cumulative counts of the Kafka sink's commit -> ack histogram, by upper bound."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "argbridge_delivery_latency_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket") and sample.labels.get("component") == "kafka":
+                out[float(sample.labels["le"])] = sample.value
+    return out
+
+
+def quantile(buckets: dict[float, float], q: float) -> float:
+    """``q`` of a cumulative histogram, interpolated inside its bucket (Prometheus-like)."""
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]]
+    if not total:
+        return float("nan")
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound in bounds:
+        if buckets[bound] >= rank:
+            if bound == float("inf"):
+                return lower
+            inside = buckets[bound] - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, buckets[bound]
+    return lower
+
+
+async def cpu(kafka: KafkaCluster, args: argparse.Namespace, env: dict[str, str]) -> list[str]:
+    """CPU per event and commit -> Kafka ack latency at fixed webhook rates."""
+    root = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
+    [port] = _free_ports(1)
+    config = root / "argbridge.toml"
+    config.write_text(
+        config_toml(
+            root / "state",
+            port,
+            kafka.bootstrap,
+            cap=100_000,
+            runs=[],
+            sim_url=None,
+            read_linger=args.read_linger,
+            fsync_acks=args.fsync_acks,
+        )
+    )
+    lines = []
+    hz = os.sysconf("SC_CLK_TCK")
+    with daemon(config, env) as proc:
+        async with control(root / "state") as c:
+            await wait_status(c, lambda d: d["sinks"]["kafka"]["ready"], within=60)
+            offset = 0
+            for rate in args.rates:
+                count = int(rate * (args.cpu_seconds + 2))
+                requests = [signed_request(port, offset + i) for i in range(count)]
+                offset += count
+                warm = int(rate * 2)
+                # Warm up for 2 s, then measure the rest.
+                await drive(port, requests.__getitem__, rate, count=warm)
+                before = (cpu_ticks(proc.pid), context_switches(proc.pid), time.monotonic())
+                hist0 = latency_buckets((await c.get("/metrics")).text)
+                _, sent = await drive(port, requests[warm:].__getitem__, rate, count=count - warm)
+                await wait_status(
+                    c, lambda d: d["sinks"]["kafka"]["backlog"] == 0, within=60, poll=0.05
+                )
+                ticks, switches = cpu_ticks(proc.pid), context_switches(proc.pid)
+                t1 = time.monotonic()
+                hist1 = latency_buckets((await c.get("/metrics")).text)
+                wall = t1 - before[2]
+                used = (ticks - before[0]) / hz
+                delta = {b: hist1[b] - hist0.get(b, 0.0) for b in hist1}
+                under = delta.get(0.025, 0.0) / max(1.0, delta.get(float("inf"), 0.0))
+                lines.append(
+                    f"  {rate:>6.0f} ev/s: {used / wall:5.3f} core, "
+                    f"{1e6 * used / max(1, sent):7.0f} µs CPU/event, "
+                    f"{(switches - before[1]) / wall:6.0f} ctx switches/s, commit->ack "
+                    f"p50 {1e3 * quantile(delta, 0.5):5.1f} ms "
+                    f"p99 {1e3 * quantile(delta, 0.99):5.1f} ms "
+                    f"({100 * under:.1f}% <= 25 ms), {sent} accepted"
+                )
+                print(lines[-1], flush=True)
+    shutil.rmtree(root, ignore_errors=True)
+    return lines
+
+
+def parse_env(items: list[str]) -> dict[str, str]:
+    env = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        env[name] = value
+    return env
+
+
+async def main(args: argparse.Namespace) -> None:
+    env = parse_env(args.env)
+    root = Path(tempfile.mkdtemp(prefix="bench-bounds-kafka-"))
+    kafka = start_kafka(root, proxied=True)
+    try:
+        kafka.create_topic("bounds", partitions=4)
+        print(
+            f"argbridge bounds bench — Apache Kafka {kafka.version}, env {env or '-'}, "
+            f"runtime {args.runtime or '-'}"
+        )
+        if args.phase in ("all", "burst"):
+            b = await burst(kafka, args, env)
+            bound = hard_bound(CAP, MIN_SLACK_EVENTS)
+            print(f"burst: {args.runs} runs x {args.events} events, Kafka away {args.outage} s")
+            row("slowest sink's backlog while paused", f"{b['backlog_paused']:.0f}", f"cap {CAP}")
+            row("  over the cap", f"{b['backlog_paused'] - CAP:+.0f}", f"bound +{bound - CAP}")
+            row("RSS idle before the burst", f"{b['rss_before']:.1f} MiB", f"after {args.idle} s")
+            row("RSS while paused", f"{b['rss_paused']:.1f} MiB")
+            row("RSS peak while streaming (paused)", f"{b['rss_peak_burst']:.1f} MiB")
+            row("RSS peak while draining", f"{b['rss_peak_drain']:.1f} MiB")
+            row(
+                f"RSS {args.after} s after the backlog reached 0",
+                f"{b['rss_after']:.1f} MiB",
+                f"{100 * (b['rss_after'] / b['rss_before'] - 1):+.0f}% vs before (target <= +25%)",
+            )
+            row("broker back -> first delivery", f"{b['first_delivery_s']:.2f} s")
+            row("broker back -> backlog 0", f"{b['drained_s']:.2f} s")
+            row("delivered", f"{b['delivered']:.0f}")
+        if args.phase in ("all", "cpu"):
+            print(
+                f"cpu: signed Argus webhooks at fixed rates -> journal -> Kafka, "
+                f"{args.cpu_seconds} s each, read_linger {args.read_linger}, "
+                f"fsync_acks {args.fsync_acks}"
+            )
+            await cpu(kafka, args, env)
+        if args.phase in ("all", "drain"):
+            d = await drain(kafka, args, env)
+            print(
+                f"drain: {args.drain_events} x {args.drain_size} B pre-journaled, drained to "
+                f"Kafka (batch_bytes {args.batch_bytes})"
+            )
+            row("RSS peak while draining", f"{d['rss_peak']:.1f} MiB", "target <= 150 MiB")
+            row("RSS at the end", f"{d['rss_end']:.1f} MiB")
+            row("drain rate", f"{d['drain_rate']:.0f} ev/s")
+    finally:
+        kafka.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--phase", choices=("all", "burst", "drain", "cpu"), default="all")
+    parser.add_argument("--rates", type=float, nargs="+", default=[100.0, 400.0, 2000.0])
+    parser.add_argument("--cpu-seconds", type=float, default=20.0)
+    parser.add_argument("--read-linger", default="5ms", help="the Kafka sink's read_linger")
+    parser.add_argument("--fsync-acks", action="store_true", help="journal.fsync_acks = true")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--idle", type=float, default=30.0)
+    parser.add_argument("--outage", type=float, default=60.0)
+    parser.add_argument("--after", type=float, default=30.0)
+    parser.add_argument("--drain-events", type=int, default=100_000)
+    parser.add_argument("--drain-size", type=int, default=1024, help="bytes per event")
+    parser.add_argument("--batch-bytes", default="4MiB", help="the Kafka sink's batch_bytes")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the daemon")
+    parser.add_argument(
+        "--runtime",
+        action="append",
+        default=[],
+        help="a [runtime] line: trim_after_burst=false",
+    )
+    ns = parser.parse_args()
+    if ns.quick:  # smaller defaults; options given explicitly still win
+        quick = {"runs": 12, "events": 1000, "idle": 3.0, "outage": 8.0, "after": 8.0}
+        quick["drain_events"] = 20_000
+        for name, value in quick.items():
+            if getattr(ns, name) == parser.get_default(name):
+                setattr(ns, name, value)
+    anyio.run(main, ns, backend="asyncio")
