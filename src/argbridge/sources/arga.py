@@ -30,15 +30,18 @@ from argbridge.config.arga import ArgaSourceConfig, StreamKind
 from argbridge.config.settings import Settings
 from argbridge.errors import SourceError
 from argbridge.logging import register_secret
-from argbridge.normalize.arga import auth_failed_event
+from argbridge.normalize.arga import auth_failed_event, run_refused_event
 from argbridge.reconnect import EVENT_STREAM, ReconnectPolicy, content_type_essence
 from argbridge.sinks.base import Health
 from argbridge.sources.arga_demorun import DemoRunFollower
 from argbridge.sources.arga_discovery import poll_forever
 from argbridge.sources.arga_results import ResultsFollower
 from argbridge.sources.base import SourceContext
+from argbridge.sources.refusals import Refusal, Refusals, classify, key_fingerprint
 
 KINDS: tuple[StreamKind, ...] = ("validation", "demo")
+#: The stream kind of each follower's stream name.
+STREAM_KINDS = {"results": "validation", "demorun": "demo"}
 
 
 @dataclass
@@ -75,6 +78,8 @@ class ArgaSource:
             config.api_key.get_secret_value() if config.api_key else secrets.token_urlsafe(24)
         )
         register_secret(self.api_key)
+        #: Runs refused or missing (remembered across restarts, per key).
+        self.refusals = Refusals(name, key_fingerprint(self.api_key))
         self.runs: dict[tuple[str, str], FollowedRun] = {}
         self.simulator: Any = None
         self.started = anyio.Event()
@@ -130,13 +135,17 @@ class ArgaSource:
             return None
         return run if isinstance(run, dict) else None
 
-    async def alert(self, ctx: SourceContext, run_id: str, stream: str, detail: str) -> None:
-        """Arga refused our credentials: alert event + metric + error log."""
-        self.auth_failures += 1
-        ctx.metrics.auth_failures.labels(ctx.name).inc()
-        ctx.log.error("arga.auth_failed", run_id=run_id, stream=stream, detail=detail)
-        await ctx.emit(
-            auth_failed_event(
+    async def alert(
+        self, ctx: SourceContext, run_id: str, stream: str, detail: str, *, missing: bool = False
+    ) -> None:
+        """Arga refused our credentials (the run listing: the key) or one run (refused or
+        missing): alert event + metric + error log; a run's refusal is remembered."""
+        kind = STREAM_KINDS.get(stream)
+        if kind is None:  # the run listing: the key itself
+            self.auth_failures += 1
+            ctx.metrics.auth_failures.labels(ctx.name).inc()
+            ctx.log.error("arga.auth_failed", run_id=run_id, stream=stream, detail=detail)
+            event = auth_failed_event(
                 ctx.name,
                 run_id,
                 stream,
@@ -145,7 +154,31 @@ class ArgaSource:
                 base_url=self.public_base_url,
                 prefix=ctx.type_prefix,
             )
+            await ctx.emit(event)
+            return
+        missing = missing or classify(detail) == "not_found"
+        if missing:
+            ctx.metrics.errors.labels(ctx.name, "source", "run_not_found").inc()
+            ctx.log.error("arga.run_not_found", run_id=run_id, stream=stream, detail=detail)
+        else:
+            self.auth_failures += 1
+            ctx.metrics.auth_failures.labels(ctx.name).inc()
+            ctx.log.error("arga.auth_failed", run_id=run_id, stream=stream, detail=detail)
+        at = ctx.clock.time()
+        await ctx.emit(
+            run_refused_event(
+                ctx.name,
+                run_id,
+                stream,
+                detail,
+                missing=missing,
+                at=at,
+                base_url=self.public_base_url,
+                prefix=ctx.type_prefix,
+            )
         )
+        refusal = Refusal(kind, run_id, "not_found" if missing else "refused", detail, at)
+        await self.refusals.add(ctx.journal, refusal)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -183,6 +216,9 @@ class ArgaSource:
                 try:
                     async with anyio.create_task_group() as tg:
                         self._tg = tg
+                        dropped = await self.refusals.load(ctx.journal)
+                        if dropped:  # the key changed: every run gets a new chance
+                            ctx.log.info("arga.refusals_cleared", runs=dropped)
                         await self._resume(ctx)
                         if cfg.poll_interval > 0 and (cfg.discover_validation or cfg.discover_demo):
                             tg.start_soon(poll_forever, self, ctx)
@@ -230,6 +266,10 @@ class ArgaSource:
         current = self.runs.get(key)
         if current is not None and (current.status == "following" or not force):
             return False
+        if self.refusals.get(kind, run_id) is not None:
+            if origin != "control":  # refused before: only retried on purpose
+                return False
+            await self.refusals.forget(self._ctx.journal, kind, run_id)
         state = FollowedRun("validation" if kind == "validation" else "demo", run_id, origin)
         self.runs[key] = state
         await self._save()
@@ -322,8 +362,14 @@ class ArgaSource:
         detail = (
             f"{following} run(s) followed, {self.open_slots}/{self.config.max_streams} streams open"
         )
-        if self.auth_failures:
-            return Health(False, f"Arga refused the API key ({self.auth_failures}x); {detail}")
+        if self.refusals.runs:
+            detail += f", {len(self.refusals.runs)} run(s) refused or missing"
+        cfg = self.config
+        discovery = cfg.poll_interval > 0 and (cfg.discover_validation or cfg.discover_demo)
+        statuses = {k: r.status for k, r in self.runs.items()}
+        refused = self.refusals.key_refused(statuses, discovery=discovery)
+        if refused is not None:
+            return Health(False, f"Arga refused the API key: {refused}; {detail}")
         return Health(self._client is not None, detail if self._client else "starting")
 
 

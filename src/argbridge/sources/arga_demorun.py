@@ -33,12 +33,20 @@ from websockets.exceptions import (
 
 from argbridge.events import CloudEvent
 from argbridge.normalize.arga import demorun_event, demorun_from_run
-from argbridge.reconnect import Action, Decision, ReconnectPolicy
+from argbridge.reconnect import (
+    AUTH_CLOSE_CODES,
+    NOT_FOUND_CLOSE_CODES,
+    Action,
+    Decision,
+    ReconnectPolicy,
+)
 from argbridge.sources.arga_pipeline import CommitPipeline
 from argbridge.sources.base import SourceContext
 
 if TYPE_CHECKING:
     from argbridge.sources.arga import ArgaSource
+
+REFUSAL_CLOSE_CODES = AUTH_CLOSE_CODES | NOT_FOUND_CLOSE_CODES
 
 
 class DemoRunFollower:
@@ -113,6 +121,11 @@ class DemoRunFollower:
         try:
             await self.gap_fill()
             if self.done:
+                # A finished run whose feed was closed with 1008 ("Test run not found")
+                # is still reported: the close arrived while the run was gap-filled.
+                closed = ws.protocol.close_rcvd
+                if closed is not None and closed.code in REFUSAL_CLOSE_CODES:
+                    return self.policy.on_ws_close(closed.code, reason=closed.reason)
                 return Decision(Action.DONE, "done")
             pipe = CommitPipeline(self.ctx)
             async with anyio.create_task_group() as tg:
@@ -170,8 +183,9 @@ class DemoRunFollower:
         if decision.action is Action.DONE:
             self.log.info("arga.run_finished", events=self.events)
             return "done"
-        if decision.alert:
-            await self.src.alert(self.ctx, self.run_id, "demorun", decision.detail)
+        if decision.alert or decision.reason == "not_found":
+            missing = decision.reason == "not_found"
+            await self.src.alert(self.ctx, self.run_id, "demorun", decision.detail, missing=missing)
         else:
             self.ctx.metrics.errors.labels(self.ctx.name, "source", decision.reason).inc()
             self.log.warning("arga.stream_stopped", reason=decision.reason, detail=decision.detail)

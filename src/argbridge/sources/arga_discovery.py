@@ -58,6 +58,7 @@ async def discover_once(src: ArgaSource, ctx: SourceContext) -> int:
             ctx.log.warning("arga.discovery_failed", listing=path, error=type(exc).__name__)
             continue
         if response.status_code in (401, 403):
+            src.refusals.listing_refused = f"GET {path} answered {response.status_code}"
             if not src.discovery_auth_alerted:
                 src.discovery_auth_alerted = True
                 await src.alert(ctx, "-", "discovery", f"HTTP {response.status_code} on {path}")
@@ -72,6 +73,7 @@ async def discover_once(src: ArgaSource, ctx: SourceContext) -> int:
             ctx.reject("malformed_listing", listing=path, error=str(exc))
             continue
         src.discovery_auth_alerted = False
+        src.refusals.listing_refused = None
         for run_id in ids:
             if await src.follow(run_id, kind, origin="discovery"):
                 new += 1

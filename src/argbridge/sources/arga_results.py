@@ -94,8 +94,9 @@ class ResultsFollower:
             await self.gap_fill(include_terminal=True)
             self.log.info("arga.run_finished", events=self.events)
             return "done"
-        if decision.alert:
-            await self.src.alert(self.ctx, self.run_id, "results", decision.detail)
+        if decision.alert or decision.reason == "not_found":
+            missing = decision.reason == "not_found"
+            await self.src.alert(self.ctx, self.run_id, "results", decision.detail, missing=missing)
         else:
             self.ctx.metrics.errors.labels(self.ctx.name, "source", decision.reason).inc()
             self.log.warning("arga.stream_stopped", reason=decision.reason, detail=decision.detail)
