@@ -290,13 +290,14 @@ class SinkWorker:
         return deliveries
 
     def _ops_in(self, records: Sequence[JournalRecord]) -> bool:
-        """Whether ``records`` may hold argbridge's own events (routed by the ops routes,
-        not by the data route): a substring test on the stored bodies (~50 ns each)."""
-        marker = self.router.ops_marker
-        if not marker:
+        """Whether ``records`` hold argbridge's own events (routed by the ops routes, not
+        by the data route): :meth:`Router.body_is_ops` on the stored bodies."""
+        router = self.router
+        if router.ops_prefix is None:
             return False
+        is_ops = router.body_is_ops
         for r in records:
-            if marker in r.body:
+            if is_ops(r.body):
                 return True
         return False
 
