@@ -13,14 +13,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from argbridge.eventtrace import trace_events
-from argbridge.http.asgi import Request, Response, Router, json_response, problem
+from argbridge.http.asgi import Request, Response, json_response, problem
+from argbridge.http.asgi import Router as HttpRouter
 from argbridge.http.control import check_access
+from argbridge.router import Router
 
 if TYPE_CHECKING:
     from argbridge.runtime import App
 
 
-def register(app: App, router: Router) -> None:
+def register(app: App, router: HttpRouter) -> None:
     async def trace(request: Request) -> Response:
         denied = check_access(app, request)
         if denied is not None:
@@ -30,8 +32,11 @@ def register(app: App, router: Router) -> None:
         subject = (query.get("subject") or [""])[-1] or None
         if (event_id is None) == (subject is None):
             return problem(400, "Bad Request", "give exactly one of ?id= or ?subject=")
+        # The routes of the running settings (what "not routed" is judged by): only what
+        # the control API's view of the daemon has (settings, journal, sinks).
+        router = Router.from_settings(app.settings)
         result = await trace_events(
-            app.journal, app.router, list(app.sinks), event_id=event_id, subject=subject
+            app.journal, router, list(app.sinks), event_id=event_id, subject=subject
         )
         if not result.events:
             what = f"event {event_id!r}" if event_id else f"subject {subject!r}"
