@@ -39,7 +39,7 @@ from argbridge.normalize.mapping import MappingError, compile_expression
 from argbridge.normalize.stream import EventSpec, stream_event
 from argbridge.reconnect import Decision, ReconnectPolicy
 from argbridge.sources.base import SourceContext
-from argbridge.sources.follower import AuthAlert, AuthAlerter, StreamSlots
+from argbridge.sources.follower import AuthAlerter, StreamAlert, StreamSlots
 from argbridge.sources.generic import GenericSource, note_replaced
 from argbridge.sources.ssefollow import SSEFollowerBase
 from argbridge.sources.state import StateStore
@@ -76,7 +76,7 @@ class SSEFollower(SSEFollowerBase):
         state: StateStore,
         policy: ReconnectPolicy,
         slots: StreamSlots,
-        alert: AuthAlert,
+        alert: StreamAlert,
     ) -> None:
         cfg = source.config
         assert isinstance(cfg, SSESourceConfig)

@@ -36,7 +36,7 @@ from argbridge.normalize.mapping import MappingError, compile_expression
 from argbridge.normalize.stream import EventSpec, stream_event
 from argbridge.reconnect import Decision, ReconnectPolicy
 from argbridge.sources.base import SourceContext
-from argbridge.sources.follower import AuthAlert, AuthAlerter, StreamFollower, StreamSlots
+from argbridge.sources.follower import AuthAlerter, StreamAlert, StreamFollower, StreamSlots
 from argbridge.sources.generic import GenericSource, note_replaced
 from argbridge.sources.pipeline import CommitPipeline
 from argbridge.sources.state import StateStore
@@ -67,7 +67,7 @@ class WebSocketFollower(StreamFollower):
         state: StateStore,
         policy: ReconnectPolicy,
         slots: StreamSlots,
-        alert: AuthAlert,
+        alert: StreamAlert,
     ) -> None:
         super().__init__(
             ctx,

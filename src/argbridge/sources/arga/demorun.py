@@ -31,7 +31,7 @@ from argbridge.normalize.arga import demorun_event, demorun_from_run
 from argbridge.reconnect import Action, Decision, ReconnectPolicy
 from argbridge.sources.arga.api import ArgaApi, fetch_run
 from argbridge.sources.base import SourceContext
-from argbridge.sources.follower import AuthAlert, StreamFollower, StreamSlots
+from argbridge.sources.follower import StreamAlert, StreamFollower, StreamSlots
 from argbridge.sources.pipeline import CommitPipeline
 from argbridge.sources.wsconnect import WsOptions, ws_attempt
 
@@ -47,7 +47,7 @@ class DemoRunFollower(StreamFollower):
         *,
         policy: ReconnectPolicy,
         slots: StreamSlots,
-        alert: AuthAlert,
+        alert: StreamAlert,
     ) -> None:
         super().__init__(
             ctx, run_id, stream="demorun", policy=policy, slots=slots, alert=alert, log_ns="arga"

@@ -18,7 +18,7 @@ from argbridge.config.arga import ArgaSourceConfig
 from argbridge.normalize.arga import TERMINAL_STATUSES
 from argbridge.sources.arga.api import ArgaApi
 from argbridge.sources.base import SourceContext
-from argbridge.sources.follower import AuthAlert
+from argbridge.sources.follower import StreamAlert
 
 LISTINGS = (
     ("validation", "/validation/runs", "items", "run_id"),
@@ -57,7 +57,7 @@ class Discovery:
         config: ArgaSourceConfig,
         ctx: SourceContext,
         follow: Follow,
-        alert: AuthAlert,
+        alert: StreamAlert,
     ) -> None:
         self.api = api
         self.config = config
