@@ -491,7 +491,11 @@ class App:
         for name in sources.changed:
             source = build_source(name, new.sources[name], new)
             ctx = SourceContext(
-                name, self.journal, self.metrics, self.clock, type_prefix=new.type_prefix
+                name,
+                self.journal.for_source(),
+                self.metrics,
+                self.clock,
+                type_prefix=new.type_prefix,
             )
             replaced[name] = (source, ctx)
         # Stop what goes away or is rebuilt: sources are cancelled (what they journaled
