@@ -11,7 +11,8 @@ results follower uses too: the same :class:`~argbridge.sse.SSEDecoder`,
 - named events: ``event:`` becomes the type suffix (``<ce_type>.<event>``);
 - ``id:`` → ``Last-Event-ID`` on reconnect, persisted in the state store once the
   events before it are committed, so a restart resumes; ``retry:`` is a floor under
-  the backoff; 401/403 stop + alert, 404 stop, 429/5xx back off (``Retry-After``);
+  the backoff; 401/403 stop + alert, 404 stop + ``run_not_found`` alert, 429/5xx back
+  off (``Retry-After``);
 - ``terminal_events`` (event names) or a ``terminal`` JMESPath end the subscription;
   the stream is then remembered as done (a restart does not follow it again);
 - the size cap (:mod:`argbridge.normalize.oversize`), counted and logged, and a memory
