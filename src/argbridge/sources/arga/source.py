@@ -129,13 +129,6 @@ class ArgaSource:
     def open_slots(self) -> int:
         return self.slots.open
 
-    @property
-    def auth_failures(self) -> int:
-        """Refusals alerted this session: of the key (the listing) and of single runs."""
-        key = self._alerter.failures if self._alerter is not None else 0
-        runs = self._run_alerter.failures if self._run_alerter is not None else 0
-        return key + runs
-
     def _running(self) -> tuple[ArgaApi, SourceContext, RunAlerter]:
         if self.api is None or self._ctx is None or self._run_alerter is None:
             raise SourceError(f"source {self.name} is not running")
