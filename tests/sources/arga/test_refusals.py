@@ -17,27 +17,21 @@ import pytest
 
 from argbridge.journal import Journal
 from argbridge.sources.arga.refusals import Refusal, Refusals, key_fingerprint
+from argbridge.sources.state import StateStore
 from tests.conftest import free_port
 from tests.support.arga_fake import running_source, simulator
 from tests.support.process import Daemon, run_cli
 
 
-class MemoryState:
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
-
-    async def get_state(self, key: str) -> str | None:
-        return self.values.get(key)
-
-    async def set_state(self, key: str, value: str) -> None:
-        self.values[key] = value
+async def test_refusals_are_remembered_per_key_and_say_when_the_key_is_refused(tmp_path: Path):
+    async with Journal(tmp_path / "journal", sinks=["s"]) as journal:
+        await _bookkeeping(journal.for_source())
 
 
-async def test_refusals_are_remembered_per_key_and_say_when_the_key_is_refused():
-    store = MemoryState()
+async def _bookkeeping(store: StateStore) -> None:
     first = Refusals("arga", key_fingerprint("key-1"))
     await first.add(store, Refusal("demo", "d1", "refused", "close 1008", 1.0))
-    assert "key-1" not in store.values["arga:arga:refused"]
+    assert "key-1" not in (await store.get_state("arga:arga:refused") or "")
     again = Refusals("arga", key_fingerprint("key-1"))
     assert await again.load(store) == 0
     assert again.get("demo", "d1") is not None
@@ -58,7 +52,7 @@ async def test_refusals_are_remembered_per_key_and_say_when_the_key_is_refused()
     rotated = Refusals("arga", key_fingerprint("key-2"))
     assert await rotated.load(store) == 1
     assert rotated.runs == {}
-    assert '"runs":[]' in store.values["arga:arga:refused"]  # cleared for good
+    assert '"runs":[]' in (await store.get_state("arga:arga:refused") or "")  # for good
 
 
 @pytest.mark.parametrize(
