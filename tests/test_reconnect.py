@@ -98,6 +98,14 @@ def test_ws_policy_violation_stops_with_alert(code):
     assert d.action is Action.STOP and d.alert
 
 
+def test_ws_1008_saying_not_found_is_a_missing_stream_not_a_refusal():
+    d = policy().on_ws_close(1008, reason="Test run not found")
+    assert d.action is Action.STOP and not d.alert
+    assert (d.reason, d.detail) == ("not_found", "close 1008 Test run not found")
+    refused = policy().on_ws_close(1008, reason="unauthorized")
+    assert refused.alert and refused.detail == "close 1008 unauthorized"
+
+
 def test_ws_other_closes_reconnect_and_done_ends():
     p = policy()
     assert p.on_ws_close(1011).action is Action.RECONNECT

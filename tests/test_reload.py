@@ -237,3 +237,43 @@ async def test_reloads_under_a_webhook_load_refuse_nothing_and_lose_nothing(tmp_
     assert max(ids.values()) == 1, "and none twice"
     reloaded = [line for line in daemon.seen if line.get("event") == "config.reloaded"]
     assert len(reloaded) == 3
+
+
+@pytest.mark.slow
+async def test_sighup_rereads_secret_references(tmp_path: Path):
+    port = free_port()
+    secret_file = tmp_path / "argus-secret"
+    secret_file.write_text(OLD_SECRET + "\n")
+    config = tmp_path / "argbridge.toml"
+    config.write_text(
+        _config(
+            tmp_path / "state",
+            port,
+            sources=f'[sources.argus]\ntype = "argus-webhook"\nsecrets = ["file:{secret_file}"]\n',
+            sinks=FILE,
+        )
+    )
+    url = f"http://127.0.0.1:{port}/webhooks/argus"
+
+    async def post(secret: str, n: int) -> int:
+        body = incident_body(f"INC-{n}")
+        async with httpx.AsyncClient(timeout=10) as client:
+            r = await client.post(
+                url,
+                content=body,
+                headers={**sw_headers(body, secret=secret), "content-type": "application/json"},
+            )
+        return r.status_code
+
+    with Daemon(config) as daemon:
+        await anyio.to_thread.run_sync(daemon.wait_event, "http.listening")
+        assert await post(OLD_SECRET, 1) == 200
+        assert await post(SECRET, 2) == 401
+        secret_file.write_text(SECRET + "\n")  # rotated; the config file is unchanged
+        daemon.signal(signal.SIGHUP)
+        line = await anyio.to_thread.run_sync(daemon.wait_event, "config.reloaded")
+        assert line["sources"]["changed"] == ["argus"]
+        assert await post(SECRET, 3) == 200
+        assert await post(OLD_SECRET, 4) == 401
+        assert daemon.stop() == 0
+    assert SECRET not in "".join(daemon.raw) and OLD_SECRET not in "".join(daemon.raw)

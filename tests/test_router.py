@@ -132,8 +132,17 @@ def test_ops_type_follows_the_type_prefix():
     router = Router.from_settings(_ops_settings(type_prefix="acme."))
     prefixed = CloudEvent(id="3", source="urn:x", type="acme.argbridge.source.auth_failed")
     assert router.sinks_for(prefixed) == {"kafka", "slack"}
-    assert router.may_be_ops(prefixed.to_json())
-    assert not router.may_be_ops(EV.to_json())
+    assert router.body_is_ops(prefixed.to_json())
+    assert not router.body_is_ops(EV.to_json())
+    # Only the type attribute counts, not a mention in the data or the source.
+    decoy = CloudEvent(
+        id='x","type":"acme.argbridge.',
+        source='urn:"type":"acme.argbridge.x',
+        type="arga.validation.run.failed",
+        data={"type": "acme.argbridge.source.auth_failed"},
+    )
+    assert not router.body_is_ops(decoy.to_json())
+    assert router.body_is_ops(b"not a stored body")  # unknown shape: decode it
 
 
 def test_ops_sinks_must_exist():

@@ -13,7 +13,8 @@ non-terminal run, WS close ≠ 1008          jitter (``initial``, ``factor``, ``
 429, 408, 5xx                              reconnect, never sooner than ``Retry-After``
 server ``retry:`` (ms)                     a floor under every later delay
 401, 403, WS close 1008 / 4401 / 4403      stop + alert (``auth_failed``), no retry
-404, 410, WS close 4404                    stop (``not_found``: "run not found")
+404, 410, WS close 4404, a 1008 "not       stop (``not_found``: "run not found"; the
+found"                                     follower raises a ``run_not_found`` alert)
 200 with a non-``text/event-stream`` type  stop (``bad_content_type``), no retry loop
 204 and any other status                   stop (``http_<status>``), no retry loop
 terminal event / ``done``                  done
@@ -77,6 +78,12 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if when is None:
         return None
     return max(0.0, when.timestamp() - now)
+
+
+def _says_not_found(reason: str) -> bool:
+    """A policy close (1008) whose reason says the stream is not found ("Test run not
+    found") is a missing stream, not refused credentials."""
+    return "not found" in reason.lower()
 
 
 def content_type_essence(value: str | None) -> str:
@@ -169,12 +176,11 @@ class ReconnectPolicy:
         """A WebSocket session ended with close ``code`` (``None``: no close frame)."""
         if done:
             return Decision(Action.DONE, "done")
-        if code in AUTH_CLOSE_CODES:
-            return Decision(
-                Action.STOP, "auth_failed", alert=True, detail=f"close {code} {reason}".strip()
-            )
-        if code in NOT_FOUND_CLOSE_CODES:
-            return Decision(Action.STOP, "not_found", detail="run not found")
+        detail = f"close {code} {reason}".strip()
+        if code in AUTH_CLOSE_CODES and not _says_not_found(reason):
+            return Decision(Action.STOP, "auth_failed", alert=True, detail=detail)
+        if code in AUTH_CLOSE_CODES or code in NOT_FOUND_CLOSE_CODES:
+            return Decision(Action.STOP, "not_found", detail=detail)
         return self._reconnect("ws_closed" if code in (1000, 1001) else "ws_abnormal_close")
 
     def on_ws_handshake_status(self, status: int, retry_after: str | None, now: float) -> Decision:

@@ -1,13 +1,19 @@
 """The daemon: one anyio task group supervising the journal, sinks, sources and services.
 
-Start-up order: state dir checked writable and every listener bound (else
-:class:`~argbridge.errors.StartupError`, nothing started) → journal open → sink workers
-started → sources and services started → :attr:`App.ready` set. Shutdown (SIGTERM/SIGINT
-or :meth:`App.request_shutdown`): stop intake (sources and services are cancelled, so
-webhooks get no new 2xx), let each sink worker finish its in-flight batch within
-``runtime.drain_timeout``, close sinks (bounded), close the journal, return (exit 0). A
-second signal skips the drain. A component that raises is logged, counted and restarted
-with backoff; it never takes the daemon down.
+Start-up order: state dir checked writable, its lock taken (one daemon per state dir,
+see :mod:`argbridge.statelock`) and every listener bound (else
+:class:`~argbridge.errors.StartupError` or :class:`~argbridge.statelock.StateDirLocked`,
+nothing started) → journal open → sink workers started → sources and services started →
+:attr:`App.ready` set. ``SIGHUP`` re-reads the config file (:meth:`App.reload`, diff in
+:mod:`argbridge.reload`): each component runs in its own cancel scope, so sources, sinks
+and routes are added, stopped or rebuilt one by one, and inbound webhook routes go
+through a dispatch map that a reload swaps in one step.
+
+Shutdown (SIGTERM/SIGINT or :meth:`App.request_shutdown`): stop intake (sources and
+services are cancelled, so webhooks get no new 2xx), let each sink worker finish its
+in-flight batch within ``runtime.drain_timeout``, close sinks (bounded), close the
+journal, return (exit 0). A second signal skips the drain. A component that raises is
+logged, counted and restarted with backoff; it never takes the daemon down.
 
 Once the components are built, everything start-up allocated (imports, pydantic models,
 clients) is moved out of the garbage collector's sight (:func:`freeze_startup_heap`,
@@ -498,7 +504,11 @@ class App:
         for name in sources.changed:
             source = build_source(name, new.sources[name], new)
             ctx = SourceContext(
-                name, self.journal, self.metrics, self.clock, type_prefix=new.type_prefix
+                name,
+                self.journal.for_source(),
+                self.metrics,
+                self.clock,
+                type_prefix=new.type_prefix,
             )
             replaced[name] = (source, ctx)
         # Stop what goes away or is rebuilt: sources are cancelled (what they journaled

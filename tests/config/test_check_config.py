@@ -154,3 +154,28 @@ def test_the_daemon_logs_its_endpoints_at_start(tmp_path: Path):
         )
         daemon.wait_event("daemon.ready")
         assert daemon.stop() == 0
+
+
+def test_cross_field_checks_are_reported_with_the_field_errors(tmp_path: Path):
+    path = _write(
+        tmp_path,
+        '[sinks.k]\ntype = "kafka"\nrequest_timeout = "90s"\nmax_in_flight = 0\n'
+        '[sources.w]\ntype = "argus-webhook"\nsecrets = ["k"]\nid_header = "X-Id"\n'
+        'tolerance = "bogus"\n'
+        '[sources.a]\ntype = "arga"\napi_key = "k"\nread_timeout = "5s"\nmax_streams = 0\n'
+        '[sources.a.simulate]\nheartbeat = "10s"\n',
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    found = info.value.problems
+    assert ("sinks.k", "call_timeout must be larger than request_timeout") in found
+    assert "sinks.k.max_in_flight" in dict(found)
+    assert ("sources.w.id_header", dict(found)["sources.w.id_header"]) in found
+    assert "sources.w.tolerance" in dict(found)
+    assert ("sources.a", "read_timeout must exceed simulate.heartbeat (idle streams)") in found
+    assert "sources.a.max_streams" in dict(found)
+    # Without field errors each check is reported once (by the model's own validator).
+    ok = _write(tmp_path, '[sinks.k]\ntype = "kafka"\nrequest_timeout = "90s"\n')
+    with pytest.raises(ConfigError) as once:
+        load_settings(ok)
+    assert once.value.problems == [("sinks.k", "call_timeout must be larger than request_timeout")]

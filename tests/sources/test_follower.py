@@ -55,7 +55,7 @@ async def test_connect_read_reconnect_and_done(tmp_path):
     clock = ManualClock()
     alerts: list[tuple[str, str, str]] = []
 
-    async def alert(key: str, stream: str, detail: str) -> None:
+    async def alert(key: str, stream: str, detail: str, *, missing: bool = False) -> None:
         alerts.append((key, stream, detail))
 
     async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
@@ -86,11 +86,11 @@ async def test_connect_read_reconnect_and_done(tmp_path):
         assert follower.finished_calls == 1 and alerts == []
 
 
-async def test_auth_stop_alerts_once_and_other_stops_are_counted(tmp_path):
-    alerts: list[tuple[str, str, str]] = []
+async def test_refused_and_missing_streams_alert_and_other_stops_are_counted(tmp_path):
+    alerts: list[tuple[str, str, str, bool]] = []
 
-    async def alert(key: str, stream: str, detail: str) -> None:
-        alerts.append((key, stream, detail))
+    async def alert(key: str, stream: str, detail: str, *, missing: bool = False) -> None:
+        alerts.append((key, stream, detail, missing))
 
     async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
         metrics = Metrics()
@@ -100,14 +100,20 @@ async def test_auth_stop_alerts_once_and_other_stops_are_counted(tmp_path):
         assert auth is not None
         follower = Scripted(ctx, [auth], policy=policy, slots=StreamSlots(1), alert=alert)
         assert await follower.run() == "auth_failed"
-        assert alerts == [("run-1", "test", "HTTP 401")]
+        assert alerts == [("run-1", "test", "HTTP 401", False)]
+        # A missing stream is an alert on that stream too (issue 11), flagged missing.
         gone = policy.on_response(404, None)
         assert gone is not None
         follower = Scripted(ctx, [gone], policy=policy, slots=StreamSlots(1), alert=alert)
         assert await follower.run() == "not_found"
-        assert len(alerts) == 1
+        assert alerts[1:] == [("run-1", "test", "run not found", True)]
+        odd = policy.on_response(204, None)
+        assert odd is not None
+        follower = Scripted(ctx, [odd], policy=policy, slots=StreamSlots(1), alert=alert)
+        assert await follower.run() == "http_204"
+        assert len(alerts) == 2
         errors = metrics.registry.get_sample_value(
             "argbridge_component_errors_total",
-            {"component": "t", "kind": "source", "error_type": "not_found"},
+            {"component": "t", "kind": "source", "error_type": "http_204"},
         )
         assert errors == 1

@@ -127,6 +127,19 @@ async def test_401_stops_with_an_alert(tmp_path):
         assert not r.source.health().ready
 
 
+async def test_404_stops_with_a_run_not_found_alert(tmp_path):
+    async with fake_upstream() as fake:
+        fake.add("GET", "/items", Listing(items(3)).handler)
+        fake.fail("/items", 404)
+        async with running(tmp_path, poll_config(fake.base)) as r:
+            with anyio.fail_after(10):
+                await r.source.stopped.wait()
+            assert [e.type for e in await r.events()] == ["argbridge.source.run_not_found"]
+            assert r.metric("argbridge_source_auth_failures_total", component="src") == 0
+        assert r.source.status == "not_found"
+        assert not r.source.health().ready
+
+
 async def test_5xx_backs_off_and_malformed_json_is_rejected(tmp_path):
     clock = ManualClock()
     async with fake_upstream() as fake:

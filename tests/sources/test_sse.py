@@ -92,13 +92,17 @@ async def test_401_stops_with_one_alert_and_no_retry(tmp_path):
         assert r.metric("argbridge_source_auth_failures_total", component="src") == 1
 
 
-async def test_404_stops_without_alert(tmp_path):
+async def test_404_stops_with_a_run_not_found_alert(tmp_path):
     async with fake_upstream() as fake:
         async with running(tmp_path, sse_config(fake.base)) as r:
             with anyio.fail_after(10):
                 await r.source.stopped.wait()
             assert r.source.status == "not_found"
-            assert await r.events() == []
+            # A missing stream is an alert on it (issue 11), not an auth failure.
+            assert [e.type for e in await r.events()] == ["argbridge.source.run_not_found"]
+            assert r.metric("argbridge_source_auth_failures_total", component="src") == 0
+            # The source's only stream is gone: the source does not do its job.
+            assert not r.source.health().ready
 
 
 async def test_429_retry_after_and_5xx_back_off_on_the_clock(tmp_path):

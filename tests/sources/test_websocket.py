@@ -80,9 +80,11 @@ async def test_abnormal_close_reconnects_with_backoff_and_new_ids(tmp_path):
         assert feed.sessions >= 2
 
 
-async def test_close_4404_stops_without_alert(tmp_path):
+async def test_close_4404_stops_with_a_run_not_found_alert(tmp_path):
     async with fake_upstream() as fake:
         async with running(tmp_path, ws_config(fake.ws_base)) as r:
             with anyio.fail_after(10):
                 await r.source.stopped.wait()
+            assert [e.type for e in await r.events()] == ["argbridge.source.run_not_found"]
+            assert r.metric("argbridge_source_auth_failures_total", component="src") == 0
         assert r.source.status == "not_found"

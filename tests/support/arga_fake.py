@@ -110,7 +110,7 @@ async def running_source(
         await j.__aenter__()
     clock = RecordingClock()
     metrics = Metrics()
-    ctx = SourceContext("arga", j, metrics, clock)
+    ctx = SourceContext("arga", j.for_source(), metrics, clock)
     source = ArgaSource("arga", cfg, s)
     try:
         async with anyio.create_task_group() as tg:

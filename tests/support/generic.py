@@ -74,7 +74,7 @@ async def running(
         await j.__aenter__()
     clk: Any = clock or ManualClock()
     metrics = Metrics()
-    ctx = SourceContext(name, j, metrics, clk)
+    ctx = SourceContext(name, j.for_source(), metrics, clk)
     source: Source = build_source(name, s.sources[name], s)
     done = anyio.Event()
 

@@ -18,7 +18,9 @@ from argbridge.config.base import (
     RawProblem,
     Secret,
     StrictModel,
+    raw_duration,
     raw_enabled,
+    supplement_field_errors,
     validate_with_raw_checks,
 )
 
@@ -59,6 +61,9 @@ class ArgaSimulateConfig(StrictModel):
     loop: bool = True
     #: Heartbeat comment interval on idle SSE streams.
     heartbeat: Duration = 15.0
+
+
+TIMEOUT_HEARTBEAT = "read_timeout must exceed simulate.heartbeat (idle streams)"
 
 
 class ArgaSourceConfig(StrictModel):
@@ -102,6 +107,19 @@ class ArgaSourceConfig(StrictModel):
         result: ArgaSourceConfig = validate_with_raw_checks(data, handler, problems)
         return result
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _raw_timeouts(cls, data: Any, handler: ModelWrapValidatorHandler[ArgaSourceConfig]) -> Any:
+        # The check of _timeouts on the raw input, reported along with field errors.
+        problems: list[RawProblem] = []
+        sim = data.get("simulate") if isinstance(data, dict) else None
+        if isinstance(sim, dict):
+            read = raw_duration(data.get("read_timeout", 60.0))
+            beat = raw_duration(sim.get("heartbeat", 15.0))
+            if read is not None and beat is not None and read <= beat:
+                problems.append(((), TIMEOUT_HEARTBEAT))
+        return supplement_field_errors(data, handler, problems)
+
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -112,7 +130,7 @@ class ArgaSourceConfig(StrictModel):
     @model_validator(mode="after")
     def _timeouts(self) -> ArgaSourceConfig:
         if self.simulate is not None and self.read_timeout <= self.simulate.heartbeat:
-            raise ValueError("read_timeout must exceed simulate.heartbeat (idle streams)")
+            raise ValueError(TIMEOUT_HEARTBEAT)
         return self
 
     @property

@@ -179,6 +179,37 @@ def validate_with_raw_checks(
     return result
 
 
+def supplement_field_errors(
+    data: Any, handler: Callable[[Any], Any], problems: list[RawProblem]
+) -> Any:
+    """Like :func:`validate_with_raw_checks`, for a model that keeps its after-validator:
+    ``problems`` (the same checks made on the raw input) are added only when field
+    errors kept that validator from running, so nothing is reported twice."""
+    from pydantic import ValidationError
+
+    try:
+        return handler(data)
+    except ValidationError as exc:
+        if not problems or any(not e["loc"] for e in exc.errors()):
+            raise
+        return validate_with_raw_checks(data, _reraise(exc), problems)
+
+
+def _reraise(exc: Exception) -> Callable[[Any], Any]:
+    def handler(data: Any) -> Any:
+        raise exc
+
+    return handler
+
+
+def raw_duration(value: Any) -> float | None:
+    """A raw duration's seconds, or ``None`` when it does not parse (its field says why)."""
+    try:
+        return parse_duration(value)
+    except ValueError:
+        return None
+
+
 def raw_enabled(value: Any, default: bool = True) -> bool:
     """Whether a raw sub-table (dict or model) with an ``enabled`` flag is enabled."""
     if value is None:

@@ -19,6 +19,8 @@ from argbridge.config.base import (
     RawProblem,
     Secret,
     StrictModel,
+    raw_duration,
+    supplement_field_errors,
     validate_with_raw_checks,
 )
 from argbridge.config.kafka import KafkaClientConfig
@@ -131,6 +133,20 @@ class KafkaSinkConfig(SinkBase, KafkaClientConfig):
                     " gzip works without extras"
                 ) from None
         return value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _raw_timeouts(cls, data: Any, handler: ModelWrapValidatorHandler[KafkaSinkConfig]) -> Any:
+        # The checks of _timeouts on the raw input, reported along with field errors.
+        problems: list[RawProblem] = []
+        if isinstance(data, dict):
+            call = raw_duration(data.get("call_timeout", 60.0))
+            request = raw_duration(data.get("request_timeout", 30.0))
+            if call is not None and request is not None and call <= request:
+                problems.append(((), "call_timeout must be larger than request_timeout"))
+            if data.get("enable_idempotence") is True and _acks(data.get("acks", "all")) != "all":
+                problems.append(((), 'enable_idempotence needs acks = "all"'))
+        return supplement_field_errors(data, handler, problems)
 
     @model_validator(mode="after")
     def _timeouts(self) -> KafkaSinkConfig:

@@ -5,12 +5,24 @@ Each source is served at ``POST /webhooks/<source name>`` on the daemon's listen
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ModelWrapValidatorHandler, model_validator
 
-from argbridge.config.base import ByteSize, Duration, Secret, StrictModel, UnresolvedSecret
+from argbridge.config.base import (
+    ByteSize,
+    Duration,
+    RawProblem,
+    Secret,
+    StrictModel,
+    UnresolvedSecret,
+    supplement_field_errors,
+)
 from argbridge.signing import decode_secret
+
+ID_HEADER_STANDARD = (
+    "standard-webhooks uses its signed webhook-id; id_header is only for hmac-sha256 and slack-v0"
+)
 
 
 class WebhookSourceBase(StrictModel):
@@ -36,13 +48,22 @@ class WebhookSourceBase(StrictModel):
     #: ``Retry-After`` seconds sent with 503 while the journal signals backpressure.
     retry_after: int = Field(default=5, ge=1, le=3600)
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _raw_id_header(
+        cls, data: Any, handler: ModelWrapValidatorHandler[WebhookSourceBase]
+    ) -> Any:
+        # The id_header check of _secrets_usable on the raw input, with field errors.
+        problems: list[RawProblem] = []
+        if isinstance(data, dict) and data.get("id_header") is not None:
+            if data.get("scheme", "standard-webhooks") == "standard-webhooks":
+                problems.append((("id_header",), ID_HEADER_STANDARD))
+        return supplement_field_errors(data, handler, problems)
+
     @model_validator(mode="after")
     def _secrets_usable(self) -> WebhookSourceBase:
         if self.id_header is not None and self.scheme == "standard-webhooks":
-            raise ValueError(
-                "id_header: standard-webhooks uses its signed webhook-id; id_header is only "
-                "for hmac-sha256 and slack-v0"
-            )
+            raise ValueError(f"id_header: {ID_HEADER_STANDARD}")
         for i, secret in enumerate(self.secrets):
             if isinstance(secret, UnresolvedSecret):
                 continue  # check-config --no-environment: the value is not read

@@ -276,3 +276,46 @@ def auth_failed_event(
         partitionkey=run_id,
         severity="high",
     )
+
+
+def run_refused_event(
+    source_name: str,
+    run_id: str,
+    stream: str,
+    detail: str,
+    *,
+    missing: bool,
+    at: float,
+    base_url: str = "https://api.argalabs.com",
+    prefix: str = "",
+    vendor: str = "Arga",
+    retry_hint: str | None = None,
+) -> CloudEvent:
+    """The alert raised when an upstream refuses one run or stream (401/403, close 1008:
+    ``argbridge.source.auth_failed``) or does not know it (404, close 4404, a 1008 saying
+    "not found": ``argbridge.source.run_not_found``). ``retry_hint`` (the Arga source:
+    its other runs keep streaming, ``argbridge follow RUN_ID`` retries this one) ends the
+    message; without it the message says the stream is stopped."""
+    if missing:
+        kind, what = "run_not_found", "does not know"
+    else:
+        kind, what = "auth_failed", "refused"
+    tail = retry_hint if retry_hint is not None else "the stream is stopped"
+    return CloudEvent(
+        id=deterministic_id(kind, source_name, stream, run_id, f"{at:.3f}"),
+        source=f"urn:argbridge:source:{source_name}",
+        type=f"{prefix}argbridge.source.{kind}",
+        subject=run_id,
+        time=now_rfc3339(at),
+        data={
+            "source": source_name,
+            "stream": stream,
+            "run_id": run_id,
+            "detail": detail,
+            "message": f"{vendor} {what} run {run_id} of source {source_name!r} ({detail}); "
+            + tail,
+            "urls": {"api": base_url},
+        },
+        partitionkey=run_id,
+        severity="high",
+    )

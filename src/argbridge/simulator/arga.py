@@ -8,7 +8,8 @@ Owns: a scriptable stand-in for the parts of ``api.argalabs.com`` argbridge read
   (``results_json``), ``GET /validation/runs``;
 - ``GET /demo-runner/runs``, ``GET /demo-runner/runs/{id}`` (``events_json``) and
   ``WS /demo-runner/runs/{id}/stream?token=`` (``event``/``done`` messages; live only,
-  history comes from ``events_json``; a bad token is accepted then closed with 1008);
+  history comes from ``events_json``; a bad token is accepted then closed with 1008
+  "unauthorized", an unknown run with 1008 "Test run not found");
 - ``POST /validate/url-run`` (JSON with a prompt, else an SSE planning stream with
   ``X-Run-Id``) and ``POST /validate/pr-run`` (SSE planning stream).
 
@@ -442,8 +443,12 @@ class ArgaSimulator:
         token = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [""])[0]
         run = self.demo_runs.get(parts[2]) if len(parts) == 4 and parts[3] == "stream" else None
         await send({"type": "websocket.accept"})
-        if f.ws_close_1008 or token != self.token or run is None:
-            await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
+        if f.ws_close_1008 or token != self.token:
+            reason = f.ws_close_1008_reason if f.ws_close_1008 else "unauthorized"
+            await send({"type": "websocket.close", "code": 1008, "reason": reason})
+            return
+        if run is None:  # what Arga says for a run it does not know (issue 11)
+            await send({"type": "websocket.close", "code": 1008, "reason": "Test run not found"})
             return
         self._opened()
         try:

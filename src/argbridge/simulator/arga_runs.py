@@ -39,8 +39,9 @@ class Faults:
     retry_ms: int | None = None
     #: End the SSE body cleanly (a clean EOF) after this many events (0: never).
     eof_every: int = 0
-    #: Accept the WebSocket, then close it with 1008 at once.
+    #: Accept the WebSocket, then close it with 1008 at once, with this reason.
     ws_close_1008: bool = False
+    ws_close_1008_reason: str = "unauthorized"
     #: WebSocket close code used for drops (1011: internal error, an abnormal close).
     ws_drop_code: int = 1011
     #: Send a malformed JSON frame before the first event of each connection.

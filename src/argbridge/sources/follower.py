@@ -14,8 +14,13 @@ Owns the loop every followed stream repeats, written once:
 - **gap-fill hook**: :meth:`StreamFollower.gap_fill` runs at the start of every session
   after a reconnect (or a resume), and :meth:`StreamFollower.finished` once when the
   stream is done;
-- **stop on auth**: a decision with ``alert`` hands the refusal to the injected
-  :class:`AuthAlert` (an alert event + metric + error log), other stops are counted.
+- **stop on a refusal**: a decision with ``alert`` (401/403, close 1008) or a missing
+  stream (``not_found``: 404/410, close 4404, a 1008 saying "not found") is handed to
+  the injected :class:`StreamAlert` (an alert event + metric + error log on that
+  stream); other stops are counted and logged. What a refusal means for the owner's
+  readiness is the owner's call: a generic source follows one stream, so that stream
+  refused is the source refused; an Arga source follows many runs, and one refused run
+  is only that run's alert (:mod:`argbridge.sources.arga.refusals`).
 
 A transport subclasses :class:`StreamFollower` and implements
 :meth:`StreamFollower.connect`: SSE through
@@ -35,21 +40,27 @@ from typing import Any, Protocol
 
 import anyio
 
-from argbridge.normalize.arga import auth_failed_event
+from argbridge.normalize.arga import auth_failed_event, run_refused_event
 from argbridge.reconnect import Action, Decision, ReconnectPolicy
 from argbridge.sources.base import SourceContext
 from argbridge.sources.pipeline import CommitPipeline
 
 
-class AuthAlert(Protocol):
-    """Raise the alert for refused credentials (401/403, WebSocket close 1008)."""
+class StreamAlert(Protocol):
+    """Raise the alert of a stream the upstream refused (401/403, WebSocket close 1008)
+    or, with ``missing``, does not know (404/410, close 4404, a 1008 "not found")."""
 
-    async def __call__(self, key: str, stream: str, detail: str) -> None: ...
+    async def __call__(
+        self, key: str, stream: str, detail: str, *, missing: bool = False
+    ) -> None: ...
 
 
 class AuthAlerter:
-    """The :class:`AuthAlert` of one source: an ``argbridge.source.auth_failed`` event,
-    the ``auth_failures`` metric and an error log line; counts the refusals."""
+    """The :class:`StreamAlert` of a source whose streams use its key: a refusal is an
+    ``argbridge.source.auth_failed`` event, the ``auth_failures`` metric and an error
+    log line (counted in :attr:`failures`); a missing stream is an
+    ``argbridge.source.run_not_found`` event, the ``run_not_found`` error metric and an
+    error log line (counted in :attr:`missing`)."""
 
     def __init__(
         self, ctx: SourceContext, *, base_url: str, vendor: str = "Arga", log_ns: str = "arga"
@@ -59,9 +70,29 @@ class AuthAlerter:
         self.vendor = vendor
         self.log_ns = log_ns
         self.failures = 0
+        self.missing = 0
 
-    async def __call__(self, key: str, stream: str, detail: str) -> None:
+    async def __call__(self, key: str, stream: str, detail: str, *, missing: bool = False) -> None:
         ctx = self.ctx
+        if missing:
+            self.missing += 1
+            ctx.metrics.errors.labels(ctx.name, "source", "run_not_found").inc()
+            missing_event = self.log_ns + ".run_not_found"
+            ctx.log.error(missing_event, run_id=key, stream=stream, detail=detail)
+            await ctx.emit(
+                run_refused_event(
+                    ctx.name,
+                    key,
+                    stream,
+                    detail,
+                    missing=True,
+                    at=ctx.clock.time(),
+                    base_url=self.base_url,
+                    prefix=ctx.type_prefix,
+                    vendor=self.vendor,
+                )
+            )
+            return
         self.failures += 1
         ctx.metrics.auth_failures.labels(ctx.name).inc()
         event = self.log_ns + ".auth_failed"
@@ -114,7 +145,7 @@ class StreamFollower(abc.ABC):
         stream: str,
         policy: ReconnectPolicy,
         slots: StreamSlots,
-        alert: AuthAlert,
+        alert: StreamAlert,
         log_ns: str,
     ) -> None:
         self.ctx = ctx
@@ -219,8 +250,9 @@ class StreamFollower(abc.ABC):
             await self.finished()
             self.log.info(self._ev_finished, events=self.events)
             return "done"
-        if decision.alert:
-            await self.alert(self.key, self.stream, decision.detail)
+        if decision.alert or decision.reason == "not_found":
+            missing = not decision.alert
+            await self.alert(self.key, self.stream, decision.detail, missing=missing)
         else:
             self.ctx.metrics.errors.labels(self.ctx.name, "source", decision.reason).inc()
             self.log.warning(self._ev_stopped, reason=decision.reason, detail=decision.detail)

@@ -17,8 +17,8 @@ every changed item has a new marker.
 Politeness: ``Retry-After`` on 429/503 and 5xx back off through
 :class:`~argbridge.reconnect.ReconnectPolicy` and retry the scan; rate-limit headers
 (``X-RateLimit-Remaining: 0`` + reset) pause before the next request; 401/403 stop
-with an alert, 404 stops; a malformed body is a counted rejection and the poll is
-tried again at the next interval.
+with an alert, 404 stops with a ``run_not_found`` alert; a malformed body is a counted
+rejection and the poll is tried again at the next interval.
 """
 
 from __future__ import annotations
@@ -97,8 +97,10 @@ class PollSource(GenericSource):
                 except _Stop as stop:
                     decision = stop.decision
                     if decision.stops:
-                        if decision.alert:
-                            await alert(safe_url(cfg.url), "poll", decision.detail)
+                        if decision.alert or decision.reason == "not_found":
+                            # Refused, or the listing is gone: an alert (issue 11).
+                            missing = not decision.alert
+                            await alert(safe_url(cfg.url), "poll", decision.detail, missing=missing)
                         else:
                             ctx.metrics.errors.labels(ctx.name, "source", decision.reason).inc()
                             ctx.log.warning(

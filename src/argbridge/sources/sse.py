@@ -11,7 +11,8 @@ results follower uses too: the same :class:`~argbridge.sse.SSEDecoder`,
 - named events: ``event:`` becomes the type suffix (``<ce_type>.<event>``);
 - ``id:`` → ``Last-Event-ID`` on reconnect, persisted in the state store once the
   events before it are committed, so a restart resumes; ``retry:`` is a floor under
-  the backoff; 401/403 stop + alert, 404 stop, 429/5xx back off (``Retry-After``);
+  the backoff; 401/403 stop + alert, 404 stop + ``run_not_found`` alert, 429/5xx back
+  off (``Retry-After``);
 - at each (re)connect the optional ``gap_fill`` GETs a REST view of the run and emits
   it, ids from its content, so a live-only stream loses nothing and a repeat is
   dropped;
@@ -43,7 +44,7 @@ from argbridge.normalize.mapping import MappingError, compile_expression
 from argbridge.normalize.stream import EventSpec, stream_event
 from argbridge.reconnect import Decision, ReconnectPolicy
 from argbridge.sources.base import SourceContext
-from argbridge.sources.follower import AuthAlert, AuthAlerter, StreamSlots
+from argbridge.sources.follower import AuthAlerter, StreamAlert, StreamSlots
 from argbridge.sources.generic import GenericSource, note_replaced
 from argbridge.sources.ssefollow import SSEFollowerBase
 from argbridge.sources.state import StateStore
@@ -80,7 +81,7 @@ class SSEFollower(SSEFollowerBase):
         state: StateStore,
         policy: ReconnectPolicy,
         slots: StreamSlots,
-        alert: AuthAlert,
+        alert: StreamAlert,
     ) -> None:
         cfg = source.config
         assert isinstance(cfg, SSESourceConfig)

@@ -23,7 +23,7 @@ import httpx
 from argbridge.events import CloudEvent
 from argbridge.reconnect import Decision, ReconnectPolicy
 from argbridge.sources.base import SourceContext
-from argbridge.sources.follower import AuthAlert, StreamFollower, StreamSlots
+from argbridge.sources.follower import StreamAlert, StreamFollower, StreamSlots
 from argbridge.sources.pipeline import CommitPipeline
 from argbridge.sources.state import StateStore
 from argbridge.sse import SSEDecoder, SSEEvent
@@ -46,7 +46,7 @@ class SSEFollowerBase(StreamFollower):
         last_id_key: str,
         policy: ReconnectPolicy,
         slots: StreamSlots,
-        alert: AuthAlert,
+        alert: StreamAlert,
         max_frame: int = DEFAULT_MAX_FRAME,
     ) -> None:
         super().__init__(

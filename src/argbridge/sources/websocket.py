@@ -9,7 +9,8 @@ follower's sibling, through the same :func:`~argbridge.sources.wsconnect.ws_atte
 - the message's event name from the ``event`` expression (default ``message``) and the
   mapping; a ``terminal`` expression that is true ends the subscription;
 - the close-code policy of :class:`~argbridge.reconnect.ReconnectPolicy`: 1008 (and a
-  401/403 handshake) → stop + alert, 4404 → stop, others → backoff and reconnect;
+  401/403 handshake) → stop + alert, 4404 (or a 1008 "not found") → stop +
+  ``run_not_found`` alert, others → backoff and reconnect;
 - bounded queues (``websocket.max_queue``/``max_size``; a full queue stops reading);
 - ids of messages without a mapped id: run + session number + position + content hash.
   The session number is persisted, so a live-only feed never collides with an earlier
@@ -36,7 +37,7 @@ from argbridge.normalize.mapping import MappingError, compile_expression
 from argbridge.normalize.stream import EventSpec, stream_event
 from argbridge.reconnect import Decision, ReconnectPolicy
 from argbridge.sources.base import SourceContext
-from argbridge.sources.follower import AuthAlert, AuthAlerter, StreamFollower, StreamSlots
+from argbridge.sources.follower import AuthAlerter, StreamAlert, StreamFollower, StreamSlots
 from argbridge.sources.generic import GenericSource, note_replaced
 from argbridge.sources.pipeline import CommitPipeline
 from argbridge.sources.state import StateStore
@@ -67,7 +68,7 @@ class WebSocketFollower(StreamFollower):
         state: StateStore,
         policy: ReconnectPolicy,
         slots: StreamSlots,
-        alert: AuthAlert,
+        alert: StreamAlert,
     ) -> None:
         super().__init__(
             ctx,

@@ -164,8 +164,10 @@ async def test_404_stops_as_run_not_found(tmp_path):
             with anyio.fail_after(10):
                 assert await h.wait_run("validation", "nope") == "not_found"
             assert sim.requests["results"] == 1
-            assert await h.types() == []
+            # A missing run is an alert on that run (issue 11), not a key failure.
+            assert await h.types() == ["argbridge.source.run_not_found"]
             assert h.metric("argbridge_source_auth_failures_total", component="arga") == 0
+            assert h.source.health().ready
 
 
 @pytest.mark.parametrize(("status", "retry_after"), [(429, "7"), (503, "3"), (500, None)])

@@ -5,8 +5,10 @@ skeleton for Arga, with the ``websockets`` library *without* its ``async for ws 
 connect()`` reconnect loop (it reconnects with zero delay after an accepted-then-closed
 connection, protocols.md §2): each attempt is one ``connect()`` inside the source's
 stream cap, and :class:`~argbridge.reconnect.ReconnectPolicy` decides what follows.
-Close 1008 (or a 401/403 handshake) → exactly one attempt, then stop, alert event
-``argbridge.source.auth_failed`` and the ``auth_failures`` metric. Other closes →
+Close 1008 (or a 401/403 handshake) → exactly one attempt, then stop and the run's
+alert (``argbridge.source.auth_failed``, or ``run_not_found`` for a 1008 saying "not
+found" or a 4404), also when the run turned out finished (the close arrived while it was
+gap-filled: reported, not taken for a clean end). Other closes →
 backoff and reconnect. After every connect the run's ``events_json`` is fetched from
 ``GET /demo-runner/runs/{run_id}`` (the feed is live-only), so nothing between two
 sessions is lost; event ids make the overlap disappear. ``done`` ends the subscription.
@@ -28,12 +30,20 @@ from websockets.exceptions import ConnectionClosed
 
 from argbridge.events import CloudEvent
 from argbridge.normalize.arga import demorun_event, demorun_from_run
-from argbridge.reconnect import Action, Decision, ReconnectPolicy
+from argbridge.reconnect import (
+    AUTH_CLOSE_CODES,
+    NOT_FOUND_CLOSE_CODES,
+    Action,
+    Decision,
+    ReconnectPolicy,
+)
 from argbridge.sources.arga.api import ArgaApi, fetch_run
 from argbridge.sources.base import SourceContext
-from argbridge.sources.follower import AuthAlert, StreamFollower, StreamSlots
+from argbridge.sources.follower import StreamAlert, StreamFollower, StreamSlots
 from argbridge.sources.pipeline import CommitPipeline
 from argbridge.sources.wsconnect import WsOptions, ws_attempt
+
+REFUSAL_CLOSE_CODES = AUTH_CLOSE_CODES | NOT_FOUND_CLOSE_CODES
 
 
 class DemoRunFollower(StreamFollower):
@@ -47,7 +57,7 @@ class DemoRunFollower(StreamFollower):
         *,
         policy: ReconnectPolicy,
         slots: StreamSlots,
-        alert: AuthAlert,
+        alert: StreamAlert,
     ) -> None:
         super().__init__(
             ctx, run_id, stream="demorun", policy=policy, slots=slots, alert=alert, log_ns="arga"
@@ -79,6 +89,13 @@ class DemoRunFollower(StreamFollower):
         # The feed is live-only: every session first fetches the run's history.
         async def read(pipe: CommitPipeline) -> Decision:
             if self.done:
+                # A finished run: close the feed (bounded by close_timeout) and look at
+                # how the server closed it. A 1008 ("Test run not found", a refused
+                # token) that arrived while the run was gap-filled is still reported;
+                # the close handshake makes that independent of timing.
+                await ws.close()
+                if ws.close_code in REFUSAL_CLOSE_CODES:
+                    return self.policy.on_ws_close(ws.close_code, reason=ws.close_reason or "")
                 return Decision(Action.DONE, "done")
             return await self._read(ws, pipe)
 

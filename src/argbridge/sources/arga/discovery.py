@@ -3,7 +3,9 @@
 Owns the polling loop over ``GET /validation/runs`` and ``GET /demo-runner/runs`` at
 ``poll_interval``. Each non-terminal run it sees is handed to the injected
 :class:`Follow` role (the source's ``follow``, which ignores runs it already follows
-or finished). A 401/403 raises the ``auth_failed`` alert once and keeps polling at the
+or finished). A 401/403 means the key itself is refused: it raises the
+``auth_failed`` alert once per outage, :attr:`Discovery.refused` says so (the source is
+then not ready, :mod:`~argbridge.sources.arga.refusals`), and polling goes on at the
 interval (the key may be fixed without a restart); other failures are counted and
 logged.
 """
@@ -18,7 +20,7 @@ from argbridge.config.arga import ArgaSourceConfig
 from argbridge.normalize.arga import TERMINAL_STATUSES
 from argbridge.sources.arga.api import ArgaApi
 from argbridge.sources.base import SourceContext
-from argbridge.sources.follower import AuthAlert
+from argbridge.sources.follower import StreamAlert
 
 LISTINGS = (
     ("validation", "/validation/runs", "items", "run_id"),
@@ -57,14 +59,15 @@ class Discovery:
         config: ArgaSourceConfig,
         ctx: SourceContext,
         follow: Follow,
-        alert: AuthAlert,
+        alert: StreamAlert,
     ) -> None:
         self.api = api
         self.config = config
         self.ctx = ctx
         self.follow = follow
         self.alert = alert
-        self.auth_alerted = False
+        #: ``"GET /validation/runs answered 401"`` while a listing refuses the key.
+        self.refused: str | None = None
         self.polls = 0
 
     async def once(self) -> int:
@@ -84,9 +87,9 @@ class Discovery:
                 ctx.log.warning("arga.discovery_failed", listing=path, error=type(exc).__name__)
                 continue
             if response.status_code in (401, 403):
-                if not self.auth_alerted:
-                    self.auth_alerted = True
+                if self.refused is None:
                     await self.alert("-", "discovery", f"HTTP {response.status_code} on {path}")
+                self.refused = f"GET {path} answered {response.status_code}"
                 continue
             if response.status_code != 200:
                 ctx.metrics.errors.labels(ctx.name, "source", "discovery").inc()
@@ -97,7 +100,7 @@ class Discovery:
             except ValueError as exc:
                 ctx.reject("malformed_listing", listing=path, error=str(exc))
                 continue
-            self.auth_alerted = False
+            self.refused = None
             for run_id in ids:
                 if await self.follow(run_id, kind, origin="discovery"):
                     new += 1

@@ -22,7 +22,7 @@ from argbridge.normalize.arga import is_terminal_results_event, results_event, r
 from argbridge.reconnect import Decision, ReconnectPolicy
 from argbridge.sources.arga.api import ArgaApi, fetch_run
 from argbridge.sources.base import SourceContext
-from argbridge.sources.follower import AuthAlert, StreamSlots
+from argbridge.sources.follower import StreamAlert, StreamSlots
 from argbridge.sources.ssefollow import SSEFollowerBase
 from argbridge.sse import SSEDecoder, SSEEvent
 
@@ -43,7 +43,7 @@ class ResultsFollower(SSEFollowerBase):
         *,
         policy: ReconnectPolicy,
         slots: StreamSlots,
-        alert: AuthAlert,
+        alert: StreamAlert,
         initial: httpx.Response | None = None,
     ) -> None:
         super().__init__(

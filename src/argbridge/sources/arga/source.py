@@ -6,10 +6,18 @@ cap on open streams (``max_streams``, default 10 as the vendor documents; a stre
 holds a slot only while connected, never while backing off), one follower task per run
 (so one connection attempt at a time per run), discovery (static ``runs``/``demo_runs``,
 polling, :meth:`ArgaSource.follow` from the control API, :meth:`ArgaSource.start_run`
-for ``argbridge start``) and the ``auth_failed`` alert. The followers
+for ``argbridge start``) and its readiness. The followers
 (:mod:`~argbridge.sources.arga.results`, :mod:`~argbridge.sources.arga.demorun`) get the
 narrow services they use (:class:`~argbridge.sources.arga.api.ArgaApi`, slots, policy,
 alert), never the source.
+
+A refused or missing run is an alert on that run (the followers' alert is a
+:class:`~argbridge.sources.arga.refusals.RunAlerter`), remembered per key in the
+journal's state: it is not followed again (a restart, discovery, the config's list)
+until ``argbridge follow RUN_ID`` (:meth:`ArgaSource.follow` from the control API)
+retries it. The source is not ready only when the key is refused: the run listing
+answers 401/403 (discovery's :class:`~argbridge.sources.follower.AuthAlerter` alert), or,
+with discovery off, every followed run was refused.
 
 With ``simulate`` the registry hands the source a :class:`LocalUpstream` (the
 in-process Arga simulator, :mod:`argbridge.simulator.hosting`) that it starts and then
@@ -39,6 +47,7 @@ from argbridge.sinks.base import Health
 from argbridge.sources.arga.api import ArgaApi
 from argbridge.sources.arga.demorun import DemoRunFollower
 from argbridge.sources.arga.discovery import Discovery
+from argbridge.sources.arga.refusals import Refusals, RunAlerter, key_fingerprint
 from argbridge.sources.arga.results import ResultsFollower
 from argbridge.sources.base import SourceContext
 from argbridge.sources.follower import AuthAlerter, StreamSlots
@@ -101,12 +110,15 @@ class ArgaSource:
             config.api_key.get_secret_value() if config.api_key else secrets.token_urlsafe(24)
         )
         register_secret(self.api_key)
+        #: Runs refused or missing (remembered across restarts, per key).
+        self.refusals = Refusals(name, key_fingerprint(self.api_key))
         self.runs: dict[tuple[str, str], FollowedRun] = {}
         self.started = anyio.Event()
         self.slots = StreamSlots(config.max_streams)
         self.api: ArgaApi | None = None
         self.discovery: Discovery | None = None
         self._alerter: AuthAlerter | None = None
+        self._run_alerter: RunAlerter | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._ctx: SourceContext | None = None
 
@@ -120,14 +132,10 @@ class ArgaSource:
     def open_slots(self) -> int:
         return self.slots.open
 
-    @property
-    def auth_failures(self) -> int:
-        return self._alerter.failures if self._alerter is not None else 0
-
-    def _running(self) -> tuple[ArgaApi, SourceContext, AuthAlerter]:
-        if self.api is None or self._ctx is None or self._alerter is None:
+    def _running(self) -> tuple[ArgaApi, SourceContext, RunAlerter]:
+        if self.api is None or self._ctx is None or self._run_alerter is None:
             raise SourceError(f"source {self.name} is not running")
-        return self.api, self._ctx, self._alerter
+        return self.api, self._ctx, self._run_alerter
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -143,6 +151,7 @@ class ArgaSource:
                 self.base_url = self.public_base_url = url
                 ctx.log.info("arga.simulator_started", url=url)
             self._alerter = AuthAlerter(ctx, base_url=self.public_base_url)
+            self._run_alerter = RunAlerter(ctx, self.refusals, base_url=self.public_base_url)
             timeout = httpx.Timeout(
                 connect=cfg.connect_timeout, read=cfg.read_timeout, write=30.0, pool=None
             )
@@ -162,6 +171,9 @@ class ArgaSource:
                 try:
                     async with anyio.create_task_group() as tg:
                         self._tg = tg
+                        dropped = await self.refusals.load(ctx.journal)
+                        if dropped:  # the key changed: every run gets a new chance
+                            ctx.log.info("arga.refusals_cleared", runs=dropped)
                         await self._resume(ctx)
                         if cfg.poll_interval > 0 and (cfg.discover_validation or cfg.discover_demo):
                             tg.start_soon(self.discovery.forever)
@@ -201,7 +213,9 @@ class ArgaSource:
         self, run_id: str, kind: str, *, origin: str = "control", force: bool = False
     ) -> bool:
         """Follow ``run_id`` (``kind``: ``validation`` or ``demo``); ``False`` when it is
-        already followed, or already finished and ``force`` is off."""
+        already followed, already finished and ``force`` is off, or was refused or
+        missing before and ``origin`` is not ``control`` (only ``argbridge follow``
+        retries a refused run, on purpose)."""
         if kind not in KINDS:
             raise ValueError(f"unknown stream kind {kind!r} (validation or demo)")
         if not run_id or "/" in run_id:
@@ -212,6 +226,10 @@ class ArgaSource:
         current = self.runs.get(key)
         if current is not None and (current.status == "following" or not force):
             return False
+        if self.refusals.get(kind, run_id) is not None:
+            if origin != "control":
+                return False
+            await self.refusals.forget(self._ctx.journal, kind, run_id)
         state = FollowedRun("validation" if kind == "validation" else "demo", run_id, origin)
         self.runs[key] = state
         await self._save()
@@ -320,8 +338,17 @@ class ArgaSource:
         detail = (
             f"{following} run(s) followed, {self.open_slots}/{self.config.max_streams} streams open"
         )
-        if self.auth_failures:
-            return Health(False, f"Arga refused the API key ({self.auth_failures}x); {detail}")
+        if self.refusals.runs:
+            detail += f", {len(self.refusals.runs)} run(s) refused or missing"
+        cfg = self.config
+        discovery = cfg.poll_interval > 0 and (cfg.discover_validation or cfg.discover_demo)
+        refused = self.refusals.key_refused(
+            {k: r.status for k, r in self.runs.items()},
+            discovery=discovery,
+            listing=self.discovery.refused if self.discovery is not None else None,
+        )
+        if refused is not None:
+            return Health(False, f"Arga refused the API key: {refused}; {detail}")
         return Health(self.api is not None, detail if self.api else "starting")
 
 
