@@ -26,7 +26,6 @@ import jmespath.exceptions
 import jmespath.parser
 import orjson
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
 
 from argbridge.compat.jmespath_eval import evaluate
 from argbridge.config.settings import Settings
@@ -37,12 +36,12 @@ from argbridge.normalize.mapping import MappingError, compile_expression
 from argbridge.normalize.stream import EventSpec, stream_event
 from argbridge.reconnect import Decision, ReconnectPolicy
 from argbridge.sources.base import SourceContext
-from argbridge.sources.follower import AuthAlerter, StreamAlert, StreamFollower, StreamSlots
+from argbridge.sources.follower import AuthAlerter, StreamAlert, StreamSlots
 from argbridge.sources.generic import GenericSource, note_replaced
 from argbridge.sources.pipeline import CommitPipeline
 from argbridge.sources.state import StateStore
 from argbridge.sources.upstream import auth_headers, auth_params, safe_url, with_run
-from argbridge.sources.wsconnect import WsOptions, ws_attempt
+from argbridge.sources.wsconnect import WsFollowerBase, WsOptions, ws_attempt
 
 
 def _with_query(url: str, params: dict[str, str]) -> str:
@@ -53,7 +52,7 @@ def _with_query(url: str, params: dict[str, str]) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
 
 
-class WebSocketFollower(StreamFollower):
+class WebSocketFollower(WsFollowerBase):
     """One WebSocket subscription of a generic source."""
 
     def __init__(
@@ -118,22 +117,6 @@ class WebSocketFollower(StreamFollower):
             return await self._read(ws, pipe)
 
         return await self.session(read, gap_fill=False)
-
-    async def _read(self, ws: ClientConnection, pipe: CommitPipeline) -> Decision:
-        try:
-            while True:
-                await self.ctx.wait_ready()  # paused: the queue fills, reading stops
-                message = await ws.recv()
-                event = self._message(message)
-                if event is not None:
-                    await pipe.put([event], size=len(message))
-                    self.policy.progressed()
-                if self.done:
-                    return self.policy.on_ws_close(1000, done=True)
-        except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd else None
-            reason = exc.rcvd.reason if exc.rcvd else ""
-            return self.policy.on_ws_close(code, reason=reason)
 
     def _message(self, message: str | bytes) -> CloudEvent | None:
         position = self.position

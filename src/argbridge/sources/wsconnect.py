@@ -9,11 +9,14 @@ the environment; the mapping of the library's exceptions to a
 :class:`~argbridge.reconnect.Decision` (a refused handshake by its HTTP status, a
 close during the handshake by its code, anything else as a network error, named by
 its class only so a ``?token=`` in the URL never reaches a log line); and a polite
-but bounded close, also on cancellation.
+but bounded close, also on cancellation. :class:`WsFollowerBase` is the read loop of an
+open connection that both followers share: one message at a time into the commit
+pipeline, no read while intake is paused, a close classified by its code.
 """
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -28,7 +31,10 @@ from websockets.exceptions import (
 
 from argbridge.clock import Clock
 from argbridge.config.arga import WebSocketConfig
+from argbridge.events import CloudEvent
 from argbridge.reconnect import Decision, ReconnectPolicy
+from argbridge.sources.follower import StreamFollower
+from argbridge.sources.pipeline import CommitPipeline
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,3 +105,31 @@ async def ws_attempt(
         return policy.on_ws_close(exc.rcvd.code if exc.rcvd else None)
     except (OSError, TimeoutError, InvalidHandshake, WebSocketException) as exc:
         return policy.on_network_error(type(exc).__name__)
+
+
+class WsFollowerBase(StreamFollower):
+    """A :class:`StreamFollower` whose stream is one WebSocket; subclasses map a message
+    to an event (:meth:`_message`) and set :attr:`done` on the one that ends the run."""
+
+    #: Set by :meth:`_message` once the stream's last event arrived.
+    done: bool = False
+
+    @abc.abstractmethod
+    def _message(self, message: str | bytes) -> CloudEvent | None:
+        """The event of one message (``None``: nothing to journal; rejections counted)."""
+
+    async def _read(self, ws: ClientConnection, pipe: CommitPipeline) -> Decision:
+        try:
+            while True:
+                await self.ctx.wait_ready()  # paused: the queue fills, reading stops
+                message = await ws.recv()
+                event = self._message(message)
+                if event is not None:
+                    await pipe.put([event], size=len(message))
+                    self.policy.progressed()
+                if self.done:
+                    return self.policy.on_ws_close(1000, done=True)
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd else None
+            reason = exc.rcvd.reason if exc.rcvd else ""
+            return self.policy.on_ws_close(code, reason=reason)

@@ -56,10 +56,14 @@ def test_arga_followers_use_the_shared_skeleton():
     from argbridge.sources.sse import SSEFollower
     from argbridge.sources.ssefollow import SSEFollowerBase
     from argbridge.sources.websocket import WebSocketFollower
+    from argbridge.sources.wsconnect import WsFollowerBase
 
     assert issubclass(ResultsFollower, SSEFollowerBase) and issubclass(SSEFollower, SSEFollowerBase)
     assert issubclass(DemoRunFollower, StreamFollower)
     assert issubclass(WebSocketFollower, StreamFollower)
+    # One WebSocket read loop for both, as one SSE follower base.
+    assert issubclass(DemoRunFollower, WsFollowerBase)
+    assert issubclass(WebSocketFollower, WsFollowerBase)
     assert "ws_attempt" in _imports_names(PKG / "demorun.py")
     assert "ws_attempt" in _imports_names(PKG.parent / "websocket.py")
 

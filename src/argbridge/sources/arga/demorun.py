@@ -26,7 +26,6 @@ from urllib.parse import quote
 
 import orjson
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
 
 from argbridge.events import CloudEvent
 from argbridge.normalize.arga import demorun_event, demorun_from_run
@@ -39,14 +38,14 @@ from argbridge.reconnect import (
 )
 from argbridge.sources.arga.api import ArgaApi, fetch_run
 from argbridge.sources.base import SourceContext
-from argbridge.sources.follower import StreamAlert, StreamFollower, StreamSlots
+from argbridge.sources.follower import StreamAlert, StreamSlots
 from argbridge.sources.pipeline import CommitPipeline
-from argbridge.sources.wsconnect import WsOptions, ws_attempt
+from argbridge.sources.wsconnect import WsFollowerBase, WsOptions, ws_attempt
 
 REFUSAL_CLOSE_CODES = AUTH_CLOSE_CODES | NOT_FOUND_CLOSE_CODES
 
 
-class DemoRunFollower(StreamFollower):
+class DemoRunFollower(WsFollowerBase):
     """The WebSocket subscription of one demo run."""
 
     def __init__(
@@ -100,22 +99,6 @@ class DemoRunFollower(StreamFollower):
             return await self._read(ws, pipe)
 
         return await self.session(read, gap_fill=True)
-
-    async def _read(self, ws: ClientConnection, pipe: CommitPipeline) -> Decision:
-        try:
-            while True:
-                await self.ctx.wait_ready()  # paused: the queue fills, reading stops
-                message = await ws.recv()
-                event = self._message(message)
-                if event is not None:
-                    await pipe.put([event], size=len(message))
-                    self.policy.progressed()
-                if self.done:
-                    return self.policy.on_ws_close(1000, done=True)
-        except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd else None
-            reason = exc.rcvd.reason if exc.rcvd else ""
-            return self.policy.on_ws_close(code, reason=reason)
 
     def _message(self, message: str | bytes) -> CloudEvent | None:
         self.messages += 1
