@@ -5,7 +5,6 @@ broker is shared by the session: every test writes to fresh topic names."""
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +15,6 @@ import anyio
 import anyio.lowlevel
 import orjson
 import pytest
-from cloudevents.core.bindings import kafka as ce_kafka
 
 from argbridge.backoff import Backoff
 from argbridge.config.settings import Settings
@@ -28,23 +26,10 @@ from argbridge.sinks.base import SinkContext, SinkWorker
 from argbridge.sinks.kafka import KafkaSink
 from tests.conftest import make_event, settings
 from tests.support.apache_kafka import KafkaCluster
+from tests.support.kafka_sink import decode, fresh
 from tests.support.tansu import Tansu
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
-
-
-def fresh(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
-
-
-def decode(record: Any) -> Any:
-    return ce_kafka.from_kafka_event(
-        ce_kafka.KafkaMessage(
-            headers=dict(record.headers),
-            key=record.key.decode() if record.key is not None else None,
-            value=record.value if record.value is not None else b"",
-        )
-    )
 
 
 def kafka_settings(tmp_path: Path, broker: KafkaCluster | Tansu, **cfg: Any) -> Settings:
