@@ -86,8 +86,7 @@ async def delivering(s: Settings, journal: Journal) -> AsyncIterator[ExactlyOnce
         try:
             yield sink
             with anyio.fail_after(60):
-                while journal.cursor("k") < journal.last_seq:
-                    await anyio.lowlevel.checkpoint()
+                await worker.caught_up()
         finally:
             worker.stop()
             tg.cancel_scope.cancel()
