@@ -35,18 +35,16 @@ import argparse
 import contextlib
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 from tests.support.apache_kafka import KafkaCluster, _free_ports, start_kafka
+from tests.support.process import logged_daemon
 from tests.support.webhook_load import drive, signed_request
 
 from argbridge.events import CloudEvent, deterministic_id
@@ -137,28 +135,6 @@ def config_toml(
     return "\n".join(lines) + "\n"
 
 
-@contextlib.contextmanager
-def daemon(config: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    exe = Path(sys.executable).with_name("argbridge")
-    log = open(config.with_suffix(".log"), "wb")
-    proc = subprocess.Popen(
-        [str(exe), "run", "--config", str(config)],
-        env={**os.environ, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
 def control(state: Path) -> httpx.AsyncClient:
     """A client of the daemon's control plane (``/control/...``, ``/metrics``): its Unix
     socket under the state dir (the public listener serves webhooks and probes only)."""
@@ -227,7 +203,7 @@ async def burst(
         gate = anyio.Event()
         sim.faults.gate = gate
         sim.faults.gate_after = 0
-        with daemon(config, env) as proc:
+        with logged_daemon(config, env) as proc:
             async with control(root / "state") as c:
                 await wait_status(c, lambda d: "journal" in d, within=30)
                 await anyio.sleep(args.idle)
@@ -309,7 +285,7 @@ async def drain(
         )
     )
     out: dict[str, float] = {}
-    with daemon(config, env) as proc:
+    with logged_daemon(config, env) as proc:
         async with control(state) as c:
             started = time.monotonic()
             await wait_status(
@@ -390,7 +366,7 @@ async def cpu(kafka: KafkaCluster, args: argparse.Namespace, env: dict[str, str]
     )
     lines = []
     hz = os.sysconf("SC_CLK_TCK")
-    with daemon(config, env) as proc:
+    with logged_daemon(config, env) as proc:
         async with control(root / "state") as c:
             await wait_status(c, lambda d: d["sinks"]["kafka"]["ready"], within=60)
             offset = 0

@@ -17,12 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +28,7 @@ import pytest
 
 from argbridge.simulator.arga import ArgaSimulator
 from tests.support.apache_kafka import KafkaCluster, _free_ports
+from tests.support.process import logged_daemon
 from tests.support.webhook_load import drive, signed_request
 from tests.support.webhooks import SECRET
 
@@ -95,26 +92,6 @@ sinks = ["kafka"]
 """
 
 
-@contextlib.contextmanager
-def daemon(path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    log = open(path.with_suffix(".log"), "wb")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("argbridge")), "run", "--config", str(path)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
 async def status(client: httpx.AsyncClient) -> dict[str, Any]:
     doc: dict[str, Any] = (await client.get("/control/status")).json()
     return doc
@@ -145,7 +122,7 @@ async def test_soak_memory_is_flat_after_warm_up(tmp_path: Path, kafka: KafkaClu
         topic = f"soak-{uuid.uuid4().hex[:8]}"
         kafka.create_topic(topic, partitions=4)
         path.write_text(config(tmp_path / "state", port, kafka.bootstrap, sim.base_url, topic))
-        with daemon(path) as proc:
+        with logged_daemon(path) as proc:
             # The control plane (status) is on the daemon's socket, not its public port.
             transport = httpx.AsyncHTTPTransport(uds=str(tmp_path / "state" / "control.sock"))
             async with httpx.AsyncClient(

@@ -4,13 +4,14 @@ instead of sleeping; and :func:`run_cli` for one-shot commands."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -109,3 +110,28 @@ def run_cli(
         timeout=timeout,
         env=full_env,
     )
+
+
+@contextlib.contextmanager
+def logged_daemon(
+    config: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``argbridge run`` with its output in ``<config>.log`` (a long run whose log is read
+    afterwards, not line by line): SIGTERM on exit, killed after 30 s."""
+    exe = Path(sys.executable).with_name("argbridge")
+    with open(config.with_suffix(".log"), "wb") as log:
+        proc = subprocess.Popen(
+            [str(exe), "run", "--config", str(config)],
+            env={**os.environ, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield proc
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
