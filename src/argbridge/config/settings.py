@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from argbridge.config.arga import ArgaSourceConfig
 from argbridge.config.base import ByteSize, Duration, Secret, StrictModel
+from argbridge.config.cluster import ClusterConfig
 from argbridge.config.profiles import (
     ArgosCIProfileConfig,
     ArgosOmniProfileConfig,
@@ -294,6 +295,7 @@ class Settings(BaseSettings):
     sinks: dict[str, SinkConfig] = Field(default_factory=dict)
     routes: list[RouteConfig] = Field(default_factory=list)
     ops: OpsConfig = OpsConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     @classmethod
     def settings_customise_sources(
