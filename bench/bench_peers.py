@@ -235,6 +235,13 @@ class Benthos:
 # -- webhooks ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class WsFigures:
+    rate: float  # events/s
+    peak_rss_mib: float
+    cpu_us: float  # per event
+
+
 @dataclass
 class WebhookFigures:
     name: str
@@ -417,9 +424,10 @@ def run_webhooks(binary: Path, args: argparse.Namespace) -> list[WebhookFigures]
 # -- WebSocket -----------------------------------------------------------------------------
 
 
-def _argbridge_ws_child(q: Queue[tuple[float, float]], base: str, run_id: str, events: int) -> None:
+def _argbridge_ws_child(q: Queue[WsFigures], base: str, run_id: str, events: int) -> None:
     """In a spawned child: argbridge's arga source following ``run_id`` into a journal;
-    puts (events/s, peak RSS MiB of this process)."""
+    puts its events/s, this process's peak RSS and CPU per event (the follow, journal
+    open and close included)."""
     import resource
 
     import anyio
@@ -428,6 +436,7 @@ def _argbridge_ws_child(q: Queue[tuple[float, float]], base: str, run_id: str, e
     from bench.common import as_the_daemon
 
     as_the_daemon()
+    cpu = time.process_time()
     with tempfile.TemporaryDirectory(prefix="argbridge-peers-ws-") as tmp:
         rate = anyio.run(
             argbridge_rate,
@@ -438,12 +447,13 @@ def _argbridge_ws_child(q: Queue[tuple[float, float]], base: str, run_id: str, e
             Path(tmp),
             backend_options={"use_uvloop": True},
         )
-    q.put((rate, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    cpu_us = (time.process_time() - cpu) / (events + 1) * 1e6
+    q.put(WsFigures(rate, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, cpu_us))
 
 
-def argbridge_ws(base: str, run_id: str, events: int) -> tuple[float, float]:
+def argbridge_ws(base: str, run_id: str, events: int) -> WsFigures:
     ctx = multiprocessing.get_context("spawn")
-    q: Queue[tuple[float, float]] = ctx.Queue()
+    q: Queue[WsFigures] = ctx.Queue()
     child = ctx.Process(target=_argbridge_ws_child, args=(q, base, run_id, events))
     child.start()
     try:
@@ -454,9 +464,9 @@ def argbridge_ws(base: str, run_id: str, events: int) -> tuple[float, float]:
 
 def benthos_ws(
     binary: Path, base: str, run_id: str, events: int, tmp: Path, deadline_s: float = 300
-) -> tuple[float, float, float]:
-    """(events/s from the first written line to line ``events`` + 1, peak RSS MiB, CPU µs
-    per event) of Benthos following the demo run's WebSocket into a file."""
+) -> WsFigures:
+    """Events/s from the first written line to line ``events`` + 1, peak RSS and CPU per
+    event over the same span, of Benthos following the demo run's WebSocket into a file."""
     from bench.bench_arga import TOKEN
 
     url = base.replace("http://", "ws://") + f"/demo-runner/runs/{run_id}/stream?token={TOKEN}"
@@ -464,7 +474,7 @@ def benthos_ws(
     benthos = Benthos(binary, websocket_config(url, run_id, out_file), tmp, f"ws-{run_id}")
     want = events + 1  # the events and the done message, as argbridge journals them
     lines = 0
-    first = last = 0.0
+    first = last = cpu0 = 0.0
     try:
         deadline = time.monotonic() + deadline_s
         while not out_file.exists():
@@ -477,44 +487,43 @@ def benthos_ws(
                 if chunk:
                     if not lines:
                         first = time.perf_counter()
+                        cpu0 = benthos.stats()[1]
                     lines += chunk.count(b"\n")
                     last = time.perf_counter()
                     continue
                 if time.monotonic() > deadline or benthos.proc.poll() is not None:
                     raise SystemExit(f"benthos stopped at {lines} of {want} lines")
                 time.sleep(0.002)
-        peak, cpu = benthos.stats()
+        peak, cpu1 = benthos.stats()
     finally:
         benthos.stop()
-    return (want - 1) / (last - first), peak, cpu / want * 1e6
+    return WsFigures((want - 1) / (last - first), peak, (cpu1 - cpu0) / (want - 1) * 1e6)
 
 
-def run_websocket(binary: Path, args: argparse.Namespace) -> dict[str, list[float]]:
+def run_websocket(binary: Path, args: argparse.Namespace) -> dict[str, list[WsFigures]]:
     from bench.bench_arga import _serve
 
     ctx = multiprocessing.get_context("spawn")
     q: Queue[int] = ctx.Queue()
     server = ctx.Process(target=_serve, args=(q, args.events, 2 * args.repeat), daemon=True)
     server.start()
-    out: dict[str, list[float]] = {k: [] for k in ("a", "a_rss", "b", "b_rss", "b_cpu")}
+    out: dict[str, list[WsFigures]] = {"argbridge": [], "benthos": []}
     try:
         base = f"http://127.0.0.1:{q.get(timeout=120)}"
         with tempfile.TemporaryDirectory(prefix="argbridge-peers-") as tmpdir:
             for r in range(args.repeat):
-                order = ["a", "b"] if r % 2 == 0 else ["b", "a"]
+                order = ["argbridge", "benthos"] if r % 2 == 0 else ["benthos", "argbridge"]
                 for who in order:
-                    if who == "a":
-                        rate, rss = argbridge_ws(base, f"ws-{2 * r}", args.events)
-                        out["a"].append(rate)
-                        out["a_rss"].append(rss)
+                    if who == "argbridge":
+                        result = argbridge_ws(base, f"ws-{2 * r}", args.events)
                     else:
-                        rate, rss, cpu = benthos_ws(
-                            binary, base, f"ws-{2 * r + 1}", args.events, Path(tmpdir)
-                        )
-                        out["b"].append(rate)
-                        out["b_rss"].append(rss)
-                        out["b_cpu"].append(cpu)
-                print(f"  websocket pass {r + 1}/{args.repeat} done", file=sys.stderr)
+                        run_id = f"ws-{2 * r + 1}"
+                        result = benthos_ws(binary, base, run_id, args.events, Path(tmpdir))
+                    out[who].append(result)
+                    print(
+                        f"  websocket pass {r + 1}: {who}: {result.rate:,.0f} events/s",
+                        file=sys.stderr,
+                    )
     finally:
         server.terminate()
         server.join(5)
@@ -559,32 +568,42 @@ def report_webhooks(results: list[WebhookFigures], args: argparse.Namespace) -> 
         else:
             written = f", {r.written:,} lines written"
         checks = ", ".join(f"{k} {v}" for k, v in r.rejections.items())
-        print(f"  {r.name}: {r.requests:,} requests in the run{written}; {checks}")
+        print(
+            f"  {r.name}: {r.rps:,.0f} req/s, p99 {r.p99_ms:.1f} ms, {r.requests:,} requests"
+            f"{written}; {checks}"
+        )
     print(
         f"  (each check: {args.checks} requests; 'lines written by the check' must equal it, "
         f"'rejections counted' be {3 * args.checks})"
     )
 
 
-def report_websocket(out: dict[str, list[float]], args: argparse.Namespace) -> None:
+def report_websocket(out: dict[str, list[WsFigures]], args: argparse.Namespace) -> None:
     print(
         f"\nWebSocket (bench_arga's demo-runner stream): {args.events:,} events of ~500 B "
         f"+ done, {args.repeat} run(s), median"
     )
-    print(f"  {'':26} {'events/s':>9} {'peak RSS':>9}  durability")
-    a, b = median(out["a"]), median(out["b"])
-    print(
-        f"  {'argbridge → journal':26} {a:9,.0f} {max(out['a_rss']):6.0f} MiB  "
-        "fsync per group commit, dedupe (source process)"
-    )
-    print(
-        f"  {'benthos → file':26} {b:9,.0f} {max(out['b_rss']):6.0f} MiB  "
-        f"no fsync (page cache); {median(out['b_cpu']):.1f} µs CPU/event"
-    )
+    print(f"  {'':26} {'events/s':>9} {'CPU µs/ev':>9} {'peak RSS':>9}  durability")
+    labels = {
+        "argbridge": ("argbridge → journal", "fsync per group commit, dedupe"),
+        "benthos": ("benthos → file", "no fsync (page cache), no dedupe"),
+    }
+    for who, runs in out.items():
+        label, durability = labels[who]
+        print(
+            f"  {label:26} {median([r.rate for r in runs]):9,.0f} "
+            f"{median([r.cpu_us for r in runs]):9.1f} "
+            f"{max(r.peak_rss_mib for r in runs):6.0f} MiB  {durability}"
+        )
+        each = ", ".join(f"{r.rate:,.0f}" for r in runs)
+        print(f"  {'':26} runs: {each}")
+    a = median([r.rate for r in out["argbridge"]])
+    b = median([r.rate for r in out["benthos"]])
     print(f"  argbridge / benthos: {a / b:.2f}x the event rate")
     print(
         "  (no latency figure: both follow a pre-published stream as fast as they can; "
-        "Benthos timed from its first written line, argbridge from its connect)"
+        "Benthos timed from its first written line, argbridge from its connect; argbridge's "
+        "RSS and CPU are its source process's, Benthos's its process's)"
     )
 
 
