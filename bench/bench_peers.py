@@ -235,13 +235,6 @@ class Benthos:
 # -- webhooks ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class WsFigures:
-    rate: float  # events/s
-    peak_rss_mib: float
-    cpu_us: float  # per event
-
-
 @dataclass
 class WebhookFigures:
     name: str
@@ -422,6 +415,13 @@ def run_webhooks(binary: Path, args: argparse.Namespace) -> list[WebhookFigures]
 
 
 # -- WebSocket -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WsFigures:
+    rate: float  # events/s
+    peak_rss_mib: float
+    cpu_us: float  # per event
 
 
 def _argbridge_ws_child(q: Queue[WsFigures], base: str, run_id: str, events: int) -> None:
