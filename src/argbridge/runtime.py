@@ -301,10 +301,12 @@ class App:
             async with journal:
                 self._journal = journal
                 self.metrics.watch_journal(journal)
-                self._build()
                 if s.cluster.enabled:
-                    self.cluster = ClusterNode(s, journal.for_sink(), self.metrics, self.clock)
+                    self.cluster = ClusterNode(
+                        s, journal.for_sink(), self.metrics, self.clock, seq_of=journal.log.seq_of
+                    )
                     await self.cluster.open()
+                self._build()
                 tune_collector(s.runtime.gc_thresholds)
                 malloc = tune_malloc(
                     s.runtime.malloc_trim_threshold, s.runtime.malloc_mmap_threshold
@@ -359,7 +361,12 @@ class App:
     def _make_source(self, name: str, cfg: SourceConfig, s: Settings) -> None:
         source = build_source(name, cfg, s)
         ctx = SourceContext(
-            name, self.journal.for_source(), self.metrics, self.clock, type_prefix=s.type_prefix
+            name,
+            self.journal.for_source(),
+            self.metrics,
+            self.clock,
+            type_prefix=s.type_prefix,
+            acks=self.cluster.webhook_acks if self.cluster is not None else None,
         )
         # Sources that serve HTTP (inbound webhooks) get their routes on our listener.
         self._install_routes(name, source, ctx)
@@ -524,6 +531,7 @@ class App:
                 self.metrics,
                 self.clock,
                 type_prefix=new.type_prefix,
+                acks=self.cluster.webhook_acks if self.cluster is not None else None,
             )
             replaced[name] = (source, ctx)
         # Stop what goes away or is rebuilt: sources are cancelled (what they journaled

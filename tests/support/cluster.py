@@ -61,7 +61,7 @@ async def running_node(
 ) -> AsyncIterator[RunningNode]:
     metrics = Metrics()
     async with Journal(tmp_path / "journal", sinks=journal_sinks(s), clock=clock) as journal:
-        node = ClusterNode(s, journal.for_sink(), metrics, clock)
+        node = ClusterNode(s, journal.for_sink(), metrics, clock, seq_of=journal.log.seq_of)
         await node.open()
         try:
             async with anyio.create_task_group() as tg:
