@@ -207,3 +207,18 @@ async def test_kafka_down_at_start_the_daemon_runs_and_catches_up(tmp_path, kafk
             assert decode(record).get_id() == retry.json()["id"]
     finally:
         kafka.proxy.restore()
+
+
+async def test_a_webhook_too_large_for_the_events_topic_is_refused_before_journaling(tmp_path):
+    # No broker needed: the size is checked before the journal commit. The title is
+    # both in the event's data and in the upstream payload it keeps: 2 x 600 KiB.
+    cluster = cluster_config(f"127.0.0.1:{free_port()}", webhook_ack="journal")
+    async with running_app(webhook_settings(tmp_path, cluster=cluster)) as r:
+        body = incident_body("INC-1")
+        big = body.replace(b"Checkout latency", b"t" * 600 * 1024)
+        resp = await r.post("argus", big, sw_headers(big))
+        assert resp.status_code == 413
+        assert "max_record_bytes" in problem_of(resp)["detail"]
+        assert await records_of(r) == []
+        ok = await r.post("argus", body, sw_headers(body))
+        assert ok.json()["ack"] == "journal"

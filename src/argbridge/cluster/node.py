@@ -22,7 +22,7 @@ from __future__ import annotations
 from argbridge.clock import Clock
 from argbridge.cluster.events import EVENTS_SINK, EventsProducer
 from argbridge.cluster.roles import WebhookAcks
-from argbridge.cluster.webhook_ack import KafkaAck, SeqOf
+from argbridge.cluster.webhook_ack import JournalAck, KafkaAck, SeqOf
 from argbridge.config.settings import Settings
 from argbridge.delivery.kafka_progress import INSTANCE_ID_KEY
 from argbridge.errors import ConfigError
@@ -63,13 +63,14 @@ class ClusterNode:
         self.log = get_logger(component="cluster")
         self._journal = journal
         self.events = EventsProducer(settings, journal, metrics, clock)
-        #: What a webhook's 2xx waits for (``webhook_ack = "kafka"``; ``None``: the
-        #: journal commit, as outside a cluster).
-        self.webhook_acks: WebhookAcks | None = None
+        #: What a webhook's 2xx waits for (``webhook_ack = "kafka"``; else the journal
+        #: commit, as outside a cluster), and the events topic's size limit for both.
+        self.webhook_acks: WebhookAcks | None = JournalAck(self.events.sink.config)
         if self.config.webhook_ack == "kafka" and seq_of is not None:
             self.webhook_acks = KafkaAck(
                 self.events,
                 seq_of,
+                events_config=self.events.sink.config,
                 timeout=self.config.webhook_ack_timeout,
                 fallback=self.config.webhook_fallback_to_journal,
                 unreachable=lambda: self.events.unreachable,
