@@ -5,8 +5,9 @@ others the narrow roles they need:
 
 - :attr:`ClusterNode.events`: the internal events-topic producer
   (:mod:`argbridge.cluster.events`), an :class:`~argbridge.cluster.roles.EventsAcked`;
-- :attr:`ClusterNode.webhook_acks`: with ``cluster.webhook_ack = "kafka"``, what an
-  inbound webhook's 2xx waits for (:mod:`argbridge.cluster.webhook_ack`), given to the
+- :attr:`ClusterNode.webhook_acks`: what an inbound webhook's 2xx waits for (the events
+  topic's ack with ``cluster.webhook_ack = "kafka"``, else the journal commit) and which
+  events the topic could never take (:mod:`argbridge.cluster.webhook_ack`), given to the
   sources in their :class:`~argbridge.sources.base.SourceContext`;
 - :attr:`ClusterNode.instance_id`: this instance's one id (members, transactional ids,
   records): ``cluster.instance_id``, else the id the exactly-once sink keeps in the
