@@ -59,7 +59,7 @@ from argbridge.registry import build_sink, build_source
 from argbridge.reload import ConfigDiff, LoadedConfig, diff, effective
 from argbridge.router import Router
 from argbridge.sinks.base import Health, Sink, SinkContext, SinkWorker
-from argbridge.sources.base import Source, SourceContext
+from argbridge.sources.base import ServesHttp, Source, SourceContext
 from argbridge.statelock import StateDirLock, StateDirLocked
 
 Service = Callable[["App"], Awaitable[None]]
@@ -359,10 +359,9 @@ class App:
         self.source_contexts[name] = ctx
 
     def _install_routes(self, name: str, source: Source, ctx: SourceContext) -> None:
-        routes = getattr(source, "routes", None)
-        if routes is None or self.http is None:
+        if not isinstance(source, ServesHttp) or self.http is None:
             return
-        for method, path, handler in routes(ctx):
+        for method, path, handler in source.routes(ctx):
             key = (method.upper(), path)
             self._http_handlers[key] = (name, handler)
             if key not in self._http_routes:

@@ -12,6 +12,7 @@ import anyio.lowlevel
 import httpx
 
 from argbridge.config.settings import Settings
+from argbridge.sinks.base import SelfDisabling, Wakeable
 from tests.conftest import free_port, make_event, settings
 from tests.support.daemon import running_app
 from tests.support.ops import control_tcp_url
@@ -123,3 +124,30 @@ async def test_list_replay_dead_letters_and_replay_the_journal(tmp_path):
                 "/control/replay", json={"sink": "file", "since": time.time() + 60}, headers=auth
             )
             assert r.status_code == 404
+
+
+async def test_replay_enables_an_endpoint_disabled_by_410_and_wakes_its_retry_loop(tmp_path):
+    """The webhook sink is :class:`SelfDisabling` and :class:`Wakeable`: ``dlq replay``
+    enables it again and wakes its retry loop (asleep for ``IDLE_POLL`` otherwise)."""
+    receiver = WebhookReceiver([SECRET])
+    receiver.default = Reply(410)
+    async with serve(receiver.router) as base:
+        s = daemon_settings(tmp_path, base + "/hook", token="ctl-token-123")
+        async with (
+            running_app(s) as (app, _),
+            httpx.AsyncClient(base_url=control_tcp_url(app)) as http,
+        ):
+            hook = app.sinks["hook"]
+            assert isinstance(hook, SelfDisabling) and isinstance(hook, Wakeable)
+            await app.journal.append(make_event(1))
+            with anyio.fail_after(10):
+                await app.workers["hook"].caught_up()  # delivered: 410, dead-lettered
+            assert await app.journal.count_dead_letters("hook") == 1
+            assert "endpoint disabled" in hook.health().detail
+            receiver.default = Reply(204)
+            auth = {"authorization": "Bearer ctl-token-123"}
+            r = await http.post("/control/dlq/replay", json={"sink": "hook"}, headers=auth)
+            assert r.json()["requeued"] == 1
+            await receiver.wait_for(2)
+            assert receiver.received[-1].payload["id"] == make_event(1).id
+            assert hook.health().detail == "ok"

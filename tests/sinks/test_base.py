@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import anyio
 import pytest
@@ -13,17 +14,24 @@ from argbridge.config.settings import FilterConfig, RouteConfig
 from argbridge.errors import PermanentDeliveryError, SinkError, SinkStopped
 from argbridge.journal import Journal, JournalRecord
 from argbridge.metrics import Metrics
+from argbridge.registry import build_sink
 from argbridge.router import Router
 from argbridge.sinks.base import (
+    Background,
     Delivery,
     Health,
+    Pipelined,
+    ReportsSent,
+    Resumable,
     RouteBatch,
+    SelfDisabling,
     SinkContext,
     SinkWorker,
+    Wakeable,
     observe_many,
     records_of,
 )
-from tests.conftest import make_event
+from tests.conftest import make_event, settings
 
 
 class ScriptedSink:
@@ -524,3 +532,91 @@ async def test_linger_gathers_the_next_events_into_one_batch(tmp_path: Path):
                     await anyio.wait_all_tasks_blocked()
             worker.stop()
         assert sink.delivered == [[make_event(n).id for n in (1, 2, 3)]]
+
+
+# -- optional capabilities: declared types, tested with isinstance --------------------
+
+WHSEC = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXh4eA=="
+CAPABILITIES = (Background, Pipelined, ReportsSent, Wakeable, SelfDisabling, Resumable)
+
+
+@pytest.mark.parametrize(
+    ("config", "declared"),
+    [
+        ({"type": "file"}, set()),
+        (
+            {"type": "kafka", "bootstrap_servers": "127.0.0.1:9"},
+            {Background, Pipelined, ReportsSent, Wakeable, Resumable},
+        ),
+        (
+            {
+                "type": "kafka",
+                "bootstrap_servers": "127.0.0.1:9",
+                "delivery": "exactly-once",
+            },
+            {Background, Pipelined, ReportsSent, Wakeable},
+        ),
+        (
+            {"type": "webhook", "url": "https://example.com/hook", "secrets": [WHSEC]},
+            {Background, ReportsSent, Wakeable, SelfDisabling},
+        ),
+        (
+            {"type": "slack", "webhook_url": "https://hooks.slack.com/services/T/B/x"},
+            {Background, ReportsSent, Wakeable},
+        ),
+    ],
+    ids=["file", "kafka", "kafka-exactly-once", "webhook", "slack"],
+)
+async def test_each_sink_declares_its_optional_capabilities(
+    tmp_path: Path, config: dict[str, object], declared: set[type]
+):
+    s = settings(tmp_path, sinks={"s": config})
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        sink = build_sink(s.sinks["s"], SinkContext("s", journal, Metrics()), s)
+        assert {c for c in CAPABILITIES if isinstance(sink, c)} == declared
+        await sink.aclose()
+
+
+async def test_the_worker_runs_a_background_sink_s_background_beside_delivery(tmp_path: Path):
+    class BackgroundSink(ScriptedSink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.running = anyio.Event()
+            self.ended = anyio.Event()
+
+        async def background(self) -> None:
+            self.running.set()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                self.ended.set()
+
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        await journal.append_many([make_event(n) for n in range(3)])
+        sink = BackgroundSink()
+        worker = make_worker(journal, sink)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker.run)
+                await sink.running.wait()
+                await worker.caught_up()
+                worker.stop()
+        assert sink.ended.is_set()  # cancelled with the worker
+        assert [i for b in sink.delivered for i in b] == [make_event(n).id for n in range(3)]
+
+
+@pytest.mark.parametrize("pipelined", [False, True])
+async def test_a_sink_that_reports_sent_is_not_counted_again_by_the_worker(
+    tmp_path: Path, pipelined: bool
+):
+    class Counting(PipelinedSink if pipelined else ScriptedSink):  # type: ignore[misc]
+        reports_sent: Literal[True] = True
+
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        await journal.append_many([make_event(n) for n in range(8)])
+        sink = Counting()
+        assert isinstance(sink, ReportsSent) and isinstance(sink, Pipelined) is pipelined
+        metrics = Metrics()
+        await run_until_caught_up(make_worker(journal, sink, metrics=metrics), journal, "s")
+        assert journal.cursor("s") == 8
+        assert metrics.sent.labels("s", "sink")._value.get() == 0

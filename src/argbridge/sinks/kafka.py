@@ -57,7 +57,7 @@ import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from itertools import repeat
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import anyio
 from aiokafka import AIOKafkaProducer
@@ -120,7 +120,7 @@ class _Refused(Exception):
 class KafkaSink:
     """Produces CloudEvents to Kafka; one producer, reconnecting on failure."""
 
-    reports_sent = True
+    reports_sent: Literal[True] = True
 
     def __init__(self, config: KafkaSinkConfig, ctx: SinkContext, settings: Settings) -> None:
         self.name = ctx.name

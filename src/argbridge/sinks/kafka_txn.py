@@ -45,7 +45,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, Protocol
+from typing import Any, Literal, NoReturn, Protocol
 
 import anyio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -109,7 +109,7 @@ async def stable_id(store: StateStore, key: str) -> str:
 class ExactlyOnceKafkaSink:
     """Transactional delivery to Kafka with the position on a progress topic."""
 
-    reports_sent = True
+    reports_sent: Literal[True] = True
 
     def __init__(self, config: KafkaSinkConfig, ctx: SinkContext, settings: Settings) -> None:
         self.name = ctx.name
