@@ -28,7 +28,6 @@ from argbridge.sinks.base import (
     SinkContext,
     SinkWorker,
     Wakeable,
-    observe_many,
     records_of,
 )
 from tests.conftest import make_event, settings
@@ -425,27 +424,34 @@ async def test_pipeline_stop_confirms_and_acks_what_was_submitted(tmp_path: Path
         assert journal.cursor("s") == sink.submitted[-1][-1] < 12
 
 
-@pytest.mark.parametrize(
-    "values",
-    [[], [0.0], [-1.0, 0.001, 0.001, 0.0049, 0.005, 0.3, 2.5, 1e9], [0.02] * 7 + [0.5, 0.0]],
-)
-def test_observe_many_equals_observing_one_by_one(values: list[float]):
-    one, many = Metrics(), Metrics()
-    child = one.delivery_latency.labels("s")
-    for v in values:
-        child.observe(max(0.0, v))
-    observe_many(many.delivery_latency.labels("s"), list(values))
+async def test_count_sent_observes_each_latency_in_the_public_histogram(tmp_path: Path):
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        await journal.append_many([make_event(n) for n in range(6)])
+        records = await journal.read_after(0, 10)
+    now = records[2].appended_at + 0.004  # the later records' latencies are clamped to 0
+    latencies = [max(0.0, now - r.appended_at) for r in records]
 
-    def samples(m: Metrics) -> list[tuple[str, dict[str, str], float]]:
-        return [
-            (s.name, s.labels, round(s.value, 9))
-            for fam in m.registry.collect()
-            if fam.name == "argbridge_delivery_latency_seconds"
-            for s in fam.samples
-            if not s.name.endswith("_created")
-        ]
+    class At:
+        def time(self) -> float:
+            return now
 
-    assert samples(many) == samples(one)
+    metrics = Metrics()
+    SinkContext("s", journal, metrics, At()).count_sent(records)  # type: ignore[arg-type]
+    samples = {
+        (s.name, s.labels.get("le")): s.value
+        for fam in metrics.registry.collect()
+        if fam.name == "argbridge_delivery_latency_seconds"
+        for s in fam.samples
+        if s.labels.get("component") == "s"
+    }
+    assert samples[("argbridge_delivery_latency_seconds_count", None)] == len(records)
+    assert samples[("argbridge_delivery_latency_seconds_sum", None)] == pytest.approx(
+        sum(latencies)
+    )
+    for (name, le), value in samples.items():
+        if name.endswith("_bucket"):
+            assert le is not None
+            assert value == len([v for v in latencies if v <= float(le)]), le
 
 
 async def test_journal_records_decode_lazily_and_stay_immutable(tmp_path: Path):

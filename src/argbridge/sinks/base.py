@@ -25,7 +25,6 @@ starts again from the journal's cursor (see :meth:`SinkWorker._pipeline`).
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol, overload, runtime_checkable
@@ -134,40 +133,14 @@ class SinkContext:
             return
         self.metrics.sent.labels(self.name, "sink").inc(len(records))
         self.metrics.sent_bytes.labels(self.name, "sink").inc(sum(r.size for r in records))
+        # One public ``observe`` per event (about 1 µs each: a batch-wide observe on the
+        # histogram's private buckets saved ~4% of the Kafka sink's CPU per event, under
+        # the 5% a dependency's internals must buy).
         now = self.clock.time()
-        observe_many(
-            self.metrics.delivery_latency.labels(self.name),
-            [now - r.appended_at for r in records],
-        )
-
-
-def observe_many(hist: Any, values: list[float]) -> None:
-    """``hist.observe(max(0, v))`` for every value, in one pass per batch.
-
-    Same result as observing one by one (tested), but the bucket counts are added once
-    per bucket instead of once per value (prometheus-client takes a lock and scans the
-    bounds on every ``observe``: 1.5 µs per delivered event). Falls back to plain
-    ``observe`` if the client's histogram internals ever change.
-    """
-    bounds = getattr(hist, "_upper_bounds", None)
-    buckets = getattr(hist, "_buckets", None)
-    total = getattr(hist, "_sum", None)
-    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
-        for v in values:
-            hist.observe(max(0.0, v))
-        return
-    values.sort()  # records come oldest first: one descending run, sorted in O(n)
-    if values and values[0] < 0.0:
-        values = [max(0.0, v) for v in values]
-    total.inc(sum(values))
-    done = 0
-    for i, bound in enumerate(bounds):
-        upto = bisect_right(values, bound, lo=done)
-        if upto > done:
-            buckets[i].inc(upto - done)
-            done = upto
-        if done == len(values):
-            break
+        observe = self.metrics.delivery_latency.labels(self.name).observe
+        for r in records:
+            latency = now - r.appended_at
+            observe(latency if latency > 0.0 else 0.0)
 
 
 @runtime_checkable
