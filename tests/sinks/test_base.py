@@ -560,7 +560,7 @@ CAPABILITIES = (Background, Pipelined, ReportsSent, Wakeable, SelfDisabling, Res
                 "bootstrap_servers": "127.0.0.1:9",
                 "delivery": "exactly-once",
             },
-            {Background, Pipelined, ReportsSent, Wakeable},
+            {Background, Pipelined, ReportsSent, Wakeable, Resumable},
         ),
         (
             {"type": "webhook", "url": "https://example.com/hook", "secrets": [WHSEC]},

@@ -37,6 +37,11 @@ record). ``ProducerFenced`` — another daemon runs with this instance id and si
 the sink for good: :class:`SinkStopped`, an error log, the error metric and an
 ``argbridge.sink.fenced`` alert event in the journal. Retention: the cursor never passes
 what was committed, and the journal keeps every event after the cursor.
+
+Readiness is the at-least-once sink's (:class:`~argbridge.sinks.kafka.KafkaSink`, which
+this sink drives): a probe every quarter of ``readiness_timeout``, the cause named in
+``/readyz``, and :meth:`resumed` ending the worker's backoff once the brokers answer
+again; a probe that finds them back reconnects a dropped producer.
 """
 
 from __future__ import annotations
@@ -88,6 +93,11 @@ class ExactlyOnceKafkaSink(TransactionDriver):
         self._read: Position | None = None
         self._lock = anyio.Lock()
         self.requeue = RequeueRunner(ctx, settings, self._deliver_requeued)
+        #: Started (the cursor aligned, the key claimed): a readiness probe may reconnect.
+        self._started = False
+        # Readiness is the at-least-once sink's: its probe loop, on its admin client,
+        # names the cause; a probe that finds the brokers back reconnects this producer.
+        self.records.when_reachable = self._reconnect_when_reachable
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -110,9 +120,11 @@ class ExactlyOnceKafkaSink(TransactionDriver):
                 assert self.producer is not None
                 await self._drop(self.producer, None)
                 raise
+            self._started = True
         await refresh_dead_letter_gauge(self.ctx)
 
     async def aclose(self) -> None:
+        self._started = False  # a probe still running must not connect again
         producer, self.producer = self.producer, None
         if producer is not None:
             await self._stop(producer)
@@ -123,11 +135,45 @@ class ExactlyOnceKafkaSink(TransactionDriver):
         self._ok = False
 
     def health(self) -> Health:
+        cause = self.records.unreachable
+        if cause is not None and self.fenced is None:
+            return Health(False, f"broker unavailable: {cause}")
         return Health(self._ok and self.producer is not None, self._state)
 
     async def background(self) -> None:
-        """Redeliver requeued dead letters (each batch in its own transaction)."""
-        await self.requeue.run()
+        """Probe the brokers for readiness; redeliver requeued dead letters (each batch
+        in its own transaction)."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.records.probe_loop)
+            await self.requeue.run()
+            tg.cancel_scope.cancel()
+
+    async def resumed(self) -> None:
+        """Return once the brokers, seen unreachable at or since this call, answer again
+        (:meth:`KafkaSink.resumed`): the worker then retries at once instead of
+        finishing its backoff."""
+        await self.records.resumed()
+
+    async def next_probe(self) -> None:
+        """Return after the next readiness probe recorded its outcome."""
+        await self.records.next_probe()
+
+    async def _reconnect_when_reachable(self) -> bool:
+        """A readiness probe found the brokers reachable: when the producer was dropped
+        (a failed transaction, an outage), reconnect now (fence, read the committed
+        position), so ``/readyz`` says ready without waiting for the next batch."""
+        if self.producer is not None:
+            return True
+        if not self._started or self.fenced is not None:
+            return False
+        async with self._lock:
+            if self.producer is None and self._started:
+                try:
+                    await self._connect()
+                except SinkError:  # (SinkStopped too: superseded, the sink says so)
+                    return False
+                self._refresh_committed()
+        return self.producer is not None
 
     def wake(self) -> None:
         self.requeue.waker.wake()
