@@ -626,3 +626,21 @@ async def test_a_sink_that_reports_sent_is_not_counted_again_by_the_worker(
         await run_until_caught_up(make_worker(journal, sink, metrics=metrics), journal, "s")
         assert journal.cursor("s") == 8
         assert metrics.sent.labels("s", "sink")._value.get() == 0
+
+
+async def test_delivering_returns_once_a_batch_is_handed_to_the_sink(tmp_path: Path):
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        sink = ScriptedSink()
+        sink.gate = anyio.Event()
+        worker = make_worker(journal, sink)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker.run)
+                await journal.append_many([make_event(n) for n in range(3)])
+                await worker.delivering()
+                assert worker.in_flight == 3 and sink.entered.is_set()
+                await worker.delivering()  # one is in flight: at once
+                sink.gate.set()
+                await worker.caught_up()
+                assert worker.in_flight == 0
+                worker.stop()

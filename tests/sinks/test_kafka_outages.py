@@ -77,8 +77,7 @@ async def test_kill_9_and_restart_on_the_same_log_dirs(tmp_path, kafka, idempote
         await run.journal.append_many(events[:1000])
         await run.worker.caught_up()
         await run.journal.append_many(events[1000:2000])
-        while run.worker.in_flight == 0:  # mid-stream: a batch is being delivered
-            await anyio.lowlevel.checkpoint()
+        await run.worker.delivering()  # mid-stream: a batch is being delivered
         kafka.nodes[0].kill()
         down = await until_health(run, False, READINESS)
         detail = run.sink.health().detail

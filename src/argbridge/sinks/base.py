@@ -257,6 +257,8 @@ class SinkWorker:
         self.name = ctx.name
         self._stopping = anyio.Event()
         self._poked = anyio.Event()
+        #: Set (and replaced) each time a batch is handed to the sink: see :meth:`delivering`.
+        self._handed = anyio.Event()
         self.in_flight = 0
         self.started = False
         self.last_error: str | None = None
@@ -288,6 +290,23 @@ class SinkWorker:
         journal = self.ctx.journal
         while journal.backlog(self.name) > 0:
             await self._idle.wait()
+
+    @property
+    def in_flight(self) -> int:
+        """Events handed to the sink and not confirmed yet."""
+        return self._in_flight
+
+    @in_flight.setter
+    def in_flight(self, events: int) -> None:
+        self._in_flight = events
+        if events > 0:
+            self._handed.set()
+            self._handed = anyio.Event()
+
+    async def delivering(self) -> None:
+        """Return once a batch is handed to the sink (at once when one is in flight)."""
+        if self._in_flight == 0:
+            await self._handed.wait()
 
     def poke(self) -> None:
         """Read again now (after a replay moved the cursor back)."""
