@@ -149,6 +149,8 @@ class KafkaSink:
         self._probed = anyio.Event()
         self._probing = False
         self._started = False
+        #: Producer stops still running (a frozen broker): finished in aclose.
+        self._stops = kafka_client.ProducerStops(ctx.log)
         #: What a probe that finds the brokers reachable does next (``True``: ready). The
         #: exactly-once sink, which drives this one for its records, sets its own.
         self.when_reachable: Callable[[], Awaitable[bool]] = self._reconnect
@@ -430,15 +432,12 @@ class KafkaSink:
         if producer is not None:
             await self._stop(producer)
         await self._drop_admin()
+        await self._stops.finish(CLOSE_TIMEOUT)
         self._state = "closed"
         self._ok = False
 
     async def _stop(self, producer: AIOKafkaProducer) -> None:
-        with anyio.move_on_after(min(CLOSE_TIMEOUT, self.config.call_timeout), shield=True):
-            try:
-                await producer.stop()
-            except Exception as exc:
-                self.ctx.log.debug("kafka.stop_failed", error=exc)
+        await self._stops.stop(producer, min(CLOSE_TIMEOUT, self.config.call_timeout))
 
     def health(self) -> Health:
         if self._unreachable is not None:

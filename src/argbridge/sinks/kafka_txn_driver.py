@@ -42,7 +42,7 @@ from argbridge.errors import SinkError, SinkStopped
 from argbridge.journal import JournalRecord
 from argbridge.sinks.base import Delivery, SinkContext, records_of
 from argbridge.sinks.kafka import _PERMANENT, CLOSE_TIMEOUT, KafkaSink, _describe
-from argbridge.sinks.kafka_client import new_producer
+from argbridge.sinks.kafka_client import ProducerStops, new_producer
 from argbridge.sinks.kafka_txn_fencing import alert_fenced, fenced_cause, fenced_reason
 
 #: The transactional producer's retry backoff (see _new_producer).
@@ -95,7 +95,7 @@ class TransactionDriver:
         self._open: Txn | None = None
         self._progress_partitions: list[int] | None = None
         #: Producer stops still running (see _stop).
-        self._stopping: set[asyncio.Future[Any]] = set()
+        self._stops = ProducerStops(ctx.log)
         self._state = "not started"
         self._ok = False
 
@@ -318,24 +318,9 @@ class TransactionDriver:
         await self._stop(producer)
 
     async def _stop(self, producer: AIOKafkaProducer) -> None:
-        """Stop ``producer``, waiting a bounded time. Against a frozen broker aiokafka's
-        stop does not end (and a second call is a no-op): it keeps running as a task and
-        closes the connections once the broker answers again; :meth:`_stop_stragglers`
-        gives the stragglers one more bounded wait, then cancels them."""
-        task = asyncio.ensure_future(producer.stop())
-        task.add_done_callback(self._stopped)
-        self._stopping.add(task)
-        with anyio.CancelScope(shield=True):
-            await asyncio.wait((task,), timeout=min(CLOSE_TIMEOUT, self.config.call_timeout))
-
-    def _stopped(self, task: asyncio.Future[Any]) -> None:
-        self._stopping.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.ctx.log.debug("kafka.stop_failed", error=task.exception())
+        """Stop ``producer`` within a bound, without abandoning it (:class:`ProducerStops`:
+        :meth:`_stop_stragglers` finishes what is left)."""
+        await self._stops.stop(producer, min(CLOSE_TIMEOUT, self.config.call_timeout))
 
     async def _stop_stragglers(self) -> None:
-        if self._stopping:
-            with anyio.CancelScope(shield=True):
-                await asyncio.wait(tuple(self._stopping), timeout=CLOSE_TIMEOUT)
-            for task in tuple(self._stopping):
-                task.cancel()
+        await self._stops.finish(CLOSE_TIMEOUT)
