@@ -55,7 +55,7 @@ from argbridge.journal import Journal, migrate
 from argbridge.logging import get_logger, register_secrets
 from argbridge.memory import TrimPolicy, give_back
 from argbridge.metrics import Metrics
-from argbridge.registry import build_sink, build_source
+from argbridge.registry import build_sink, build_source, sink_journal
 from argbridge.reload import ConfigDiff, LoadedConfig, diff, effective
 from argbridge.router import Router
 from argbridge.sinks.base import Health, Sink, SinkContext, SinkWorker
@@ -335,7 +335,7 @@ class App:
             self._make_source(name, source_cfg, s)
 
     def _make_sink(self, name: str, cfg: SinkConfig, s: Settings) -> SinkWorker:
-        ctx = SinkContext(name, self.journal.for_sink(), self.metrics, self.clock)
+        ctx = SinkContext(name, sink_journal(cfg, self.journal), self.metrics, self.clock)
         self.sinks[name] = build_sink(cfg, ctx, s)
         worker = self.workers[name] = SinkWorker(
             self.sinks[name],

@@ -13,8 +13,9 @@ from argbridge.backoff import Backoff
 from argbridge.config.settings import FilterConfig, RouteConfig
 from argbridge.errors import PermanentDeliveryError, SinkError, SinkStopped
 from argbridge.journal import Journal, JournalRecord
+from argbridge.journal.roles import ExactlyOnceSinkJournal
 from argbridge.metrics import Metrics
-from argbridge.registry import build_sink
+from argbridge.registry import build_sink, sink_journal
 from argbridge.router import Router
 from argbridge.sinks.base import (
     Background,
@@ -644,3 +645,18 @@ async def test_delivering_returns_once_a_batch_is_handed_to_the_sink(tmp_path: P
                 await worker.caught_up()
                 assert worker.in_flight == 0
                 worker.stop()
+
+
+async def test_only_the_exactly_once_kafka_sink_gets_the_exactly_once_role(tmp_path: Path):
+    kafka = {"type": "kafka", "bootstrap_servers": "127.0.0.1:9"}
+    s = settings(
+        tmp_path,
+        sinks={"eos": {**kafka, "delivery": "exactly-once"}, "alo": kafka, "f": {"type": "file"}},
+    )
+    async with Journal(tmp_path / "j.db", sinks=list(s.sinks)) as journal:
+        roles = {n: sink_journal(c, journal) for n, c in s.sinks.items()}
+        assert {n for n, r in roles.items() if isinstance(r, ExactlyOnceSinkJournal)} == {"eos"}
+        with pytest.raises(TypeError, match="exactly-once sink role"):
+            build_sink(s.sinks["eos"], SinkContext("eos", roles["alo"], Metrics()), s)
+        sink = build_sink(s.sinks["eos"], SinkContext("eos", roles["eos"], Metrics()), s)
+        await sink.aclose()

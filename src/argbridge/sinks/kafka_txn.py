@@ -102,7 +102,7 @@ class ExactlyOnceKafkaSink(TransactionDriver):
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        journal = self.ctx.journal
+        journal = self.journal
         self.instance_id = self.config.instance_id or await stable_id(journal, INSTANCE_ID_KEY)
         self.journal_id = await stable_id(journal, JOURNAL_ID_KEY)
         self.transactional_id = transactional_id(
@@ -254,7 +254,7 @@ class ExactlyOnceKafkaSink(TransactionDriver):
     async def _align_cursor(self) -> None:
         """Move the journal cursor to the committed position (start-up only)."""
         assert self.journal_id is not None
-        journal, name = self.ctx.journal, self.name
+        journal, name = self.journal, self.name
         position = self._read
         event_id_at: str | None = None
         if position is not None and position.seq > 0:
@@ -348,7 +348,7 @@ class ExactlyOnceKafkaSink(TransactionDriver):
     async def _claim(self) -> None:
         """At start: commit the position as this incarnation's (see :meth:`_connect`)."""
         assert self.journal_id is not None
-        journal = self.ctx.journal
+        journal = self.journal
         claim = self.committed
         if claim is None:
             cursor = journal.cursor(self.name)

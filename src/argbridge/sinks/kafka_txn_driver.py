@@ -40,6 +40,7 @@ from argbridge.delivery.kafka_progress import Position, encode_position, progres
 from argbridge.delivery.kafka_records import partition_for
 from argbridge.errors import SinkError, SinkStopped
 from argbridge.journal import JournalRecord
+from argbridge.journal.roles import ExactlyOnceSinkJournal
 from argbridge.sinks.base import Delivery, SinkContext, records_of
 from argbridge.sinks.kafka import _PERMANENT, CLOSE_TIMEOUT, KafkaSink, _describe
 from argbridge.sinks.kafka_client import ProducerStops, new_producer
@@ -75,6 +76,14 @@ class TransactionDriver:
         self.name = ctx.name
         self.config = config
         self.ctx = ctx
+        journal = ctx.journal
+        if not isinstance(journal, ExactlyOnceSinkJournal):
+            raise TypeError(
+                "the exactly-once Kafka sink needs the journal's exactly-once sink role "
+                "(registry.sink_journal, Journal.for_exactly_once_sink)"
+            )
+        #: The exactly-once sink role: reconciliation (rewind, last_seq) and alerts.
+        self.journal = journal
         #: Builds and batches the records (its ``_send``), dead-letters what cannot go.
         self.records = records
         self.producer: AIOKafkaProducer | None = None
@@ -300,7 +309,7 @@ class TransactionDriver:
         reason = fenced_reason(self.instance_id, self.name, self.transactional_id)
         self.fenced = reason
         self._state = reason
-        await alert_fenced(self.ctx, self.instance_id, self.transactional_id)
+        await alert_fenced(self.ctx, self.journal, self.instance_id, self.transactional_id)
         raise SinkStopped(reason) from exc
 
     def _fail(self, exc: BaseException, during: str) -> None:

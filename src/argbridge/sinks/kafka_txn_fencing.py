@@ -4,7 +4,8 @@ Owns what tells that another producer took this sink's ``transactional_id`` (aio
 ``ProducerFenced`` / ``InvalidProducerEpoch``, raised directly or failing a record of
 the open transaction: :func:`fenced_cause`), the operator-facing reason, and the alert:
 an error log, and an ``argbridge.sink.fenced`` event journaled through the sink's
-journal role (:func:`~argbridge.delivery.kafka_progress.fenced_alert_event`). A fenced
+:class:`~argbridge.journal.roles.ExactlyOnceSinkJournal`
+(:func:`~argbridge.delivery.kafka_progress.fenced_alert_event`). A fenced
 sink stops for good (:class:`~argbridge.errors.SinkStopped`) and never reconnects: that
 would fence the newer daemon back.
 """
@@ -17,6 +18,7 @@ from typing import Any
 from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
 
 from argbridge.delivery.kafka_progress import fenced_alert_event
+from argbridge.journal.roles import ExactlyOnceSinkJournal
 from argbridge.sinks.base import SinkContext
 
 #: The errors that mean another producer took over this ``transactional_id``.
@@ -55,13 +57,16 @@ def fenced_reason(instance_id: str | None, sink: str, transactional_id: str | No
 
 
 async def alert_fenced(
-    ctx: SinkContext, instance_id: str | None, transactional_id: str | None
+    ctx: SinkContext,
+    journal: ExactlyOnceSinkJournal,
+    instance_id: str | None,
+    transactional_id: str | None,
 ) -> None:
     """Log the fence and journal the ``argbridge.sink.fenced`` alert (best effort: the
     journal may be closing; the log says it all)."""
     ctx.log.error("kafka.fenced", transactional_id=transactional_id, instance_id=instance_id)
     try:
-        await ctx.journal.alert(
+        await journal.alert(
             fenced_alert_event(
                 ctx.name, instance_id or "", transactional_id or "", at=ctx.clock.time()
             )
