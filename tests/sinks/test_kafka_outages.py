@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -50,6 +51,43 @@ async def restart(kafka: KafkaCluster) -> None:
     await anyio.to_thread.run_sync(kafka.wait_ready)
 
 
+async def through_kill_9(
+    run: Running[Any],
+    kafka: KafkaCluster,
+    events: list[Any],
+    outage: Callable[[], Awaitable[None]],
+    label: str,
+) -> None:
+    """Deliver ``events[:1000]``; kill -9 the broker while ``events[1000:2000]`` are
+    delivered: not ready within ``READINESS``, naming the cause; the journal absorbs
+    ``events[2000:]`` while ``outage`` lasts; restart the broker: ready again within
+    ``READINESS``, and the backlog delivered within it too."""
+    await run.journal.append_many(events[:1000])
+    await run.worker.caught_up()
+    assert run.sink.health().ready
+    await run.journal.append_many(events[1000:2000])
+    await run.worker.delivering()  # mid-stream: a batch is being delivered
+    kafka.nodes[0].kill()
+    down = await until_health(run, False, READINESS)
+    detail = run.sink.health().detail
+    assert "broker unavailable" in detail and "connection refused" in detail, detail
+    await run.journal.append_many(events[2000:])  # the journal absorbs the backlog
+    await outage()
+    await restart(kafka)
+    up = await until_health(run, True, READINESS)
+    resumed = time.monotonic()
+    # Delivery resumes (and the backlog of 1,000-2,000 events drains) within the
+    # readiness bound: without the prompt resume the worker would still sleep its
+    # backoff (8 s and more).
+    with anyio.fail_after(READINESS):
+        await run.worker.caught_up()
+    drained = time.monotonic() - resumed
+    print(
+        f"\n[{label}] not ready {down:.1f} s after kill -9; ready {up:.1f} s after the "
+        f"restart; backlog drained {drained:.1f} s later"
+    )
+
+
 def ids_of(records: list[Any]) -> Counter[str]:
     return Counter(decode(r).get_id() for r in records)
 
@@ -73,32 +111,15 @@ async def test_kill_9_and_restart_on_the_same_log_dirs(tmp_path, kafka, idempote
     # resume makes delivery start again within the readiness bound.
     backoff = Backoff(base=2.0, cap=60.0, jitter=False)
     events = [make_event(i, partitionkey=f"run-{i % 8}", sequence=i) for i in range(3000)]
-    async with running_sink(tmp_path, s, backoff=backoff, within=150) as run:
-        await run.journal.append_many(events[:1000])
-        await run.worker.caught_up()
-        await run.journal.append_many(events[1000:2000])
-        await run.worker.delivering()  # mid-stream: a batch is being delivered
-        kafka.nodes[0].kill()
-        down = await until_health(run, False, READINESS)
-        detail = run.sink.health().detail
-        assert "broker unavailable" in detail and "connection refused" in detail, detail
-        await run.journal.append_many(events[2000:])  # the journal absorbs the backlog
+
+    async def outage() -> None:
         await anyio.sleep(8)  # an outage long enough for a backoff to grow (no event)
         if not idempotent:
             assert backoff.attempt >= 2  # the next delay is at least 8 s
-        await restart(kafka)
-        up = await until_health(run, True, READINESS)
-        resumed = time.monotonic()
-        # Delivery resumes (and the backlog of 1,000-2,000 events drains) within the
-        # readiness bound: without the prompt resume the worker would still sleep its
-        # backoff (8 s and more).
-        with anyio.fail_after(READINESS):
-            await run.worker.caught_up()
-        drained = time.monotonic() - resumed
-        print(
-            f"\n[{'idempotent' if idempotent else 'acks=all'}] not ready {down:.1f} s after "
-            f"kill -9; ready {up:.1f} s after the restart; backlog drained {drained:.1f} s later"
-        )
+
+    async with running_sink(tmp_path, s, backoff=backoff, within=150) as run:
+        label = "idempotent" if idempotent else "acks=all"
+        await through_kill_9(run, kafka, events, outage, label)
     records = await kafka.consume(topic, len(events))
     seen = ids_of(records)
     assert set(seen) == {e.id for e in events}  # every event is in the topic
@@ -170,27 +191,12 @@ async def test_exactly_once_readiness_and_resume_through_kill_9(tmp_path, kafka)
     backoff = Backoff(base=2.0, cap=60.0, jitter=False)
     events = [make_event(i, partitionkey=f"run-{i % 8}", sequence=i) for i in range(3000)]
     async with running_eos_sink(tmp_path, s, backoff=backoff, within=150) as run:
-        await run.journal.append_many(events[:1000])
-        await run.worker.caught_up()
-        assert run.sink.health().ready
-        await run.journal.append_many(events[1000:2000])
-        kafka.nodes[0].kill()
-        down = await until_health(run, False, READINESS)
-        detail = run.sink.health().detail
-        assert "broker unavailable" in detail and "connection refused" in detail, detail
-        await run.journal.append_many(events[2000:])  # the journal absorbs the backlog
-        while backoff.attempt < 2:  # failed twice: the next delay is at least 8 s
-            await run.sink.next_probe()
-        await restart(kafka)
-        up = await until_health(run, True, READINESS)
-        resumed = time.monotonic()
-        with anyio.fail_after(READINESS):
-            await run.worker.caught_up()
-        drained = time.monotonic() - resumed
-        print(
-            f"\n[exactly-once] not ready {down:.1f} s after kill -9; ready {up:.1f} s after "
-            f"the restart; backlog drained {drained:.1f} s later"
-        )
+
+        async def outage() -> None:
+            while backoff.attempt < 2:  # failed twice: the next delay is at least 8 s
+                await run.sink.next_probe()
+
+        await through_kill_9(run, kafka, events, outage, "exactly-once")
     records = await kafka.consume(topic, len(events))
     seen = ids_of(records)
     assert set(seen) == {e.id for e in events}
