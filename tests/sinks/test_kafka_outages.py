@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -55,13 +54,15 @@ async def through_kill_9(
     run: Running[Any],
     kafka: KafkaCluster,
     events: list[Any],
-    outage: Callable[[], Awaitable[None]],
+    backoff: Backoff | None,
     label: str,
 ) -> None:
     """Deliver ``events[:1000]``; kill -9 the broker while ``events[1000:2000]`` are
     delivered: not ready within ``READINESS``, naming the cause; the journal absorbs
-    ``events[2000:]`` while ``outage`` lasts; restart the broker: ready again within
-    ``READINESS``, and the backlog delivered within it too."""
+    ``events[2000:]`` during an outage long enough for ``backoff`` to grow (the worker
+    failed twice: the next delay is at least 8 s), or with no backoff (an idempotent
+    producer waits for the brokers) five probes long (7.5 s); restart the broker: ready
+    again within ``READINESS``, and the backlog delivered within it too."""
     await run.journal.append_many(events[:1000])
     await run.worker.caught_up()
     assert run.sink.health().ready
@@ -72,7 +73,12 @@ async def through_kill_9(
     detail = run.sink.health().detail
     assert "broker unavailable" in detail and "connection refused" in detail, detail
     await run.journal.append_many(events[2000:])  # the journal absorbs the backlog
-    await outage()
+    if backoff is not None:
+        while backoff.attempt < 2:
+            await run.sink.next_probe()
+    else:
+        for _ in range(5):
+            await run.sink.next_probe()
     await restart(kafka)
     up = await until_health(run, True, READINESS)
     resumed = time.monotonic()
@@ -111,15 +117,11 @@ async def test_kill_9_and_restart_on_the_same_log_dirs(tmp_path, kafka, idempote
     # resume makes delivery start again within the readiness bound.
     backoff = Backoff(base=2.0, cap=60.0, jitter=False)
     events = [make_event(i, partitionkey=f"run-{i % 8}", sequence=i) for i in range(3000)]
-
-    async def outage() -> None:
-        await anyio.sleep(8)  # an outage long enough for a backoff to grow (no event)
-        if not idempotent:
-            assert backoff.attempt >= 2  # the next delay is at least 8 s
-
     async with running_sink(tmp_path, s, backoff=backoff, within=150) as run:
-        label = "idempotent" if idempotent else "acks=all"
-        await through_kill_9(run, kafka, events, outage, label)
+        if idempotent:
+            await through_kill_9(run, kafka, events, None, "idempotent")
+        else:
+            await through_kill_9(run, kafka, events, backoff, "acks=all")
     records = await kafka.consume(topic, len(events))
     seen = ids_of(records)
     assert set(seen) == {e.id for e in events}  # every event is in the topic
@@ -191,12 +193,7 @@ async def test_exactly_once_readiness_and_resume_through_kill_9(tmp_path, kafka)
     backoff = Backoff(base=2.0, cap=60.0, jitter=False)
     events = [make_event(i, partitionkey=f"run-{i % 8}", sequence=i) for i in range(3000)]
     async with running_eos_sink(tmp_path, s, backoff=backoff, within=150) as run:
-
-        async def outage() -> None:
-            while backoff.attempt < 2:  # failed twice: the next delay is at least 8 s
-                await run.sink.next_probe()
-
-        await through_kill_9(run, kafka, events, outage, "exactly-once")
+        await through_kill_9(run, kafka, events, backoff, "exactly-once")
     records = await kafka.consume(topic, len(events))
     seen = ids_of(records)
     assert set(seen) == {e.id for e in events}
