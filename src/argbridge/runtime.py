@@ -57,11 +57,11 @@ from argbridge.journal import Journal, migrate
 from argbridge.logging import get_logger, register_secrets
 from argbridge.memory import TrimPolicy, give_back
 from argbridge.metrics import Metrics
-from argbridge.registry import build_sink, build_source
+from argbridge.registry import build_sink, build_source, sink_journal
 from argbridge.reload import ConfigDiff, LoadedConfig, diff, effective
 from argbridge.router import Router
 from argbridge.sinks.base import Health, Sink, SinkContext, SinkWorker
-from argbridge.sources.base import Source, SourceContext
+from argbridge.sources.base import ServesHttp, Source, SourceContext
 from argbridge.statelock import StateDirLock, StateDirLocked
 
 Service = Callable[["App"], Awaitable[None]]
@@ -346,7 +346,7 @@ class App:
             self._make_source(name, source_cfg, s)
 
     def _make_sink(self, name: str, cfg: SinkConfig, s: Settings) -> SinkWorker:
-        ctx = SinkContext(name, self.journal.for_sink(), self.metrics, self.clock)
+        ctx = SinkContext(name, sink_journal(cfg, self.journal), self.metrics, self.clock)
         self.sinks[name] = build_sink(cfg, ctx, s)
         worker = self.workers[name] = SinkWorker(
             self.sinks[name],
@@ -375,10 +375,9 @@ class App:
         self.source_contexts[name] = ctx
 
     def _install_routes(self, name: str, source: Source, ctx: SourceContext) -> None:
-        routes = getattr(source, "routes", None)
-        if routes is None or self.http is None:
+        if not isinstance(source, ServesHttp) or self.http is None:
             return
-        for method, path, handler in routes(ctx):
+        for method, path, handler in source.routes(ctx):
             key = (method.upper(), path)
             self._http_handlers[key] = (name, handler)
             if key not in self._http_routes:

@@ -32,7 +32,7 @@ from argbridge.journal.records import (
     RetryItem,
     body_size,
 )
-from argbridge.journal.roles import SinkView, SourceView
+from argbridge.journal.roles import ExactlyOnceSinkView, SinkView, SourceView
 from argbridge.journal.state import StateStore
 from argbridge.journal.writer import ReadThread, Writer
 
@@ -220,6 +220,10 @@ class Journal:
         """The narrow role a sink gets: cursor, reads, acks, retries, dead letters, state."""
         return SinkView(self.ledger, self.log, self.state)
 
+    def for_exactly_once_sink(self) -> ExactlyOnceSinkView:
+        """The exactly-once Kafka sink's role (the sink role, a rewind, alerts)."""
+        return ExactlyOnceSinkView(self.ledger, self.log, self.state)
+
     # -- stats -------------------------------------------------------------------------
 
     @property
@@ -261,7 +265,7 @@ class Journal:
         return await self.log.append(event, wait=wait)
 
     async def alert(self, event: CloudEvent) -> AppendStatus:
-        """A component's own alert event (what the sink role offers for it)."""
+        """A component's own alert event (what the exactly-once sink role offers for it)."""
         return await self.log.append(event)
 
     async def append_many(
