@@ -449,12 +449,6 @@ class KafkaSink:
     async def _stop(self, producer: AIOKafkaProducer) -> None:
         await self._stops.stop(producer, min(CLOSE_TIMEOUT, self.config.call_timeout))
 
-    @property
-    def unreachable(self) -> str | None:
-        """Why the brokers cannot be reached, as the last probe found (``None``: they
-        answered, or no probe ran yet)."""
-        return self._unreachable
-
     def health(self) -> Health:
         if self._unreachable is not None:
             return Health(False, f"broker unavailable: {self._unreachable}")
