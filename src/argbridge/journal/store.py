@@ -58,6 +58,8 @@ P_STATE = b"s"
 _Q = struct.Struct(">Q")
 _D = struct.Struct(">d")
 _EV = struct.Struct(">dI")
+#: The header of an event's stored value: ``appended_at``, ``len(attrs)``.
+EVENT_HEADER = _EV
 _IDX = struct.Struct(">Qd")
 _LEN = struct.Struct(">I")
 SEQ_END = P_EVENT + b"\xff" * 9
