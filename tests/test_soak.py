@@ -178,7 +178,7 @@ async def test_soak_memory_is_flat_after_warm_up(tmp_path: Path, kafka: KafkaClu
     per_event = (last[2] - samples[0][2]) / max(1, last[3] - samples[0][3])
     print(
         f"soak {MINUTES:g} min: RSS {first[1] / MiB:.1f} -> {last[1] / MiB:.1f} MiB over the "
-        f"last {window / 60:g} min ({growth / MiB:+.1f} MiB); {cores:.3f} core, "
+        f"last {window / 60:.3g} min ({growth / MiB:+.1f} MiB); {cores:.3f} core, "
         f"{per_event * 1e6:.0f} µs CPU/event; {sent_webhooks} webhooks, {accepted} accepted"
     )
     assert accepted == sent_webhooks
