@@ -29,6 +29,7 @@ import pytest
 from argbridge.simulator.arga import ArgaSimulator
 from tests.support.apache_kafka import KafkaCluster, _free_ports
 from tests.support.process import logged_daemon
+from tests.support.procmem import summary
 from tests.support.webhook_load import drive, signed_request
 from tests.support.webhooks import SECRET
 
@@ -117,6 +118,7 @@ async def test_soak_memory_is_flat_after_warm_up(tmp_path: Path, kafka: KafkaClu
     path = tmp_path / "argbridge.toml"
     end = time.monotonic() + MINUTES * 60
     samples: list[tuple[float, int, float, int]] = []
+    kinds: list[str] = []  # where the RSS is, per sample (tests/support/procmem)
     sent_webhooks = accepted = 0
     async with sim.running():
         topic = f"soak-{uuid.uuid4().hex[:8]}"
@@ -156,6 +158,7 @@ async def test_soak_memory_is_flat_after_warm_up(tmp_path: Path, kafka: KafkaClu
                             doc["sinks"]["kafka"]["sent"],
                         )
                     )
+                    kinds.append(summary(proc.pid))
 
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(publish)
@@ -168,8 +171,11 @@ async def test_soak_memory_is_flat_after_warm_up(tmp_path: Path, kafka: KafkaClu
                 await sample()
                 done = await until(control, lambda d: d["sinks"]["kafka"]["backlog"] == 0, 120)
     t0 = samples[0][0]
-    for t, r, c, n in samples:
-        print(f"  {(t - t0) / 60:5.1f} min  RSS {r / MiB:6.1f} MiB  cpu {c:7.1f} s  sent {n}")
+    for (t, r, c, n), where in zip(samples, kinds, strict=True):
+        print(
+            f"  {(t - t0) / 60:5.1f} min  RSS {r / MiB:6.1f} MiB  cpu {c:7.1f} s  sent {n}  "
+            f"({where})"
+        )
     window = min(20.0, MINUTES * 2 / 3) * 60
     last = samples[-1]
     first = min(samples, key=lambda s: abs(last[0] - window - s[0]))
