@@ -617,8 +617,10 @@ class App:
             await self.clock.sleep(1.0)
             backlog = max(self.journal.stats().backlog_events.values(), default=0)
             if policy.observe(backlog, self.clock.monotonic()):
+                started = self.clock.monotonic()
                 trimmed = give_back()
-                self.log.debug("memory.trimmed", malloc_trim=trimmed)
+                took = round(1e3 * (self.clock.monotonic() - started), 1)
+                self.log.debug("memory.trimmed", malloc_trim=trimmed, took_ms=took)
 
     async def _supervise(
         self, name: str, kind: str, fn: Callable[..., Awaitable[None]], *args: Any
