@@ -67,5 +67,7 @@ def _watch(directory: str) -> None:
 
 
 _dir = os.environ.get("ARGBRIDGE_MEMPROBE")
-if _dir:
+# Only in the daemon (``argbridge run``), not in a test runner that passes its
+# environment on to the daemon it starts.
+if _dir and sys.argv and os.path.basename(sys.argv[0]) == "argbridge":
     threading.Thread(target=_watch, args=(_dir,), name="memprobe", daemon=True).start()
