@@ -438,6 +438,23 @@ async def test_ack_only_commits_skip_their_fsync_and_still_persist(tmp_path: Pat
         assert j.cursor("a") == 3 and j.stats().syncs == syncs + 1
 
 
+async def test_a_caught_up_read_needs_no_database_read(tmp_path: Path):
+    """Issue 17 item 6: a sink at the head of the journal reads nothing without a hop
+    to the read thread; one event more and the next read goes to the database again."""
+    async with Journal(tmp_path / "j", sinks=["a"]) as j:
+        await j.append_many([make_event(n) for n in range(3)])
+        assert [r.seq for r in await j.read("a", 10)] == [1, 2, 3]
+        await j.ack("a", 3)
+        reads = j._reads.reads  # type: ignore[union-attr]  # our own counter
+        assert await j.read("a", 10) == []
+        assert j._reads.reads == reads  # type: ignore[union-attr]
+        await j.append(make_event(3))
+        assert [r.seq for r in await j.read("a", 10)] == [4]
+        assert j._reads.reads == reads + 1  # type: ignore[union-attr]
+        await j.rewind("a", 1)
+        assert [r.seq for r in await j.read("a", 10)] == [2, 3, 4]
+
+
 async def test_reads_bounded_in_bytes_stop_before_the_event_that_would_pass(tmp_path: Path):
     """Issue 17 item 2: max_bytes counts the events' JSON size (JournalRecord.size, from
     the stored lengths without decoding) and returns at least one event."""

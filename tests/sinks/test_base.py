@@ -660,3 +660,33 @@ async def test_only_the_exactly_once_kafka_sink_gets_the_exactly_once_role(tmp_p
             build_sink(s.sinks["eos"], SinkContext("eos", roles["alo"], Metrics()), s)
         sink = build_sink(s.sinks["eos"], SinkContext("eos", roles["eos"], Metrics()), s)
         await sink.aclose()
+
+
+async def test_linger_after_a_partial_batch_when_more_came_in_meanwhile(tmp_path: Path):
+    """Issue 17 item 6: events that arrive while a partial batch is delivered wait
+    ``linger`` for the ones behind them too, instead of going out as a batch of one."""
+    from tests.support.manual_clock import ManualClock
+
+    clock = ManualClock()
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        sink = ScriptedSink()
+        sink.gate = gate = anyio.Event()
+        ctx = SinkContext("s", journal, Metrics(), clock)
+        worker = SinkWorker(sink, ctx, Router([], ["s"]), batch_size=10, linger=0.005)
+        async with anyio.create_task_group() as tg:
+            await journal.append(make_event(1))
+            tg.start_soon(worker.run)
+            with anyio.fail_after(5):
+                await sink.entered.wait()  # batch [1] is being delivered
+            await journal.append(make_event(2))  # arrives during that delivery
+            gate.set()
+            with anyio.fail_after(5):
+                await clock.wait_sleeping()  # batch [1] acked, lingering for more
+            assert clock.pending == [pytest.approx(0.005)] and journal.cursor("s") == 1
+            await journal.append(make_event(3))
+            clock.advance(0.005)
+            with anyio.fail_after(5):
+                while journal.cursor("s") < 3:
+                    await anyio.wait_all_tasks_blocked()
+            worker.stop()
+        assert sink.delivered == [[make_event(n).id for n in ns] for ns in ((1,), (2, 3))]

@@ -104,6 +104,8 @@ class ReadThread:
         self._writer = writer
         self._limiter = anyio.CapacityLimiter(1)
         writer.reopen_db = self._reopen
+        #: Reads run in the worker thread so far.
+        self.reads = 0
 
     async def _reopen(self, path: Path) -> plyvel.DB:
         """Close the writer's database once no read runs on it and open it again (the
@@ -136,6 +138,7 @@ class ReadThread:
 
         if writer.closed:
             raise JournalClosed("the journal is closed")
+        self.reads += 1
         try:
             return await anyio.to_thread.run_sync(guarded, limiter=self._limiter)
         except plyvel.Error as exc:

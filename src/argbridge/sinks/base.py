@@ -250,8 +250,9 @@ class SinkWorker:
         #: A batch read from the journal stops at this many bytes of events (at least one
         #: event): what the worker holds is bounded in bytes, not only in events.
         self.batch_bytes = batch_bytes
-        #: Caught up and woken by a new event: wait this long before reading, so the
-        #: events of the next few ms share one batch (one request, one cursor ack).
+        #: Caught up and woken by a new event, or done with a partial batch while more
+        #: came in: wait this long before reading, so the events of the next few ms
+        #: share one batch (one request, one cursor ack).
         self.linger = linger
         self.backoff = backoff or Backoff()
         self.name = ctx.name
@@ -354,6 +355,16 @@ class SinkWorker:
                         await self._deliver(deliveries)
                     await journal.ack(self.name, records[-1].seq)
                     self.in_flight = 0
+                    if (
+                        self.linger > 0
+                        and journal.backlog(self.name) > 0
+                        and not self._full(records)
+                        and not self._stopping.is_set()
+                    ):
+                        # Live traffic: events came in while this partial batch was
+                        # delivered. Let the next few ms join them, as after a wake-up,
+                        # instead of sending them at once as a batch of one or two.
+                        await self._unless_stopped(self.ctx.clock.sleep, self.linger)
             except JournalClosed:
                 log.info("sink.stopped", reason="journal closed")
             except SinkStopped as exc:
