@@ -4,11 +4,20 @@
 it: stream positions are recorded on the control topic only once the events before them
 are acked there (handover without loss), and with ``cluster.webhook_ack = "kafka"`` a
 webhook's 2xx waits for its event's ack.
+
+:class:`ControlPublisher` is what a source uses instead of following a run itself (ask
+the cluster for it), :class:`RunOwner` what the control-topic member hands owned runs to.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+import anyio
+
+if TYPE_CHECKING:
+    from argbridge.cluster.lease import RunLease
+    from argbridge.cluster.records import RunId
 
 
 class EventsAcked(Protocol):
@@ -21,3 +30,24 @@ class EventsAcked(Protocol):
     async def wait_acked(self, seq: int) -> None:
         """Return once :meth:`acked_seq` is at least ``seq`` (callers bound the wait)."""
         ...
+
+
+class ControlPublisher(Protocol):
+    """Ask the cluster to follow a run (a hint on the control topic; idempotent by key)."""
+
+    instance_id: str
+
+    async def request(self, run: RunId, origin: str, *, force: bool = False) -> None: ...
+
+
+class RunOwner(Protocol):
+    """A source whose runs the control-topic member hands out: :meth:`own` starts
+    following one (returns once its follower task started), :meth:`disown` stops it and
+    returns once it stopped; ``started`` is set once the source can take runs."""
+
+    name: str
+    started: anyio.Event
+
+    async def own(self, lease: RunLease) -> None: ...
+
+    async def disown(self, key: str) -> None: ...
