@@ -317,23 +317,27 @@ class ControlMember:
         await self._reread(partitions)
 
     async def _reread(self, partitions: set[int]) -> None:
+        """Read ``partitions`` again from their start (the consume loop learns their end
+        offsets and plans each once it reached it). No request here: this runs inside
+        the rebalance listener."""
         consumer = self._consumer
         assert consumer is not None
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-        if not tps:
-            return
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
         now = self.clock.monotonic()
-        for tp in tps:
-            self.tables[tp.partition] = PartitionTable()
-            self._catching_up[tp.partition] = (int(ends[tp]), now)
-        for tp in tps:
-            if ends[tp] == 0:
-                await self._caught_up(tp.partition)
+        for p in sorted(partitions):
+            consumer.seek(TopicPartition(self.topic, p), 0)
+            self.tables[p] = PartitionTable()
+            self._catching_up[p] = (-1, now)
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         while True:
+            unknown = [p for p, (end, _) in self._catching_up.items() if end < 0]
+            if unknown:
+                tps = [TopicPartition(self.topic, p) for p in unknown]
+                ends = await consumer.end_offsets(tps)
+                for tp in tps:
+                    if tp.partition in self._catching_up:
+                        since = self._catching_up[tp.partition][1]
+                        self._catching_up[tp.partition] = (int(ends[tp]), since)
             batches = await consumer.getmany(timeout_ms=int(self.config.heartbeat_interval * 1000))
             for tp, messages in batches.items():
                 p = tp.partition
@@ -344,6 +348,13 @@ class ControlMember:
                 for m in messages:
                     item = decode(m.key, m.value)
                     key = table.apply(m.offset, item)
+                    self.log.debug(
+                        "cluster.read",
+                        partition=p,
+                        offset=m.offset,
+                        key=key,
+                        item=type(item).__name__,
+                    )
                     self._count(item, m.offset, p)
                     if key is not None:
                         touched.append(key)
@@ -352,7 +363,7 @@ class ControlMember:
                     await self._execute(p, plan)
             for p, (end, _) in list(self._catching_up.items()):
                 tp = TopicPartition(self.topic, p)
-                if p in self.assigned and await consumer.position(tp) >= end:
+                if end >= 0 and p in self.assigned and await consumer.position(tp) >= end:
                     await self._caught_up(p)
 
     def _count(self, item: Any, offset: int, partition: int) -> None:

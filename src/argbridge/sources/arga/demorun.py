@@ -98,7 +98,7 @@ class DemoRunFollower(WsFollowerBase):
     async def connect(self) -> Decision:
         return await ws_attempt(
             self._url(),
-            WsOptions.of(self.api.websocket),
+            WsOptions.of(self.api.websocket, self.api.ws_headers),
             self.policy,
             self.ctx.clock,
             self._ws_session,

@@ -174,9 +174,20 @@ class ArgaSource:
             timeout = httpx.Timeout(
                 connect=cfg.connect_timeout, read=cfg.read_timeout, write=30.0, pool=None
             )
+            # In cluster mode the instance names itself (the vendor's logs, the attempt log
+            # of the tests' fake).
+            extra = (
+                {"x-argbridge-instance": self.cluster.instance_id}
+                if self.cluster is not None
+                else {}
+            )
             async with httpx.AsyncClient(
                 base_url=self.base_url,
-                headers={"authorization": f"Bearer {self.api_key}", "user-agent": "argbridge"},
+                headers={
+                    "authorization": f"Bearer {self.api_key}",
+                    "user-agent": "argbridge",
+                    **extra,
+                },
                 timeout=timeout,
                 trust_env=False,
                 limits=httpx.Limits(
@@ -184,7 +195,7 @@ class ArgaSource:
                 ),
             ) as client:
                 self.api = ArgaApi(
-                    client, self.base_url, self.public_base_url, self.api_key, cfg.websocket
+                    client, self.base_url, self.public_base_url, self.api_key, cfg.websocket, extra
                 )
                 self.discovery = Discovery(self.api, cfg, ctx, self._discovered, self._alerter)
                 try:
