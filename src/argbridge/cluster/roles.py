@@ -5,19 +5,26 @@ it: stream positions are recorded on the control topic only once the events befo
 are acked there (handover without loss), and with ``cluster.webhook_ack = "kafka"`` a
 webhook's 2xx waits for its event's ack.
 
+:class:`WebhookAcks` is what an inbound webhook source waits on before its 2xx in cluster
+mode (``cluster.webhook_ack = "kafka"``; see :mod:`argbridge.cluster.webhook_ack`).
+
 :class:`ControlPublisher` is what a source uses instead of following a run itself (ask
 the cluster for it), :class:`RunOwner` what the control-topic member hands owned runs to.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import anyio
 
 if TYPE_CHECKING:
     from argbridge.cluster.lease import RunLease
     from argbridge.cluster.records import RunId
+
+#: How safe an acknowledged event is: in the Kafka events topic (acks=all), or only in
+#: this instance's journal (``webhook_fallback_to_journal``).
+AckLevel = Literal["kafka", "journal"]
 
 
 class EventsAcked(Protocol):
@@ -51,3 +58,13 @@ class RunOwner(Protocol):
     async def own(self, lease: RunLease) -> None: ...
 
     async def disown(self, key: str) -> None: ...
+
+
+class WebhookAcks(Protocol):
+    """When a journaled inbound event may be acknowledged (its webhook's 2xx)."""
+
+    async def confirm(self, event_id: str) -> AckLevel:
+        """Return once the journaled event ``event_id`` may be acknowledged, saying how
+        safe it is; raise :class:`~argbridge.errors.NotAcknowledged` when it may not be
+        yet (the event stays journaled; the sender retries, and the retry is deduped)."""
+        ...
