@@ -164,7 +164,23 @@ class ControlMember:
     # -- sources ------------------------------------------------------------------------
 
     def register(self, owner: RunOwner) -> None:
+        """``owner`` follows the records of its source name (a reload's rebuilt source
+        replaces the old one: its runs move to the new one)."""
+        previous = self.owners.get(owner.name)
         self.owners[owner.name] = owner
+        if previous is not None and previous is not owner and self._tg is not None:
+            self._tg.start_soon(self._reown, owner.name)
+
+    async def _reown(self, source: str) -> None:
+        await self._stop_owned(
+            {k for k, o in self.owned.items() if o.lease.record.run.source == source}
+        )
+        for p in sorted(self.assigned - set(self._catching_up)):
+            table = self.tables.get(p)
+            if table is not None and self.lease_valid():
+                await self._execute(
+                    p, table.plan(None, owner=self.instance_id, now=self.clock.time())
+                )
 
     async def request(self, run: RunId, origin: str, *, force: bool = False) -> None:
         """Send a hint for ``run`` (a non-forced repeat is not sent again)."""
@@ -242,6 +258,11 @@ class ControlMember:
                     await self._consume(consumer)
             finally:
                 self._tg = None
+                # A restart (the runtime supervises this task) begins anew.
+                self.started = anyio.Event()
+                self.assigned = set()
+                self.tables.clear()
+                self._catching_up.clear()
                 with anyio.CancelScope(shield=True):
                     await self._stop_owned(set(self.owned))
                     with anyio.move_on_after(cfg.session_timeout):
