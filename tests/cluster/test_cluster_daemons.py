@@ -114,20 +114,21 @@ def run_open_elsewhere(sim: ArgaSimulator, run_id: str, not_client: str) -> bool
     )
 
 
-async def wait_line(daemon: Daemon, name: str, timeout: float = 90) -> dict[str, Any]:
-    return await anyio.to_thread.run_sync(lambda: daemon.wait_event(name, timeout))
+async def wait_line(daemon: Daemon, name: str, within: float = 90) -> dict[str, Any]:
+    return await anyio.to_thread.run_sync(lambda: daemon.wait_event(name, within))
 
 
 async def publish_until_done(sim: ArgaSimulator) -> None:
     while True:
-        pending = [
-            r for r in [*sim.validation_runs.values(), *sim.demo_runs.values()] if not r.terminal
-        ]
-        if not pending:
+        vpending = [r for r in sim.validation_runs.values() if not r.terminal]
+        dpending = [r for r in sim.demo_runs.values() if not r.terminal]
+        if not vpending and not dpending:
             return
-        for run in pending:
+        for run in vpending:
             run.publish(1)
-        sim._bump()
+        for drun in dpending:
+            drun.publish(1)
+        sim.touch()
         await anyio.sleep(TICK)
 
 
@@ -155,7 +156,10 @@ async def test_three_daemons_kill_restart_and_pause(tmp_path: Path, kafka: Kafka
                 await sim.wait_until(all_followed)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(publish_until_done, sim)
-                await anyio.sleep(3)  # mid-stream
+                # Mid-stream: a dozen events of every run out.
+                await sim.wait_until(
+                    lambda: min(r.published for r in sim.validation_runs.values()) >= 12
+                )
 
                 # -- kill -9 one daemon: its runs resume elsewhere ---------------------
                 victim = max("abc", key=lambda c: len(open_by(sim, c)))
@@ -189,7 +193,7 @@ async def test_three_daemons_kill_restart_and_pause(tmp_path: Path, kafka: Kafka
                 # -- restart it --------------------------------------------------------
                 daemons[victim] = Daemon(configs[victim])
                 await wait_line(daemons[victim], "daemon.ready")
-                await wait_line(daemons[victim], "cluster.assigned", timeout=60)
+                await wait_line(daemons[victim], "cluster.assigned", within=60)
                 with anyio.fail_after(60):
                     await sim.wait_until(
                         lambda: all_followed() and all(open_by(sim, c) for c in "abc")
