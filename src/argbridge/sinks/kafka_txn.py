@@ -106,6 +106,16 @@ async def stable_id(store: StateStore, key: str) -> str:
     return value
 
 
+def configured_instance_id(config: KafkaSinkConfig, settings: Settings) -> str | None:
+    """The sink's ``instance_id``, else in cluster mode ``cluster.instance_id``: one id per
+    instance for its members, records and transactional ids (``None``: the stored one)."""
+    if config.instance_id:
+        return config.instance_id
+    if settings.cluster.enabled and settings.cluster.instance_id:
+        return settings.cluster.instance_id
+    return None
+
+
 class ExactlyOnceKafkaSink:
     """Transactional delivery to Kafka with the position on a progress topic."""
 
@@ -114,6 +124,7 @@ class ExactlyOnceKafkaSink:
     def __init__(self, config: KafkaSinkConfig, ctx: SinkContext, settings: Settings) -> None:
         self.name = ctx.name
         self.config = config
+        self.settings = settings
         self.ctx = ctx
         #: Builds and batches the records (its ``_send``), dead-letters what cannot go.
         self.records = KafkaSink(config, ctx, settings)
@@ -152,7 +163,9 @@ class ExactlyOnceKafkaSink:
 
     async def start(self) -> None:
         journal = self.ctx.journal
-        self.instance_id = self.config.instance_id or await stable_id(journal, INSTANCE_ID_KEY)
+        self.instance_id = configured_instance_id(self.config, self.settings) or await stable_id(
+            journal, INSTANCE_ID_KEY
+        )
         self.journal_id = await stable_id(journal, JOURNAL_ID_KEY)
         self.transactional_id = transactional_id(
             self.config.transactional_id_prefix, self.instance_id, self.name
