@@ -502,6 +502,20 @@ class App:
         """The running config's file, SHA-256 and load time, and the last reload."""
         return {**self.loaded.to_json(), "reloads": self.reloads, "last_reload": self.last_reload}
 
+    async def cluster_status(self) -> dict[str, Any] | None:
+        """Cluster mode's part of ``argbridge status`` (``None`` when off): this instance's
+        partitions, owned runs and rebalances, and, read from Kafka now, the group's
+        members and the runs each instance follows."""
+        member = self.control_member
+        if member is None:
+            return None
+        doc: dict[str, Any] = member.status()
+        try:
+            doc["cluster"] = await member.cluster_view()
+        except (Exception, TimeoutError) as exc:  # Kafka unreachable: the local part only
+            doc["cluster_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        return doc
+
     async def reload(self) -> bool:
         """Re-read :attr:`config_path` and apply what changed (see :mod:`argbridge.reload`);
         an invalid file is rejected with check-config's errors and the running config

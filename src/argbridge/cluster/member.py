@@ -46,6 +46,7 @@ from argbridge.cluster.records import (
     Hint,
     RunId,
     RunRecord,
+    Tombstone,
     decode,
     encode_hint,
     encode_record,
@@ -144,6 +145,8 @@ class ControlMember:
         self.clock = clock
         self.metrics = ClusterMetrics(metrics)
         self.topic = config.control_topic_name
+        #: Names this instance among the group's members (``argbridge status``).
+        self.client_id = f"{config.client_id}-control-{instance_id}"
         self.log = get_logger(component="cluster", kind="control", instance=instance_id)
         self.owners: dict[str, RunOwner] = {}
         self.tables: dict[int, PartitionTable] = {}
@@ -224,12 +227,12 @@ class ControlMember:
         cfg = self.config
         await self._ensure_topic()
         producer = AIOKafkaProducer(
-            **{**client_kwargs(cfg), "client_id": f"{cfg.client_id}-control"},
+            **{**client_kwargs(cfg), "client_id": self.client_id},
             acks="all",
             enable_idempotence=True,
         )
         consumer = AIOKafkaConsumer(
-            **{**client_kwargs(cfg), "client_id": f"{cfg.client_id}-control"},
+            **{**client_kwargs(cfg), "client_id": self.client_id},
             group_id=cfg.group_id("control"),
             group_instance_id=None,
             enable_auto_commit=False,
@@ -557,7 +560,55 @@ class ControlMember:
 
     # -- status ---------------------------------------------------------------------------
 
+    async def cluster_view(self) -> dict[str, Any]:
+        """The group's members and every record of the control topic, read now (for
+        ``argbridge status``; bounded by ``request_timeout``)."""
+        cfg = self.config
+        members: list[dict[str, str]] = []
+        state = ""
+        admin = new_admin(cfg)
+        with anyio.fail_after(cfg.request_timeout):
+            await admin.start()
+            try:
+                for response in await admin.describe_consumer_groups([cfg.group_id("control")]):
+                    for group in response.groups:
+                        state = group[2]
+                        for member in group[5]:
+                            members.append(
+                                {"member_id": member[0], "client_id": member[1], "host": member[2]}
+                            )
+            finally:
+                await admin.close()
+            records = await self._read_all()
+        return summarize(records, members, state)
+
+    async def _read_all(self) -> list[RunRecord]:
+        consumer = AIOKafkaConsumer(
+            **{**client_kwargs(self.config), "client_id": f"{self.client_id}-status"},
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.topic, p) for p in range(self.config.control_partitions)]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            latest: dict[str, RunRecord | None] = {}
+            while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+                batches = await consumer.getmany(timeout_ms=500)
+                for messages in batches.values():
+                    for m in messages:
+                        item = decode(m.key, m.value)
+                        if isinstance(item, RunRecord):
+                            latest[item.key] = item
+                        elif isinstance(item, Tombstone) and not item.hint:
+                            latest[item.key] = None
+            return [r for r in latest.values() if r is not None]
+        finally:
+            await consumer.stop()
+
     def status(self) -> dict[str, Any]:
+        """This instance's part: its partitions, rebalances, lease and owned runs."""
         return {
             "instance_id": self.instance_id,
             "group": self.config.group_id("control"),
@@ -575,3 +626,30 @@ class ControlMember:
                 key=lambda r: (r["source"], r["stream"], r["id"]),
             ),
         }
+
+
+#: Runs listed by ``argbridge status`` per owner (the counts cover all of them).
+STATUS_RUNS = 50
+
+
+def summarize(
+    records: list[RunRecord], members: list[dict[str, str]], state: str = ""
+) -> dict[str, Any]:
+    """The cluster-wide part of ``argbridge status``: members, and the runs of the control
+    topic by owner (an active run's owner is the instance that last recorded it)."""
+    by_owner: dict[str, list[str]] = {}
+    statuses: dict[str, int] = {}
+    for record in sorted(records, key=lambda r: r.key):
+        statuses[record.status] = statuses.get(record.status, 0) + 1
+        if record.active:
+            by_owner.setdefault(record.owner or "-", []).append(record.key)
+    return {
+        "group_state": state,
+        "members": sorted(m["client_id"] for m in members),
+        "runs": len(records),
+        "statuses": statuses,
+        "following_by_owner": {
+            owner: {"count": len(keys), "runs": keys[:STATUS_RUNS]}
+            for owner, keys in sorted(by_owner.items())
+        },
+    }
