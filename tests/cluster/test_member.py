@@ -3,6 +3,7 @@ Arga simulator: one owner per run, handover on join and on leave, positions resu
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ import anyio.abc
 
 from argbridge.clock import SYSTEM_CLOCK
 from argbridge.cluster.member import ControlMember
+from argbridge.cluster.records import RunId, partition_of
 from argbridge.config.arga import ArgaSourceConfig
 from argbridge.journal import Journal
 from argbridge.metrics import Metrics
@@ -24,6 +26,8 @@ from argbridge.sources.base import SourceContext
 from tests.conftest import settings
 from tests.support.apache_kafka import KafkaCluster
 from tests.support.arga_fake import arga_config, eventually, simulator
+
+GONE = RunId("arga", "validation", "gone")
 
 
 class JournalAcked:
@@ -46,17 +50,18 @@ class Instance:
     source: ArgaSource
     member: ControlMember
     scope: anyio.CancelScope
+    metrics: Metrics
 
     async def ids(self) -> dict[str, tuple[str | None, str]]:
         records = await self.journal.read_after(0, 100_000)
         return {r.event.id: (r.event.subject, r.event.type) for r in records}
 
 
-def cluster_keys(kafka: KafkaCluster, deployment: str) -> dict[str, Any]:
+def cluster_keys(kafka: KafkaCluster, deployment: str, bootstrap: str | None) -> dict[str, Any]:
     return {
         "enabled": True,
         "deployment": deployment,
-        "bootstrap_servers": kafka.bootstrap,
+        "bootstrap_servers": bootstrap or kafka.bootstrap,
         "session_timeout": 6,
         "heartbeat_interval": 1,
         "replication_factor": 1,
@@ -71,23 +76,26 @@ async def instance(
     deployment: str,
     iid: str,
     runs: list[str],
+    *,
+    bootstrap: str | None = None,
 ) -> AsyncIterator[Instance]:
     s = settings(
         tmp_path / iid,
         sources={"arga": arga_config(sim, runs=runs)},
-        cluster={**cluster_keys(kafka, deployment), "instance_id": iid},
+        cluster={**cluster_keys(kafka, deployment, bootstrap), "instance_id": iid},
     )
     cfg = s.sources["arga"]
     assert isinstance(cfg, ArgaSourceConfig)
     async with Journal(tmp_path / iid / "journal", sinks=["s"]) as journal:
         ctx = SourceContext("arga", journal.for_source(), Metrics(), SYSTEM_CLOCK)
         source = ArgaSource("arga", cfg, s)
+        metrics = Metrics()
         member = ControlMember(
             s.cluster,
             instance_id=iid,
             events=JournalAcked(journal),
             journal_seq=lambda: journal.last_seq,
-            metrics=Metrics(),
+            metrics=metrics,
         )
         member.register(source)
         source.attach_cluster(member)
@@ -104,7 +112,7 @@ async def instance(
             with anyio.fail_after(30):
                 await tg.start(run)
             try:
-                yield Instance(iid, journal, source, member, scope)
+                yield Instance(iid, journal, source, member, scope, metrics)
             finally:
                 scope.cancel()
 
@@ -174,3 +182,78 @@ async def test_two_members_share_the_runs_and_hand_them_over(
     # Each resumed stream asked from the recorded position, not from the start.
     resumed = [i for i in sim.last_event_ids if i]
     assert resumed, "no stream resumed from a recorded Last-Event-ID"
+
+
+async def test_a_refused_run_is_recorded_and_not_retried_until_follow(
+    tmp_path: Path, kafka: KafkaCluster
+) -> None:
+    deployment = f"own-{uuid.uuid4().hex[:8]}"
+    async with simulator(heartbeat=0.2) as sim:
+        sim.add_validation_run("ok", steps=30, published=2)
+        runs = ["ok", "gone"]  # "gone" does not exist: 404, run_not_found
+        async with instance(tmp_path, sim, kafka, deployment, "i-1", runs) as one:
+
+            async def gone_recorded() -> bool:
+                table = one.member.tables.get(partition_of(GONE, 12))
+                entry = table.entries.get(GONE.key) if table else None
+                return bool(entry and entry.record and entry.record.status == "not_found")
+
+            await eventually(gone_recorded, 60)
+            asked = sim.requests.get("results", 0)
+            one.scope.cancel()  # a graceful leave
+            async with instance(tmp_path, sim, kafka, deployment, "i-2", runs) as two:
+
+                async def ok_followed() -> bool:
+                    return RunId("arga", "validation", "ok").key in two.member.owned
+
+                await eventually(ok_followed, 60)
+                assert GONE.key not in two.member.owned
+                # The new owner did not ask Arga for the refused run again.
+                gone_asks = sum(1 for a in sim.attempts if a.run_id == "gone")
+                assert gone_asks == 0
+                before = sim.requests.get("results", 0)
+                # argbridge follow retries it on purpose (a forced hint).
+                assert await two.source.follow("gone", "validation", origin="control")
+
+                async def retried() -> bool:
+                    return sim.requests.get("results", 0) > before
+
+                await eventually(retried, 30)
+                assert asked >= 1
+
+
+async def test_a_member_cut_off_from_kafka_stops_its_streams_by_itself(
+    tmp_path: Path, kafka: KafkaCluster
+) -> None:
+    assert kafka.proxy is not None
+    deployment = f"own-{uuid.uuid4().hex[:8]}"
+    async with simulator(heartbeat=0.2) as sim:
+        runs = [f"c{n}" for n in range(3)]
+        for run_id in runs:
+            sim.add_validation_run(run_id, steps=200, published=2)
+        async with instance(
+            tmp_path, sim, kafka, deployment, "i-1", runs, bootstrap=kafka.bootstrap_for("PROXIED")
+        ) as one:
+
+            async def following() -> bool:
+                return len(one.member.owned) == 3 and len(owners(sim)) == 3
+
+            await eventually(following, 60)
+            kafka.proxy.cut()
+            cut_at = time.monotonic()
+            try:
+
+                async def stopped() -> bool:
+                    return one.member.cut_off and not one.member.owned and not owners(sim)
+
+                await eventually(stopped, 30)
+                took = time.monotonic() - cut_at
+                # The lease: at most a session timeout after the last renewal (a
+                # heartbeat interval before the cut at worst), then one watchdog pass.
+                assert took <= 6 + 1 + 1.0, took
+                cut_offs = one.metrics.registry.get_sample_value("argbridge_cluster_cut_offs_total")
+                assert cut_offs == 1
+            finally:
+                kafka.proxy.restore()
+
+            await eventually(following, 60)  # back in the group: it follows them again
