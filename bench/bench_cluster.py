@@ -38,6 +38,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from tests.support.apache_kafka import KafkaCluster, start_kafka
 from tests.support.process import Daemon
 
@@ -140,7 +141,9 @@ async def handover(args: argparse.Namespace, root: Path, kafka: KafkaCluster) ->
                     killed = time.monotonic()
                     await anyio.to_thread.run_sync(daemons[victim].proc.wait)
 
-                    def moved(lost: set[str] = lost, victim: str = victim) -> bool:
+                    def moved(
+                        lost: set[str] = lost, victim: str = victim, killed: float = killed
+                    ) -> bool:
                         return all(
                             any(
                                 a.run_id == r and a.client != victim and a.opened >= killed
@@ -181,16 +184,21 @@ async def handover(args: argparse.Namespace, root: Path, kafka: KafkaCluster) ->
 
 
 async def topic_size(kafka: KafkaCluster, topic: str) -> int:
+    """Records in ``topic`` (the sum of its partitions' end offsets; 0 before it exists)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+        parts = [p["partition"] for t in described for p in t.get("partitions") or []]
+    finally:
+        await admin.close()
+    if not parts:
+        return 0
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer.topics()  # refresh metadata
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
-        ends = await consumer.end_offsets(tps) if tps else {}
-        return sum(ends.values())
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        return int(sum(ends.values()))
     finally:
         await consumer.stop()
 
@@ -215,13 +223,15 @@ async def throughput(args: argparse.Namespace, root: Path, kafka: KafkaCluster, 
             await anyio.sleep(4)  # a settled group (no rebalance under way)
             topic = f"{dep}.events"
             base = await topic_size(kafka, topic)
+            print(f"   {n} instance(s) settled; events topic holds {base} records")
             events = sum(len(r.events) - 2 for r in runs)  # all but the first and the last
             started = time.monotonic()
             for run in runs:
                 run.publish(len(run.events) - 2)
             sim.touch()
             deadline = started + 600
-            while await topic_size(kafka, topic) < base + events and time.monotonic() < deadline:
+            # The broker is an outside process: polled on its observable state.
+            while await topic_size(kafka, topic) < base + events and time.monotonic() < deadline:  # noqa: ASYNC110
                 await anyio.sleep(0.2)
             elapsed = time.monotonic() - started
             got = await topic_size(kafka, topic) - base
