@@ -55,6 +55,7 @@ from argbridge.cluster.records import (
 from argbridge.cluster.roles import EventsAcked, RunOwner
 from argbridge.cluster.table import PartitionTable, Plan
 from argbridge.config.cluster import ClusterConfig
+from argbridge.errors import ClusterError
 from argbridge.logging import get_logger
 from argbridge.metrics import Metrics
 from argbridge.sinks.kafka_client import client_kwargs, new_admin
@@ -186,12 +187,25 @@ class ControlMember:
                 )
 
     async def request(self, run: RunId, origin: str, *, force: bool = False) -> None:
-        """Send a hint for ``run`` (a non-forced repeat is not sent again)."""
+        """Send a hint for ``run`` (a non-forced repeat is not sent again); raises
+        :class:`~argbridge.errors.ClusterError` when Kafka does not take it in time."""
         if not force and run.key in self._requested:
             return
         hint = Hint(run, origin, self.instance_id, self.clock.time(), force)
-        await self._send(hint.key, encode_hint(hint), run)
+        try:
+            with anyio.fail_after(self.config.request_timeout):
+                await self._send(hint.key, encode_hint(hint), run)
+        except (KafkaError, TimeoutError) as exc:
+            raise ClusterError(
+                f"cannot ask the cluster for {run.key}: {type(exc).__name__}"
+            ) from None
         self._requested.add(run.key)
+
+    def source_stopped(self, source: str) -> None:
+        """``source`` stopped (a crash its supervisor restarts, a reload): its owned runs
+        are released and handed to it again once it runs."""
+        if self._tg is not None:
+            self._tg.start_soon(self._reown, source)
 
     async def _send(self, key: str, value: bytes | None, run: RunId) -> int:
         await self.started.wait()
@@ -537,17 +551,22 @@ class ControlMember:
     async def _watchdog(self) -> None:
         """Stop every stream once the lease lapsed (see the module docstring)."""
         while True:
-            if self.owned and not self.cut_off and self.clock.monotonic() >= self.lease_until:
+            if self.assigned and not self.cut_off and self.clock.monotonic() >= self.lease_until:
                 self.cut_off = True
-                self.metrics.cut_offs.inc()
-                self.log.warning(
-                    "cluster.cut_off",
-                    runs=len(self.owned),
-                    lapsed_for=round(self.clock.monotonic() - self.lease_until, 3),
-                )
-                await self._stop_owned(set(self.owned))
+                if self.owned:
+                    self.metrics.cut_offs.inc()
+                    self.log.warning(
+                        "cluster.cut_off",
+                        runs=len(self.owned),
+                        lapsed_for=round(self.clock.monotonic() - self.lease_until, 3),
+                    )
+                    await self._stop_owned(set(self.owned))
                 continue
-            wait = max(0.0, self.lease_until - self.clock.monotonic()) if self.owned else None
+            wait = (
+                max(0.0, self.lease_until - self.clock.monotonic())
+                if self.assigned and not self.cut_off
+                else None
+            )
             changed = self._changed
             with anyio.move_on_after(
                 min(wait, self.config.heartbeat_interval)

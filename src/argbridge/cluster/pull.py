@@ -136,6 +136,9 @@ class OwnedPullSource:
                 await anyio.sleep_forever()
             finally:
                 self._tg = None
+                # A restart by the supervisor gets its record again once it runs.
+                self.started = anyio.Event()
+                self.publisher.source_stopped(self.name)
 
     async def own(self, lease: RunLease) -> None:
         if self._tg is None or self._ctx is None:

@@ -46,6 +46,9 @@ class ControlPublisher(Protocol):
 
     async def request(self, run: RunId, origin: str, *, force: bool = False) -> None: ...
 
+    def source_stopped(self, source: str) -> None:
+        """``source`` stopped: release its runs, hand them to it again once it runs."""
+
 
 class RunOwner(Protocol):
     """A source whose runs the control-topic member hands out: :meth:`own` starts

@@ -51,7 +51,7 @@ from argbridge.cluster.records import RunId
 from argbridge.cluster.roles import ControlPublisher
 from argbridge.config.arga import ArgaSourceConfig, StreamKind
 from argbridge.config.settings import Settings
-from argbridge.errors import SourceError
+from argbridge.errors import ClusterError, SourceError
 from argbridge.logging import register_secret
 from argbridge.reconnect import EVENT_STREAM, ReconnectPolicy, content_type_essence
 from argbridge.sinks.base import Health
@@ -212,6 +212,12 @@ class ArgaSource:
                 finally:
                     self._tg = None
                     self.api = None
+                    if self.cluster is not None:
+                        # Owned runs died with the task group: the member hands them
+                        # to this source again once it runs (a restart sets started).
+                        self._owned.clear()
+                        self.started = anyio.Event()
+                        self.cluster.source_stopped(self.name)
             outer.cancel_scope.cancel()
 
     async def _resume(self, ctx: SourceContext) -> None:
@@ -255,7 +261,14 @@ class ArgaSource:
             raise SourceError(f"source {self.name} is not running")
         if self.cluster is not None:
             run = RunId(self.name, kind, run_id)
-            await self.cluster.request(run, origin, force=force or origin == "control")
+            try:
+                await self.cluster.request(run, origin, force=force or origin == "control")
+            except ClusterError as exc:
+                if origin == "control":
+                    raise
+                # Discovery and the config list ask again at the next poll or start.
+                self._ctx.log.warning("arga.cluster_request_failed", run_id=run_id, error=str(exc))
+                return False
             return True
         key = (kind, run_id)
         current = self.runs.get(key)
