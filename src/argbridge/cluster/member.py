@@ -204,7 +204,7 @@ class ControlMember:
     def source_stopped(self, source: str) -> None:
         """``source`` stopped (a crash its supervisor restarts, a reload): its owned runs
         are released and handed to it again once it runs."""
-        if self._tg is not None:
+        if self._tg is not None and not self._tg.cancel_scope.cancel_called:
             self._tg.start_soon(self._reown, source)
 
     async def _send(self, key: str, value: bytes | None, run: RunId) -> int:
@@ -464,7 +464,13 @@ class ControlMember:
         await owner.started.wait()
         lease = RunLease(record, self, self.events, self.journal_seq, self.clock)
         owned = self.owned[record.key] = _Owned(lease, partition)
-        await self._tg.start(self._hold, owner, owned)
+        try:
+            await self._tg.start(self._hold, owner, owned)
+        except BaseException:  # cancelled before it ran (the member stops)
+            if self.owned.get(record.key) is owned:
+                del self.owned[record.key]
+            owned.done.set()
+            raise
         self.metrics.owned_runs.set(len(self.owned))
         if assigned_at is not None:
             self.metrics.handover.observe(self.clock.monotonic() - assigned_at)
