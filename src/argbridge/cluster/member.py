@@ -245,19 +245,18 @@ class ControlMember:
             acks="all",
             enable_idempotence=True,
         )
-        consumer = AIOKafkaConsumer(
-            **{**client_kwargs(cfg), "client_id": self.client_id},
-            group_id=cfg.group_id("control"),
-            group_instance_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=int(cfg.session_timeout * 1000),
-            heartbeat_interval_ms=int(cfg.heartbeat_interval * 1000),
-            rebalance_timeout_ms=int(max(cfg.session_timeout, 30) * 1000),
-            metadata_max_age_ms=30_000,
-        )
-        await producer.start()
         try:
+            await producer.start()
+            consumer = AIOKafkaConsumer(
+                **{**client_kwargs(cfg), "client_id": self.client_id},
+                group_id=cfg.group_id("control"),
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=int(cfg.session_timeout * 1000),
+                heartbeat_interval_ms=int(cfg.heartbeat_interval * 1000),
+                rebalance_timeout_ms=int(max(cfg.session_timeout, 30) * 1000),
+                metadata_max_age_ms=30_000,
+            )
             self._producer = producer
             self._consumer = consumer
             consumer.subscribe([self.topic], listener=_Listener(self))
@@ -283,16 +282,17 @@ class ControlMember:
                 with anyio.CancelScope(shield=True):
                     await self._stop_owned(set(self.owned))
                     with anyio.move_on_after(cfg.session_timeout):
-                        await consumer.stop()
+                        await consumer.stop()  # leaves the group: a prompt handover
         finally:
+            # Also after a failed start (Kafka unreachable): no client left open.
             with anyio.CancelScope(shield=True), anyio.move_on_after(cfg.session_timeout):
                 await producer.stop()
 
     async def _ensure_topic(self) -> None:
         cfg = self.config
         admin = new_admin(cfg)
-        await admin.start()
         try:
+            await admin.start()
             if self.topic in await admin.list_topics():
                 return
             brokers = len((await admin.describe_cluster())["brokers"])
@@ -593,8 +593,8 @@ class ControlMember:
         state = ""
         admin = new_admin(cfg)
         with anyio.fail_after(cfg.request_timeout):
-            await admin.start()
             try:
+                await admin.start()
                 for response in await admin.describe_consumer_groups([cfg.group_id("control")]):
                     for group in response.groups:
                         state = group[2]
@@ -613,8 +613,8 @@ class ControlMember:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
-        await consumer.start()
         try:
+            await consumer.start()
             tps = [TopicPartition(self.topic, p) for p in range(self.config.control_partitions)]
             consumer.assign(tps)
             ends = await consumer.end_offsets(tps)
