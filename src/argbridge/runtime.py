@@ -46,7 +46,9 @@ import anyio.abc
 
 from argbridge.backoff import Backoff
 from argbridge.clock import SYSTEM_CLOCK, Clock
+from argbridge.cluster.member import ControlMember
 from argbridge.cluster.node import ClusterNode, journal_sinks
+from argbridge.cluster.pull import adopt
 from argbridge.config import load_settings
 from argbridge.config.endpoints import endpoints
 from argbridge.config.settings import Settings, SinkConfig, SourceConfig
@@ -189,6 +191,8 @@ class App:
         self._journal: Journal | None = None
         #: Cluster mode's components (``None`` unless ``cluster.enabled``).
         self.cluster: ClusterNode | None = None
+        #: Cluster mode's control-topic member: who follows which run (``None``: off).
+        self.control_member: ControlMember | None = None
         self.router = Router.from_settings(settings)
         self.sinks: dict[str, Sink] = {}
         self.workers: dict[str, SinkWorker] = {}
@@ -307,6 +311,14 @@ class App:
                         s, journal.for_sink(), self.metrics, self.clock, seq_of=journal.log.seq_of
                     )
                     await self.cluster.open()
+                    self.control_member = ControlMember(
+                        s.cluster,
+                        instance_id=self.cluster.instance_id,
+                        events=self.cluster.events,
+                        journal_seq=lambda: journal.last_seq,
+                        metrics=self.metrics,
+                        clock=self.clock,
+                    )
                 self._build()
                 tune_collector(s.runtime.gc_thresholds)
                 malloc = tune_malloc(
@@ -359,8 +371,14 @@ class App:
         )
         return worker
 
-    def _make_source(self, name: str, cfg: SourceConfig, s: Settings) -> None:
+    def _build_source(self, name: str, cfg: SourceConfig, s: Settings) -> Source:
         source = build_source(name, cfg, s)
+        if self.control_member is not None:  # cluster mode: pull sources have one owner
+            source = adopt(source, cfg.type, self.control_member)
+        return source
+
+    def _make_source(self, name: str, cfg: SourceConfig, s: Settings) -> None:
+        source = self._build_source(name, cfg, s)
         ctx = SourceContext(
             name,
             self.journal.for_source(),
@@ -449,6 +467,8 @@ class App:
                         )
                     for name, service in self.services:
                         intake.start_soon(self._supervise, name, "service", service, self)
+                    if self.control_member is not None:
+                        self._spawn(intake, "cluster:control", "cluster", self.control_member.run)
                     self.ready.set()
                     self.log.info("daemon.ready")
                     await self.stopping.wait()
@@ -481,6 +501,20 @@ class App:
     def config_status(self) -> dict[str, Any]:
         """The running config's file, SHA-256 and load time, and the last reload."""
         return {**self.loaded.to_json(), "reloads": self.reloads, "last_reload": self.last_reload}
+
+    async def cluster_status(self) -> dict[str, Any] | None:
+        """Cluster mode's part of ``argbridge status`` (``None`` when off): this instance's
+        partitions, owned runs and rebalances, and, read from Kafka now, the group's
+        members and the runs each instance follows."""
+        member = self.control_member
+        if member is None:
+            return None
+        doc: dict[str, Any] = member.status()
+        try:
+            doc["cluster"] = await member.cluster_view()
+        except (Exception, TimeoutError) as exc:  # Kafka unreachable: the local part only
+            doc["cluster_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        return doc
 
     async def reload(self) -> bool:
         """Re-read :attr:`config_path` and apply what changed (see :mod:`argbridge.reload`);
@@ -524,7 +558,7 @@ class App:
         # 404 or 503 during the swap: the handler map changes in one step.
         replaced: dict[str, tuple[Source, SourceContext]] = {}
         for name in sources.changed:
-            source = build_source(name, new.sources[name], new)
+            source = self._build_source(name, new.sources[name], new)
             ctx = SourceContext(
                 name,
                 self.journal.for_source(),

@@ -7,13 +7,20 @@ webhook's 2xx waits for its event's ack.
 
 :class:`WebhookAcks` is what an inbound webhook source waits on before its 2xx in cluster
 mode (``cluster.webhook_ack = "kafka"``; see :mod:`argbridge.cluster.webhook_ack`).
+
+:class:`ControlPublisher` is what a source uses instead of following a run itself (ask
+the cluster for it), :class:`RunOwner` what the control-topic member hands owned runs to.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal, Protocol
 
+import anyio
+
 if TYPE_CHECKING:
+    from argbridge.cluster.lease import RunLease
+    from argbridge.cluster.records import RunId
     from argbridge.events import CloudEvent
 
 #: How safe an acknowledged event is: in the Kafka events topic (acks=all), or only in
@@ -31,6 +38,30 @@ class EventsAcked(Protocol):
     async def wait_acked(self, seq: int) -> None:
         """Return once :meth:`acked_seq` is at least ``seq`` (callers bound the wait)."""
         ...
+
+
+class ControlPublisher(Protocol):
+    """Ask the cluster to follow a run (a hint on the control topic; idempotent by key)."""
+
+    instance_id: str
+
+    async def request(self, run: RunId, origin: str, *, force: bool = False) -> None: ...
+
+    def source_stopped(self, source: str) -> None:
+        """``source`` stopped: release its runs, hand them to it again once it runs."""
+
+
+class RunOwner(Protocol):
+    """A source whose runs the control-topic member hands out: :meth:`own` starts
+    following one (returns once its follower task started), :meth:`disown` stops it and
+    returns once it stopped; ``started`` is set once the source can take runs."""
+
+    name: str
+    started: anyio.Event
+
+    async def own(self, lease: RunLease) -> None: ...
+
+    async def disown(self, key: str) -> None: ...
 
 
 class WebhookAcks(Protocol):

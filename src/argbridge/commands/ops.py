@@ -185,6 +185,28 @@ def render_config(cfg: dict[str, Any]) -> str:
     return line
 
 
+def render_cluster(c: dict[str, Any]) -> list[str]:
+    """Cluster mode's lines of ``argbridge status``."""
+    lines = [
+        f"cluster: instance {c['instance_id']}, group {c['group']}, partitions "
+        f"{','.join(map(str, c['partitions'])) or '-'}, rebalances {c['rebalances']}, "
+        f"owned runs {len(c['owned'])}"
+        + (", CUT OFF (membership lapsed: streams stopped)" if c.get("cut_off") else "")
+    ]
+    view = c.get("cluster")
+    if view is None:
+        lines.append(f"  cluster view unavailable: {c.get('cluster_error', '?')}")
+        return lines
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(view["statuses"].items())) or "none"
+    lines.append(f"  members: {', '.join(view['members']) or '-'} ({view['group_state']})")
+    lines.append(f"  runs: {view['runs']} ({statuses})")
+    for owner, runs in view["following_by_owner"].items():
+        shown = ", ".join(k.split("/", 2)[2] for k in runs["runs"][:10])  # stream/id
+        more = f" (+{runs['count'] - 10})" if runs["count"] > 10 else ""
+        lines.append(f"  {owner} follows {runs['count']}: {shown}{more}")
+    return lines
+
+
 def render_status(doc: dict[str, Any], base: str) -> str:
     """The human-readable ``argbridge status`` report."""
     state = "ready" if doc.get("ready") else "NOT READY (" + ", ".join(doc["not_ready"]) + ")"
@@ -199,6 +221,8 @@ def render_status(doc: dict[str, Any], base: str) -> str:
     ]
     if doc.get("config"):
         lines.append(render_config(doc["config"]))
+    if doc.get("cluster"):
+        lines += render_cluster(doc["cluster"])
     lines.append("")
     sink_rows = [
         [

@@ -123,6 +123,7 @@ async def collect_status(app: ControlFacade) -> dict[str, Any]:
         "paused": stats.paused,
         "stopping": app.stopping.is_set(),
         "config": app.config_status(),
+        "cluster": await app.cluster_status(),
         "components": {
             n: {"ready": h.ready, "detail": redact_text(h.detail)} for n, h in health.items()
         },

@@ -71,6 +71,10 @@ class ControlFacade(HealthView, Protocol):
         """The loaded config's hash, load time and the last reload's outcome."""
         ...
 
+    async def cluster_status(self) -> dict[str, Any] | None:
+        """Cluster mode: members, who owns which runs, rebalances (``None``: off)."""
+        ...
+
 
 def open_journal(daemon: ControlFacade) -> Journal | None:
     """The journal when it is open (``None`` before start-up or after shutdown)."""

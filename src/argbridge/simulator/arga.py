@@ -24,9 +24,11 @@ It is used by the tests, the benchmark and the ``simulate`` option of the arga s
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -61,6 +63,30 @@ __all__ = [
 ]
 
 
+@dataclass
+class Attempt:
+    """One stream connection the simulator served (the attempt log): which run, which
+    client (its ``x-argbridge-instance`` header), when it opened and closed (monotonic),
+    and how many connections to the same run were open when it opened (itself included)."""
+
+    run_id: str
+    kind: str
+    client: str
+    opened: float
+    closed: float | None = None
+    concurrent: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "kind": self.kind,
+            "client": self.client,
+            "opened": self.opened,
+            "closed": self.closed,
+            "concurrent": self.concurrent,
+        }
+
+
 class _Drop(Exception):
     """Raised inside a response to cut the connection without a clean end."""
 
@@ -87,6 +113,8 @@ class ArgaSimulator:
         self.send_started: float | None = None
         self.max_open_streams = 0
         self.started_runs: list[str] = []
+        #: Every stream connection served (see :class:`Attempt`).
+        self.attempts: list[Attempt] = []
         self._activity = anyio.Event()
         self._counter = itertools.count(1)
 
@@ -146,6 +174,10 @@ class ArgaSimulator:
             run = self.validation_runs[run_id]
             if not run.terminal:
                 run.publish(1)
+
+    def touch(self) -> None:
+        """Wake :meth:`wait_until` waiters (a test scripted the runs, e.g. published)."""
+        self._bump()
 
     def _bump(self) -> None:
         self._activity.set()
@@ -217,6 +249,18 @@ class ArgaSimulator:
         self.streams_opened += 1
         self.max_open_streams = max(self.max_open_streams, self.open_streams)
         self._bump()
+
+    def _attempt(self, run_id: str, kind: str, scope: Scope) -> Attempt:
+        client = ""
+        for k, v in scope["headers"]:
+            if k == b"x-argbridge-instance":
+                client = v.decode("latin-1")
+        concurrent = 1 + sum(
+            1 for a in self.attempts if a.run_id == run_id and a.kind == kind and a.closed is None
+        )
+        attempt = Attempt(run_id, kind, client, time.monotonic(), concurrent=concurrent)
+        self.attempts.append(attempt)
+        return attempt
 
     def _authorized(self, scope: Scope) -> bool:
         for k, v in scope["headers"]:
@@ -348,6 +392,7 @@ class ArgaSimulator:
             }
         )
         self._opened()
+        attempt = self._attempt(run_id, "results", scope)
         try:
             async with anyio.create_task_group() as tg:
 
@@ -360,6 +405,7 @@ class ArgaSimulator:
                 await self._stream_events(send, run, headers.get("last-event-id"))
                 tg.cancel_scope.cancel()
         finally:
+            attempt.closed = time.monotonic()
             self.open_streams -= 1
             self._bump()
 
@@ -451,9 +497,20 @@ class ArgaSimulator:
             await send({"type": "websocket.close", "code": 1008, "reason": "Test run not found"})
             return
         self._opened()
+        attempt = self._attempt(run.run_id, "ws", scope)
         try:
-            await self._ws_events(send, run)
+            async with anyio.create_task_group() as tg:
+
+                async def watch_disconnect() -> None:
+                    while (await receive())["type"] != "websocket.disconnect":
+                        pass
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(watch_disconnect)
+                await self._ws_events(send, run)
+                tg.cancel_scope.cancel()
         finally:
+            attempt.closed = time.monotonic()
             self.open_streams -= 1
             self._bump()
 

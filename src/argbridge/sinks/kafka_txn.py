@@ -76,6 +76,16 @@ from argbridge.sinks.kafka_txn_progress import ProgressTopic, stable_id
 from argbridge.sinks.requeue import RequeueRunner, refresh_dead_letter_gauge
 
 
+def configured_instance_id(config: KafkaSinkConfig, settings: Settings) -> str | None:
+    """The sink's ``instance_id``, else in cluster mode ``cluster.instance_id``: one id per
+    instance for its members, records and transactional ids (``None``: the stored one)."""
+    if config.instance_id:
+        return config.instance_id
+    if settings.cluster.enabled and settings.cluster.instance_id:
+        return settings.cluster.instance_id
+    return None
+
+
 class ExactlyOnceKafkaSink(TransactionDriver):
     """Transactional delivery to Kafka with the position on a progress topic."""
 
@@ -83,6 +93,7 @@ class ExactlyOnceKafkaSink(TransactionDriver):
 
     def __init__(self, config: KafkaSinkConfig, ctx: SinkContext, settings: Settings) -> None:
         super().__init__(config, ctx, KafkaSink(config, ctx, settings))
+        self.settings = settings
         self.journal_id: str | None = None
         #: This process's incarnation (written into every position it commits).
         self.incarnation = uuid.uuid4().hex
@@ -103,7 +114,9 @@ class ExactlyOnceKafkaSink(TransactionDriver):
 
     async def start(self) -> None:
         journal = self.journal
-        self.instance_id = self.config.instance_id or await stable_id(journal, INSTANCE_ID_KEY)
+        self.instance_id = configured_instance_id(self.config, self.settings) or await stable_id(
+            journal, INSTANCE_ID_KEY
+        )
         self.journal_id = await stable_id(journal, JOURNAL_ID_KEY)
         self.transactional_id = transactional_id(
             self.config.transactional_id_prefix, self.instance_id, self.name

@@ -125,7 +125,7 @@ class WsFollowerBase(StreamFollower):
                 message = await ws.recv()
                 event = self._message(message)
                 if event is not None:
-                    await pipe.put([event], size=len(message))
+                    await pipe.put([event], event.id, size=len(message))
                     self.policy.progressed()
                 if self.done:
                     return self.policy.on_ws_close(1000, done=True)

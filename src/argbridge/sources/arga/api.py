@@ -28,6 +28,8 @@ class ArgaApi:
     public_base_url: str
     api_key: str = field(repr=False)
     websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
+    #: Extra headers of the WebSocket handshake (the HTTP client carries its own).
+    ws_headers: dict[str, str] = field(default_factory=dict)
 
 
 async def fetch_run(

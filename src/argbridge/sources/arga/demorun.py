@@ -40,6 +40,7 @@ from argbridge.sources.arga.api import ArgaApi, fetch_run
 from argbridge.sources.base import SourceContext
 from argbridge.sources.follower import StreamAlert, StreamSlots
 from argbridge.sources.pipeline import CommitPipeline
+from argbridge.sources.state import StateStore
 from argbridge.sources.wsconnect import WsFollowerBase, WsOptions, ws_attempt
 
 REFUSAL_CLOSE_CODES = AUTH_CLOSE_CODES | NOT_FOUND_CLOSE_CODES
@@ -57,6 +58,7 @@ class DemoRunFollower(WsFollowerBase):
         policy: ReconnectPolicy,
         slots: StreamSlots,
         alert: StreamAlert,
+        state: StateStore | None = None,
     ) -> None:
         super().__init__(
             ctx, run_id, stream="demorun", policy=policy, slots=slots, alert=alert, log_ns="arga"
@@ -65,6 +67,24 @@ class DemoRunFollower(WsFollowerBase):
         self.run_id = run_id
         self.messages = 0
         self.done = False
+        #: Cluster mode: where the id of the last committed event is kept (the run's
+        #: record), so a new owner's gap-fill skips what was already delivered.
+        self.state = state
+        self.position: str | None = None
+
+    async def prepare(self) -> Decision | None:
+        if self.state is not None:
+            self.position = await self.state.get_state(self._position_key)
+        return None
+
+    @property
+    def _position_key(self) -> str:
+        return f"arga:{self.ctx.name}:demo:{self.run_id}:last_event"
+
+    async def _committed(self, event_id: str) -> None:
+        if self.state is not None and event_id != self.position:
+            self.position = event_id
+            await self.state.set_state(self._position_key, event_id)
 
     def _url(self) -> str:
         base = self.api.base_url.rstrip("/")
@@ -78,7 +98,7 @@ class DemoRunFollower(WsFollowerBase):
     async def connect(self) -> Decision:
         return await ws_attempt(
             self._url(),
-            WsOptions.of(self.api.websocket),
+            WsOptions.of(self.api.websocket, self.api.ws_headers),
             self.policy,
             self.ctx.clock,
             self._ws_session,
@@ -98,7 +118,9 @@ class DemoRunFollower(WsFollowerBase):
                 return Decision(Action.DONE, "done")
             return await self._read(ws, pipe)
 
-        return await self.session(read, gap_fill=True)
+        return await self.session(
+            read, gap_fill=True, on_committed=self._committed if self.state else None
+        )
 
     def _message(self, message: str | bytes) -> CloudEvent | None:
         self.messages += 1
@@ -132,7 +154,13 @@ class DemoRunFollower(WsFollowerBase):
             return 0
         if events[-1].type.endswith("arga.demorun.done"):
             self.done = True
+        ids = [e.id for e in events]
+        if self.position in ids:  # recorded: delivered by the previous owner already
+            events = events[ids.index(self.position) + 1 :]
+            if not events:
+                return 0
         statuses = await self.ctx.emit_many(events)
+        await self._committed(events[-1].id)
         new = sum(1 for s in statuses if s.value == "appended")
         if new:
             self.log.info("arga.gap_filled", new=new, seen=len(events) - new)

@@ -24,6 +24,7 @@ from argbridge.sources.arga.api import ArgaApi, fetch_run
 from argbridge.sources.base import SourceContext
 from argbridge.sources.follower import StreamAlert, StreamSlots
 from argbridge.sources.ssefollow import SSEFollowerBase
+from argbridge.sources.state import StateStore
 from argbridge.sse import SSEDecoder, SSEEvent
 
 
@@ -33,7 +34,9 @@ def last_id_key(source: str, run_id: str) -> str:
 
 class ResultsFollower(SSEFollowerBase):
     """The SSE subscription of one validation run; ``initial`` is a results stream
-    already open (the answer of a start request), read before any reconnect."""
+    already open (the answer of a start request), read before any reconnect; ``state``
+    keeps the ``Last-Event-ID`` (default: the journal's state; in cluster mode the run's
+    :class:`~argbridge.cluster.lease.RunLease`)."""
 
     def __init__(
         self,
@@ -45,13 +48,14 @@ class ResultsFollower(SSEFollowerBase):
         slots: StreamSlots,
         alert: StreamAlert,
         initial: httpx.Response | None = None,
+        state: StateStore | None = None,
     ) -> None:
         super().__init__(
             ctx,
             run_id,
             stream="results",
             log_ns="arga",
-            state=ctx.journal,
+            state=state if state is not None else ctx.journal,
             last_id_key=last_id_key(ctx.name, run_id),
             policy=policy,
             slots=slots,

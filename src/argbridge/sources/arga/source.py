@@ -25,6 +25,14 @@ talks to over real loopback HTTP/SSE/WebSocket; this module never imports the si
 
 Runs being followed are persisted (``journal`` state ``arga:<source>:following``) so a
 restarted daemon resumes them, each from its stored ``Last-Event-ID``.
+
+In cluster mode (:meth:`ArgaSource.attach_cluster`) the source follows nothing by itself:
+discovery, the config's lists, :meth:`ArgaSource.follow` and :meth:`ArgaSource.start_run`
+ask the cluster for the run (a hint on the control topic, :mod:`argbridge.cluster`), and
+the control-topic member hands this source the runs of its partitions
+(:meth:`ArgaSource.own`, :meth:`ArgaSource.disown`), each with a
+:class:`~argbridge.cluster.lease.RunLease` that is the follower's position store (the
+record's position in, acked positions out) and records how the run ended.
 """
 
 from __future__ import annotations
@@ -38,9 +46,12 @@ import anyio.abc
 import httpx
 import orjson
 
+from argbridge.cluster.lease import RunLease
+from argbridge.cluster.records import RunId
+from argbridge.cluster.roles import ControlPublisher
 from argbridge.config.arga import ArgaSourceConfig, StreamKind
 from argbridge.config.settings import Settings
-from argbridge.errors import SourceError
+from argbridge.errors import ClusterError, SourceError
 from argbridge.logging import register_secret
 from argbridge.reconnect import EVENT_STREAM, ReconnectPolicy, content_type_essence
 from argbridge.sinks.base import Health
@@ -51,6 +62,7 @@ from argbridge.sources.arga.refusals import Refusals, RunAlerter, key_fingerprin
 from argbridge.sources.arga.results import ResultsFollower
 from argbridge.sources.base import SourceContext
 from argbridge.sources.follower import AuthAlerter, StreamSlots
+from argbridge.sources.state import StateStore
 
 KINDS: tuple[StreamKind, ...] = ("validation", "demo")
 #: Finished runs remembered (status for the control API; ``follow`` ignores them);
@@ -121,6 +133,13 @@ class ArgaSource:
         self._run_alerter: RunAlerter | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._ctx: SourceContext | None = None
+        #: Cluster mode: where runs are asked for, and the runs owned here by record key.
+        self.cluster: ControlPublisher | None = None
+        self._owned: dict[str, tuple[anyio.CancelScope, FollowedRun]] = {}
+
+    def attach_cluster(self, publisher: ControlPublisher) -> None:
+        """Cluster mode: ask ``publisher`` for runs instead of following them."""
+        self.cluster = publisher
 
     # -- shared services for the followers ---------------------------------------------
 
@@ -155,9 +174,20 @@ class ArgaSource:
             timeout = httpx.Timeout(
                 connect=cfg.connect_timeout, read=cfg.read_timeout, write=30.0, pool=None
             )
+            # In cluster mode the instance names itself (the vendor's logs, the attempt log
+            # of the tests' fake).
+            extra = (
+                {"x-argbridge-instance": self.cluster.instance_id}
+                if self.cluster is not None
+                else {}
+            )
             async with httpx.AsyncClient(
                 base_url=self.base_url,
-                headers={"authorization": f"Bearer {self.api_key}", "user-agent": "argbridge"},
+                headers={
+                    "authorization": f"Bearer {self.api_key}",
+                    "user-agent": "argbridge",
+                    **extra,
+                },
                 timeout=timeout,
                 trust_env=False,
                 limits=httpx.Limits(
@@ -165,7 +195,7 @@ class ArgaSource:
                 ),
             ) as client:
                 self.api = ArgaApi(
-                    client, self.base_url, self.public_base_url, self.api_key, cfg.websocket
+                    client, self.base_url, self.public_base_url, self.api_key, cfg.websocket, extra
                 )
                 self.discovery = Discovery(self.api, cfg, ctx, self._discovered, self._alerter)
                 try:
@@ -182,11 +212,18 @@ class ArgaSource:
                 finally:
                     self._tg = None
                     self.api = None
+                    if self.cluster is not None:
+                        # Owned runs died with the task group: the member hands them
+                        # to this source again once it runs (a restart sets started).
+                        self._owned.clear()
+                        self.started = anyio.Event()
+                        self.cluster.source_stopped(self.name)
             outer.cancel_scope.cancel()
 
     async def _resume(self, ctx: SourceContext) -> None:
         raw = await ctx.journal.get_state(self._state_key)
-        saved = orjson.loads(raw) if raw else []
+        # In cluster mode the control topic knows the followed runs, not this instance.
+        saved = orjson.loads(raw) if raw and self.cluster is None else []
         for item in saved:
             await self.follow(item["run_id"], item["kind"], origin=item.get("origin", "resumed"))
         for run_id in self.config.runs:
@@ -222,6 +259,17 @@ class ArgaSource:
             raise ValueError("run id must be a non-empty path segment")
         if self._tg is None or self._ctx is None:
             raise SourceError(f"source {self.name} is not running")
+        if self.cluster is not None:
+            run = RunId(self.name, kind, run_id)
+            try:
+                await self.cluster.request(run, origin, force=force or origin == "control")
+            except ClusterError as exc:
+                if origin == "control":
+                    raise
+                # Discovery and the config list ask again at the next poll or start.
+                self._ctx.log.warning("arga.cluster_request_failed", run_id=run_id, error=str(exc))
+                return False
+            return True
         key = (kind, run_id)
         current = self.runs.get(key)
         if current is not None and (current.status == "following" or not force):
@@ -238,6 +286,19 @@ class ArgaSource:
         return True
 
     async def _follow_task(self, state: FollowedRun, initial: httpx.Response | None) -> None:
+        try:
+            await self._run_follower(state, initial, None)
+        finally:
+            state.finished.set()
+            self._forget_finished()
+        with anyio.CancelScope(shield=True):
+            await self._save()
+
+    async def _run_follower(
+        self, state: FollowedRun, initial: httpx.Response | None, store: StateStore | None
+    ) -> None:
+        """Run the run's follower until it ends; its end in ``state.status``. ``store``:
+        where the follower keeps its position (default: the journal's state)."""
         api, ctx, alert = self._running()
         follower: ResultsFollower | DemoRunFollower
         if state.kind == "validation":
@@ -249,10 +310,17 @@ class ArgaSource:
                 slots=self.slots,
                 alert=alert,
                 initial=initial,
+                state=store,
             )
         else:
             follower = DemoRunFollower(
-                api, ctx, state.run_id, policy=self.new_policy(), slots=self.slots, alert=alert
+                api,
+                ctx,
+                state.run_id,
+                policy=self.new_policy(),
+                slots=self.slots,
+                alert=alert,
+                state=store,
             )
         try:
             state.status = await follower.run()
@@ -260,11 +328,49 @@ class ArgaSource:
             state.status = "error"
             ctx.metrics.errors.labels(ctx.name, "source", "follower_crashed").inc()
             ctx.log.error("arga.follower_crashed", run_id=state.run_id, error=exc, exc_info=exc)
+
+    # -- cluster mode: the runs the control-topic member hands this source ---------------
+
+    async def own(self, lease: RunLease) -> None:
+        """Follow the run of ``lease`` (its record's position is the resume point)."""
+        if self._tg is None:
+            raise SourceError(f"source {self.name} is not running")
+        run = lease.record.run
+        kind: StreamKind = "validation" if run.stream == "validation" else "demo"
+        state = FollowedRun(kind, run.id, lease.record.origin or "cluster")
+        self.runs[(kind, run.id)] = state
+        scope = anyio.CancelScope()
+        self._owned[lease.key] = (scope, state)
+        self._tg.start_soon(self._owned_task, state, lease, scope, name=f"arga:{kind}:{run.id}")
+        self._running()[1].log.info(
+            "arga.following",
+            stream_kind=kind,
+            run_id=run.id,
+            origin="cluster",
+            position=lease.record.position,
+        )
+
+    async def _owned_task(
+        self, state: FollowedRun, lease: RunLease, scope: anyio.CancelScope
+    ) -> None:
+        try:
+            with scope:
+                await self._run_follower(state, None, lease)
+                await lease.finish(state.status)
         finally:
+            if scope.cancel_called and state.status == "following":
+                state.status = "handed_over"
             state.finished.set()
             self._forget_finished()
-        with anyio.CancelScope(shield=True):
-            await self._save()
+
+    async def disown(self, key: str) -> None:
+        """Stop following the run of record ``key`` (another instance takes it over)."""
+        entry = self._owned.pop(key, None)
+        if entry is None:
+            return
+        scope, state = entry
+        scope.cancel()
+        await state.finished.wait()
 
     def _forget_finished(self) -> None:
         """Keep only the newest :data:`FINISHED_MEMORY` finished runs."""
@@ -316,6 +422,17 @@ class ArgaSource:
                 if ctype != EVENT_STREAM or not run_id:
                     task_status.started(
                         {"error": 502, "detail": f"unexpected start response ({ctype or '-'})"}
+                    )
+                    return
+                if self.cluster is not None:
+                    # The owner of the run's record follows it (from its start).
+                    await self.follow(run_id, "validation", origin=kind, force=True)
+                    task_status.started(
+                        {
+                            "run_id": run_id,
+                            "session_id": response.headers.get("x-session-id"),
+                            "status": "started",
+                        }
                     )
                     return
                 state = FollowedRun("validation", run_id, kind)

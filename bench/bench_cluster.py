@@ -1,0 +1,281 @@
+"""Cluster mode: handover time after a kill, and throughput with 1, 2 and 3 instances.
+
+Run from the repository root: ``.venv/bin/python -m bench.bench_cluster``
+(``--quick``: 2 kills and a smaller flood; ``ARGBRIDGE_KAFKA_CACHE`` reuses fetched jars).
+
+One Apache Kafka node (the newest 4.x, KRaft, from the tests' fixtures) on free loopback
+ports; the Arga simulator in this process; daemons (``argbridge run``) as subprocesses,
+each discovering the simulator's runs (poll every 1 s) in cluster mode.
+
+**Handover**: three daemons follow ``--runs`` validation runs that stream one event a
+run every 0.25 s. ``--kills`` times: the daemon with the most open streams is killed
+(kill -9); for each of its runs, the time from the kill to the first connection to that
+run from another daemon (the simulator's attempt log) is one handover sample; then the
+killed daemon is restarted and the cluster settles (every run followed, every daemon
+following some) before the next kill. Session timeout and heartbeat interval are the
+product defaults (10 s, 3 s) unless ``--session``/``--heartbeat`` say otherwise. The
+floor is the session timeout (the broker notices the death), plus the survivors' rejoin
+(up to one heartbeat interval to hear of the rebalance), the read of the moved
+partitions, and the follower's connect.
+
+**Throughput**: 1, then 2, then 3 daemons (fresh deployment each) follow ``--flood-runs``
+runs; once every run is followed and the group is settled, each run publishes
+``--flood-events`` events at once; the figure is upstream events per second until the
+events topic holds them all (SSE read, journal commit, events topic produce with
+acks=all, positions recorded). Expected flat on this 2-core machine: the instances share
+the same two cores (and the broker runs on them too), so adding instances adds no CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from tests.support.apache_kafka import KafkaCluster, start_kafka
+from tests.support.process import Daemon
+
+from argbridge.simulator.arga import ArgaSimulator
+from bench.common import header, percentile, row
+
+
+def config(
+    root: Path,
+    kafka: KafkaCluster,
+    sim: ArgaSimulator,
+    dep: str,
+    iid: str,
+    *,
+    session: float,
+    heartbeat: float,
+) -> Path:
+    path = root / f"{dep}-{iid}.toml"
+    path.write_text(
+        f"""
+state_dir = "{root / dep / iid}"
+[log]
+level = "info"
+format = "json"
+[http]
+enabled = false
+[runtime]
+drain_timeout = "5s"
+[cluster]
+enabled = true
+deployment = "{dep}"
+instance_id = "{iid}"
+bootstrap_servers = "{kafka.bootstrap}"
+replication_factor = 1
+events_partitions = 6
+session_timeout = "{session}s"
+heartbeat_interval = "{heartbeat}s"
+[sources.arga]
+type = "arga"
+base_url = "{sim.base_url}"
+api_key = "{sim.token}"
+poll_interval = "1s"
+max_streams = 200
+[sources.arga.reconnect]
+initial = "0.2s"
+max = "1s"
+"""
+    )
+    return path
+
+
+def open_by(sim: ArgaSimulator, client: str) -> set[str]:
+    return {a.run_id for a in sim.attempts if a.closed is None and a.client == client}
+
+
+def settled(sim: ArgaSimulator, clients: str, runs: int) -> bool:
+    followed = {a.run_id for a in sim.attempts if a.closed is None}
+    return len(followed) >= runs and all(open_by(sim, c) for c in clients)
+
+
+async def ready(daemon: Daemon) -> None:
+    await anyio.to_thread.run_sync(lambda: daemon.wait_event("daemon.ready", 90))
+
+
+async def publish_forever(sim: ArgaSimulator, tick: float) -> None:
+    while True:
+        for run in sim.validation_runs.values():
+            if not run.terminal:
+                run.publish(1)
+        sim.touch()
+        await anyio.sleep(tick)
+
+
+async def handover(args: argparse.Namespace, root: Path, kafka: KafkaCluster) -> None:
+    dep = f"handover-{uuid.uuid4().hex[:6]}"
+    samples: list[float] = []
+    worst: list[float] = []
+    sim = ArgaSimulator("bench-token-123456", heartbeat=1.0)
+    async with sim.running():
+        for n in range(args.runs):
+            sim.add_validation_run(f"h{n:03d}", steps=100_000, published=1)
+        paths = {
+            c: config(root, kafka, sim, dep, c, session=args.session, heartbeat=args.heartbeat)
+            for c in "abc"
+        }
+        daemons = {c: Daemon(p) for c, p in paths.items()}
+        try:
+            for d in daemons.values():
+                await ready(d)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(publish_forever, sim, 0.25)
+                for _ in range(args.kills):
+                    with anyio.fail_after(180):
+                        await sim.wait_until(lambda: settled(sim, "abc", args.runs))
+                    # A settled group: no rebalance under way when the kill lands.
+                    await anyio.sleep(2 * args.heartbeat)
+                    victim = max("abc", key=lambda c: len(open_by(sim, c)))
+                    lost = open_by(sim, victim)
+                    daemons[victim].signal(signal.SIGKILL)
+                    killed = time.monotonic()
+                    await anyio.to_thread.run_sync(daemons[victim].proc.wait)
+
+                    def moved(
+                        lost: set[str] = lost, victim: str = victim, killed: float = killed
+                    ) -> bool:
+                        return all(
+                            any(
+                                a.run_id == r and a.client != victim and a.opened >= killed
+                                for a in sim.attempts
+                            )
+                            for r in lost
+                        )
+
+                    with anyio.fail_after(180):
+                        await sim.wait_until(moved)
+                    times = [
+                        min(
+                            a.opened
+                            for a in sim.attempts
+                            if a.run_id == r and a.client != victim and a.opened >= killed
+                        )
+                        - killed
+                        for r in lost
+                    ]
+                    samples.extend(times)
+                    worst.append(max(times))
+                    print(
+                        f"   kill {len(worst)}: {victim} ({len(lost)} runs) resumed elsewhere "
+                        f"in {min(times):.2f}..{max(times):.2f} s"
+                    )
+                    daemons[victim] = Daemon(paths[victim])
+                    await ready(daemons[victim])
+                tg.cancel_scope.cancel()
+        finally:
+            for d in daemons.values():
+                await anyio.to_thread.run_sync(d.stop)
+    row(
+        f"handover after kill -9 (session {args.session:g} s, heartbeat {args.heartbeat:g} s)",
+        f"p50 {percentile(samples, 50):.2f} s",
+        f"p99 {percentile(samples, 99):.2f} s over {len(samples)} runs, {len(worst)} kills; "
+        f"slowest run per kill p50 {percentile(worst, 50):.2f} s",
+    )
+
+
+async def topic_size(kafka: KafkaCluster, topic: str) -> int:
+    """Records in ``topic`` (the sum of its partitions' end offsets; 0 before it exists)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+        parts = [p["partition"] for t in described for p in t.get("partitions") or []]
+    finally:
+        await admin.close()
+    if not parts:
+        return 0
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        return int(sum(ends.values()))
+    finally:
+        await consumer.stop()
+
+
+async def throughput(args: argparse.Namespace, root: Path, kafka: KafkaCluster, n: int) -> None:
+    dep = f"flood-{n}-{uuid.uuid4().hex[:6]}"
+    sim = ArgaSimulator("bench-token-123456", heartbeat=1.0)
+    steps = args.flood_events // 2
+    async with sim.running():
+        runs = [sim.add_validation_run(f"f{k:03d}", steps=steps) for k in range(args.flood_runs)]
+        for run in runs:
+            run.publish(1)
+        clients = "abc"[:n]
+        daemons = {
+            c: Daemon(config(root, kafka, sim, dep, c, session=6, heartbeat=2)) for c in clients
+        }
+        try:
+            for d in daemons.values():
+                await ready(d)
+            with anyio.fail_after(180):
+                await sim.wait_until(lambda: settled(sim, clients, args.flood_runs))
+            await anyio.sleep(4)  # a settled group (no rebalance under way)
+            topic = f"{dep}.events"
+            base = await topic_size(kafka, topic)
+            print(f"   {n} instance(s) settled; events topic holds {base} records")
+            events = sum(len(r.events) - 2 for r in runs)  # all but the first and the last
+            started = time.monotonic()
+            for run in runs:
+                run.publish(len(run.events) - 2)
+            sim.touch()
+            deadline = started + 600
+            # The broker is an outside process: polled on its observable state.
+            while await topic_size(kafka, topic) < base + events and time.monotonic() < deadline:  # noqa: ASYNC110
+                await anyio.sleep(0.2)
+            elapsed = time.monotonic() - started
+            got = await topic_size(kafka, topic) - base
+        finally:
+            for d in daemons.values():
+                await anyio.to_thread.run_sync(d.stop)
+    row(
+        f"cluster throughput, {n} instance(s)",
+        f"{events / elapsed:,.0f} events/s",
+        f"{events:,} upstream events of {args.flood_runs} runs into the events topic in "
+        f"{elapsed:.1f} s ({got:,} records)",
+    )
+
+
+async def main(args: argparse.Namespace) -> None:
+    header("bench_cluster: handover time after kill -9; throughput with 1, 2, 3 instances")
+    if args.quick:
+        args.kills, args.session, args.heartbeat = 2, 6.0, 2.0
+        args.flood_events = min(args.flood_events, 400)
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
+        root = Path(tmp)
+        kafka = start_kafka(root / "kafka")
+        try:
+            print(
+                f"   Apache Kafka {kafka.version}, 1 node, started in {kafka.startup_seconds:.1f} s"
+            )
+            if not args.skip_handover:
+                await handover(args, root, kafka)
+            if not args.skip_throughput:
+                for n in (1, 2, 3):
+                    await throughput(args, root, kafka, n)
+        finally:
+            kafka.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=24)
+    parser.add_argument("--session", type=float, default=10.0)
+    parser.add_argument("--heartbeat", type=float, default=3.0)
+    parser.add_argument("--flood-runs", type=int, default=24)
+    parser.add_argument("--flood-events", type=int, default=2000)
+    parser.add_argument("--skip-handover", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
+    anyio.run(main, parser.parse_args())

@@ -1,0 +1,127 @@
+"""What the owner of control-topic partitions does with what it reads there (pure).
+
+Owns :class:`PartitionTable`: the decoded messages of one partition, applied in offset
+order (a compacted topic: the newest value of each key wins), and :meth:`PartitionTable.plan`,
+the steps that make the owner's work match the table:
+
+- a record that is active (``following``) is followed, from its position;
+- a run with hints but no record gets a record (``following``, the first hint's
+  origin) and is followed; a ``force`` hint newer than a stopped record (refused,
+  missing, done) makes it ``following`` again (``argbridge follow RUN_ID`` on purpose);
+- handled hints are deleted (tombstones), after the record is written;
+- a record of a newer schema version is left alone (not followed, never rewritten).
+
+The member (:mod:`argbridge.cluster.member`) carries the steps out: writes first, then
+follows, then deletes hints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from argbridge.cluster.records import (
+    Decoded,
+    Hint,
+    Newer,
+    RunRecord,
+    Tombstone,
+    Unreadable,
+)
+
+
+@dataclass(slots=True)
+class Entry:
+    """One run's record, its pending hints and their offsets."""
+
+    record: RunRecord | None = None
+    record_offset: int = -1
+    hints: dict[str, tuple[int, Hint]] = field(default_factory=dict)
+    #: The record's value has a newer schema version than this build's.
+    newer: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Records to write, runs to follow (with their records), hint keys to delete."""
+
+    write: tuple[RunRecord, ...] = ()
+    follow: tuple[RunRecord, ...] = ()
+    drop: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.write or self.follow or self.drop)
+
+
+class PartitionTable:
+    """The control records of one partition (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, Entry] = {}
+        self.newer = 0
+        self.unreadable = 0
+
+    def apply(self, offset: int, item: Decoded) -> str | None:
+        """Apply one message; returns the record key it concerns (``None``: none)."""
+        if isinstance(item, Unreadable):
+            self.unreadable += 1
+            return None
+        if isinstance(item, Newer):
+            self.newer += 1
+            if item.key.startswith("run/"):
+                entry = self.entries.setdefault(item.key, Entry())
+                entry.newer = item.version
+                entry.record = None
+                entry.record_offset = offset
+                return item.key
+            return None
+        if isinstance(item, Tombstone):
+            if item.hint:
+                run_key = _run_key_of_hint(item.key)
+                hinted = self.entries.get(run_key)
+                if hinted is not None:
+                    hinted.hints.pop(item.key, None)
+                return run_key
+            deleted = self.entries.get(item.key)
+            if deleted is not None:
+                deleted.record, deleted.record_offset, deleted.newer = None, offset, 0
+            return item.key
+        entry = self.entries.setdefault(item.run.key, Entry())
+        if isinstance(item, Hint):
+            entry.hints[item.key] = (offset, item)
+        else:
+            entry.record, entry.record_offset, entry.newer = item, offset, 0
+        return item.run.key
+
+    def records(self) -> list[RunRecord]:
+        return [e.record for e in self.entries.values() if e.record is not None]
+
+    def plan(self, keys: list[str] | None, *, owner: str, now: float) -> Plan:
+        """The steps for ``keys`` (``None``: every run of the partition)."""
+        write: list[RunRecord] = []
+        follow: list[RunRecord] = []
+        drop: list[str] = []
+        for key in self.entries if keys is None else keys:
+            entry = self.entries.get(key)
+            if entry is None or entry.newer:
+                continue
+            record = entry.record
+            hints = sorted(entry.hints.values(), key=lambda h: h[0])
+            if record is None and hints:
+                first = hints[0][1]
+                record = RunRecord(first.run, origin=first.origin, owner=owner, at=now)
+                write.append(record)
+            elif record is not None and not record.active:
+                forced = [h for off, h in hints if h.force and off > entry.record_offset]
+                if forced:
+                    record = record.with_status("following", "", owner=owner, at=now)
+                    write.append(record)
+            drop.extend(k for _, h in hints for k in (h.key,))
+            if record is not None and record.active:
+                follow.append(record)
+        return Plan(tuple(write), tuple(follow), tuple(drop))
+
+
+def _run_key_of_hint(hint_key: str) -> str:
+    """``hint/<source>/<stream>/<id>/<by>`` → ``run/<source>/<stream>/<id>``."""
+    parts = hint_key.split("/")
+    return "run/" + "/".join(parts[1:4])
