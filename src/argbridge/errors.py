@@ -15,7 +15,9 @@
     ├── SinkError              a destination failed
     │   ├── PermanentDeliveryError  the destination refused for good (dead-letter, no retry)
     │   └── SinkStopped    the sink cannot go on (fenced by another instance): stop it, alert
-    └── SignatureError         an inbound signature did not verify (never says why in detail)
+    ├── SignatureError         an inbound signature did not verify (never says why in detail)
+    └── ClusterError           cluster mode cannot do what was asked (Kafka coordination)
+        └── NotAcknowledged    the events topic did not ack an event in time (webhook 503)
 
 ``retryable`` tells drivers whether the failure is worth another attempt; messages never
 contain secrets (tokens are redacted before they reach an exception).
@@ -102,3 +104,14 @@ class SinkStopped(SinkError):
 
 class SignatureError(ArgbridgeError):
     """An inbound webhook signature did not verify."""
+
+
+class ClusterError(ArgbridgeError):
+    """Cluster mode (coordination through Kafka) cannot do what was asked."""
+
+    retryable = True
+
+
+class NotAcknowledged(ClusterError):
+    """The Kafka events topic did not acknowledge an event within the bound (it stays
+    journaled and reaches Kafka later): a webhook answers 503 with Retry-After."""

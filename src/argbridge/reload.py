@@ -20,7 +20,16 @@ from argbridge.config.settings import Settings
 
 #: Top-level keys a reload cannot apply (they shape the process, the journal or the
 #: listener); changing them needs a restart.
-RESTART_KEYS = ("state_dir", "http", "journal", "runtime", "log", "instance", "type_prefix")
+RESTART_KEYS = (
+    "state_dir",
+    "http",
+    "journal",
+    "runtime",
+    "log",
+    "instance",
+    "type_prefix",
+    "cluster",
+)
 
 
 @dataclass(frozen=True, slots=True)

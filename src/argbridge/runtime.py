@@ -45,6 +45,7 @@ import anyio.abc
 
 from argbridge.backoff import Backoff
 from argbridge.clock import SYSTEM_CLOCK, Clock
+from argbridge.cluster.node import ClusterNode, journal_sinks
 from argbridge.config import load_settings
 from argbridge.config.endpoints import endpoints
 from argbridge.config.settings import Settings, SinkConfig, SourceConfig
@@ -185,6 +186,8 @@ class App:
         self.stopping = anyio.Event()
         self.stopped = anyio.Event()
         self._journal: Journal | None = None
+        #: Cluster mode's components (``None`` unless ``cluster.enabled``).
+        self.cluster: ClusterNode | None = None
         self.router = Router.from_settings(settings)
         self.sinks: dict[str, Sink] = {}
         self.workers: dict[str, SinkWorker] = {}
@@ -253,6 +256,8 @@ class App:
             out[f"sink:{name}"] = h
         for name, source in self.sources.items():
             out[f"source:{name}"] = source.health()
+        if self.cluster is not None:
+            out.update(self.cluster.health())
         return out
 
     async def run(self) -> None:
@@ -282,7 +287,7 @@ class App:
             await anyio.to_thread.run_sync(self._migrate_journal)
         journal = Journal(
             s.state_dir / "journal",
-            sinks=list(s.sinks),
+            sinks=journal_sinks(s),
             max_backlog_events=s.journal.max_backlog_events,
             max_backlog_bytes=s.journal.max_backlog_bytes,
             resume_ratio=s.journal.resume_ratio,
@@ -296,6 +301,11 @@ class App:
             async with journal:
                 self._journal = journal
                 self.metrics.watch_journal(journal)
+                if s.cluster.enabled:
+                    self.cluster = ClusterNode(
+                        s, journal.for_sink(), self.metrics, self.clock, seq_of=journal.log.seq_of
+                    )
+                    await self.cluster.open()
                 self._build()
                 tune_collector(s.runtime.gc_thresholds)
                 malloc = tune_malloc(
@@ -351,7 +361,12 @@ class App:
     def _make_source(self, name: str, cfg: SourceConfig, s: Settings) -> None:
         source = build_source(name, cfg, s)
         ctx = SourceContext(
-            name, self.journal.for_source(), self.metrics, self.clock, type_prefix=s.type_prefix
+            name,
+            self.journal.for_source(),
+            self.metrics,
+            self.clock,
+            type_prefix=s.type_prefix,
+            acks=self.cluster.webhook_acks if self.cluster is not None else None,
         )
         # Sources that serve HTTP (inbound webhooks) get their routes on our listener.
         self._install_routes(name, source, ctx)
@@ -420,6 +435,8 @@ class App:
                 self._workers_tg = workers
                 for name, worker in self.workers.items():
                     self._spawn(workers, f"sink:{name}", "sink", worker.run)
+                if self.cluster is not None:
+                    self._spawn(workers, "cluster", "cluster", self.cluster.run)
                 async with anyio.create_task_group() as intake:
                     self._intake_tg = intake
                     for name, source in self.sources.items():
@@ -440,6 +457,8 @@ class App:
                 self.log.info("shutdown.draining", deadline=rt.drain_timeout)
                 for worker in self.workers.values():
                     worker.stop()
+                if self.cluster is not None:
+                    self.cluster.stop()
                 workers.cancel_scope.deadline = anyio.current_time() + (
                     0 if self._force else rt.drain_timeout
                 )
@@ -452,6 +471,9 @@ class App:
                         await sink.aclose()
                     except Exception as exc:
                         self.log.warning("sink.close_failed", component=name, error=exc)
+            if self.cluster is not None:
+                with anyio.move_on_after(rt.drain_timeout, shield=True):
+                    await self.cluster.aclose()
             outer.cancel_scope.cancel()
 
     # -- live reload ----------------------------------------------------------------------
@@ -509,6 +531,7 @@ class App:
                 self.metrics,
                 self.clock,
                 type_prefix=new.type_prefix,
+                acks=self.cluster.webhook_acks if self.cluster is not None else None,
             )
             replaced[name] = (source, ctx)
         # Stop what goes away or is rebuilt: sources are cancelled (what they journaled
@@ -521,7 +544,7 @@ class App:
         for name in sinks.removed + sinks.changed:
             await self._stop_sink(name)
         if sinks.added or sinks.removed:
-            await self.journal.set_sinks(list(new.sinks))
+            await self.journal.set_sinks(journal_sinks(new))
         self.settings = new
         self.router = Router.from_settings(new)
         for worker in self.workers.values():

@@ -4,11 +4,18 @@
 it: stream positions are recorded on the control topic only once the events before them
 are acked there (handover without loss), and with ``cluster.webhook_ack = "kafka"`` a
 webhook's 2xx waits for its event's ack.
+
+:class:`WebhookAcks` is what an inbound webhook source waits on before its 2xx in cluster
+mode (``cluster.webhook_ack = "kafka"``; see :mod:`argbridge.cluster.webhook_ack`).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Literal, Protocol
+
+#: How safe an acknowledged event is: in the Kafka events topic (acks=all), or only in
+#: this instance's journal (``webhook_fallback_to_journal``).
+AckLevel = Literal["kafka", "journal"]
 
 
 class EventsAcked(Protocol):
@@ -20,4 +27,14 @@ class EventsAcked(Protocol):
 
     async def wait_acked(self, seq: int) -> None:
         """Return once :meth:`acked_seq` is at least ``seq`` (callers bound the wait)."""
+        ...
+
+
+class WebhookAcks(Protocol):
+    """When a journaled inbound event may be acknowledged (its webhook's 2xx)."""
+
+    async def confirm(self, event_id: str) -> AckLevel:
+        """Return once the journaled event ``event_id`` may be acknowledged, saying how
+        safe it is; raise :class:`~argbridge.errors.NotAcknowledged` when it may not be
+        yet (the event stays journaled; the sender retries, and the retry is deduped)."""
         ...

@@ -137,6 +137,13 @@ class EventLog:
         rows = await self._reads.run(lambda db: store.read_events(db, after_seq, limit, max_bytes))
         return decode_records(rows)
 
+    async def seq_of(self, event_id: str) -> int | None:
+        """The seq ``event_id`` was journaled at, while the id is known (retained, or a
+        tombstone after retention: see ``dedupe_window``); else ``None``."""
+        key = store.id_key(event_id)
+        raw = await self._reads.run(lambda db: db.get(key))
+        return None if raw is None else store.unpack_index(raw)[0]
+
     async def first_seq_since(self, since: float) -> int | None:
         """The first retained seq appended at or after ``since`` (for replay)."""
         lo, hi = self.first_seq, self.last_seq

@@ -122,10 +122,20 @@ class KafkaSink:
 
     reports_sent = True
 
-    def __init__(self, config: KafkaSinkConfig, ctx: SinkContext, settings: Settings) -> None:
+    def __init__(
+        self,
+        config: KafkaSinkConfig,
+        ctx: SinkContext,
+        settings: Settings,
+        *,
+        key_fallback: bool = False,
+    ) -> None:
         self.name = ctx.name
         self.config = config
         self.ctx = ctx
+        #: Key an event without ``partitionkey`` by its subject, else its id (cluster
+        #: mode's events topic: every record keyed); off, such records have no key.
+        self.key_fallback = key_fallback
         self.producer: AIOKafkaProducer | None = None
         #: Per topic: its sorted partitions, and the partition of each key seen (a run's
         #: events share a key: the partitioner's hash is worth remembering).
@@ -426,6 +436,12 @@ class KafkaSink:
             except Exception as exc:
                 self.ctx.log.debug("kafka.stop_failed", error=exc)
 
+    @property
+    def unreachable(self) -> str | None:
+        """Why the brokers cannot be reached, as the last probe found (``None``: they
+        answered, or no probe ran yet)."""
+        return self._unreachable
+
     def health(self) -> Health:
         if self._unreachable is not None:
             return Health(False, f"broker unavailable: {self._unreachable}")
@@ -603,6 +619,7 @@ class KafkaSink:
         pairs: Iterable[tuple[JournalRecord, Route]]
         pairs = zip(batch.records, repeat(batch.route)) if type(batch) is RouteBatch else batch
         binary = mode == "binary"
+        key_fallback = self.key_fallback
         for record, route in pairs:
             template = route.topic or default_topic
             parts = None
@@ -612,6 +629,8 @@ class KafkaSink:
             if parts is not None:
                 topic = template
                 key, value, headers, event_id = parts
+                if key is None and key_fallback:
+                    key = str(record.attributes.get("subject") or event_id).encode()
                 # An upper bound of KafkaRecord.size (the event's JSON holds every header
                 # value with more framing than the header names add); exact only if needed.
                 size = record.size + (len(key) if key else 0) + 32
@@ -627,6 +646,9 @@ class KafkaSink:
                 built = build_record(event, topic, mode)
                 key, value, headers, event_id = built.key, built.value, built.headers, event.id
                 size = built.size
+                if key is None and key_fallback:
+                    key = (event.subject or event.id).encode()
+                    size += len(key)
             if size > max_record_bytes:
                 reason = f"record of {size} bytes > max_record_bytes"
                 await self._dead_letter(record, reason)

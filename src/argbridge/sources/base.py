@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from argbridge.clock import SYSTEM_CLOCK, Clock
+from argbridge.cluster.roles import WebhookAcks
 from argbridge.events import CloudEvent
 from argbridge.journal import AppendStatus
 from argbridge.journal.roles import SourceJournal
@@ -32,6 +33,9 @@ class SourceContext:
     clock: Clock = SYSTEM_CLOCK
     type_prefix: str = ""
     log: Any = field(default=None)
+    #: Cluster mode with ``webhook_ack = "kafka"``: what an inbound webhook's 2xx waits
+    #: for after the journal commit (``None``: the commit is the ack).
+    acks: WebhookAcks | None = None
     # Metric children of this source, looked up once: ``labels()`` costs ~1 µs a call,
     # and emit runs for every accepted event.
     _received: Any = field(default=None, init=False, repr=False)

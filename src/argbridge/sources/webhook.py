@@ -18,12 +18,21 @@ body is not JSON                             400
 valid JSON of the wrong shape                422
 no room under the backlog's hard bound       503 + ``Retry-After``
 journal commit failed / journal closing      503 + ``Retry-After``
+cluster: the events topic did not ack it     503 + ``Retry-After`` (see below)
 committed, or already known (a replay)       200
 ===========================================  ======
 
 The 200 is sent only after :meth:`SourceContext.emit` returned, i.e. after the journal
-commit. Replay protection: the event id is ``deterministic_id(source name, delivery id)``
-where the delivery id is the signed ``webhook-id`` (standard-webhooks), else the configured
+commit. In cluster mode with ``cluster.webhook_ack = "kafka"`` it also waits for the Kafka
+events topic's ack of the event (:attr:`SourceContext.acks`,
+:mod:`argbridge.cluster.webhook_ack`), also for a replay whose event is not acked yet;
+not acked within ``cluster.webhook_ack_timeout`` (or Kafka unreachable), the answer is
+503 + ``Retry-After`` (the event stays journaled; the retry is a duplicate), unless
+``cluster.webhook_fallback_to_journal``. The 200 body then says how safe the event is
+(``"ack": "kafka"`` or ``"journal"``).
+
+Replay protection: the event id is ``deterministic_id(source name, delivery id)`` where
+the delivery id is the signed ``webhook-id`` (standard-webhooks), else the configured
 ``id_header`` (unsigned: see its config doc) or the SHA-256 of the signed body. The
 journal drops a known id (kept ``journal.dedupe_window``, which must be at least twice the
 tolerance: a timestamp may be up to ``tolerance`` in the future and is still accepted
@@ -48,7 +57,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from argbridge.config.settings import Settings
 from argbridge.config.webhooks import ArgusWebhookSourceConfig, GenericWebhookSourceConfig
-from argbridge.errors import ConfigError, JournalError
+from argbridge.errors import ConfigError, JournalError, NotAcknowledged
 from argbridge.events import CloudEvent
 from argbridge.http.asgi import (
     BodyTimeout,
@@ -216,14 +225,36 @@ class WebhookSource:
             return problem(422, "Unprocessable Content", str(exc)[:200])
         if status is AppendStatus.DUPLICATE:
             self.duplicates += 1
-            return _accepted(event, "duplicate")
-        self.accepted += 1
+            outcome = "duplicate"
+        else:
+            self.accepted += 1
+            outcome = "accepted"
+        try:
+            if ctx.acks is None:
+                return _accepted(event, outcome)
+            return _accepted(event, outcome, await ctx.acks.confirm(event.id))
+        except NotAcknowledged as exc:
+            return problem(
+                503,
+                "Service Unavailable",
+                str(exc),
+                headers={"retry-after": str(cfg.retry_after)},
+                id=event.id,
+            )
+        except JournalError as exc:
+            ctx.log.warning("webhook.journal_unavailable", error=exc)
+            return self._unavailable
+        finally:
+            if outcome == "accepted":
+                # Journaled, whatever the answer: a retry will be a duplicate.
+                self._enqueue_enrichment(ctx, event)
+
+    def _enqueue_enrichment(self, ctx: SourceContext, event: CloudEvent) -> None:
         if self._enrich_send is not None and event.type.endswith("argus.incident.created"):
             try:
                 self._enrich_send.send_nowait(event)
             except (anyio.WouldBlock, anyio.ClosedResourceError):
                 ctx.metrics.discarded.labels(self.name, "source", "enrich_queue_full").inc()
-        return _accepted(event, "accepted")
 
     def _normalize(self, ctx: SourceContext, payload: Any, delivery: str) -> CloudEvent:
         cfg = self.config
@@ -278,5 +309,8 @@ class WebhookSource:
                 ctx.log.warning("webhook.enrichment_emit_failed", error=exc)
 
 
-def _accepted(event: CloudEvent, status: str) -> Response:
-    return Response(200, orjson.dumps({"status": status, "id": event.id}))
+def _accepted(event: CloudEvent, status: str, ack: str | None = None) -> Response:
+    body = {"status": status, "id": event.id}
+    if ack is not None:
+        body["ack"] = ack
+    return Response(200, orjson.dumps(body))
