@@ -87,6 +87,12 @@ class DedupeWindow(Generic[P]):
                 self.evicted += 1
             del ids[oldest_key]
 
+    def forget(self, partition: P, key: str) -> None:
+        """Forget ``key`` (its delivery did not happen after all: it is read again)."""
+        part = self._parts.get(partition)
+        if part is not None:
+            part.ids.pop(key, None)
+
     def holds(self, partition: P) -> bool:
         """Whether a window for ``partition`` is kept (assigned and not dropped)."""
         return partition in self._parts

@@ -76,7 +76,7 @@ def retry_headers(
     text = error.encode()[:MAX_ERROR_BYTES].decode(errors="ignore")
     return [
         *kept,
-        (RETRY_DUE, f"{due_at:.3f}".encode()),
+        (RETRY_DUE, repr(float(due_at)).encode()),  # exact: a due time read back is due
         (RETRY_ATTEMPT, str(attempts_made).encode()),
         (RETRY_ERROR, text.encode()),
     ]
