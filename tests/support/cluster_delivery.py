@@ -23,6 +23,7 @@ from argbridge.backoff import Backoff
 from argbridge.clock import SYSTEM_CLOCK, Clock
 from argbridge.cluster.delivery import DeliveryConsumer, build_delivery
 from argbridge.config.cluster import ClusterConfig
+from argbridge.delivery.schedule import RetrySchedule
 from argbridge.config.settings import Settings
 from argbridge.delivery.kafka_records import build_record
 from argbridge.events import CloudEvent
@@ -143,6 +144,7 @@ class DeliveryHarness:
                 instance_id=f"i{self._n}",
             )
             consumer.backoff = Backoff(base=0.05, cap=0.5)
+            consumer.schedule = RetrySchedule(self.cluster.delivery_retry_schedule, 0.0)
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(consumer.run)

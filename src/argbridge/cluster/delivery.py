@@ -342,6 +342,9 @@ class DeliveryConsumer:
         self._committed: dict[TopicPartition, int] = {}
         self._round_idle = anyio.Event()
         self._round_idle.set()
+        #: Set while the windows of the assigned partitions are complete (cleared from
+        #: a revoke until the next assignment's rebuild is done).
+        self._windows_ready = anyio.Event()
         self._resume: dict[TopicPartition, anyio.CancelScope] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         if isinstance(ctx.journal, RetryTopicJournal):
@@ -478,6 +481,12 @@ class DeliveryConsumer:
                 continue
             if not batches:
                 continue
+            # Records can arrive while a rebalance's window rebuild runs: none is handled
+            # before its partition's window is complete (a record from before a change
+            # of owner is then a repeat the rebuilt window knows).
+            await self._windows_ready.wait()
+            assignment = consumer.assignment()
+            batches = {tp: recs for tp, recs in batches.items() if tp in assignment}
             self._round_idle = anyio.Event()
             try:
                 async with anyio.create_task_group() as tg:
@@ -661,6 +670,8 @@ class DeliveryConsumer:
     # -- rebalances -------------------------------------------------------------------------
 
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
+        if self._windows_ready.is_set():
+            self._windows_ready = anyio.Event()
         # The round in flight finishes (and commits) before the partitions move on.
         with anyio.move_on_after(self.cluster.session_timeout):
             await self._round_idle.wait()
@@ -670,6 +681,17 @@ class DeliveryConsumer:
                 scope.cancel()
 
     async def _assigned(self, assigned: set[TopicPartition]) -> None:
+        try:
+            await self._rebuild(assigned)
+        except Exception as exc:
+            # Delivery goes on with what the windows hold (repeats of ids the rebuild did
+            # not reach may be delivered again): said loudly, counted.
+            self.ctx.metrics.errors.labels(self.name, "sink", "dedupe_rebuild").inc()
+            self.ctx.log.error("delivery.dedupe_rebuild_failed", error=exc)
+        finally:
+            self._windows_ready.set()
+
+    async def _rebuild(self, assigned: set[TopicPartition]) -> None:
         consumer, reader = self._consumer, self._reader
         if consumer is None or reader is None:
             return
