@@ -23,9 +23,9 @@ from argbridge.backoff import Backoff
 from argbridge.clock import SYSTEM_CLOCK, Clock
 from argbridge.cluster.delivery import DeliveryConsumer, build_delivery
 from argbridge.config.cluster import ClusterConfig
-from argbridge.delivery.schedule import RetrySchedule
 from argbridge.config.settings import Settings
 from argbridge.delivery.kafka_records import build_record
+from argbridge.delivery.schedule import RetrySchedule
 from argbridge.events import CloudEvent
 from argbridge.journal import Journal
 from argbridge.metrics import Metrics
