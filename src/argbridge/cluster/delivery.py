@@ -241,7 +241,8 @@ class Rebuild:
 async def ensure_topics(
     cluster: ClusterConfig, topics: Sequence[str], partitions: int, log: Any
 ) -> None:
-    """Create the missing ``topics`` (replication capped by the broker count)."""
+    """Create the missing ``topics`` (replication capped by the broker count; one made
+    meanwhile by another instance is fine)."""
     admin = new_admin(cluster)
     try:
         await admin.start()
@@ -259,12 +260,14 @@ async def ensure_topics(
             [NewTopic(t, partitions, rf) for t in missing],
             timeout_ms=int(cluster.request_timeout * 1000),
         )
-        failed = [f"{e[0]}: error {e[1]}" for e in response.topic_errors if e[1] not in (0, 36)]
+        failed = [
+            f"{e[0]}: error {e[1]}" for e in response.topic_errors if e[1] not in (0, _TOPIC_EXISTS)
+        ]
         if failed:
-            raise SinkError(f"kafka: cannot create retry topics: {'; '.join(failed)}")
+            raise SinkError(f"kafka: cannot create topics: {'; '.join(failed)}")
         log.info("delivery.topics_created", topics=missing, partitions=partitions, rf=rf)
     except (KafkaError, OSError) as exc:
-        raise SinkError(f"kafka: cannot check retry topics: {describe(exc)}") from exc
+        raise SinkError(f"kafka: cannot check topics: {describe(exc)}") from exc
     finally:
         with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
             with contextlib.suppress(Exception):
@@ -396,9 +399,10 @@ class DeliveryConsumer:
 
     async def _start(self) -> None:
         await self.sink.start()
-        await ensure_topics(
-            self.cluster, self.retries.topics.topics(), self.cluster.events_partitions, self.ctx.log
-        )
+        # The events topic too: subscribed to before it exists, a consumer would only see
+        # it at its next metadata refresh (minutes).
+        topics = [self.topic, *self.retries.topics.topics()]
+        await ensure_topics(self.cluster, topics, self.cluster.events_partitions, self.ctx.log)
         await self.retries.start()
         kwargs = {**client_kwargs(self.cluster), "client_id": f"{self.instance_id}-{self.name}"}
         session_ms = int(self.cluster.session_timeout * 1000)
@@ -718,6 +722,7 @@ class DeliveryConsumer:
         self.ctx.log.info(
             "delivery.dedupe_rebuilt",
             assigned=len(assigned),
+            events_partitions=sorted(tp.partition for tp in assigned if tp.topic == self.topic),
             reread=len(fresh),
             kept=kept,
             ids=ids,
