@@ -32,8 +32,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from argbridge.delivery.kafka_records import partition_for
 from tests.conftest import free_port
-from tests.support.process import Daemon, Line
-from tests.support.receivers import SlackServer, WebhookReceiver, serve
+from tests.support.process import Daemon, Line, run_cli
+from tests.support.receivers import Reply, SlackServer, WebhookReceiver, serve
 from tests.support.webhooks import SECRET, incident_body, sw_headers
 
 pytestmark = pytest.mark.timeout(300)
@@ -274,3 +274,45 @@ async def test_one_post_and_one_webhook_per_event_across_three_instances(tmp_pat
     posted = sorted(i for i in slack_ids if i in accepted)
     assert posted == sorted(accepted), "every accepted event posted exactly once"
     assert not slack.invalid
+
+
+async def test_dead_letters_are_where_argbridge_dlq_finds_them(tmp_path, kafka):
+    """A webhook the destination refuses for good (410) is a dead letter in the journal of
+    the instance that gave up: ``argbridge dlq list`` shows it, ``dlq replay`` sends it."""
+    receiver = WebhookReceiver([OUT_SECRET])
+    receiver.script.append(Reply(410))
+    slack = SlackServer()
+    deployment = f"dlq{uuid.uuid4().hex[:8]}"
+    async with serve(receiver.router) as hook, serve(slack.router) as slack_base:
+        port = free_port()
+        config = write_config(tmp_path, 0, port, kafka.bootstrap, deployment, slack_base, hook)
+        inst = Instance(config, port)
+        inst.start()
+        try:
+            await inst.wait(lambda line: line.get("event") == "daemon.ready")
+            await inst.owns(PARTITIONS)
+            async with httpx.AsyncClient(timeout=30) as client:
+                body, headers = webhook("INC-dlq")
+                r = await client.post(inst.url(), content=body, headers=headers)
+            assert r.status_code == 200, r.text
+            event_id = r.json()["id"]
+            await inst.wait(lambda line: line.get("event") == "webhook.dead_letter")
+
+            listed = await anyio.to_thread.run_sync(
+                lambda: run_cli("dlq", "list", "--config", str(config), "--json")
+            )
+            assert listed.returncode == 0, listed.stderr
+            items = orjson.loads(listed.stdout)["items"]
+            assert [(d["sink"], d["event_id"]) for d in items] == [("hook", event_id)]
+            assert "410" in items[0]["reason"]
+
+            replayed = await anyio.to_thread.run_sync(
+                lambda: run_cli("dlq", "replay", "--config", str(config), "--sink", "hook")
+            )
+            assert replayed.returncode == 0, replayed.stderr + replayed.stdout
+            with anyio.fail_after(30):
+                await receiver.wait_for(2)
+            assert [x.payload["id"] for x in receiver.received] == [event_id, event_id]
+        finally:
+            if inst.daemon is not None:
+                inst.daemon.stop()
