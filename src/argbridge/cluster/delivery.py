@@ -67,6 +67,10 @@ from argbridge.sinks.requeue import refresh_dead_letter_gauge, route_again
 #: How long one fetch waits for records before the loop looks at its stop flag again.
 POLL_MS = 200
 CLOSE_TIMEOUT = 10.0
+#: How long the broker may hold a fetch that finds nothing new. aiokafka has one fetch in
+#: flight per broker: a partition with records waiting behind a long poll on caught-up
+#: ones waited for it (the default 500 ms), measured in bench_cluster_delivery.
+FETCH_WAIT_MS = 50
 
 
 @runtime_checkable
@@ -229,12 +233,14 @@ class DeliveryConsumer:
             session_timeout_ms=session_ms,
             heartbeat_interval_ms=int(self.cluster.heartbeat_interval * 1000),
             max_poll_records=self.batch_size,
+            fetch_max_wait_ms=FETCH_WAIT_MS,
         )
         reader = AIOKafkaConsumer(
             **{**kwargs, "client_id": f"{self.instance_id}-{self.name}-dedupe"},
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed",
+            fetch_max_wait_ms=FETCH_WAIT_MS,
         )
         try:
             await consumer.start()
@@ -319,11 +325,19 @@ class DeliveryConsumer:
         tp: TopicPartition,
         records: list[ConsumerRecord[Any, Any]],
     ) -> None:
-        """Deliver one partition's records in order, then commit."""
+        """Deliver one partition's records in order, then commit.
+
+        A sink with its own retries (webhooks) gets an events partition's new events in
+        one ``deliver`` (its ``concurrency`` at a time; each outcome recorded by the sink,
+        as outside a cluster); otherwise (Slack: in order, one by one) each event is
+        delivered before the next is read."""
+        batch: list[tuple[ConsumerRecord[Any, Any], list[Delivery]]] | None = None
+        if isinstance(self.sink, OwnRetries) and not self.retries.topics.is_retry(tp.topic):
+            batch = []
         next_offset: int | None = None
         for rec in records:
             try:
-                handled = await self._record(consumer, tp, rec)
+                handled = await self._record(consumer, tp, rec, batch)
             except SinkStopped:
                 raise
             except Exception as exc:
@@ -337,6 +351,17 @@ class DeliveryConsumer:
                 await self._commit(consumer, tp, rec.offset)
                 return
             next_offset = rec.offset + 1
+        if batch:
+            try:
+                await self._deliver([d for _, ds in batch for d in ds], None, 0, None)
+            except SinkStopped:
+                raise
+            except Exception as exc:
+                for rec, _ in batch:
+                    self._forget(tp, rec)
+                consumer.seek(tp, batch[0][0].offset)
+                await self._failed(exc, "deliver")
+                return
         await self._commit(consumer, tp, next_offset)
         self.backoff.reset()
 
@@ -368,9 +393,14 @@ class DeliveryConsumer:
             self.window.forget(tp, self._key(tp, rec, event_id))
 
     async def _record(
-        self, consumer: AIOKafkaConsumer, tp: TopicPartition, rec: ConsumerRecord[Any, Any]
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        rec: ConsumerRecord[Any, Any],
+        batch: list[tuple[ConsumerRecord[Any, Any], list[Delivery]]] | None,
     ) -> bool:
-        """Handle one record; ``False`` when it is a retry not due yet (paused)."""
+        """Handle one record (a new event is added to ``batch`` when there is one);
+        ``False`` when it is a retry not due yet (paused)."""
         ctx, name = self.ctx, self.name
         headers = list(rec.headers or ())
         retry: RetryInfo | None = None
@@ -401,7 +431,10 @@ class DeliveryConsumer:
                 return True
             deliveries = [Delivery(record, r) for r in routes]
             ctx.metrics.received.labels(name, "sink").inc(len(deliveries))
-            await self._deliver(deliveries, record, 0, None)
+            if batch is not None:
+                batch.append((rec, deliveries))
+            else:
+                await self._deliver(deliveries, record, 0, None)
             return True
         item = RetryItem(name, rec.offset, event, retry.attempt, retry.due_at, retry.error)
         await self._deliver(route_again(name, self.router, record), record, retry.attempt, item)
@@ -410,17 +443,21 @@ class DeliveryConsumer:
     async def _deliver(
         self,
         deliveries: list[Delivery],
-        record: JournalRecord,
+        record: JournalRecord | None,
         made: int,
         item: RetryItem | None,
     ) -> None:
-        """One event through the sink: delivered, rescheduled in Kafka, or dead-lettered.
-        Raises only when Kafka did not take a retry (the record is then read again)."""
+        """One event through the sink (``record``; ``None``: a batch for a sink with its
+        own retries): delivered, rescheduled in Kafka, or dead-lettered. Raises only when
+        Kafka did not take a retry (the records are then read again)."""
         ctx, sink = self.ctx, self.sink
         self.in_flight = len(deliveries)
         try:
             if item is not None and isinstance(sink, OwnRetries):
                 await sink.attempt(item)  # the sink records its own next retry
+                return
+            if record is None:  # the sink records each outcome (a failure here is Kafka's)
+                await sink.deliver(deliveries)
                 return
             try:
                 await sink.deliver(deliveries)
