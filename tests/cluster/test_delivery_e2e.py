@@ -313,6 +313,20 @@ async def test_dead_letters_are_where_argbridge_dlq_finds_them(tmp_path, kafka):
             with anyio.fail_after(30):
                 await receiver.wait_for(2)
             assert [x.payload["id"] for x in receiver.received] == [event_id, event_id]
+
+            # The cluster-fed sinks' local cursors follow the events topic's acks: no
+            # backlog holds the journal (``argbridge status``, polled with a deadline).
+            with anyio.fail_after(30):
+                while True:
+                    status = await anyio.to_thread.run_sync(
+                        lambda: run_cli("status", "--config", str(config), "--json")
+                    )
+                    assert status.returncode == 0, status.stderr
+                    sinks = orjson.loads(status.stdout)["sinks"]
+                    if all(sinks[name]["backlog"] == 0 for name in SINKS):
+                        break
+                    await anyio.sleep(0.2)  # polling the daemon, an outside process
+            assert all(sinks[name]["started"] for name in SINKS)
         finally:
             if inst.daemon is not None:
                 inst.daemon.stop()
