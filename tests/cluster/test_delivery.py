@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
+from argbridge.config.settings import RouteConfig
 from argbridge.events import CloudEvent, deterministic_id
 from tests.conftest import make_event, settings
 from tests.support.cluster_delivery import DeliveryHarness, Instance
@@ -102,10 +103,8 @@ async def test_routes_apply(tmp_path, kafka):
         h.settings = h.settings.model_copy(
             update={
                 "routes": [
-                    type(h.settings)
-                    .model_fields["routes"]
-                    .annotation.__args__[0](  # type: ignore[union-attr]
-                        sinks=["hook"], filters=[{"prefix": {"subject": "run-a"}}]
+                    RouteConfig.model_validate(
+                        {"sinks": ["hook"], "filters": [{"prefix": {"subject": "run-a"}}]}
                     )
                 ]
             }

@@ -308,7 +308,8 @@ class DeliveryConsumer:
             # Records can arrive while a rebalance's window rebuild runs: none is handled
             # before its partition's window is complete (a record from before a change
             # of owner is then a repeat the rebuilt window knows).
-            await self._windows_ready.wait()
+            if not await self._unless_stopped(self._windows_ready):
+                return
             assignment = consumer.assignment()
             batches = {tp: recs for tp, recs in batches.items() if tp in assignment}
             self._round_idle = anyio.Event()
@@ -318,6 +319,19 @@ class DeliveryConsumer:
                         tg.start_soon(self._partition, consumer, tp, records)
             finally:
                 self._round_idle.set()
+
+    async def _unless_stopped(self, event: anyio.Event) -> bool:
+        """Wait for ``event``; ``False`` when :meth:`stop` came first."""
+        async with anyio.create_task_group() as tg:
+
+            async def on_stop() -> None:
+                await self._stopping.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(on_stop)
+            await event.wait()
+            tg.cancel_scope.cancel()
+        return event.is_set()
 
     async def _partition(
         self,
