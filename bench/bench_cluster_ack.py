@@ -182,8 +182,8 @@ async def main(args: argparse.Namespace) -> None:
             for label, index in (("1 at a time", 0), (f"{args.concurrency} at a time", 1)):
                 row(
                     f'added by "kafka", {label}',
-                    f"p50 +{percentile(k[index], 50) - percentile(j[index], 50):.2f} ms",
-                    f"p99 +{percentile(k[index], 99) - percentile(j[index], 99):.2f} ms",
+                    f"p50 {percentile(k[index], 50) - percentile(j[index], 50):+.2f} ms",
+                    f"p99 {percentile(k[index], 99) - percentile(j[index], 99):+.2f} ms",
                 )
         finally:
             kafka.stop()

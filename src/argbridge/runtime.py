@@ -3,11 +3,12 @@
 Start-up order: state dir checked writable, its lock taken (one daemon per state dir,
 see :mod:`argbridge.statelock`) and every listener bound (else
 :class:`~argbridge.errors.StartupError` or :class:`~argbridge.statelock.StateDirLocked`,
-nothing started) → journal open → sink workers started → sources and services started →
-:attr:`App.ready` set. ``SIGHUP`` re-reads the config file (:meth:`App.reload`, diff in
-:mod:`argbridge.reload`): each component runs in its own cancel scope, so sources, sinks
-and routes are added, stopped or rebuilt one by one, and inbound webhook routes go
-through a dispatch map that a reload swaps in one step.
+nothing started) → journal open → sink workers started (in cluster mode also the
+:class:`~argbridge.cluster.node.ClusterNode`: the events-topic producer beside them) →
+sources and services started → :attr:`App.ready` set. ``SIGHUP`` re-reads the config
+file (:meth:`App.reload`, diff in :mod:`argbridge.reload`): each component runs in its
+own cancel scope, so sources, sinks and routes are added, stopped or rebuilt one by one,
+and inbound webhook routes go through a dispatch map that a reload swaps in one step.
 
 Shutdown (SIGTERM/SIGINT or :meth:`App.request_shutdown`): stop intake (sources and
 services are cancelled, so webhooks get no new 2xx), let each sink worker finish its

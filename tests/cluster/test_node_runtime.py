@@ -182,3 +182,43 @@ async def test_fallback_to_journal_acknowledges_while_kafka_is_away(tmp_path, ka
             await node.events.wait_acked(r.app.journal.last_seq)
         records = await kafka.consume(node.config.events_topic_name, 2)
     assert resp.json()["id"] in {decode(rec).get_id() for rec in records}
+
+
+async def test_kafka_down_at_start_the_daemon_runs_and_catches_up(tmp_path, kafka):
+    assert kafka.proxy is not None
+    cluster = cluster_config(kafka.bootstrap_for("PROXIED"), webhook_ack_timeout=0.5)
+    kafka.proxy.cut()
+    try:
+        async with running_app(webhook_settings(tmp_path, cluster=cluster)) as r:
+            node = r.app.cluster
+            assert node is not None
+            assert not r.app.health()[EVENTS_SINK].ready
+            body = incident_body("INC-1")
+            headers = sw_headers(body, msg_id="msg_early")
+            assert (await r.post("argus", body, headers)).status_code == 503
+            kafka.proxy.restore()
+            # The topic is made and the backlog produced once Kafka answers.
+            with anyio.fail_after(60):
+                await node.events.wait_acked(r.app.journal.last_seq)
+            retry = await r.post("argus", body, headers)
+            assert retry.json()["status"] == "duplicate" and retry.json()["ack"] == "kafka"
+            assert r.app.health()[EVENTS_SINK].ready
+            [record] = await kafka.consume(node.config.events_topic_name, 1)
+            assert decode(record).get_id() == retry.json()["id"]
+    finally:
+        kafka.proxy.restore()
+
+
+async def test_a_webhook_too_large_for_the_events_topic_is_refused_before_journaling(tmp_path):
+    # No broker needed: the size is checked before the journal commit. The title is
+    # both in the event's data and in the upstream payload it keeps: 2 x 600 KiB.
+    cluster = cluster_config(f"127.0.0.1:{free_port()}", webhook_ack="journal")
+    async with running_app(webhook_settings(tmp_path, cluster=cluster)) as r:
+        body = incident_body("INC-1")
+        big = body.replace(b"Checkout latency", b"t" * 600 * 1024)
+        resp = await r.post("argus", big, sw_headers(big))
+        assert resp.status_code == 413
+        assert "max_record_bytes" in problem_of(resp)["detail"]
+        assert await records_of(r) == []
+        ok = await r.post("argus", body, sw_headers(body))
+        assert ok.json()["ack"] == "journal"

@@ -16,7 +16,7 @@ import pytest
 from argbridge.cluster.events import EVENTS_SINK, EventsProducer
 from argbridge.cluster.node import journal_sinks
 from argbridge.cluster.roles import AckLevel, WebhookAcks
-from argbridge.cluster.webhook_ack import KafkaAck
+from argbridge.cluster.webhook_ack import JournalAck, KafkaAck
 from argbridge.errors import NotAcknowledged
 from argbridge.journal import Journal
 from argbridge.metrics import Metrics
@@ -55,6 +55,7 @@ async def acks(tmp_path: Path, *, fallback: bool = False) -> AsyncIterator[Acks]
         kafka_ack = KafkaAck(
             producer,
             journal.log.seq_of,
+            events_config=producer.sink.config,
             timeout=TIMEOUT,
             fallback=fallback,
             unreachable=lambda: down[0] if down else None,
@@ -151,3 +152,14 @@ async def test_fallback_to_journal_acknowledges_after_the_local_commit(tmp_path)
 async def test_an_id_the_journal_forgot_counts_as_acked(tmp_path):
     async with acks(tmp_path) as a:
         assert await a.acks.confirm("never-journaled") == "kafka"
+
+
+async def test_an_event_too_large_for_the_events_topic_is_not_admitted(tmp_path):
+    async with acks(tmp_path) as a:
+        limit = a.producer.sink.config.max_record_bytes
+        assert a.acks.admits(make_event(1, size=limit // 2)) is None
+        why = a.acks.admits(make_event(2, size=limit))
+        assert why is not None and f"more than the {limit} it takes" in why
+        journal_mode = JournalAck(a.producer.sink.config)
+        assert journal_mode.admits(make_event(2, size=limit)) == why
+        assert await journal_mode.confirm("any") == "journal"

@@ -40,7 +40,9 @@ from argbridge.config.cluster import ClusterConfig
 from argbridge.config.kafka import KafkaClientConfig
 from argbridge.config.settings import Settings
 from argbridge.config.sinks import KafkaSinkConfig
+from argbridge.delivery.kafka_records import build_record
 from argbridge.errors import SinkError
+from argbridge.events import CloudEvent
 from argbridge.journal.roles import SinkJournal
 from argbridge.metrics import Metrics
 from argbridge.router import Router
@@ -72,6 +74,28 @@ def events_sink_config(cluster: ClusterConfig) -> KafkaSinkConfig:
             # Caught up, a new event is read at once: a webhook's 2xx waits for its ack.
             "read_linger": 0.0,
         }
+    )
+
+
+def record_size(event: CloudEvent, topic: str) -> int:
+    """The size of ``event``'s record on the events topic, as the producer counts it
+    against ``max_record_bytes`` (binary mode, the key with its fallbacks)."""
+    record = build_record(event, topic, "binary")
+    size = record.size
+    if record.key is None:
+        size += len((event.subject or event.id).encode())
+    return size
+
+
+def refusal(event: CloudEvent, config: KafkaSinkConfig) -> str | None:
+    """``None``, or why the events topic can never take ``event`` (too large)."""
+    size = record_size(event, config.topic)
+    if size <= config.max_record_bytes:
+        return None
+    return (
+        f"the event's record for the cluster events topic is {size} bytes, more than the "
+        f"{config.max_record_bytes} it takes (max_record_bytes; the broker's "
+        "message.max.bytes): it could never reach Kafka"
     )
 
 

@@ -5,8 +5,9 @@ others the narrow roles they need:
 
 - :attr:`ClusterNode.events`: the internal events-topic producer
   (:mod:`argbridge.cluster.events`), an :class:`~argbridge.cluster.roles.EventsAcked`;
-- :attr:`ClusterNode.webhook_acks`: with ``cluster.webhook_ack = "kafka"``, what an
-  inbound webhook's 2xx waits for (:mod:`argbridge.cluster.webhook_ack`), given to the
+- :attr:`ClusterNode.webhook_acks`: what an inbound webhook's 2xx waits for (the events
+  topic's ack with ``cluster.webhook_ack = "kafka"``, else the journal commit) and which
+  events the topic could never take (:mod:`argbridge.cluster.webhook_ack`), given to the
   sources in their :class:`~argbridge.sources.base.SourceContext`;
 - :attr:`ClusterNode.instance_id`: this instance's one id (members, transactional ids,
   records): ``cluster.instance_id``, else the id the exactly-once sink keeps in the
@@ -22,7 +23,7 @@ from __future__ import annotations
 from argbridge.clock import Clock
 from argbridge.cluster.events import EVENTS_SINK, EventsProducer
 from argbridge.cluster.roles import WebhookAcks
-from argbridge.cluster.webhook_ack import KafkaAck, SeqOf
+from argbridge.cluster.webhook_ack import JournalAck, KafkaAck, SeqOf
 from argbridge.config.settings import Settings
 from argbridge.delivery.kafka_progress import INSTANCE_ID_KEY
 from argbridge.errors import ConfigError
@@ -63,13 +64,14 @@ class ClusterNode:
         self.log = get_logger(component="cluster")
         self._journal = journal
         self.events = EventsProducer(settings, journal, metrics, clock)
-        #: What a webhook's 2xx waits for (``webhook_ack = "kafka"``; ``None``: the
-        #: journal commit, as outside a cluster).
-        self.webhook_acks: WebhookAcks | None = None
+        #: What a webhook's 2xx waits for (``webhook_ack = "kafka"``; else the journal
+        #: commit, as outside a cluster), and the events topic's size limit for both.
+        self.webhook_acks: WebhookAcks | None = JournalAck(self.events.sink.config)
         if self.config.webhook_ack == "kafka" and seq_of is not None:
             self.webhook_acks = KafkaAck(
                 self.events,
                 seq_of,
+                events_config=self.events.sink.config,
                 timeout=self.config.webhook_ack_timeout,
                 fallback=self.config.webhook_fallback_to_journal,
                 unreachable=lambda: self.events.unreachable,

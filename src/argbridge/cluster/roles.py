@@ -11,7 +11,10 @@ mode (``cluster.webhook_ack = "kafka"``; see :mod:`argbridge.cluster.webhook_ack
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from argbridge.events import CloudEvent
 
 #: How safe an acknowledged event is: in the Kafka events topic (acks=all), or only in
 #: this instance's journal (``webhook_fallback_to_journal``).
@@ -31,7 +34,13 @@ class EventsAcked(Protocol):
 
 
 class WebhookAcks(Protocol):
-    """When a journaled inbound event may be acknowledged (its webhook's 2xx)."""
+    """Whether cluster mode can take an inbound event, and when a journaled one may be
+    acknowledged (its webhook's 2xx)."""
+
+    def admits(self, event: CloudEvent) -> str | None:
+        """``None``, or why the events topic can never take ``event`` (its record is
+        larger than the producer's ``max_record_bytes``): refused before journaling."""
+        ...
 
     async def confirm(self, event_id: str) -> AckLevel:
         """Return once the journaled event ``event_id`` may be acknowledged, saying how

@@ -18,6 +18,12 @@ known unreachable (the producer's readiness probe: then there is no wait):
 
 Counted in ``argbridge_cluster_webhook_acks_total{ack="kafka"|"journal"|"refused"}``;
 the wait in ``argbridge_cluster_webhook_ack_wait_seconds``.
+
+``cluster.webhook_ack = "journal"`` is :class:`JournalAck`: the 2xx after the local
+commit, as outside a cluster. In both modes an event whose record the events topic could
+never take (larger than ``max_record_bytes``) is refused before it is journaled
+(:meth:`KafkaAck.admits`: the webhook answers 413): in cluster mode Slack and outbound
+webhooks are fed from that topic, so such an event would reach none of them.
 """
 
 from __future__ import annotations
@@ -28,13 +34,29 @@ import anyio
 from prometheus_client import Counter, Histogram
 
 from argbridge.clock import Clock
+from argbridge.cluster.events import refusal
 from argbridge.cluster.roles import AckLevel, EventsAcked
+from argbridge.config.sinks import KafkaSinkConfig
 from argbridge.errors import NotAcknowledged
+from argbridge.events import CloudEvent
 from argbridge.logging import Throttle, get_logger
 from argbridge.metrics import LATENCY_BUCKETS, Metrics
 
 #: An event id's journal seq (``None``: the id is not known to the journal).
 SeqOf = Callable[[str], Awaitable[int | None]]
+
+
+class JournalAck:
+    """``webhook_ack = "journal"``: acknowledged after the local commit."""
+
+    def __init__(self, events_config: KafkaSinkConfig) -> None:
+        self._events_config = events_config
+
+    def admits(self, event: CloudEvent) -> str | None:
+        return refusal(event, self._events_config)
+
+    async def confirm(self, event_id: str) -> AckLevel:
+        return "journal"
 
 
 class KafkaAck:
@@ -45,6 +67,7 @@ class KafkaAck:
         events: EventsAcked,
         seq_of: SeqOf,
         *,
+        events_config: KafkaSinkConfig,
         timeout: float,
         fallback: bool,
         unreachable: Callable[[], str | None],
@@ -53,6 +76,7 @@ class KafkaAck:
     ) -> None:
         self._events = events
         self._seq_of = seq_of
+        self._events_config = events_config
         self.timeout = timeout
         self.fallback = fallback
         self._unreachable = unreachable
@@ -77,6 +101,10 @@ class KafkaAck:
             buckets=LATENCY_BUCKETS,
             registry=metrics.registry,
         )
+
+    def admits(self, event: CloudEvent) -> str | None:
+        """``None``, or why the events topic could never take ``event`` (too large)."""
+        return refusal(event, self._events_config)
 
     async def confirm(self, event_id: str) -> AckLevel:
         """``"kafka"`` once the events topic acked ``event_id``'s event; ``"journal"``

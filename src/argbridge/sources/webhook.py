@@ -18,6 +18,7 @@ body is not JSON                             400
 valid JSON of the wrong shape                422
 no room under the backlog's hard bound       503 + ``Retry-After``
 journal commit failed / journal closing      503 + ``Retry-After``
+cluster: too large for the events topic      413 (before journaling)
 cluster: the events topic did not ack it     503 + ``Retry-After`` (see below)
 committed, or already known (a replay)       200
 ===========================================  ======
@@ -211,6 +212,10 @@ class WebhookSource:
             event = self._normalize(ctx, payload, delivery)
             if "traceparent" in request.headers:
                 event = with_trace(event, request.headers)  # W3C trace context, kept
+            if ctx.acks is not None and (too_large := ctx.acks.admits(event)) is not None:
+                # Cluster mode: what the events topic cannot take reaches no delivery.
+                ctx.reject("too_large_for_cluster", detail=too_large)
+                return problem(413, "Content Too Large", too_large)
             # Never wait for room under the backlog's hard bound: answer 503 instead.
             status = await ctx.emit(event, wait=False)
         except IntakePaused:
