@@ -14,10 +14,11 @@ the Kafka sink's codec, as the events producer writes them.
   (``offsets_for_times(now - 1 h)`` up to the committed offsets). Figure: the consumer's
   own measure (``Rebuild.seconds``, what ``delivery.dedupe_rebuilt`` logs), for window
   sizes of ``--sizes`` ids.
-- Delivery: ``--deliver`` new events after that, delivered to a local Standard Webhooks
-  receiver (204, signatures verified by the ``standardwebhooks`` package): the time from
-  the first to the last arrival, in events/s (receiver and daemon share this process and
-  the machine's 2 cores with the broker).
+- Delivery: ``--deliver`` new events after that, signed and delivered to a local receiver
+  answering 204 (the one bench_sinks' journal → webhook figure uses): the time from the
+  first to the last arrival, in events/s (receiver and consumer share this process and
+  the machine's 2 cores with the broker). Compare with bench_sinks' ``--webhook-events``
+  figure run at the same time: the journal-fed sink on the same receiver.
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ from aiokafka.structs import OffsetAndMetadata
 from tests.conftest import make_event, settings
 from tests.support.apache_kafka import start_kafka
 from tests.support.cluster_delivery import DeliveryHarness
-from tests.support.receivers import WebhookReceiver, serve
+from tests.support.receivers import serve
 
 from argbridge.delivery.kafka_records import build_record
 from argbridge.events import deterministic_id
+from argbridge.http.asgi import Request, Response, Router
 from bench.common import header, row
 
 SECRET = "whsec_" + base64.b64encode(b"bench-cluster-delivery-secret-01").decode()
@@ -80,9 +82,30 @@ async def commit_all(bootstrap: str, group: str, topic: str) -> None:
         await consumer.stop()
 
 
+class Counter:
+    """A plain 204 receiver (as bench_sinks' journal → webhook figure uses), counting."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.arrived = anyio.Event()
+        self.router = Router()
+        self.router.add("POST", "/hook", self.hook)
+
+    async def hook(self, request: Request) -> Response:
+        await request.body()
+        self.n += 1
+        self.arrived.set()
+        self.arrived = anyio.Event()
+        return Response(204, content_type=None)
+
+    async def wait_for(self, n: int) -> None:
+        while self.n < n:
+            await self.arrived.wait()
+
+
 async def one_size(root: Path, bootstrap: str, size: int, deliver: int) -> None:
-    receiver = WebhookReceiver([SECRET])
-    async with serve(receiver.router) as base:
+    receiver = Counter()
+    async with serve(receiver.router, http="httptools") as base:
         s = settings(
             root,
             sinks={

@@ -17,7 +17,8 @@ order:
    schedules through its own ``retry_schedule``, via :class:`RetryTopicJournal`; a Slack
    sink through ``cluster.delivery_retry_schedule``); a permanent failure or an exhausted
    schedule is a dead letter in this instance's journal (``argbridge dlq``);
-5. commit the partition's offset after the batch is delivered (or rescheduled).
+5. commit the offsets after the round's batches are delivered (or rescheduled): one
+   commit per fetched round, right after it.
 
 A retry-topic record not due yet pauses its partition (the record is read again when
 due; the other partitions go on). On assignment, the dedupe window of each newly
@@ -28,7 +29,8 @@ consumer committed) keeps its window. The rebuild time is logged
 
 Delivery is at least once: an instance that dies after delivering a batch and before
 committing it leaves that batch to the next owner, whose rebuilt window does not hold it
-(the commit follows each partition's batch at once, so that is at most one batch).
+(the commit follows each round at once, so that is at most one round: ``batch_size``
+records).
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ class DeliveryConsumer:
         events_acked: EventsAcked | None = None,
         local: SinkJournal | None = None,
         instance_id: str = "argbridge",
-        batch_size: int = 100,
+        batch_size: int = 500,
         backoff: Backoff | None = None,
     ) -> None:
         self.sink = sink
@@ -313,10 +315,12 @@ class DeliveryConsumer:
             assignment = consumer.assignment()
             batches = {tp: recs for tp, recs in batches.items() if tp in assignment}
             self._round_idle = anyio.Event()
+            done: dict[TopicPartition, int] = {}
             try:
                 async with anyio.create_task_group() as tg:
                     for tp, records in batches.items():
-                        tg.start_soon(self._partition, consumer, tp, records)
+                        tg.start_soon(self._partition, consumer, tp, records, done)
+                await self._commit(consumer, done)
             finally:
                 self._round_idle.set()
 
@@ -338,8 +342,10 @@ class DeliveryConsumer:
         consumer: AIOKafkaConsumer,
         tp: TopicPartition,
         records: list[ConsumerRecord[Any, Any]],
+        done: dict[TopicPartition, int],
     ) -> None:
-        """Deliver one partition's records in order, then commit.
+        """Deliver one partition's records in order; ``done[tp]`` is then the offset to
+        commit (the round commits every partition's in one request).
 
         A sink with its own retries (webhooks) gets an events partition's new events in
         one ``deliver`` (its ``concurrency`` at a time; each outcome recorded by the sink,
@@ -348,50 +354,61 @@ class DeliveryConsumer:
         batch: list[tuple[ConsumerRecord[Any, Any], list[Delivery]]] | None = None
         if isinstance(self.sink, OwnRetries) and not self.retries.topics.is_retry(tp.topic):
             batch = []
-        next_offset: int | None = None
         for rec in records:
             try:
                 handled = await self._record(consumer, tp, rec, batch)
             except SinkStopped:
                 raise
             except Exception as exc:
-                # Kafka did not take a retry (or a bug): this record is read again.
+                # Kafka did not take a retry (or a bug): read again from here.
                 self._forget(tp, rec)
-                consumer.seek(tp, rec.offset)
-                await self._commit(consumer, tp, next_offset)
-                await self._failed(exc, "deliver")
+                await self._redo(consumer, tp, rec.offset, batch, done, exc)
                 return
             if not handled:  # a retry not due yet: its partition is paused
-                await self._commit(consumer, tp, rec.offset)
+                done[tp] = rec.offset
                 return
-            next_offset = rec.offset + 1
+            done[tp] = rec.offset + 1
         if batch:
             try:
                 await self._deliver([d for _, ds in batch for d in ds], None, 0, None)
             except SinkStopped:
                 raise
             except Exception as exc:
-                for rec, _ in batch:
-                    self._forget(tp, rec)
-                consumer.seek(tp, batch[0][0].offset)
-                await self._failed(exc, "deliver")
+                await self._redo(consumer, tp, batch[0][0].offset, batch, done, exc)
                 return
-        await self._commit(consumer, tp, next_offset)
         self.backoff.reset()
 
-    async def _commit(
-        self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int | None
+    async def _redo(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        offset: int,
+        batch: list[tuple[ConsumerRecord[Any, Any], list[Delivery]]] | None,
+        done: dict[TopicPartition, int],
+        exc: Exception,
     ) -> None:
-        if offset is None or self._committed.get(tp) == offset:
+        """Read ``tp`` again from its first record not handled (``offset``, or the first
+        of the undelivered batch), after a backoff."""
+        if batch:
+            for r, _ in batch:
+                self._forget(tp, r)
+            offset = min(offset, batch[0][0].offset)
+        consumer.seek(tp, offset)
+        done[tp] = offset
+        await self._failed(exc, "deliver")
+
+    async def _commit(self, consumer: AIOKafkaConsumer, done: dict[TopicPartition, int]) -> None:
+        offsets = {tp: o for tp, o in done.items() if self._committed.get(tp) != o}
+        if not offsets:
             return
         try:
-            await consumer.commit({tp: OffsetAndMetadata(offset, "")})
+            await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
         except KafkaError as exc:
-            # Lost the partition meanwhile (a rebalance): its next owner delivers again
-            # what this batch delivered; said in the module doc.
-            self.ctx.log.warning("delivery.commit_failed", partition=str(tp), error=describe(exc))
+            # Lost partitions meanwhile (a rebalance): their next owner delivers again what
+            # this round delivered; said in the module doc.
+            self.ctx.log.warning("delivery.commit_failed", error=describe(exc))
             return
-        self._committed[tp] = offset
+        self._committed.update(offsets)
         self.committed.set()
         self.committed = anyio.Event()
 
@@ -678,6 +695,7 @@ def build_delivery(
         events_acked=events_acked,
         local=local,
         instance_id=instance_id,
+        batch_size=cfg.batch_size,
         backoff=Backoff(base=cfg.retry_initial, cap=cfg.retry_max),
     )
     return sink, consumer
