@@ -17,8 +17,8 @@ order:
    schedules through its own ``retry_schedule``, via :class:`RetryTopicJournal`; a Slack
    sink through ``cluster.delivery_retry_schedule``); a permanent failure or an exhausted
    schedule is a dead letter in this instance's journal (``argbridge dlq``);
-5. commit the offsets after the round's batches are delivered (or rescheduled): one
-   commit per fetched round, right after it.
+5. commit the offsets after delivery: a Slack post's at once (one by one), a webhook
+   batch's with the round's other partitions (one commit request per fetched round).
 
 A retry-topic record not due yet pauses its partition (the record is read again when
 due; the other partitions go on). On assignment, the dedupe window of each newly
@@ -29,13 +29,13 @@ consumer committed) keeps its window. The rebuild time is logged
 
 Delivery is at least once: an instance that dies after delivering a batch and before
 committing it leaves that batch to the next owner, whose rebuilt window does not hold it
-(the commit follows each round at once, so that is at most one round: ``batch_size``
-records).
+(at most one Slack post, or one round of webhooks: ``batch_size`` records).
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -73,6 +73,17 @@ CLOSE_TIMEOUT = 10.0
 #: flight per broker: a partition with records waiting behind a long poll on caught-up
 #: ones waited for it (the default 500 ms), measured in bench_cluster_delivery.
 FETCH_WAIT_MS = 50
+
+
+class Outcome(enum.Enum):
+    """What handling one record came to."""
+
+    DELIVERED = "delivered"  # delivered, rescheduled or dead-lettered: commit it
+    SKIPPED = "skipped"  # nothing to send (a repeat, not routed here, unreadable, batched)
+    PAUSED = "paused"  # a retry not due yet: read again when due
+
+
+DELIVERED, SKIPPED, PAUSED = Outcome.DELIVERED, Outcome.SKIPPED, Outcome.PAUSED
 
 
 @runtime_checkable
@@ -356,7 +367,7 @@ class DeliveryConsumer:
             batch = []
         for rec in records:
             try:
-                handled = await self._record(consumer, tp, rec, batch)
+                outcome = await self._record(consumer, tp, rec, batch)
             except SinkStopped:
                 raise
             except Exception as exc:
@@ -364,10 +375,14 @@ class DeliveryConsumer:
                 self._forget(tp, rec)
                 await self._redo(consumer, tp, rec.offset, batch, done, exc)
                 return
-            if not handled:  # a retry not due yet: its partition is paused
+            if outcome is PAUSED:  # a retry not due yet: its partition is paused
                 done[tp] = rec.offset
                 return
             done[tp] = rec.offset + 1
+            if outcome is DELIVERED:
+                # One by one (Slack): committed at once, so a death between a post and
+                # its commit repeats that post only, not the round's.
+                await self._commit(consumer, {tp: rec.offset + 1})
         if batch:
             try:
                 await self._deliver([d for _, ds in batch for d in ds], None, 0, None)
@@ -429,9 +444,8 @@ class DeliveryConsumer:
         tp: TopicPartition,
         rec: ConsumerRecord[Any, Any],
         batch: list[tuple[ConsumerRecord[Any, Any], list[Delivery]]] | None,
-    ) -> bool:
-        """Handle one record (a new event is added to ``batch`` when there is one);
-        ``False`` when it is a retry not due yet (paused)."""
+    ) -> Outcome:
+        """Handle one record (a new event is added to ``batch`` when there is one)."""
         ctx, name = self.ctx, self.name
         headers = list(rec.headers or ())
         retry: RetryInfo | None = None
@@ -444,32 +458,32 @@ class DeliveryConsumer:
             ctx.log.warning(
                 "delivery.unreadable_record", partition=str(tp), offset=rec.offset, error=str(exc)
             )
-            return True
+            return SKIPPED
         if retry is not None:
             wait = retry.due_at - ctx.clock.time()
             if wait > 0:
                 self._pause(consumer, tp, rec.offset, wait)
-                return False
+                return PAUSED
         ts = rec.timestamp / 1000.0
         if self.window.check(tp, self._key(tp, rec, event.id), ts):
             ctx.metrics.discarded.labels(name, "sink", "duplicate").inc()
-            return True
+            return SKIPPED
         size = len(rec.value or b"")
         record = JournalRecord(rec.offset, event, size, ts)
         if retry is None:
             routes = self.router.routes_for(name, event)
             if not routes:
-                return True
+                return SKIPPED
             deliveries = [Delivery(record, r) for r in routes]
             ctx.metrics.received.labels(name, "sink").inc(len(deliveries))
             if batch is not None:
                 batch.append((rec, deliveries))
-            else:
-                await self._deliver(deliveries, record, 0, None)
-            return True
+                return SKIPPED  # delivered with the batch
+            await self._deliver(deliveries, record, 0, None)
+            return DELIVERED
         item = RetryItem(name, rec.offset, event, retry.attempt, retry.due_at, retry.error)
         await self._deliver(route_again(name, self.router, record), record, retry.attempt, item)
-        return True
+        return DELIVERED
 
     async def _deliver(
         self,
