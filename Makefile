@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/default.toml
 
-.PHONY: run daemon test lint typecheck pytest soak bench clean system-deps
+.PHONY: run daemon test lint typecheck pytest soak bench bench-peers clean system-deps
 
 $(BIN)/python:
 	sh scripts/bootstrap-venv.sh "$(PYTHON)" "$(VENV)"
@@ -54,6 +54,11 @@ soak: $(VENV)/.test-stamp
 
 bench: $(VENV)/.test-stamp
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
+
+# The Benthos peer (issue 15) beside argbridge on the same loads; builds Benthos once
+# (bench/peers/build-benthos.sh: Go >= 1.25.2, the Go module proxy) into .cache/benthos/.
+bench-peers: $(VENV)/.test-stamp
+	$(BIN)/python -m bench.bench_peers $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

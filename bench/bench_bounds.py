@@ -43,6 +43,7 @@ from typing import Any
 
 import anyio
 import httpx
+from tests.support import procmem
 from tests.support.apache_kafka import KafkaCluster, _free_ports, start_kafka
 from tests.support.process import logged_daemon
 from tests.support.webhook_load import drive, signed_request
@@ -51,6 +52,7 @@ from argbridge.events import CloudEvent, deterministic_id
 from argbridge.journal import Journal
 from argbridge.journal.backpressure import MIN_SLACK_EVENTS, hard_bound
 from argbridge.simulator.arga import ArgaSimulator
+from bench import memprobe
 
 MiB = 1024 * 1024
 TOKEN = "arga_sk_bench_bounds_0123456789"
@@ -176,6 +178,18 @@ async def arga_simulator(runs: int, events: int) -> AsyncIterator[ArgaSimulator]
         yield sim
 
 
+def where(args: argparse.Namespace, pid: int, name: str) -> None:
+    """With ``--probe``: where the daemon's memory is (bench/memprobe)."""
+    if args.probe is None:
+        return
+    print(f"  {name}: {procmem.summary(pid)}")
+    print(memprobe.probe(args.probe, name), flush=True)
+    print(f"  {name}: RSS {rss_mib(pid):.1f} MiB")
+    if name == "after":  # what a trim now would still give back
+        print(memprobe.probe(args.probe, "after-trim"), flush=True)
+        print(f"  after-trim: RSS {rss_mib(pid):.1f} MiB", flush=True)
+
+
 async def burst(
     kafka: KafkaCluster, args: argparse.Namespace, env: dict[str, str]
 ) -> dict[str, float]:
@@ -205,9 +219,10 @@ async def burst(
         sim.faults.gate_after = 0
         with logged_daemon(config, env) as proc:
             async with control(root / "state") as c:
-                await wait_status(c, lambda d: "journal" in d, within=30)
+                await wait_status(c, lambda d: "journal" in d, within=120)
                 await anyio.sleep(args.idle)
                 out["rss_before"] = rss_mib(proc.pid)
+                where(args, proc.pid, "idle")
                 reset_hwm(proc.pid)
                 gate.set()
                 started = time.monotonic()
@@ -224,6 +239,10 @@ async def burst(
                 back = time.monotonic()
                 await wait_status(c, lambda d: d["sinks"]["kafka"]["sent"] > 0, within=120)
                 out["first_delivery_s"] = time.monotonic() - back
+                if args.probe is not None:
+                    await anyio.sleep(5.0)
+                    print(f"  draining: RSS {rss_mib(proc.pid):.1f} MiB")
+                    where(args, proc.pid, "draining")
                 total = args.runs * args.events
                 done = await wait_status(
                     c,
@@ -238,6 +257,7 @@ async def burst(
                 out["rss_peak_drain"] = rss_mib(proc.pid, "VmHWM")
                 await anyio.sleep(args.after)
                 out["rss_after"] = rss_mib(proc.pid)
+                where(args, proc.pid, "after")
                 out["burst_s"] = time.monotonic() - started
     shutil.rmtree(root, ignore_errors=True)
     return out
@@ -293,6 +313,10 @@ async def drain(
             )
             elapsed = time.monotonic() - started
             out["drain_rate"] = args.drain_events / elapsed
+            # Start-up included: the daemon's whole CPU time over the events it drained.
+            out["cpu_per_event"] = (
+                cpu_ticks(proc.pid) / os.sysconf("SC_CLK_TCK") / args.drain_events
+            )
             out["rss_peak"] = rss_mib(proc.pid, "VmHWM")
             out["rss_end"] = rss_mib(proc.pid)
     shutil.rmtree(root, ignore_errors=True)
@@ -379,12 +403,14 @@ async def cpu(kafka: KafkaCluster, args: argparse.Namespace, env: dict[str, str]
                 await drive(port, requests.__getitem__, rate, count=warm)
                 before = (cpu_ticks(proc.pid), context_switches(proc.pid), time.monotonic())
                 hist0 = latency_buckets((await c.get("/metrics")).text)
+                commits0 = (await status(c))["journal"]["commits"]
                 _, sent = await drive(port, requests[warm:].__getitem__, rate, count=count - warm)
                 await wait_status(
                     c, lambda d: d["sinks"]["kafka"]["backlog"] == 0, within=60, poll=0.05
                 )
                 ticks, switches = cpu_ticks(proc.pid), context_switches(proc.pid)
                 t1 = time.monotonic()
+                commits = (await status(c))["journal"]["commits"] - commits0
                 hist1 = latency_buckets((await c.get("/metrics")).text)
                 wall = t1 - before[2]
                 used = (ticks - before[0]) / hz
@@ -396,15 +422,16 @@ async def cpu(kafka: KafkaCluster, args: argparse.Namespace, env: dict[str, str]
                     f"{(switches - before[1]) / wall:6.0f} ctx switches/s, commit->ack "
                     f"p50 {1e3 * quantile(delta, 0.5):5.1f} ms "
                     f"p99 {1e3 * quantile(delta, 0.99):5.1f} ms "
-                    f"({100 * under:.1f}% <= 25 ms), {sent} accepted"
+                    f"({100 * under:.1f}% <= 25 ms), {sent} accepted, "
+                    f"{commits / max(1, sent):.2f} group commits/event"
                 )
                 print(lines[-1], flush=True)
     shutil.rmtree(root, ignore_errors=True)
     return lines
 
 
-def parse_env(items: list[str]) -> dict[str, str]:
-    env = {}
+def parse_env(items: list[str], args: argparse.Namespace) -> dict[str, str]:
+    env = memprobe.env(args.probe, tracemalloc=args.tracemalloc) if args.probe else {}
     for item in items:
         name, _, value = item.partition("=")
         env[name] = value
@@ -412,7 +439,7 @@ def parse_env(items: list[str]) -> dict[str, str]:
 
 
 async def main(args: argparse.Namespace) -> None:
-    env = parse_env(args.env)
+    env = parse_env(args.env, args)
     root = Path(tempfile.mkdtemp(prefix="bench-bounds-kafka-"))
     kafka = start_kafka(root, proxied=True)
     try:
@@ -455,6 +482,11 @@ async def main(args: argparse.Namespace) -> None:
             row("RSS peak while draining", f"{d['rss_peak']:.1f} MiB", "target <= 150 MiB")
             row("RSS at the end", f"{d['rss_end']:.1f} MiB")
             row("drain rate", f"{d['drain_rate']:.0f} ev/s")
+            row(
+                "daemon CPU per event drained",
+                f"{1e6 * d['cpu_per_event']:.0f} µs",
+                "start-up incl.",
+            )
     finally:
         kafka.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -476,6 +508,12 @@ if __name__ == "__main__":
     parser.add_argument("--drain-events", type=int, default=100_000)
     parser.add_argument("--drain-size", type=int, default=1024, help="bytes per event")
     parser.add_argument("--batch-bytes", default="4MiB", help="the Kafka sink's batch_bytes")
+    parser.add_argument(
+        "--probe",
+        type=Path,
+        help="a directory: load bench/memprobe into the daemon and print where its memory is",
+    )
+    parser.add_argument("--tracemalloc", type=int, default=0, help="frames, with --probe")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the daemon")
     parser.add_argument(
         "--runtime",

@@ -7,10 +7,11 @@ short smoke run).
 Everything runs on this machine: one Apache Kafka broker (KRaft, the newest 4.x, from the
 tests' Maven cache: :func:`tests.support.apache_kafka.start_kafka` with the JVM options of
 ``kafka-server-start.sh``) on free loopback ports, a fresh 4-partition topic for every
-measurement; a uvicorn receiver for the webhooks; the journal in a temp dir (SQLite WAL,
-FULL sync). The process is set up as the daemon sets itself up
-(:func:`bench.common.as_the_daemon`: uvloop, the default ``runtime`` gc and malloc
-settings, the start-up heap frozen); the bare producers run in the same process.
+measurement; a uvicorn receiver for the webhooks; the journal in a temp dir (format 2:
+LevelDB, a synced write batch per group commit). The process is set up as the daemon
+sets itself up (:func:`bench.common.as_the_daemon`: uvloop, the default ``runtime`` gc
+and malloc settings, the start-up heap frozen) and the sink worker routes with the
+daemon's router (``[ops]`` routes included); the bare producers run in the same process.
 
 1. **Kafka throughput**, 1 KiB values, acks=all, idempotence on, topic with 4 partitions,
    64 keys: (a) the ceiling: a bare aiokafka producer filling 1 MiB ``create_batch``
@@ -95,7 +96,7 @@ def row(label: str, value: str, note: str = "") -> None:
 
 
 def cpu_seconds() -> float:
-    """CPU time of this process so far (all threads: event loop, SQLite reads, commits)."""
+    """CPU time of this process so far (all threads: event loop, journal reads, commits)."""
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
 
@@ -232,7 +233,7 @@ async def worker_for(
     worker = SinkWorker(
         sink,
         SinkContext(name, journal, metrics),
-        EventRouter(s.routes, list(s.sinks)),
+        EventRouter.from_settings(s),  # the daemon's router, [ops] routes included
         batch_size=cfg.batch_size,
         backoff=Backoff(base=0.01, cap=0.1),
     )
@@ -528,7 +529,7 @@ async def throughput(args: argparse.Namespace, kafka: KafkaCluster) -> None:
     print("   wall time per event in each stage (the worker overlaps them: not additive)")
     for part, label in (
         ("read", "journal.read (first batch of a pipeline run)"),
-        ("read_after", "journal.read_after (prefetch, SQLite in a thread)"),
+        ("read_after", "journal.read_after (prefetch, LevelDB in a thread)"),
         ("submit", "KafkaSink.submit (records, send_batch)"),
         ("confirm", "waiting for broker acks (confirmed())"),
         ("ack", "journal.ack (group commit, fsync)"),

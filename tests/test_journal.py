@@ -13,6 +13,7 @@ from argbridge.journal import AppendStatus, Journal, JournalRecord, store
 from argbridge.journal.log import decode_records
 from argbridge.journal.ops import Op, Work
 from argbridge.journal.records import encode_event
+from argbridge.journal.roles import ExactlyOnceSinkJournal
 from tests.conftest import make_event
 
 
@@ -355,14 +356,21 @@ async def test_sources_and_sinks_get_their_narrow_role_only(journal: Journal):
     (record,) = await sink.read("a", 10)
     await sink.ack("a", record.seq)
     assert sink.cursor("a") == 1
-    # A source cannot read or ack; a sink cannot append (only its own alerts) or run
-    # retention; it may set its own cursor back (the exactly-once sink, when Kafka's
-    # progress topic has less than the cursor says).
+    # A source cannot read or ack; a sink cannot append, alert, rewind or run retention.
     for name in ("read", "ack", "cursor", "dead_letter", "rewind", "run_retention", "stats"):
         assert not hasattr(source, name), name
-    for name in ("append", "append_many", "run_retention", "pause", "stats"):
+    for name in ("append", "append_many", "alert", "rewind", "last_seq", "run_retention", "pause"):
         assert not hasattr(sink, name), name
-    assert await sink.alert(make_event(2, type_="argbridge.sink.fenced")) is AppendStatus.APPENDED
+    assert not isinstance(sink, ExactlyOnceSinkJournal)
+    # The exactly-once sink's role adds what its reconciliation with Kafka's progress
+    # topic needs: the newest sequence, setting its own cursor back, its own alerts.
+    eos = journal.for_exactly_once_sink()
+    assert isinstance(eos, ExactlyOnceSinkJournal) and eos.last_seq == 1
+    assert await eos.alert(make_event(2, type_="argbridge.sink.fenced")) is AppendStatus.APPENDED
+    await eos.rewind("a", 0)
+    assert eos.cursor("a") == 0
+    for name in ("append", "append_many", "run_retention", "pause", "stats"):
+        assert not hasattr(eos, name), name
 
 
 async def test_records_carry_attributes_and_data_as_stored(journal: Journal):
@@ -428,6 +436,23 @@ async def test_ack_only_commits_skip_their_fsync_and_still_persist(tmp_path: Pat
         syncs = j.stats().syncs
         await j.ack("a", 3)
         assert j.cursor("a") == 3 and j.stats().syncs == syncs + 1
+
+
+async def test_a_caught_up_read_needs_no_database_read(tmp_path: Path):
+    """Issue 17 item 6: a sink at the head of the journal reads nothing without a hop
+    to the read thread; one event more and the next read goes to the database again."""
+    async with Journal(tmp_path / "j", sinks=["a"]) as j:
+        await j.append_many([make_event(n) for n in range(3)])
+        assert [r.seq for r in await j.read("a", 10)] == [1, 2, 3]
+        await j.ack("a", 3)
+        reads = j._reads.reads  # type: ignore[union-attr]  # our own counter
+        assert await j.read("a", 10) == []
+        assert j._reads.reads == reads  # type: ignore[union-attr]
+        await j.append(make_event(3))
+        assert [r.seq for r in await j.read("a", 10)] == [4]
+        assert j._reads.reads == reads + 1  # type: ignore[union-attr]
+        await j.rewind("a", 1)
+        assert [r.seq for r in await j.read("a", 10)] == [2, 3, 4]
 
 
 async def test_reads_bounded_in_bytes_stop_before_the_event_that_would_pass(tmp_path: Path):

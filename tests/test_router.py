@@ -6,6 +6,7 @@ import pytest
 
 from argbridge.config.settings import FilterConfig, RouteConfig
 from argbridge.events import CloudEvent
+from argbridge.journal.records import encode_event
 from argbridge.router import Router, matches
 
 EV = CloudEvent(
@@ -143,6 +144,10 @@ def test_ops_type_follows_the_type_prefix():
     )
     assert not router.body_is_ops(decoy.to_json())
     assert router.body_is_ops(b"not a stored body")  # unknown shape: decode it
+    # The sink worker asks on the stored attributes JSON (the body without data).
+    for event in (prefixed, EV, decoy):
+        attrs = encode_event(event)[0]
+        assert router.body_is_ops(attrs) == router.body_is_ops(event.to_json())
 
 
 def test_ops_sinks_must_exist():

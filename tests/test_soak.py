@@ -29,6 +29,7 @@ import pytest
 from argbridge.simulator.arga import ArgaSimulator
 from tests.support.apache_kafka import KafkaCluster, _free_ports
 from tests.support.process import logged_daemon
+from tests.support.procmem import smaps
 from tests.support.webhook_load import drive, signed_request
 from tests.support.webhooks import SECRET
 
@@ -117,6 +118,7 @@ async def test_soak_memory_is_flat_after_warm_up(tmp_path: Path, kafka: KafkaClu
     path = tmp_path / "argbridge.toml"
     end = time.monotonic() + MINUTES * 60
     samples: list[tuple[float, int, float, int]] = []
+    kinds: list[dict[str, float]] = []  # where the RSS is, per sample (MiB by kind)
     sent_webhooks = accepted = 0
     async with sim.running():
         topic = f"soak-{uuid.uuid4().hex[:8]}"
@@ -146,43 +148,70 @@ async def test_soak_memory_is_flat_after_warm_up(tmp_path: Path, kafka: KafkaClu
                         connections=16,
                     )
 
+                async def sample() -> None:
+                    doc = await status(control)
+                    samples.append(
+                        (
+                            time.monotonic(),
+                            rss(proc.pid),
+                            cpu_seconds(proc.pid),
+                            doc["sinks"]["kafka"]["sent"],
+                        )
+                    )
+                    kinds.append(smaps(proc.pid))
+
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(publish)
                     tg.start_soon(webhooks)
                     while time.monotonic() < end:
-                        doc = await status(control)
-                        samples.append(
-                            (
-                                time.monotonic(),
-                                rss(proc.pid),
-                                cpu_seconds(proc.pid),
-                                doc["sinks"]["kafka"]["sent"],
-                            )
-                        )
+                        await sample()
                         await anyio.sleep(min(SAMPLE_EVERY, max(0.0, end - time.monotonic())))
+                # The last sample at the end of the load: a soak shorter than one sampling
+                # interval still has two samples (a span to divide CPU time by).
+                await sample()
                 done = await until(control, lambda d: d["sinks"]["kafka"]["backlog"] == 0, 120)
     t0 = samples[0][0]
-    for t, r, c, n in samples:
-        print(f"  {(t - t0) / 60:5.1f} min  RSS {r / MiB:6.1f} MiB  cpu {c:7.1f} s  sent {n}")
+    for (t, r, c, n), where in zip(samples, kinds, strict=True):
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(where.items()) if v >= 0.5)
+        print(
+            f"  {(t - t0) / 60:5.1f} min  RSS {r / MiB:6.1f} MiB  cpu {c:7.1f} s  sent {n}  "
+            f"({parts} MiB)"
+        )
     window = min(20.0, MINUTES * 2 / 3) * 60
     last = samples[-1]
     first = min(samples, key=lambda s: abs(last[0] - window - s[0]))
     growth = last[1] - first[1]
     cores = (last[2] - samples[0][2]) / (last[0] - t0)
     per_event = (last[2] - samples[0][2]) / max(1, last[3] - samples[0][3])
+    # For the report only (the bound is on the two samples above): the least-squares
+    # trend of the window's samples, which one sample's LevelDB compaction spike (its
+    # mapped tables, see the breakdown) does not move much.
+    span = [(t, r) for t, r, _, _ in samples if t >= first[0]]
+    mt = sum(t for t, _ in span) / len(span)
+    mr = sum(r for _, r in span) / len(span)
+    var = sum((t - mt) ** 2 for t, _ in span)
+    trend = sum((t - mt) * (r - mr) for t, r in span) / var * window if var else 0.0
+    # LevelDB's mapped table files are clean page cache the kernel can drop; they swing
+    # with compactions. Printed apart, for the report.
+    tables = kinds[-1].get("leveldb-tables", 0.0) - kinds[samples.index(first)].get(
+        "leveldb-tables", 0.0
+    )
     print(
         f"soak {MINUTES:g} min: RSS {first[1] / MiB:.1f} -> {last[1] / MiB:.1f} MiB over the "
-        f"last {window / 60:g} min ({growth / MiB:+.1f} MiB); {cores:.3f} core, "
-        f"{per_event * 1e6:.0f} µs CPU/event; {sent_webhooks} webhooks, {accepted} accepted"
+        f"last {window / 60:.3g} min ({growth / MiB:+.1f} MiB, of which LevelDB's mapped "
+        f"tables {tables:+.1f} MiB; trend {trend / MiB:+.1f} MiB); "
+        f"{cores:.3f} core, {per_event * 1e6:.0f} µs CPU/event; {sent_webhooks} webhooks, "
+        f"{accepted} accepted"
     )
     assert accepted == sent_webhooks
     assert done["journal"]["last_seq"] >= accepted
     if growth >= 5 * MiB:
         # A known, open finding (issue 17 item 5): nothing lost, but the RSS still steps up
-        # (+8.2 MiB on the v1 journal, +19.4 MiB on v2 in single 30-minute runs). Reported
-        # as an expected failure with the figure, never as a pass; the loss checks above
-        # stay hard failures.
+        # (+8.2 MiB on the v1 journal, +19.4 and +24.8 MiB on v2 in single 30-minute runs;
+        # on v2 mostly LevelDB's mapped tables and table cache, which follow the journal's
+        # retained size: docs/operations.md). Reported as an expected failure with the
+        # figure, never as a pass; the loss checks above stay hard failures.
         pytest.xfail(
-            f"RSS grew {growth / MiB:+.1f} MiB over the last {window / 60:g} min "
+            f"RSS grew {growth / MiB:+.1f} MiB over the last {window / 60:.3g} min "
             "(target < 5 MiB): issue 17 item 5 is still open"
         )

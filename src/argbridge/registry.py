@@ -9,7 +9,7 @@ aiokafka, nor a production arga source the simulator.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from argbridge.config.arga import ArgaSourceConfig
 from argbridge.config.profiles import (
@@ -18,8 +18,13 @@ from argbridge.config.profiles import (
     ArgusE2EProfileConfig,
 )
 from argbridge.config.settings import Settings, SinkConfig, SourceConfig
+from argbridge.config.sinks import KafkaSinkConfig
 from argbridge.sinks.base import Sink, SinkContext
 from argbridge.sources.base import Source
+
+if TYPE_CHECKING:
+    from argbridge.journal import Journal
+    from argbridge.journal.roles import SinkJournal
 
 SINKS: dict[str, str] = {
     "file": "argbridge.sinks.file:FileSink",
@@ -41,6 +46,15 @@ SOURCES: dict[str, str] = {
 def _load(path: str) -> Any:
     module, _, attr = path.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def sink_journal(config: SinkConfig, journal: Journal) -> SinkJournal:
+    """The journal role a sink of ``config`` gets: the exactly-once Kafka sink's
+    (:class:`~argbridge.journal.roles.ExactlyOnceSinkJournal`: its cursor reconciled with
+    Kafka's progress topic, its fenced alert), else the common sink role."""
+    if isinstance(config, KafkaSinkConfig) and config.delivery == "exactly-once":
+        return journal.for_exactly_once_sink()
+    return journal.for_sink()
 
 
 def build_sink(config: SinkConfig, ctx: SinkContext, settings: Settings) -> Sink:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import anyio
 import pytest
@@ -12,18 +13,25 @@ from argbridge.backoff import Backoff
 from argbridge.config.settings import FilterConfig, RouteConfig
 from argbridge.errors import PermanentDeliveryError, SinkError, SinkStopped
 from argbridge.journal import Journal, JournalRecord
+from argbridge.journal.roles import ExactlyOnceSinkJournal
 from argbridge.metrics import Metrics
+from argbridge.registry import build_sink, sink_journal
 from argbridge.router import Router
 from argbridge.sinks.base import (
+    Background,
     Delivery,
     Health,
+    Pipelined,
+    ReportsSent,
+    Resumable,
     RouteBatch,
+    SelfDisabling,
     SinkContext,
     SinkWorker,
-    observe_many,
+    Wakeable,
     records_of,
 )
-from tests.conftest import make_event
+from tests.conftest import make_event, settings
 
 
 class ScriptedSink:
@@ -417,27 +425,34 @@ async def test_pipeline_stop_confirms_and_acks_what_was_submitted(tmp_path: Path
         assert journal.cursor("s") == sink.submitted[-1][-1] < 12
 
 
-@pytest.mark.parametrize(
-    "values",
-    [[], [0.0], [-1.0, 0.001, 0.001, 0.0049, 0.005, 0.3, 2.5, 1e9], [0.02] * 7 + [0.5, 0.0]],
-)
-def test_observe_many_equals_observing_one_by_one(values: list[float]):
-    one, many = Metrics(), Metrics()
-    child = one.delivery_latency.labels("s")
-    for v in values:
-        child.observe(max(0.0, v))
-    observe_many(many.delivery_latency.labels("s"), list(values))
+async def test_count_sent_observes_each_latency_in_the_public_histogram(tmp_path: Path):
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        await journal.append_many([make_event(n) for n in range(6)])
+        records = await journal.read_after(0, 10)
+    now = records[2].appended_at + 0.004  # the later records' latencies are clamped to 0
+    latencies = [max(0.0, now - r.appended_at) for r in records]
 
-    def samples(m: Metrics) -> list[tuple[str, dict[str, str], float]]:
-        return [
-            (s.name, s.labels, round(s.value, 9))
-            for fam in m.registry.collect()
-            if fam.name == "argbridge_delivery_latency_seconds"
-            for s in fam.samples
-            if not s.name.endswith("_created")
-        ]
+    class At:
+        def time(self) -> float:
+            return now
 
-    assert samples(many) == samples(one)
+    metrics = Metrics()
+    SinkContext("s", journal, metrics, At()).count_sent(records)  # type: ignore[arg-type]
+    samples = {
+        (s.name, s.labels.get("le")): s.value
+        for fam in metrics.registry.collect()
+        if fam.name == "argbridge_delivery_latency_seconds"
+        for s in fam.samples
+        if s.labels.get("component") == "s"
+    }
+    assert samples[("argbridge_delivery_latency_seconds_count", None)] == len(records)
+    assert samples[("argbridge_delivery_latency_seconds_sum", None)] == pytest.approx(
+        sum(latencies)
+    )
+    for (name, le), value in samples.items():
+        if name.endswith("_bucket"):
+            assert le is not None
+            assert value == len([v for v in latencies if v <= float(le)]), le
 
 
 async def test_journal_records_decode_lazily_and_stay_immutable(tmp_path: Path):
@@ -524,3 +539,154 @@ async def test_linger_gathers_the_next_events_into_one_batch(tmp_path: Path):
                     await anyio.wait_all_tasks_blocked()
             worker.stop()
         assert sink.delivered == [[make_event(n).id for n in (1, 2, 3)]]
+
+
+# -- optional capabilities: declared types, tested with isinstance --------------------
+
+WHSEC = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXh4eA=="
+CAPABILITIES = (Background, Pipelined, ReportsSent, Wakeable, SelfDisabling, Resumable)
+
+
+@pytest.mark.parametrize(
+    ("config", "declared"),
+    [
+        ({"type": "file"}, set()),
+        (
+            {"type": "kafka", "bootstrap_servers": "127.0.0.1:9"},
+            {Background, Pipelined, ReportsSent, Wakeable, Resumable},
+        ),
+        (
+            {
+                "type": "kafka",
+                "bootstrap_servers": "127.0.0.1:9",
+                "delivery": "exactly-once",
+            },
+            {Background, Pipelined, ReportsSent, Wakeable, Resumable},
+        ),
+        (
+            {"type": "webhook", "url": "https://example.com/hook", "secrets": [WHSEC]},
+            {Background, ReportsSent, Wakeable, SelfDisabling},
+        ),
+        (
+            {"type": "slack", "webhook_url": "https://hooks.slack.com/services/T/B/x"},
+            {Background, ReportsSent, Wakeable},
+        ),
+    ],
+    ids=["file", "kafka", "kafka-exactly-once", "webhook", "slack"],
+)
+async def test_each_sink_declares_its_optional_capabilities(
+    tmp_path: Path, config: dict[str, object], declared: set[type]
+):
+    s = settings(tmp_path, sinks={"s": config})
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        sink = build_sink(s.sinks["s"], SinkContext("s", journal, Metrics()), s)
+        assert {c for c in CAPABILITIES if isinstance(sink, c)} == declared
+        await sink.aclose()
+
+
+async def test_the_worker_runs_a_background_sink_s_background_beside_delivery(tmp_path: Path):
+    class BackgroundSink(ScriptedSink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.running = anyio.Event()
+            self.ended = anyio.Event()
+
+        async def background(self) -> None:
+            self.running.set()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                self.ended.set()
+
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        await journal.append_many([make_event(n) for n in range(3)])
+        sink = BackgroundSink()
+        worker = make_worker(journal, sink)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker.run)
+                await sink.running.wait()
+                await worker.caught_up()
+                worker.stop()
+        assert sink.ended.is_set()  # cancelled with the worker
+        assert [i for b in sink.delivered for i in b] == [make_event(n).id for n in range(3)]
+
+
+@pytest.mark.parametrize("pipelined", [False, True])
+async def test_a_sink_that_reports_sent_is_not_counted_again_by_the_worker(
+    tmp_path: Path, pipelined: bool
+):
+    class Counting(PipelinedSink if pipelined else ScriptedSink):  # type: ignore[misc]
+        reports_sent: Literal[True] = True
+
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        await journal.append_many([make_event(n) for n in range(8)])
+        sink = Counting()
+        assert isinstance(sink, ReportsSent) and isinstance(sink, Pipelined) is pipelined
+        metrics = Metrics()
+        await run_until_caught_up(make_worker(journal, sink, metrics=metrics), journal, "s")
+        assert journal.cursor("s") == 8
+        assert metrics.sent.labels("s", "sink")._value.get() == 0
+
+
+async def test_delivering_returns_once_a_batch_is_handed_to_the_sink(tmp_path: Path):
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        sink = ScriptedSink()
+        sink.gate = anyio.Event()
+        worker = make_worker(journal, sink)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker.run)
+                await journal.append_many([make_event(n) for n in range(3)])
+                await worker.delivering()
+                assert worker.in_flight == 3 and sink.entered.is_set()
+                await worker.delivering()  # one is in flight: at once
+                sink.gate.set()
+                await worker.caught_up()
+                assert worker.in_flight == 0
+                worker.stop()
+
+
+async def test_only_the_exactly_once_kafka_sink_gets_the_exactly_once_role(tmp_path: Path):
+    kafka = {"type": "kafka", "bootstrap_servers": "127.0.0.1:9"}
+    s = settings(
+        tmp_path,
+        sinks={"eos": {**kafka, "delivery": "exactly-once"}, "alo": kafka, "f": {"type": "file"}},
+    )
+    async with Journal(tmp_path / "j.db", sinks=list(s.sinks)) as journal:
+        roles = {n: sink_journal(c, journal) for n, c in s.sinks.items()}
+        assert {n for n, r in roles.items() if isinstance(r, ExactlyOnceSinkJournal)} == {"eos"}
+        with pytest.raises(TypeError, match="exactly-once sink role"):
+            build_sink(s.sinks["eos"], SinkContext("eos", roles["alo"], Metrics()), s)
+        sink = build_sink(s.sinks["eos"], SinkContext("eos", roles["eos"], Metrics()), s)
+        await sink.aclose()
+
+
+async def test_linger_after_a_partial_batch_when_more_came_in_meanwhile(tmp_path: Path):
+    """Issue 17 item 6: events that arrive while a partial batch is delivered wait
+    ``linger`` for the ones behind them too, instead of going out as a batch of one."""
+    from tests.support.manual_clock import ManualClock
+
+    clock = ManualClock()
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        sink = ScriptedSink()
+        sink.gate = gate = anyio.Event()
+        ctx = SinkContext("s", journal, Metrics(), clock)
+        worker = SinkWorker(sink, ctx, Router([], ["s"]), batch_size=10, linger=0.005)
+        async with anyio.create_task_group() as tg:
+            await journal.append(make_event(1))
+            tg.start_soon(worker.run)
+            with anyio.fail_after(5):
+                await sink.entered.wait()  # batch [1] is being delivered
+            await journal.append(make_event(2))  # arrives during that delivery
+            gate.set()
+            with anyio.fail_after(5):
+                await clock.wait_sleeping()  # batch [1] acked, lingering for more
+            assert clock.pending == [pytest.approx(0.005)] and journal.cursor("s") == 1
+            await journal.append(make_event(3))
+            clock.advance(0.005)
+            with anyio.fail_after(5):
+                while journal.cursor("s") < 3:
+                    await anyio.wait_all_tasks_blocked()
+            worker.stop()
+        assert sink.delivered == [[make_event(n).id for n in ns] for ns in ((1,), (2, 3))]

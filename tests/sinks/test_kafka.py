@@ -4,29 +4,24 @@ broker is shared by the session: every test writes to fresh topic names."""
 
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import anyio
-import anyio.lowlevel
 import orjson
 import pytest
 
-from argbridge.backoff import Backoff
 from argbridge.config.settings import Settings
 from argbridge.delivery.kafka_records import choose_partition
 from argbridge.journal import Journal
 from argbridge.metrics import Metrics
-from argbridge.router import Router
-from argbridge.sinks.base import SinkContext, SinkWorker
+from argbridge.sinks.base import SinkContext
 from argbridge.sinks.kafka import KafkaSink
 from tests.conftest import make_event, settings
 from tests.support.apache_kafka import KafkaCluster
-from tests.support.kafka_sink import decode, fresh
+from tests.support.kafka_sink import Running, decode, fresh, running_sink
 from tests.support.tansu import Tansu
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
@@ -54,46 +49,22 @@ def kafka_settings(tmp_path: Path, broker: KafkaCluster | Tansu, **cfg: Any) -> 
     return settings(tmp_path, sinks={"k": sink}, **extra)
 
 
-@contextlib.asynccontextmanager
-async def running(tmp_path: Path, s: Settings) -> AsyncIterator[tuple[Journal, KafkaSink, Metrics]]:
-    metrics = Metrics()
-    async with Journal(tmp_path / "j.db", sinks=["k"]) as journal:
-        ctx = SinkContext("k", journal, metrics)
-        sink = KafkaSink(s.sinks["k"], ctx, s)  # type: ignore[arg-type]
-        cfg = s.sinks["k"]
-        worker = SinkWorker(
-            sink,
-            ctx,
-            Router(s.routes, list(s.sinks)),
-            batch_size=cfg.batch_size,
-            backoff=Backoff(base=cfg.retry_initial, cap=cfg.retry_max),
-        )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(worker.run)
-            try:
-                with anyio.fail_after(40):
-                    yield journal, sink, metrics
-            finally:
-                worker.stop()
-                tg.cancel_scope.cancel()
-        await sink.aclose()
-
-
-async def caught_up(journal: Journal) -> None:
-    while journal.cursor("k") < journal.last_seq:
-        await anyio.lowlevel.checkpoint()
+def running(tmp_path: Path, s: Settings) -> AbstractAsyncContextManager[Running[KafkaSink]]:
+    """The sink and its worker while the block runs (40 s at most)."""
+    return running_sink(tmp_path, s, within=40)
 
 
 async def test_binary_records_keys_and_headers_decode(tmp_path, broker):
     prefix = fresh("ab")
     s = kafka_settings(tmp_path, broker, topic=prefix + ".{type}")
-    async with running(tmp_path, s) as (journal, sink, metrics):
+    async with running(tmp_path, s) as run:
+        journal, sink, metrics = run.journal, run.sink, run.metrics
         events = [
             make_event(n, type_="arga.validation.step", partitionkey=f"run-{n % 3}", sequence=n)
             for n in range(30)
         ]
         await journal.append_many(events)
-        await caught_up(journal)
+        await run.worker.caught_up()
         assert sink.health().ready and "connected" in sink.health().detail
         sent = metrics.registry.get_sample_value(
             "argbridge_component_sent_events_total", {"component": "k", "kind": "sink"}
@@ -122,11 +93,12 @@ async def test_structured_mode_gzip_and_route_topic(tmp_path, broker):
     prefix = fresh("incidents")
     routes = [{"sinks": ["k"], "topic": prefix + ".{severity}"}]
     s = kafka_settings(tmp_path, broker, mode="structured", compression="gzip", routes=routes)
-    async with running(tmp_path, s) as (journal, _, _):
+    async with running(tmp_path, s) as run:
+        journal = run.journal
         await journal.append_many(
             [make_event(n, severity="high", partitionkey="inc-1") for n in range(5)]
         )
-        await caught_up(journal)
+        await run.worker.caught_up()
     records = await broker.consume(f"{prefix}.high", 5)
     assert [decode(r).get_data()["n"] for r in records] == [0, 1, 2, 3, 4]
     assert dict(records[0].headers)["content-type"].startswith(b"application/cloudevents+json")
@@ -140,14 +112,15 @@ async def test_two_routes_send_an_event_to_each_route_topic(tmp_path, broker):
         {"sinks": ["k"]},
     ]
     s = kafka_settings(tmp_path, broker, topic=all_topic, routes=routes)
-    async with running(tmp_path, s) as (journal, _, _):
+    async with running(tmp_path, s) as run:
+        journal = run.journal
         await journal.append_many(
             [
                 make_event(n, type_="argus.incident.created" if n % 2 else "arga.run.started")
                 for n in range(6)
             ]
         )
-        await caught_up(journal)
+        await run.worker.caught_up()
     incidents = await broker.consume(incidents_topic, 3)
     everything = await broker.consume(all_topic, 6)
     assert sorted(decode(r).get_data()["n"] for r in incidents) == [1, 3, 5]
@@ -158,9 +131,10 @@ async def test_two_routes_send_an_event_to_each_route_topic(tmp_path, broker):
 async def test_cramjam_codecs(tmp_path, broker, codec):
     topic = fresh("codec")
     s = kafka_settings(tmp_path, broker, compression=codec, topic=topic)
-    async with running(tmp_path, s) as (journal, _, _):
+    async with running(tmp_path, s) as run:
+        journal = run.journal
         await journal.append_many([make_event(n, size=2000, partitionkey="p") for n in range(10)])
-        await caught_up(journal)
+        await run.worker.caught_up()
     records = await broker.consume(topic, 10)
     assert [decode(r).get_data()["n"] for r in records] == list(range(10))
 
@@ -185,20 +159,22 @@ async def test_broker_down_at_start_names_the_cause(tmp_path):
 async def test_broker_outage_mid_run_loses_nothing_and_keeps_order(tmp_path, broker):
     topic = fresh("outage")
     s = kafka_settings(tmp_path, broker, topic=topic, batch_size=50)
-    async with running(tmp_path, s) as (journal, sink, _):
+    async with running(tmp_path, s) as run:
+        journal, sink = run.journal, run.sink
         await journal.append_many([make_event(n, partitionkey=f"r{n % 4}") for n in range(100)])
-        await caught_up(journal)
+        await run.worker.caught_up()
         broker.freeze()
         await journal.append_many(
             [make_event(n, partitionkey=f"r{n % 4}") for n in range(100, 300)]
         )
         while sink.health().ready:  # the frozen broker times a produce out
-            await anyio.lowlevel.checkpoint()
+            await sink.next_probe()
         assert "broker unavailable" in sink.health().detail
         assert journal.cursor("k") < journal.last_seq  # the journal holds the backlog
         broker.thaw()
-        await caught_up(journal)
-        assert sink.health().ready
+        await run.worker.caught_up()
+        while not sink.health().ready:  # (readiness follows the probe)
+            await sink.next_probe()
     records = await broker.consume(topic, 300)
     seen: dict[str, list[int]] = defaultdict(list)
     for r in records:
@@ -214,9 +190,10 @@ async def test_broker_outage_mid_run_loses_nothing_and_keeps_order(tmp_path, bro
 async def test_oversized_record_is_dead_lettered_and_requeued_ones_are_sent(tmp_path, broker):
     topic = fresh("dlq")
     s = kafka_settings(tmp_path, broker, topic=topic, max_record_bytes=8192)
-    async with running(tmp_path, s) as (journal, sink, _):
+    async with running(tmp_path, s) as run:
+        journal, sink = run.journal, run.sink
         await journal.append_many([make_event(1), make_event(2, size=20_000), make_event(3)])
-        await caught_up(journal)
+        await run.worker.caught_up()
         (dl,) = await journal.dead_letters("k")
         assert dl.event.id == make_event(2).id and "max_record_bytes" in dl.reason
         # An operator replays another event that had failed (simulated dead letter).
@@ -224,8 +201,8 @@ async def test_oversized_record_is_dead_lettered_and_requeued_ones_are_sent(tmp_
         await journal.dead_letter("k", record, "simulated", 1)
         await journal.requeue_dead_letters("k", dlids=[dl.dlid + 1])
         sink.wake()
-        while await journal.count_retries("k"):
-            await anyio.lowlevel.checkpoint()
+        await sink.requeue.caught_up()
+        assert await journal.count_retries("k") == 0
     records = await broker.consume(topic, 3)
     assert [decode(r).get_data()["n"] for r in records] == [1, 3, 1]
 
@@ -252,21 +229,24 @@ async def test_readyz_reports_the_broker_state(tmp_path, broker):
     }
     s = settings(tmp_path, http={"enabled": True, "port": free_port()}, sinks={"k": sink})
     async with running_app(s) as (app, url), httpx.AsyncClient(base_url=url) as http:
+        kafka_sink, worker = app.sinks["k"], app.workers["k"]
+        assert isinstance(kafka_sink, KafkaSink)
         await app.journal.append(make_event(1))
-        while app.journal.cursor("k") < 1:
-            await anyio.lowlevel.checkpoint()
+        await worker.caught_up()
         r = await http.get("/readyz")
         assert r.status_code == 200, r.text
         broker.freeze()
         await app.journal.append(make_event(2))
-        while app.sinks["k"].health().ready:
-            await anyio.lowlevel.checkpoint()
+        while kafka_sink.health().ready:
+            await kafka_sink.next_probe()
         r = await http.get("/readyz")
         assert r.status_code == 503
         assert "broker unavailable" in r.json()["components"]["sink:k"]["detail"]
         broker.thaw()
-        while app.journal.cursor("k") < 2:
-            await anyio.lowlevel.checkpoint()
+        await worker.caught_up()
+        assert app.journal.cursor("k") >= 2
+        while not kafka_sink.health().ready:  # (readiness follows the probe)
+            await kafka_sink.next_probe()
         assert (await http.get("/readyz")).status_code == 200
 
 
@@ -288,9 +268,10 @@ async def test_fixed_topic_binary_records_from_the_stored_body_through_the_pipel
         )
         for n in range(200)
     ]
-    async with running(tmp_path, s) as (journal, _sink, metrics):
+    async with running(tmp_path, s) as run:
+        journal, metrics = run.journal, run.metrics
         await journal.append_many(events)
-        await caught_up(journal)
+        await run.worker.caught_up()
         sent = metrics.registry.get_sample_value(
             "argbridge_component_sent_events_total", {"component": "k", "kind": "sink"}
         )
@@ -336,10 +317,11 @@ async def test_partition_and_topic_caches_stay_bounded(tmp_path, broker, monkeyp
     events = [
         make_event(n, subject=f"s{n % 6}", partitionkey=f"key-{n}", sequence=n) for n in range(120)
     ]
-    async with running(tmp_path, s) as (journal, sink, _metrics):
+    async with running(tmp_path, s) as run:
+        journal, sink = run.journal, run.sink
         for n in range(0, 120, 20):
             await journal.append_many(events[n : n + 20])
-            await caught_up(journal)
+            await run.worker.caught_up()
             assert len(sink._topics) <= 2
             assert all(len(keys) <= 16 for _, keys in sink._topics.values())
     for subject in range(6):

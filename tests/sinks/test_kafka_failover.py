@@ -40,8 +40,7 @@ async def test_leader_killed_mid_stream_nothing_lost_nor_duplicated(tmp_path, ka
         await run.worker.caught_up()
         leader = await anyio.to_thread.run_sync(lambda: kafka_cluster.leader_of(topic, 0))
         await run.journal.append_many(events[1000:4000])
-        while run.worker.in_flight == 0:  # mid-stream
-            await anyio.lowlevel.checkpoint()
+        await run.worker.delivering()  # mid-stream
         killed_at = time.monotonic()
         kafka_cluster.node(leader).kill()
 
@@ -100,8 +99,7 @@ async def test_soak_leader_kills_in_a_loop(tmp_path, kafka_cluster):
             chunk = events[r * per_round : (r + 1) * per_round]
             leader = await anyio.to_thread.run_sync(kafka_cluster.leader_of, topic, r % 4)
             await run.journal.append_many(chunk)
-            while run.worker.in_flight == 0:
-                await anyio.lowlevel.checkpoint()
+            await run.worker.delivering()
             node = kafka_cluster.node(leader)
             node.kill()
             with anyio.fail_after(120):

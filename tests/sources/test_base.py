@@ -5,7 +5,9 @@ from __future__ import annotations
 import orjson
 
 from argbridge.metrics import Metrics
-from argbridge.sources.base import SourceContext
+from argbridge.registry import build_source
+from argbridge.sources.base import ServesHttp, SourceContext
+from tests.conftest import settings
 from tests.support.arga_fake import captured_logs
 from tests.support.manual_clock import ManualClock
 
@@ -35,3 +37,17 @@ async def test_a_flood_of_rejections_is_counted_in_full_and_logged_sparingly(jou
     assert reasons == ["bad_signature"] * 5 + ["bad_json", "bad_signature"]
     assert "suppressed" not in lines[0]
     assert lines[-1]["suppressed"] == 995  # the next line says how many were held back
+
+
+def test_only_sources_that_receive_over_http_declare_routes(tmp_path):
+    secret = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXh4eA=="
+    s = settings(
+        tmp_path,
+        http={"enabled": True, "port": 0},
+        sources={
+            "argus": {"type": "argus-webhook", "secrets": [secret]},
+            "replay": {"type": "replay"},
+        },
+    )
+    serving = {n for n, c in s.sources.items() if isinstance(build_source(n, c, s), ServesHttp)}
+    assert serving == {"argus"}

@@ -1,7 +1,8 @@
 """A Kafka sink under test: its journal, worker and metrics, and reading back what it wrote.
 
 :func:`running_sink` runs one ``KafkaSink`` named ``k`` with its :class:`SinkWorker` over
-a fresh journal while the block runs (bounded); :func:`fresh` makes a topic name unused
+a fresh journal while the block runs (bounded), :func:`running_eos_sink` the same with the
+``ExactlyOnceKafkaSink`` (``delivery = "exactly-once"``); :func:`fresh` makes a topic name unused
 in the session's shared broker; :func:`decode` reads a record with the ``cloudevents``
 Kafka binding.
 """
@@ -10,10 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import anyio
 from cloudevents.core.bindings import kafka as ce_kafka
@@ -26,6 +27,7 @@ from argbridge.metrics import Metrics
 from argbridge.router import Router
 from argbridge.sinks.base import SinkContext, SinkWorker
 from argbridge.sinks.kafka import KafkaSink
+from argbridge.sinks.kafka_txn import ExactlyOnceKafkaSink
 from tests.conftest import settings
 
 
@@ -63,10 +65,13 @@ def sink_settings(tmp_path: Path, bootstrap: str, **cfg: Any) -> Settings:
     return settings(tmp_path, sinks={"k": sink}, **extra)
 
 
+S = TypeVar("S", KafkaSink, ExactlyOnceKafkaSink)
+
+
 @dataclass
-class Running:
+class Running(Generic[S]):
     journal: Journal
-    sink: KafkaSink
+    sink: S
     worker: SinkWorker
     metrics: Metrics
 
@@ -75,20 +80,44 @@ class Running:
         return value or 0.0
 
 
-@contextlib.asynccontextmanager
-async def running_sink(
+def running_sink(
     tmp_path: Path,
     s: Settings,
     *,
     clock: Clock = SYSTEM_CLOCK,
     backoff: Backoff | None = None,
     within: float = 90.0,
-) -> AsyncIterator[Running]:
+) -> contextlib.AbstractAsyncContextManager[Running[KafkaSink]]:
+    return _running(KafkaSink, tmp_path, s, clock=clock, backoff=backoff, within=within)
+
+
+def running_eos_sink(
+    tmp_path: Path,
+    s: Settings,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    backoff: Backoff | None = None,
+    within: float = 90.0,
+) -> contextlib.AbstractAsyncContextManager[Running[ExactlyOnceKafkaSink]]:
+    assert s.sinks["k"].delivery == "exactly-once"  # type: ignore[union-attr]
+    return _running(ExactlyOnceKafkaSink, tmp_path, s, clock=clock, backoff=backoff, within=within)
+
+
+@contextlib.asynccontextmanager
+async def _running(
+    make: Callable[..., S],
+    tmp_path: Path,
+    s: Settings,
+    *,
+    clock: Clock,
+    backoff: Backoff | None,
+    within: float,
+) -> AsyncIterator[Running[S]]:
     metrics = Metrics()
     async with Journal(tmp_path / "j.db", sinks=["k"]) as journal:
         ctx = SinkContext("k", journal, metrics, clock=clock)
         cfg = s.sinks["k"]
-        sink = KafkaSink(cfg, ctx, s)  # type: ignore[arg-type]
+        sink = make(cfg, ctx, s)
         worker = SinkWorker(
             sink,
             ctx,

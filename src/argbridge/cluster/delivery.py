@@ -62,7 +62,7 @@ from argbridge.journal.roles import SinkJournal
 from argbridge.metrics import Metrics
 from argbridge.registry import build_sink
 from argbridge.router import Router
-from argbridge.sinks.base import Delivery, Sink, SinkContext
+from argbridge.sinks.base import Background, Delivery, Sink, SinkContext
 from argbridge.sinks.kafka_client import client_kwargs, describe
 from argbridge.sinks.requeue import refresh_dead_letter_gauge, route_again
 
@@ -170,6 +170,8 @@ class DeliveryConsumer:
         #: Set (and replaced) after each offset commit.
         self.committed = anyio.Event()
         self._stopping = anyio.Event()
+        #: Set (and replaced) each time a fetch finds nothing new.
+        self._idle = anyio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._reader: AIOKafkaConsumer | None = None
         #: The offset this consumer last committed per partition.
@@ -195,6 +197,11 @@ class DeliveryConsumer:
     def set_router(self, router: Router) -> None:
         self.router = router
 
+    async def caught_up(self) -> None:
+        """Return at the next fetch that finds nothing new (everything fetched before it
+        was delivered, rescheduled or dead-lettered, and committed)."""
+        await self._idle.wait()
+
     async def run(self) -> None:
         log = self.ctx.log
         try:
@@ -210,9 +217,8 @@ class DeliveryConsumer:
                 return
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                background = getattr(self.sink, "background", None)
-                if background is not None:
-                    tg.start_soon(background, name=f"{self.name}-background")
+                if isinstance(self.sink, Background):
+                    tg.start_soon(self.sink.background, name=f"{self.name}-background")
                 if self.events_acked is not None and self.local is not None:
                     tg.start_soon(self._follow_local_cursor, self.events_acked, self.local)
                 try:
@@ -317,6 +323,8 @@ class DeliveryConsumer:
                 await self._failed(exc, "fetch")
                 continue
             if not batches:
+                self._idle.set()
+                self._idle = anyio.Event()
                 continue
             # Records can arrive while a rebalance's window rebuild runs: none is handled
             # before its partition's window is complete (a record from before a change

@@ -197,7 +197,6 @@ class AckingJournal:
     __slots__ = (
         "_inner",
         "_on_ack",
-        "alert",
         "backlog",
         "clear_retry",
         "count_dead_letters",
@@ -211,7 +210,6 @@ class AckingJournal:
         "next_retry_due",
         "read",
         "read_after",
-        "rewind",
         "schedule_retry",
         "set_state",
         "wait_for_events",
@@ -225,8 +223,6 @@ class AckingJournal:
         self.delete_state = inner.delete_state
         self.cursor = inner.cursor
         self.backlog = inner.backlog
-        self.rewind = inner.rewind
-        self.alert = inner.alert
         self.read = inner.read
         self.read_after = inner.read_after
         self.wait_for_events = inner.wait_for_events
@@ -238,10 +234,6 @@ class AckingJournal:
         self.dead_letter = inner.dead_letter
         self.dead_letters = inner.dead_letters
         self.count_dead_letters = inner.count_dead_letters
-
-    @property
-    def last_seq(self) -> int:
-        return self._inner.last_seq
 
     async def ack(self, sink: str, seq: int) -> None:
         await self._inner.ack(sink, seq)

@@ -31,7 +31,7 @@ from argbridge.journal.roles import SinkJournal
 from argbridge.logging import get_logger
 from argbridge.metrics import Metrics
 from argbridge.sinks.base import Health
-from argbridge.sinks.kafka_txn import stable_id
+from argbridge.sinks.kafka_txn_progress import stable_id
 
 
 def journal_sinks(settings: Settings) -> list[str]:

@@ -27,7 +27,7 @@ from argbridge.delivery.kafka_records import build_record
 from argbridge.errors import SinkError
 from argbridge.events import CloudEvent
 from argbridge.journal import JournalRecord, RetryItem
-from argbridge.journal.records import AppendStatus, DeadLetter
+from argbridge.journal.records import DeadLetter
 from argbridge.journal.roles import SinkJournal
 from argbridge.sinks.kafka_client import client_kwargs, describe, new_admin
 
@@ -159,16 +159,6 @@ class RetryTopicJournal:
 
     def backlog(self, sink: str) -> int:
         return self.local.backlog(sink)
-
-    @property
-    def last_seq(self) -> int:
-        return self.local.last_seq
-
-    async def rewind(self, sink: str, seq: int) -> None:
-        await self.local.rewind(sink, seq)
-
-    async def alert(self, event: CloudEvent) -> AppendStatus:
-        return await self.local.alert(event)
 
     async def read(
         self, sink: str, limit: int, max_bytes: int | None = None

@@ -126,7 +126,9 @@ class RuntimeConfig(StrictModel):
     malloc_trim_threshold: ByteSize = Field(default=32 * 1024 * 1024, ge=0)
     malloc_mmap_threshold: ByteSize = Field(default=8 * 1024 * 1024, ge=0, le=32 * 1024 * 1024)
     #: Once a backlog burst has drained (and stayed drained 5 s), collect garbage and
-    #: return every free heap page to the kernel (glibc ``malloc_trim``; argbridge.memory).
+    #: return every free heap page to the kernel (glibc ``malloc_trim``), then again while
+    #: the backlog stays small, 10 s, 20 s, 40 s later and then once a minute
+    #: (argbridge.memory).
     trim_after_burst: bool = True
 
 

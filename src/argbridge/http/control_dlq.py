@@ -23,6 +23,7 @@ from argbridge.delivery.timespec import parse_since
 from argbridge.http.asgi import Request, Response, Router, json_response, problem
 from argbridge.http.facade import ControlFacade
 from argbridge.logging import get_logger
+from argbridge.sinks.base import SelfDisabling, Wakeable
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -118,14 +119,14 @@ def register(app: ControlFacade, router: Router) -> None:
         since = since_of(body.get("since"))
         targets = [sink] if sink else list(app.settings.sinks)
         for name in targets:
-            enable = getattr(app.sinks.get(name), "enable", None)
-            if enable is not None:
-                await enable()
+            target = app.sinks.get(name)
+            if isinstance(target, SelfDisabling):
+                await target.enable()
         count = await app.journal.requeue_dead_letters(sink, dlids=ids, since=since)
         for name in targets:
-            wake = getattr(app.sinks.get(name), "wake", None)
-            if wake is not None:
-                wake()
+            target = app.sinks.get(name)
+            if isinstance(target, Wakeable):
+                target.wake()
             app.metrics.dead_letters.labels(name).set(await app.journal.count_dead_letters(name))
         log.info("dlq.replay", sink=sink, ids=ids, since=since, requeued=count)
         return json_response({"requeued": count, "sinks": targets})

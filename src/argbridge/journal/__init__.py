@@ -27,11 +27,12 @@ Invariants (what "nothing accepted is ever lost" rests on):
 
 Layout: :mod:`~argbridge.journal.store` (engine, keys, transaction),
 :mod:`~argbridge.journal.ops` (typed writes), :mod:`~argbridge.journal.writer` (group
-commit), the roles :mod:`~argbridge.journal.log` (sources and readers),
-:mod:`~argbridge.journal.ledger` (sink workers), :mod:`~argbridge.journal.state`, their
-protocols in :mod:`~argbridge.journal.roles`, :mod:`~argbridge.journal.core`
-(:class:`Journal`: open, close, hand out the roles) and :mod:`~argbridge.journal.migrate`
-(a v1 SQLite journal → format 2).
+commit), :mod:`~argbridge.journal.sizes` (the backlog's event sizes in memory), the roles
+:mod:`~argbridge.journal.log` (sources and readers), :mod:`~argbridge.journal.ledger`
+(sink workers), :mod:`~argbridge.journal.state`, their protocols in
+:mod:`~argbridge.journal.roles`, :mod:`~argbridge.journal.core` (:class:`Journal`: open,
+close, hand out the roles) and :mod:`~argbridge.journal.migrate` (a v1 SQLite journal →
+format 2).
 """
 
 from argbridge.journal.backpressure import IntakePaused, PauseSignal

@@ -32,14 +32,16 @@ from argbridge.journal.records import (
     RetryItem,
     body_size,
 )
-from argbridge.journal.roles import SinkView, SourceView
+from argbridge.journal.roles import ExactlyOnceSinkView, SinkView, SourceView
+from argbridge.journal.sizes import SizeIndex
 from argbridge.journal.state import StateStore
 from argbridge.journal.writer import ReadThread, Writer
 
 
-def load_mirror(db: plyvel.DB, sinks: Sequence[str]) -> Mirror:
+def load_mirror(db: plyvel.DB, sinks: Sequence[str], sizes: SizeIndex | None = None) -> Mirror:
     """Rebuild the in-memory mirror from the database; add cursors for new sinks (at 0:
-    the oldest retained event) and drop those of removed sinks (durably)."""
+    the oldest retained event) and drop those of removed sinks (durably). ``sizes`` is
+    filled with the backlog's event sizes on the way."""
     m = Mirror()
     raw = db.get(store.K_LAST_SEQ)
     last = store.last_event_seq(db)
@@ -69,11 +71,16 @@ def load_mirror(db: plyvel.DB, sinks: Sequence[str]) -> Mirror:
         meta, _ = store.unpack_parts(value)
         m.dead_letters[meta["sink"]] = m.dead_letters.get(meta["sink"], 0) + 1
         m.next_dlid = store.key_seq(key) + 1
+    if sizes is not None:
+        sizes.reset(m.min_cursor() if m.cursors else m.last_seq)
     if m.cursors:
         low = m.min_cursor()
-        for _, value in db.iterator(start=store.seq_key(low + 1), stop=store.SEQ_END):
+        for key, value in db.iterator(start=store.seq_key(low + 1), stop=store.SEQ_END):
             _, attrs, data = store.unpack_event(value)
-            m.backlog_bytes += body_size(attrs, data)
+            size = body_size(attrs, data)
+            m.backlog_bytes += size
+            if sizes is not None:
+                sizes.extend(store.key_seq(key), (size,))
     return m
 
 
@@ -120,8 +127,9 @@ class Journal:
 
     async def __aenter__(self) -> Self:
         db = await anyio.to_thread.run_sync(store.open_db, self.path)
+        sizes = SizeIndex()
         try:
-            mirror = await anyio.to_thread.run_sync(load_mirror, db, self.sinks)
+            mirror = await anyio.to_thread.run_sync(load_mirror, db, self.sinks, sizes)
         except BaseException:
             db.close()
             raise
@@ -135,6 +143,7 @@ class Journal:
             pause=self._pause,
             path=self.path,
             fsync_acks=self.fsync_acks,
+            sizes=sizes,
         )
         reads = self._reads = ReadThread(writer)
         self._writer = writer
@@ -220,6 +229,10 @@ class Journal:
         """The narrow role a sink gets: cursor, reads, acks, retries, dead letters, state."""
         return SinkView(self.ledger, self.log, self.state)
 
+    def for_exactly_once_sink(self) -> ExactlyOnceSinkView:
+        """The exactly-once Kafka sink's role (the sink role, a rewind, alerts)."""
+        return ExactlyOnceSinkView(self.ledger, self.log, self.state)
+
     # -- stats -------------------------------------------------------------------------
 
     @property
@@ -261,7 +274,7 @@ class Journal:
         return await self.log.append(event, wait=wait)
 
     async def alert(self, event: CloudEvent) -> AppendStatus:
-        """A component's own alert event (what the sink role offers for it)."""
+        """A component's own alert event (what the exactly-once sink role offers for it)."""
         return await self.log.append(event)
 
     async def append_many(

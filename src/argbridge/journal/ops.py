@@ -69,6 +69,8 @@ class Work:
     before: Mirror | None = None
     #: Written as ``m:group`` with the batch: after a failed write, whether it landed.
     token: bytes = b""
+    #: The JSON size of each event this group appends, in seq order (the size index).
+    sizes: list[int] = field(default_factory=list)
 
 
 class Op(Generic[R]):
@@ -117,7 +119,9 @@ class Append(Op[AppendStatus]):
         txn.put(store.seq_key(seq), store.pack_event(at, self.attrs, self.data))
         txn.put(ikey, store.pack_index(seq, at))
         work.appended += 1
-        work.added_bytes += body_size(self.attrs, self.data)
+        size = body_size(self.attrs, self.data)
+        work.added_bytes += size
+        work.sizes.append(size)
         return AppendStatus.APPENDED
 
 
@@ -131,6 +135,7 @@ def append_run(work: Work, ops: Sequence[Append]) -> None:
     pack_event, pack_index, seq_key = store.pack_event, store.pack_index, store.seq_key
     appended, dup, absent = AppendStatus.APPENDED, AppendStatus.DUPLICATE, store.ABSENT
     added = dups = 0
+    sized = work.sizes.append
     for op in ops:
         ikey = b"i" + op.event_id.encode()
         known = overlay.get(ikey, absent)
@@ -145,7 +150,9 @@ def append_run(work: Work, ops: Sequence[Append]) -> None:
         ekey, event = seq_key(seq), pack_event(at, attrs, data)
         overlay[ekey] = dirty[ekey] = event
         overlay[ikey] = dirty[ikey] = pack_index(seq, at)
-        added += len(attrs) + len(data) + 8 if data else len(attrs)
+        size = len(attrs) + len(data) + 8 if data else len(attrs)
+        added += size
+        sized(size)
         op.result = appended
     if seq != m.last_seq:
         work.appended += seq - m.last_seq

@@ -2,18 +2,22 @@
 
 - :class:`SourceJournal`: what a source uses: append (with dedupe), the backpressure
   signal, and the state store (resume points such as an SSE ``Last-Event-ID``).
-- :class:`SinkJournal`: what a sink worker and a sink use: reads from the cursor, acks
-  (and a rewind, when Kafka's progress topic has less), retries, dead letters, its own
-  alert events, and the state store (Slack thread ids, a disabled endpoint).
+- :class:`SinkJournal`: what a sink worker and a sink use: reads from the cursor, acks,
+  retries, dead letters, and the state store (Slack thread ids, a disabled endpoint).
+- :class:`ExactlyOnceSinkJournal`: the exactly-once Kafka sink's, the sink role and what
+  its reconciliation with Kafka's progress topic needs: the newest sequence, a rewind of
+  its own cursor (the progress topic has less), and its own alert events (fenced).
 
-:meth:`Journal.for_source` and :meth:`Journal.for_sink` hand out :class:`SourceView` and
-:class:`SinkView`, which expose exactly these methods and nothing else of the journal.
+:meth:`Journal.for_source`, :meth:`Journal.for_sink` and
+:meth:`Journal.for_exactly_once_sink` hand out :class:`SourceView`, :class:`SinkView`
+and :class:`ExactlyOnceSinkView`, which expose exactly these methods and nothing else of
+the journal (:func:`argbridge.registry.sink_journal` picks a sink's).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from argbridge.events import CloudEvent
 from argbridge.journal.backpressure import PauseSignal
@@ -48,20 +52,6 @@ class SinkJournal(StateRole, Protocol):
         """Events journaled that ``sink`` has not acknowledged yet."""
         ...
 
-    @property
-    def last_seq(self) -> int:
-        """The newest journaled sequence (the exactly-once sink reconciles against it)."""
-        ...
-
-    async def rewind(self, sink: str, seq: int) -> None:
-        """Set ``sink``'s cursor back (the exactly-once sink, when Kafka has less)."""
-        ...
-
-    async def alert(self, event: CloudEvent) -> AppendStatus:
-        """Journal a sink's own alert (an ``argbridge.*`` event, e.g. a fenced sink); a
-        sink appends nothing else."""
-        ...
-
     async def read(
         self, sink: str, limit: int, max_bytes: int | None = None
     ) -> list[JournalRecord]: ...
@@ -89,6 +79,26 @@ class SinkJournal(StateRole, Protocol):
         limit: int = 1000,
     ) -> list[DeadLetter]: ...
     async def count_dead_letters(self, sink: str | None = None) -> int: ...
+
+
+@runtime_checkable
+class ExactlyOnceSinkJournal(SinkJournal, Protocol):
+    """The exactly-once Kafka sink's view: the sink role, and for its reconciliation
+    with the progress topic the newest sequence, a rewind, and its alert events."""
+
+    @property
+    def last_seq(self) -> int:
+        """The newest journaled sequence (the exactly-once sink reconciles against it)."""
+        ...
+
+    async def rewind(self, sink: str, seq: int) -> None:
+        """Set ``sink``'s cursor back (the exactly-once sink, when Kafka has less)."""
+        ...
+
+    async def alert(self, event: CloudEvent) -> AppendStatus:
+        """Journal a sink's own alert (an ``argbridge.*`` event, e.g. a fenced sink); a
+        sink appends nothing else."""
+        ...
 
 
 class _StateMethods:
@@ -122,7 +132,6 @@ class SinkView(_StateMethods):
     __slots__ = (
         "_log",
         "ack",
-        "alert",
         "backlog",
         "clear_retry",
         "count_dead_letters",
@@ -134,7 +143,6 @@ class SinkView(_StateMethods):
         "next_retry_due",
         "read",
         "read_after",
-        "rewind",
         "schedule_retry",
         "wait_for_events",
     )
@@ -142,8 +150,6 @@ class SinkView(_StateMethods):
     def __init__(self, ledger: SinkLedger, log: EventLog, state: StateStore) -> None:
         super().__init__(state)
         self._log = log
-        self.rewind = ledger.rewind
-        self.alert = log.append
         self.cursor = ledger.cursor
         self.backlog = ledger.backlog
         self.read = ledger.read
@@ -158,6 +164,18 @@ class SinkView(_StateMethods):
         self.count_dead_letters = ledger.count_dead_letters
         self.read_after = log.read_after
         self.wait_for_events = log.wait_for_events
+
+
+class ExactlyOnceSinkView(SinkView):
+    """:class:`ExactlyOnceSinkJournal`: :class:`SinkView` with a rewind, alerts and the
+    newest sequence."""
+
+    __slots__ = ("alert", "rewind")
+
+    def __init__(self, ledger: SinkLedger, log: EventLog, state: StateStore) -> None:
+        super().__init__(ledger, log, state)
+        self.rewind = ledger.rewind
+        self.alert = log.append
 
     @property
     def last_seq(self) -> int:

@@ -55,6 +55,7 @@ from argbridge.journal.backpressure import IntakePaused, PauseSignal
 from argbridge.journal.ops import Ack, Append, Mirror, Op, Work
 from argbridge.journal.ops import append_run as _append_run
 from argbridge.journal.records import body_size
+from argbridge.journal.sizes import SizeIndex
 from argbridge.journal.store import Txn
 from argbridge.logging import get_logger
 
@@ -103,6 +104,8 @@ class ReadThread:
         self._writer = writer
         self._limiter = anyio.CapacityLimiter(1)
         writer.reopen_db = self._reopen
+        #: Reads run in the worker thread so far.
+        self.reads = 0
 
     async def _reopen(self, path: Path) -> plyvel.DB:
         """Close the writer's database once no read runs on it and open it again (the
@@ -135,6 +138,7 @@ class ReadThread:
 
         if writer.closed:
             raise JournalClosed("the journal is closed")
+        self.reads += 1
         try:
             return await anyio.to_thread.run_sync(guarded, limiter=self._limiter)
         except plyvel.Error as exc:
@@ -155,8 +159,11 @@ class Writer:
         pause: PauseSignal | None = None,
         path: Path | None = None,
         fsync_acks: bool = True,
+        sizes: SizeIndex | None = None,
     ) -> None:
         self.db = db
+        #: The committed backlog's event sizes (the bytes an ack frees, without a read).
+        self.sizes = sizes if sizes is not None else SizeIndex(mirror.last_seq)
         #: The database directory (reopened after a failed write) and the pause signal
         #: whose ``disk_full`` hold the writer sets and releases.
         self.path = path
@@ -519,9 +526,23 @@ class Writer:
         txn.flush()
         return True
 
+    def _bytes_between(self, txn: Txn, lo: int, hi: int) -> int:
+        """Bytes of the events with ``lo < seq <= hi``: from the size index where it
+        covers them, the rest read through the group's transaction."""
+        sizes = self.sizes
+        a, b = max(lo, sizes.lo), min(hi, sizes.hi)
+        covered = sizes.between(a, b) if a < b else None
+        if covered is None:
+            return self._read_bytes(txn, lo, hi)
+        if lo < a:
+            covered += self._read_bytes(txn, lo, a)
+        if b < hi:
+            covered += self._read_bytes(txn, b, hi)
+        return covered
+
     @staticmethod
-    def _bytes_between(txn: Txn, lo: int, hi: int) -> int:
-        """Bytes of the events with ``lo < seq <= hi``."""
+    def _read_bytes(txn: Txn, lo: int, hi: int) -> int:
+        """Bytes of the events with ``lo < seq <= hi``, read from the database."""
         total = 0
         for key, value in txn.scan(store.P_EVENT, start=store.seq_key(lo + 1)):
             if store.key_seq(key) > hi:
@@ -532,7 +553,11 @@ class Writer:
 
     def _apply(self, work: Work) -> None:
         before = self.mirror.last_seq
-        self.mirror = work.mirror
+        self.mirror = m = work.mirror
+        sizes = self.sizes
+        if work.sizes:
+            sizes.extend(before + 1, work.sizes)
+        sizes.trim(m.min_cursor())
         self.commits += 1
         self.appended += work.appended
         self.duplicates += work.duplicates

@@ -6,27 +6,28 @@ routes send to this sink, calls :meth:`Sink.deliver`, and acknowledges the batch
 journal only after ``deliver`` returned (the destination confirmed). A retryable
 failure re-delivers the same batch after a backoff; a permanent one dead-letters it.
 Sinks with their own per-event retry schedule (webhooks) record retries in the journal
-from inside ``deliver`` and run them in ``background``. When one filterless route reaches
-the sink (the usual case), a batch is a :class:`RouteBatch`: a sequence of deliveries
-made on demand over the records read.
+from inside ``deliver`` and run them in ``background`` (:class:`Background`; the other
+optional capabilities are declared types too: :class:`Pipelined`, :class:`ReportsSent`,
+:class:`Wakeable`, :class:`SelfDisabling`, :class:`Resumable`). When one filterless
+route reaches the sink (the usual case), a batch is a :class:`RouteBatch`: a sequence
+of deliveries made on demand over the records read.
 
 Batches are bounded in events (``batch_size``) and in bytes (``batch_bytes``, at least
 one event), so the worker holds at most three batches' bytes (read, built, awaiting
 confirmation) whatever the events' sizes.
 
-A sink that also has ``submit(batch) -> confirmed`` (Kafka) is pipelined while there is a
-backlog (a full batch was read): the worker reads batch N+2 (in a thread), submits N+1
-and waits for N's confirmation at the same time, and acks the journal in order, each
-batch only after its own confirmation. A failure or a rewind ends the pipeline; reading
+A :class:`Pipelined` sink (``submit(batch) -> confirmed``: Kafka) is pipelined while
+there is a backlog (a full batch was read): the worker reads batch N+2 (in a thread),
+submits N+1 and waits for N's confirmation at the same time, and acks the journal in
+order, each batch only after its own confirmation. A failure or a rewind ends the pipeline; reading
 starts again from the journal's cursor (see :meth:`SinkWorker._pipeline`).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, overload, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, overload, runtime_checkable
 
 import anyio
 
@@ -132,40 +133,14 @@ class SinkContext:
             return
         self.metrics.sent.labels(self.name, "sink").inc(len(records))
         self.metrics.sent_bytes.labels(self.name, "sink").inc(sum(r.size for r in records))
+        # One public ``observe`` per event (about 1 µs each: a batch-wide observe on the
+        # histogram's private buckets saved ~4% of the Kafka sink's CPU per event, under
+        # the 5% a dependency's internals must buy).
         now = self.clock.time()
-        observe_many(
-            self.metrics.delivery_latency.labels(self.name),
-            [now - r.appended_at for r in records],
-        )
-
-
-def observe_many(hist: Any, values: list[float]) -> None:
-    """``hist.observe(max(0, v))`` for every value, in one pass per batch.
-
-    Same result as observing one by one (tested), but the bucket counts are added once
-    per bucket instead of once per value (prometheus-client takes a lock and scans the
-    bounds on every ``observe``: 1.5 µs per delivered event). Falls back to plain
-    ``observe`` if the client's histogram internals ever change.
-    """
-    bounds = getattr(hist, "_upper_bounds", None)
-    buckets = getattr(hist, "_buckets", None)
-    total = getattr(hist, "_sum", None)
-    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
-        for v in values:
-            hist.observe(max(0.0, v))
-        return
-    values.sort()  # records come oldest first: one descending run, sorted in O(n)
-    if values and values[0] < 0.0:
-        values = [max(0.0, v) for v in values]
-    total.inc(sum(values))
-    done = 0
-    for i, bound in enumerate(bounds):
-        upto = bisect_right(values, bound, lo=done)
-        if upto > done:
-            buckets[i].inc(upto - done)
-            done = upto
-        if done == len(values):
-            break
+        observe = self.metrics.delivery_latency.labels(self.name).observe
+        for r in records:
+            latency = now - r.appended_at
+            observe(latency if latency > 0.0 else 0.0)
 
 
 @runtime_checkable
@@ -205,6 +180,55 @@ class Resumable(Protocol):
         ...
 
 
+# Optional capabilities: a sink declares one by having its member (the worker and the
+# control API test with ``isinstance``), never found by probing attribute names.
+
+
+@runtime_checkable
+class Background(Protocol):
+    """A sink with work of its own beside delivery (a retry loop, a readiness probe):
+    the worker runs :meth:`background` for as long as it runs the sink."""
+
+    async def background(self) -> None: ...
+
+
+@runtime_checkable
+class Pipelined(Protocol):
+    """A sink whose delivery has two halves (Kafka): the worker drains a backlog by
+    submitting batch N+1 while batch N awaits its confirmation (see
+    :meth:`SinkWorker._pipeline`)."""
+
+    async def submit(self, batch: Sequence[Delivery]) -> Callable[[], Awaitable[None]]:
+        """Hand ``batch`` over; the returned call waits until the destination confirmed
+        it (raising as :meth:`Sink.deliver` would)."""
+        ...
+
+
+@runtime_checkable
+class ReportsSent(Protocol):
+    """A sink that counts what its destination confirmed itself
+    (:meth:`SinkContext.count_sent`, e.g. only the events a transaction committed or a
+    webhook endpoint accepted): the worker does not count its batches again."""
+
+    reports_sent: Literal[True]
+
+
+@runtime_checkable
+class Wakeable(Protocol):
+    """A sink with a retry loop of its own: ``dlq replay`` wakes it once dead letters
+    are requeued (due now)."""
+
+    def wake(self) -> None: ...
+
+
+@runtime_checkable
+class SelfDisabling(Protocol):
+    """A sink that disables its destination by itself (a webhook endpoint answering
+    410 Gone): ``dlq replay`` enables it again before requeueing."""
+
+    async def enable(self) -> None: ...
+
+
 class WorkerRole(Protocol):
     """What the runtime, ``/readyz``, ``argbridge status`` and the control API use of a
     sink's worker: a :class:`SinkWorker`, or in cluster mode a Slack/webhook sink's
@@ -218,6 +242,9 @@ class WorkerRole(Protocol):
     def stop(self) -> None: ...
     def poke(self) -> None: ...
     def set_router(self, router: Router) -> None: ...
+    async def caught_up(self) -> None:
+        """Return once the worker found nothing more to deliver."""
+        ...
 
 
 class SinkWorker:
@@ -241,13 +268,16 @@ class SinkWorker:
         #: A batch read from the journal stops at this many bytes of events (at least one
         #: event): what the worker holds is bounded in bytes, not only in events.
         self.batch_bytes = batch_bytes
-        #: Caught up and woken by a new event: wait this long before reading, so the
-        #: events of the next few ms share one batch (one request, one cursor ack).
+        #: Caught up and woken by a new event, or done with a partial batch while more
+        #: came in: wait this long before reading, so the events of the next few ms
+        #: share one batch (one request, one cursor ack).
         self.linger = linger
         self.backoff = backoff or Backoff()
         self.name = ctx.name
         self._stopping = anyio.Event()
         self._poked = anyio.Event()
+        #: Set (and replaced) each time a batch is handed to the sink: see :meth:`delivering`.
+        self._handed = anyio.Event()
         self.in_flight = 0
         self.started = False
         self.last_error: str | None = None
@@ -280,6 +310,23 @@ class SinkWorker:
         while journal.backlog(self.name) > 0:
             await self._idle.wait()
 
+    @property
+    def in_flight(self) -> int:
+        """Events handed to the sink and not confirmed yet."""
+        return self._in_flight
+
+    @in_flight.setter
+    def in_flight(self, events: int) -> None:
+        self._in_flight = events
+        if events > 0:
+            self._handed.set()
+            self._handed = anyio.Event()
+
+    async def delivering(self) -> None:
+        """Return once a batch is handed to the sink (at once when one is in flight)."""
+        if self._in_flight == 0:
+            await self._handed.wait()
+
     def poke(self) -> None:
         """Read again now (after a replay moved the cursor back)."""
         self._poked.set()
@@ -292,11 +339,10 @@ class SinkWorker:
         except SinkStopped as exc:
             self._stopped_for_good(exc)
             return
-        background = getattr(self.sink, "background", None)
-        pipelined = callable(getattr(self.sink, "submit", None))
+        pipelined = isinstance(self.sink, Pipelined)
         async with anyio.create_task_group() as tg:
-            if background is not None:
-                tg.start_soon(background, name=f"{self.name}-background")
+            if isinstance(self.sink, Background):
+                tg.start_soon(self.sink.background, name=f"{self.name}-background")
             try:
                 while not self._stopping.is_set():
                     records = await journal.read(self.name, self.batch_size, self.batch_bytes)
@@ -327,6 +373,16 @@ class SinkWorker:
                         await self._deliver(deliveries)
                     await journal.ack(self.name, records[-1].seq)
                     self.in_flight = 0
+                    if (
+                        self.linger > 0
+                        and journal.backlog(self.name) > 0
+                        and not self._full(records)
+                        and not self._stopping.is_set()
+                    ):
+                        # Live traffic: events came in while this partial batch was
+                        # delivered. Let the next few ms join them, as after a wake-up,
+                        # instead of sending them at once as a batch of one or two.
+                        await self._unless_stopped(self.ctx.clock.sleep, self.linger)
             except JournalClosed:
                 log.info("sink.stopped", reason="journal closed")
             except SinkStopped as exc:
@@ -360,13 +416,15 @@ class SinkWorker:
 
     def _ops_in(self, records: Sequence[JournalRecord]) -> bool:
         """Whether ``records`` hold argbridge's own events (routed by the ops routes, not
-        by the data route): :meth:`Router.body_is_ops` on the stored bodies."""
+        by the data route): :meth:`Router.body_is_ops` on the stored attributes JSON (the
+        event's JSON without ``data``: the same ``type``, and no body joined and kept per
+        record, 1.3 KiB for a 1 KiB event)."""
         router = self.router
         if router.ops_prefix is None:
             return False
         is_ops = router.body_is_ops
         for r in records:
-            if is_ops(r.body):
+            if is_ops(r.parts()[0]):
                 return True
         return False
 
@@ -387,14 +445,14 @@ class SinkWorker:
         previous batch, so a rewind during the pipeline makes every later ack stale too.
         """
         journal, name = self.ctx.journal, self.name
-        submit: Callable[[Sequence[Delivery]], Awaitable[Callable[[], Awaitable[None]]]]
-        submit = self.sink.submit  # type: ignore[attr-defined]
+        assert isinstance(self.sink, Pipelined)
+        submit = self.sink.submit
         # One batch may wait here while the previous one is confirmed and acked (the
         # journal's ack is an fsync): the next one is built meanwhile.
         send, receive = anyio.create_memory_object_stream[
             tuple[Callable[[], Awaitable[None]] | None, int, Sequence[Delivery]]
         ](1)
-        reports_sent = getattr(self.sink, "reports_sent", False)
+        reports_sent = isinstance(self.sink, ReportsSent)
         failure: list[BaseException] = []
         closed: list[JournalClosed] = []
 
@@ -557,7 +615,7 @@ class SinkWorker:
                 continue
             self.backoff.reset()
             self.last_error = None
-            if not getattr(self.sink, "reports_sent", False):
-                # (A sink with reports_sent counts what the destination confirmed itself.)
+            if not isinstance(self.sink, ReportsSent):
+                # (A ReportsSent sink counts what the destination confirmed itself.)
                 ctx.count_sent(records_of(deliveries))
             return

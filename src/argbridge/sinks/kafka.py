@@ -57,7 +57,7 @@ import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from itertools import repeat
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import anyio
 from aiokafka import AIOKafkaProducer
@@ -70,6 +70,7 @@ from aiokafka.errors import (
     RecordListTooLargeError,
     TopicAuthorizationFailedError,
 )
+from orjson import loads
 
 from argbridge.config.settings import Settings
 from argbridge.config.sinks import KafkaSinkConfig
@@ -120,7 +121,7 @@ class _Refused(Exception):
 class KafkaSink:
     """Produces CloudEvents to Kafka; one producer, reconnecting on failure."""
 
-    reports_sent = True
+    reports_sent: Literal[True] = True
 
     def __init__(
         self,
@@ -159,6 +160,11 @@ class KafkaSink:
         self._probed = anyio.Event()
         self._probing = False
         self._started = False
+        #: Producer stops still running (a frozen broker): finished in aclose.
+        self._stops = kafka_client.ProducerStops(ctx.log)
+        #: What a probe that finds the brokers reachable does next (``True``: ready). The
+        #: exactly-once sink, which drives this one for its records, sets its own.
+        self.when_reachable: Callable[[], Awaitable[bool]] = self._reconnect
         #: Call bounds of an idempotent producer's sends and ack waits (see _call_bound).
         self._bounds: set[anyio.CancelScope] = set()
 
@@ -331,14 +337,23 @@ class KafkaSink:
             self._set_reachable(cause, kafka_client.kind(exc) or _kind_of(cause))
             return False
         self._set_reachable(None, None)
+        return await self.when_reachable()
+
+    async def _reconnect(self) -> bool:
+        """The brokers answered a probe: when the producer was dropped, connect now, so
+        ``/readyz`` says ready without waiting for the next event."""
         if self.producer is None and self._started:
-            # Brokers are back and the producer was dropped: connect now, so /readyz
-            # says ready without waiting for the next event.
             try:
                 await self._connect()
             except SinkError:
                 return False
         return True
+
+    @property
+    def unreachable(self) -> str | None:
+        """Why the last probe (or connection attempt) found the brokers unreachable;
+        ``None`` when they answered."""
+        return self._unreachable
 
     async def _cause(self, exc: BaseException) -> str:
         """``exc`` in words; a bare bootstrap failure is diagnosed (aiokafka only logs
@@ -394,7 +409,9 @@ class KafkaSink:
             return self.config.retry_max
         return self.config.readiness_timeout / 4
 
-    async def _probe_loop(self) -> None:
+    async def probe_loop(self) -> None:
+        """Probe the brokers every quarter of ``readiness_timeout`` (``retry_max`` after a
+        configuration failure) until cancelled."""
         self._probing = True
         try:
             while True:
@@ -426,21 +443,12 @@ class KafkaSink:
         if producer is not None:
             await self._stop(producer)
         await self._drop_admin()
+        await self._stops.finish(CLOSE_TIMEOUT)
         self._state = "closed"
         self._ok = False
 
     async def _stop(self, producer: AIOKafkaProducer) -> None:
-        with anyio.move_on_after(min(CLOSE_TIMEOUT, self.config.call_timeout), shield=True):
-            try:
-                await producer.stop()
-            except Exception as exc:
-                self.ctx.log.debug("kafka.stop_failed", error=exc)
-
-    @property
-    def unreachable(self) -> str | None:
-        """Why the brokers cannot be reached, as the last probe found (``None``: they
-        answered, or no probe ran yet)."""
-        return self._unreachable
+        await self._stops.stop(producer, min(CLOSE_TIMEOUT, self.config.call_timeout))
 
     def health(self) -> Health:
         if self._unreachable is not None:
@@ -450,7 +458,7 @@ class KafkaSink:
     async def background(self) -> None:
         """Redeliver requeued dead letters; probe the brokers for readiness."""
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._probe_loop)
+            tg.start_soon(self.probe_loop)
             await self.requeue.run()
             tg.cancel_scope.cancel()
 
@@ -624,8 +632,11 @@ class KafkaSink:
             template = route.topic or default_topic
             parts = None
             if binary and "{" not in template:
-                # The fast path: the record from the stored attributes and data.
-                parts = binary_parts(record.attributes, record.data_json)
+                # The fast path: the record from the stored attributes and data. The
+                # attributes are decoded here, not cached on the record: a dict per record
+                # held for the whole batch (~1 KiB each, and what the collector walks).
+                attrs_json, data_json = record.parts()
+                parts = binary_parts(loads(attrs_json), data_json)
             if parts is not None:
                 topic = template
                 key, value, headers, event_id = parts

@@ -5,7 +5,8 @@ producer keys) to aiokafka's arguments: :func:`client_kwargs` (bootstrap, client
 context, SASL, request timeout: what every client takes), :func:`producer_kwargs` (plus
 acks, idempotence, compression, batching), :func:`admin_kwargs`, and the constructors
 :func:`new_producer` and :func:`new_admin`. A transactional producer is
-``new_producer(cfg, transactional_id=...)``.
+``new_producer(cfg, transactional_id=...)``. :class:`ProducerStops` stops producers
+within a bound without abandoning them (a stop cut short leaves connections open).
 
 aiokafka reports a failed bootstrap as "Unable to bootstrap from [...]" and only logs the
 cause. :func:`diagnose` opens one connection per bootstrap server the way the client does
@@ -19,6 +20,7 @@ in Python (no configuration-only OIDC client-credentials flow), so it is not a k
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from typing import TYPE_CHECKING, Any
 
@@ -208,3 +210,36 @@ def describe(exc: BaseException) -> str:
     else:
         text = f"{type(exc).__name__}: {exc}"
     return f"{found} ({text})" if found else text
+
+
+class ProducerStops:
+    """Stops producers, waiting a bounded time for each.
+
+    Against a frozen broker aiokafka's ``stop`` does not end (and a second call is a
+    no-op); cancelling it leaves its connections open. So a stop that outlasts its bound
+    keeps running as a task and closes the connections once the broker answers again;
+    :meth:`finish` (on the sink's ``aclose``) gives the stragglers one more bounded wait,
+    then cancels them."""
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+        self._running: set[asyncio.Future[Any]] = set()
+
+    async def stop(self, producer: AIOKafkaProducer, bound: float) -> None:
+        task = asyncio.ensure_future(producer.stop())
+        task.add_done_callback(self._stopped)
+        self._running.add(task)
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait((task,), timeout=bound)
+
+    def _stopped(self, task: asyncio.Future[Any]) -> None:
+        self._running.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._log.debug("kafka.stop_failed", error=task.exception())
+
+    async def finish(self, bound: float) -> None:
+        if self._running:
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait(tuple(self._running), timeout=bound)
+            for task in tuple(self._running):
+                task.cancel()

@@ -2,11 +2,15 @@
 journal batch, carrying the sink's position on a compacted progress topic.
 
 The pattern of Kafka Connect's exactly-once source connectors (KIP-618) and of
-Materialize's Kafka sink. Owns the transactional producer, the progress topic (created
-compacted when missing, read back ``read_committed``) and fencing; the records
-themselves are built and batched by :class:`~argbridge.sinks.kafka.KafkaSink` (topic
-templates, several topics and partitions per batch, binary and structured modes, dead
-letters for unroutable or oversized events), which this sink drives inside each
+Materialize's Kafka sink. This module owns the sink itself: its identity, start-up and
+reconnects, the reconciliation of the journal cursor with the committed position, and
+the order of transactions (one open at a time, pipelined with the worker's reads). The
+parts it is made of: :mod:`.kafka_txn_driver` (one transaction's life and the
+transactional producer), :mod:`.kafka_txn_progress` (the progress topic and the stable
+ids), :mod:`.kafka_txn_fencing` (recognising a fence; the stop and the alert). The
+records themselves are built and batched by :class:`~argbridge.sinks.kafka.KafkaSink`
+(topic templates, several topics and partitions per batch, binary and structured modes,
+dead letters for unroutable or oversized events), which this sink drives inside each
 transaction.
 
 Identity. A stable instance id (``instance_id``, or made once and kept in the journal's
@@ -33,31 +37,23 @@ record). ``ProducerFenced`` — another daemon runs with this instance id and si
 the sink for good: :class:`SinkStopped`, an error log, the error metric and an
 ``argbridge.sink.fenced`` alert event in the journal. Retention: the cursor never passes
 what was committed, and the journal keeps every event after the cursor.
+
+Readiness is the at-least-once sink's (:class:`~argbridge.sinks.kafka.KafkaSink`, which
+this sink drives): a probe every quarter of ``readiness_timeout``, the cause named in
+``/readyz``, and :meth:`resumed` ending the worker's backoff once the brokers answer
+again; a probe that finds them back reconnects a dropped producer.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import functools
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NoReturn, Protocol
+from typing import Literal
 
 import anyio
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import NewTopic
-from aiokafka.errors import (
-    InvalidProducerEpoch,
-    KafkaError,
-    MessageSizeTooLargeError,
-    ProducerFenced,
-    RecordListTooLargeError,
-    TransactionalIdAuthorizationFailed,
-)
+from aiokafka.errors import KafkaError
 
 from argbridge.config.settings import Settings
 from argbridge.config.sinks import KafkaSinkConfig
@@ -67,91 +63,46 @@ from argbridge.delivery.kafka_progress import (
     Position,
     ProgressError,
     Verdict,
-    decode_position,
-    encode_position,
-    fenced_alert_event,
     progress_key,
     reconcile,
     transactional_id,
 )
-from argbridge.delivery.kafka_records import partition_for
 from argbridge.errors import SinkError, SinkStopped
 from argbridge.journal import JournalRecord
 from argbridge.sinks.base import Delivery, Health, RouteBatch, SinkContext, records_of
-from argbridge.sinks.kafka import _PERMANENT, CLOSE_TIMEOUT, KafkaSink, _describe
-from argbridge.sinks.kafka_client import client_kwargs, new_producer
+from argbridge.sinks.kafka import KafkaSink, _describe
+from argbridge.sinks.kafka_txn_driver import TransactionDriver
+from argbridge.sinks.kafka_txn_progress import ProgressTopic, stable_id
 from argbridge.sinks.requeue import RequeueRunner, refresh_dead_letter_gauge
 
-#: The errors that mean another producer took over this ``transactional_id``.
-_FENCED = (ProducerFenced, InvalidProducerEpoch)
-_TOPIC_EXISTS = 36
-#: The transactional producer's retry backoff (see _new_producer).
-TXN_RETRY_BACKOFF_MS = 10
 
-
-class StateStore(Protocol):
-    """The journal's small durable key/value store (in the state dir)."""
-
-    async def get_state(self, key: str) -> str | None: ...
-
-    async def set_state(self, key: str, value: str) -> None: ...
-
-
-async def stable_id(store: StateStore, key: str) -> str:
-    """The id kept under ``key`` in the state store, made (a random UUID) on first use."""
-    value = await store.get_state(key)
-    if value is None:
-        value = str(uuid.uuid4())
-        await store.set_state(key, value)
-    return value
-
-
-class ExactlyOnceKafkaSink:
+class ExactlyOnceKafkaSink(TransactionDriver):
     """Transactional delivery to Kafka with the position on a progress topic."""
 
-    reports_sent = True
+    reports_sent: Literal[True] = True
 
     def __init__(self, config: KafkaSinkConfig, ctx: SinkContext, settings: Settings) -> None:
-        self.name = ctx.name
-        self.config = config
-        self.ctx = ctx
-        #: Builds and batches the records (its ``_send``), dead-letters what cannot go.
-        self.records = KafkaSink(config, ctx, settings)
-        self.producer: AIOKafkaProducer | None = None
-        self.instance_id: str | None = None
+        super().__init__(config, ctx, KafkaSink(config, ctx, settings))
         self.journal_id: str | None = None
         #: This process's incarnation (written into every position it commits).
         self.incarnation = uuid.uuid4().hex
-        #: Offsets of the last progress record read, and of the last one this
-        #: incarnation committed.
+        self.progress = ProgressTopic(config, self.records._admin_client, ctx.log)
+        #: Offset of the last progress record read.
         self._read_offset = -1
-        self._own_offset = -1
-        self.transactional_id: str | None = None
-        #: The last position committed to Kafka that belongs to this journal.
-        self.committed: Position | None = None
-        #: Transactions with records committed by this process (tests read it).
-        self.commits = 0
-        self.fenced: str | None = None
         #: The position read back at the last (re)connect.
         self._read: Position | None = None
         self._lock = anyio.Lock()
-        #: Journal seqs dead-lettered after the broker refused them inside a transaction
-        #: (the retried transaction leaves them out), and those to send one per batch.
-        self._skip: set[int] = set()
-        #: The transaction begun and not yet committed (or aborted).
-        self._open: _Txn | None = None
-        self._progress_partitions: list[int] | None = None
-        #: Producer stops still running (see _stop).
-        self._stopping: set[asyncio.Future[Any]] = set()
-        self._alone: set[int] = set()
-        self._state = "not started"
-        self._ok = False
         self.requeue = RequeueRunner(ctx, settings, self._deliver_requeued)
+        #: Started (the cursor aligned, the key claimed): a readiness probe may reconnect.
+        self._started = False
+        # Readiness is the at-least-once sink's: its probe loop, on its admin client,
+        # names the cause; a probe that finds the brokers back reconnects this producer.
+        self.records.when_reachable = self._reconnect_when_reachable
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        journal = self.ctx.journal
+        journal = self.journal
         self.instance_id = self.config.instance_id or await stable_id(journal, INSTANCE_ID_KEY)
         self.journal_id = await stable_id(journal, JOURNAL_ID_KEY)
         self.transactional_id = transactional_id(
@@ -169,9 +120,11 @@ class ExactlyOnceKafkaSink:
                 assert self.producer is not None
                 await self._drop(self.producer, None)
                 raise
+            self._started = True
         await refresh_dead_letter_gauge(self.ctx)
 
     async def aclose(self) -> None:
+        self._started = False  # a probe still running must not connect again
         producer, self.producer = self.producer, None
         if producer is not None:
             await self._stop(producer)
@@ -182,29 +135,50 @@ class ExactlyOnceKafkaSink:
         self._ok = False
 
     def health(self) -> Health:
+        cause = self.records.unreachable
+        if cause is not None and self.fenced is None:
+            return Health(False, f"broker unavailable: {cause}")
         return Health(self._ok and self.producer is not None, self._state)
 
     async def background(self) -> None:
-        """Redeliver requeued dead letters (each batch in its own transaction)."""
-        await self.requeue.run()
+        """Probe the brokers for readiness; redeliver requeued dead letters (each batch
+        in its own transaction)."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.records.probe_loop)
+            await self.requeue.run()
+            tg.cancel_scope.cancel()
+
+    async def resumed(self) -> None:
+        """Return once the brokers, seen unreachable at or since this call, answer again
+        (:meth:`KafkaSink.resumed`): the worker then retries at once instead of
+        finishing its backoff."""
+        await self.records.resumed()
+
+    async def next_probe(self) -> None:
+        """Return after the next readiness probe recorded its outcome."""
+        await self.records.next_probe()
+
+    async def _reconnect_when_reachable(self) -> bool:
+        """A readiness probe found the brokers reachable: when the producer was dropped
+        (a failed transaction, an outage), reconnect now (fence, read the committed
+        position), so ``/readyz`` says ready without waiting for the next batch."""
+        if self.producer is not None:
+            return True
+        if not self._started or self.fenced is not None:
+            return False
+        async with self._lock:
+            if self.producer is None and self._started:
+                try:
+                    await self._connect()
+                except SinkError:  # (SinkStopped too: superseded, the sink says so)
+                    return False
+                self._refresh_committed()
+        return self.producer is not None
 
     def wake(self) -> None:
         self.requeue.waker.wake()
 
     # -- connecting: fence, then read the committed position -----------------------------
-
-    def _new_producer(self) -> AIOKafkaProducer:
-        return new_producer(
-            self.config,
-            acks="all",
-            enable_idempotence=True,
-            transactional_id=self.transactional_id,
-            transaction_timeout_ms=int(self.config.transaction_timeout * 1000),
-            # A transaction begun while the previous one's markers are being written
-            # is answered CONCURRENT_TRANSACTIONS: retry soon, not after aiokafka's
-            # default 100 ms (the Java client special-cases 20 ms for this).
-            retry_backoff_ms=TXN_RETRY_BACKOFF_MS,
-        )
 
     async def _connect(self, *, first: bool = False) -> None:
         """Start a producer (fencing earlier incarnations), make sure the progress topic
@@ -239,7 +213,7 @@ class ExactlyOnceKafkaSink:
         try:
             with anyio.fail_after(self.config.call_timeout):
                 await producer.start()  # InitProducerId: fences, ends the open transaction
-                await self._ensure_progress_topic()
+                await self.progress.ensure()
                 position = await self._read_position()
         except (Exception, TimeoutError) as exc:
             await self._stop(producer)
@@ -267,72 +241,20 @@ class ExactlyOnceKafkaSink:
             position=None if position is None else position.seq,
         )
 
-    async def _ensure_progress_topic(self) -> None:
-        """Create the progress topic (one partition, compacted) when it is missing."""
-        c = self.config
-        admin = await self.records._admin_client()
-        if c.progress_topic in await admin.list_topics():
-            return
-        brokers = len((await admin.describe_cluster())["brokers"])
-        replication = min(3, brokers)
-        topic = NewTopic(
-            c.progress_topic,
-            num_partitions=1,
-            replication_factor=replication,
-            topic_configs={
-                "cleanup.policy": "compact",
-                "min.insync.replicas": str(min(2, replication)),
-            },
-        )
-        response = await admin.create_topics([topic], timeout_ms=int(c.request_timeout * 1000))
-        for entry in response.topic_errors:
-            code = entry[1]
-            if code not in (0, _TOPIC_EXISTS):
-                message = entry[2] if len(entry) > 2 and entry[2] else f"error {code}"
-                raise SinkError(f"kafka: cannot create the progress topic: {message}")
-        self.ctx.log.info("kafka.progress_topic_created", topic=c.progress_topic)
-
     async def _read_position(self, *, stable_only: bool = False) -> Position | None:
-        """The last committed progress record of this instance and sink (read_committed),
-        read up to the high watermark as it was after the fence."""
+        """The last committed progress record of this instance and sink (see
+        :meth:`ProgressTopic.read`); remembers its offset."""
         assert self.instance_id is not None
-        c = self.config
         key = progress_key(self.instance_id, self.name)
-        admin = await self.records._admin_client()
-        while True:  # (a topic just created may not list its partitions yet)
-            described = await admin.describe_topics([c.progress_topic])
-            partitions = sorted(p["partition"] for t in described for p in t["partitions"])
-            if partitions:
-                break
-            await anyio.sleep(0.05)
-        tp = TopicPartition(c.progress_topic, partition_for(key, partitions, ""))
-        consumer = _consumer(c, "read_committed")
-        try:
-            await consumer.start()
-            consumer.assign([tp])
-            if stable_only:
-                # Before our own InitProducerId: a transaction of ours left open would
-                # hold the last stable offset back for good; read up to it.
-                high = int((await consumer.end_offsets([tp]))[tp])
-            else:
-                high = await _high_watermark(c, tp)
-            await consumer.seek_to_beginning(tp)
-            found: bytes | None = None
-            seen = False
-            while await consumer.position(tp) < high:
-                batch = await consumer.getmany(tp, timeout_ms=200)
-                for msg in batch.get(tp, ()):
-                    if msg.key == key:
-                        found, seen = msg.value, True
-                        self._read_offset = msg.offset
-            return decode_position(found) if seen else None
-        finally:
-            await _close_consumer(consumer)
+        position, offset = await self.progress.read(key, stable_only=stable_only)
+        if offset >= 0:
+            self._read_offset = offset
+        return position
 
     async def _align_cursor(self) -> None:
         """Move the journal cursor to the committed position (start-up only)."""
         assert self.journal_id is not None
-        journal, name = self.ctx.journal, self.name
+        journal, name = self.journal, self.name
         position = self._read
         event_id_at: str | None = None
         if position is not None and position.seq > 0:
@@ -404,29 +326,6 @@ class ExactlyOnceKafkaSink:
             txn = await self._begin(batch, committed)
         await self._confirm(txn)
 
-    async def _previous_done(self) -> None:
-        """Wait for the open transaction's commit (its ``confirmed()`` runs in the
-        worker's confirming task); one nobody commits within ``call_timeout`` is
-        aborted (the producer dropped)."""
-        txn = self._open
-        if txn is None:
-            return
-        with anyio.move_on_after(self.config.call_timeout):
-            await txn.done.wait()
-        if self._open is txn:
-            self._open = None
-            await self._drop(txn.producer, None)
-
-    async def _abandon_unconfirmed(self) -> None:
-        """The worker calls ``deliver`` only with no pipeline running: an open
-        transaction whose ``confirmed()`` never started was abandoned (the pipeline
-        failed after submitting it). Abort it now (drop the producer) rather than wait."""
-        txn = self._open
-        if txn is not None and not txn.confirming:
-            self._open = None
-            txn.done.set()
-            await self._drop(txn.producer, None)
-
     def _refresh_committed(self) -> None:
         """After a reconnect: the position read back covers what an ambiguous commit
         may have committed (never applied across journals)."""
@@ -446,167 +345,10 @@ class ExactlyOnceKafkaSink:
             return RouteBatch(kept, batch.route)
         return [d for d in batch if d.record.seq > upto and d.record.seq not in skip]
 
-    async def _transaction(self, batch: Sequence[Delivery], position: Position | None) -> None:
-        """One whole transaction (tests)."""
-        async with self._lock:
-            await self._previous_done()
-            txn = await self._begin(batch, position)
-        await self._confirm(txn)
-
-    async def _begin(self, batch: Sequence[Delivery], position: Position | None) -> _Txn:
-        """Begin a transaction and hand it ``batch`` and the progress record."""
-        producer = self.producer
-        assert producer is not None and self.instance_id is not None
-        c = self.config
-        txn = _Txn(producer, position, anyio.current_time() + c.call_timeout)
-        send = self.records._send
-        futures = txn.futures
-        try:
-            with anyio.CancelScope(deadline=txn.deadline) as scope:
-                await producer.begin_transaction()
-                self._open = txn
-                if position is not None:
-                    # The progress record first: its partition joins the transaction
-                    # with the data's (one AddPartitionsToTxn round trip, not two).
-                    value = encode_position(
-                        position,
-                        instance_id=self.instance_id,
-                        sink=self.name,
-                        at=self.ctx.clock.time(),
-                    )
-                    key = progress_key(self.instance_id, self.name)
-                    partitions = self._progress_partitions
-                    if partitions is None:
-                        partitions = sorted(await producer.partitions_for(c.progress_topic))
-                        self._progress_partitions = partitions
-                    fut = await producer.send(
-                        c.progress_topic,
-                        value=value,
-                        key=key,
-                        partition=partition_for(key, partitions, ""),
-                    )
-                    futures.append((fut, [], c.progress_topic))
-                alone = self._alone
-                if alone and any(r.seq in alone for r in records_of(batch)):
-                    # Records of a batch the broker refused as too large: one per batch.
-                    txn.sent = await send(
-                        producer, [d for d in batch if d.record.seq not in alone], futures
-                    )
-                    for d in batch:
-                        if d.record.seq in alone:
-                            txn.sent += await send(producer, [d], futures)
-                else:
-                    txn.sent = await send(producer, batch, futures)
-                txn.sent_at = time.perf_counter()
-            if scope.cancelled_caught:
-                raise TimeoutError
-        except BaseException as exc:
-            await self._failed(txn, exc)
-            raise AssertionError("unreachable") from exc  # _failed always raises
-        return txn
-
-    async def _confirm(self, txn: _Txn) -> None:
-        """Wait for the transaction's acks and commit it."""
-        txn.confirming = True
-        producer, position = txn.producer, txn.position
-        try:
-            if self.producer is not txn.producer:
-                raise SinkError("kafka: the transaction was aborted (producer replaced)")
-            with anyio.CancelScope(deadline=txn.deadline) as scope:
-                for fut, members, topic in txn.futures:
-                    await asyncio.wait((fut,))
-                    error = fut.exception()
-                    if error is None:
-                        continue
-                    if isinstance(error, _PERMANENT) and members:
-                        txn.refused.append((members, topic, error))
-                    elif not txn.refused:
-                        raise error
-                    # (else a knock-on failure of the doomed transaction, e.g. the
-                    # sequence gap the refused batch left: the retry starts afresh.)
-                if txn.refused:
-                    raise _RefusedInTransaction()
-                if position is not None:
-                    # (Tests kill the daemon on this line: inside an open transaction.)
-                    self.ctx.log.debug("kafka.committing", seq=position.seq)
-                acked_at = time.perf_counter()
-                await producer.commit_transaction()
-            if scope.cancelled_caught:
-                raise TimeoutError
-        except BaseException as exc:
-            await self._failed(txn, exc)
-        finally:
-            if self._open is txn:
-                self._open = None
-            txn.done.set()
-        for fut, members, _topic in txn.futures:
-            if not members and fut.done() and fut.exception() is None:
-                self._own_offset = max(self._own_offset, fut.result().offset)
-        if txn.sent:  # (the start-up claim carries no records)
-            self.commits += 1
-        self.ctx.count_sent(txn.sent)
-        if position is not None:
-            if self.committed is None or position.seq > self.committed.seq:
-                self.committed = position
-            # (Tests kill the daemon on this line: between the commit and the cursor.)
-            self.ctx.log.debug(
-                "kafka.committed",
-                seq=position.seq,
-                events=len(txn.sent),
-                ack_ms=round((acked_at - txn.sent_at) * 1000, 2),
-                commit_ms=round((time.perf_counter() - acked_at) * 1000, 2),
-            )
-
-    async def _failed(self, txn: _Txn, exc: BaseException) -> NoReturn:
-        """A transaction failed: drop the producer (its open transaction is aborted by
-        the next one's InitProducerId) and raise what the worker should see."""
-        producer = txn.producer
-        if self._open is txn:
-            self._open = None
-        txn.done.set()
-        if isinstance(exc, _RefusedInTransaction):
-            await self._drop(producer, None)
-            await self._refused(txn.refused)
-            raise SinkError(
-                "kafka: the broker refused records (dead-lettered); the transaction is "
-                "retried without them"
-            ) from None
-        fenced = _fenced_cause(txn, exc)
-        if fenced is not None:
-            await self._fenced(producer, fenced)
-        if isinstance(exc, TransactionalIdAuthorizationFailed):
-            await self._drop(producer, exc)
-            raise SinkStopped(
-                f"kafka: not authorized to use transactional_id {self.transactional_id!r}"
-                " (grant WRITE and DESCRIBE on it)"
-            ) from exc
-        if isinstance(exc, KafkaError | OSError | TimeoutError):
-            await self._drop(producer, exc)
-            raise SinkError(f"kafka: transaction failed: {_describe(exc)}") from exc
-        # Cancelled (shutdown), a SinkError of ours, or a bug: the open transaction must
-        # not linger.
-        await self._drop(producer, None)
-        raise exc
-
-    async def _refused(self, refused: list[tuple[list[JournalRecord], str, BaseException]]) -> None:
-        """Records in batches the broker refused for good: a batch of several too large
-        records is split (each goes alone next time); the rest are dead-lettered and
-        left out of the retried transaction."""
-        for members, _topic, exc in refused:
-            too_large = isinstance(exc, MessageSizeTooLargeError | RecordListTooLargeError)
-            if too_large and len(members) > 1:
-                self._alone.update(r.seq for r in members)
-                continue
-            reason = f"refused by the broker: {_describe(exc)}"
-            for record in members:
-                await self.records._dead_letter(record, reason)
-                self._skip.add(record.seq)
-                self._alone.discard(record.seq)
-
     async def _claim(self) -> None:
         """At start: commit the position as this incarnation's (see :meth:`_connect`)."""
         assert self.journal_id is not None
-        journal = self.ctx.journal
+        journal = self.journal
         claim = self.committed
         if claim is None:
             cursor = journal.cursor(self.name)
@@ -617,141 +359,9 @@ class ExactlyOnceKafkaSink:
         txn = await self._begin([], dataclasses.replace(claim, incarnation=self.incarnation))
         await self._confirm(txn)
 
-    async def _superseded(self) -> NoReturn:
-        """Another incarnation wrote this key's progress since: stop, as when fenced."""
-        await self._fenced(None, SinkError("superseded by a newer incarnation"))
-
-    async def _fenced(self, producer: AIOKafkaProducer | None, exc: BaseException) -> NoReturn:
-        """Another producer took this transactional_id: stop for good, alert."""
-        if producer is not None:
-            await self._drop(producer, exc)
-        reason = (
-            f"kafka: fenced: another argbridge with instance id {self.instance_id!r} and "
-            f"sink {self.name!r} (transactional_id {self.transactional_id!r}) took over; "
-            "this sink stops (give each instance its own instance_id)"
-        )
-        self.fenced = reason
-        self._state = reason
-        self.ctx.log.error(
-            "kafka.fenced", transactional_id=self.transactional_id, instance_id=self.instance_id
-        )
-        try:
-            await self.ctx.journal.alert(
-                fenced_alert_event(
-                    self.name,
-                    self.instance_id or "",
-                    self.transactional_id or "",
-                    at=self.ctx.clock.time(),
-                )
-            )
-        except Exception as alert_exc:  # the journal may be closing; the log says it all
-            self.ctx.log.warning("kafka.fenced_alert_failed", error=alert_exc)
-        raise SinkStopped(reason) from exc
-
-    async def _drop(self, producer: AIOKafkaProducer, exc: BaseException | None) -> None:
-        if exc is not None:
-            self._fail(exc, "transaction")
-        if self.producer is producer:
-            self.producer = None
-        await self._stop(producer)
-
-    async def _stop(self, producer: AIOKafkaProducer) -> None:
-        """Stop ``producer``, waiting a bounded time. Against a frozen broker aiokafka's
-        stop does not end (and a second call is a no-op): it keeps running as a task and
-        closes the connections once the broker answers again; :meth:`aclose` gives the
-        stragglers one more bounded wait, then cancels them."""
-        task = asyncio.ensure_future(producer.stop())
-        task.add_done_callback(self._stopped)
-        self._stopping.add(task)
-        with anyio.CancelScope(shield=True):
-            await asyncio.wait((task,), timeout=min(CLOSE_TIMEOUT, self.config.call_timeout))
-
-    def _stopped(self, task: asyncio.Future[Any]) -> None:
-        self._stopping.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.ctx.log.debug("kafka.stop_failed", error=task.exception())
-
-    async def _stop_stragglers(self) -> None:
-        if self._stopping:
-            with anyio.CancelScope(shield=True):
-                await asyncio.wait(tuple(self._stopping), timeout=CLOSE_TIMEOUT)
-            for task in tuple(self._stopping):
-                task.cancel()
-
-    def _fail(self, exc: BaseException, during: str) -> None:
-        self._ok = False
-        if self.fenced is None:
-            self._state = f"broker unavailable ({during}): {_describe(exc)}"
-
-
-def _consumer(c: KafkaSinkConfig, isolation: str) -> AIOKafkaConsumer:
-    """A group-less consumer for the progress topic (TLS/SASL as the sink's)."""
-    return AIOKafkaConsumer(
-        **{**client_kwargs(c), "client_id": f"{c.client_id}-progress"},
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level=isolation,
-    )
-
-
-async def _high_watermark(c: KafkaSinkConfig, tp: TopicPartition) -> int:
-    """``tp``'s high watermark (a ``read_uncommitted`` ListOffsets)."""
-    probe = _consumer(c, "read_uncommitted")
-    try:
-        await probe.start()
-        ends = await probe.end_offsets([tp])
-        return int(ends[tp])
-    finally:
-        await _close_consumer(probe)
-
-
-async def _close_consumer(consumer: AIOKafkaConsumer) -> None:
-    """Stop a consumer even when its caller was cancelled (bounded)."""
-    with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
-        with contextlib.suppress(Exception):
-            await consumer.stop()
-
-
-def _fenced_cause(txn: _Txn, exc: BaseException) -> BaseException | None:
-    """The fencing behind ``exc``: aiokafka's sender learns it in the background and
-    fails the transaction's pending records with ``ProducerFenced``; a send made after
-    that raises ``IllegalOperation`` ("not in transaction") instead. Either way this
-    incarnation must stop, never reconnect (that would fence the newer one back)."""
-    if _is_fenced(exc):
-        return exc
-    for fut, _, _ in txn.futures:
-        if fut.done() and not fut.cancelled():
-            error: BaseException | None = fut.exception()
-            if error is not None and _is_fenced(error):
-                return error
-    return None
-
-
-def _is_fenced(exc: BaseException) -> bool:
-    return isinstance(exc, _FENCED)
-
 
 async def _nothing() -> None:
     return None
-
-
-@dataclass(eq=False)
-class _Txn:
-    """An open transaction: what was handed to it, and whether it is being committed."""
-
-    producer: AIOKafkaProducer
-    position: Position | None
-    deadline: float
-    futures: list[tuple[Any, list[JournalRecord], str]] = field(default_factory=list)
-    refused: list[tuple[list[JournalRecord], str, BaseException]] = field(default_factory=list)
-    sent: list[JournalRecord] = field(default_factory=list)
-    sent_at: float = 0.0
-    confirming: bool = False
-    done: anyio.Event = field(default_factory=anyio.Event)
-
-
-class _RefusedInTransaction(Exception):
-    """The broker refused some records for good: abort, dead-letter them, retry."""
 
 
 def _seq(record: JournalRecord) -> int:

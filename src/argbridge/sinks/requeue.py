@@ -92,6 +92,18 @@ class RequeueRunner:
         self.batch = batch
         self.backoff = backoff or Backoff(base=1.0, cap=300.0)
         self.waker = Waker()
+        #: Set (and replaced) each time a pass finds nothing due: see :meth:`caught_up`.
+        self._idle = anyio.Event()
+
+    async def caught_up(self) -> None:
+        """Return once every item due now was run (delivered, rescheduled or
+        dead-lettered) and a pass found nothing more due."""
+        ctx = self.ctx
+        while True:
+            idle = self._idle  # (before the check: a pass ending meanwhile is seen)
+            if not await ctx.journal.due_retries(ctx.name, ctx.clock.time(), 1):
+                return
+            await idle.wait()
 
     async def run(self) -> None:
         ctx = self.ctx
@@ -99,6 +111,8 @@ class RequeueRunner:
             now = ctx.clock.time()
             items = await ctx.journal.due_retries(ctx.name, now, self.batch)
             if not items:
+                self._idle.set()
+                self._idle = anyio.Event()
                 due = await ctx.journal.next_retry_due(ctx.name)
                 wait = IDLE_POLL if due is None else min(IDLE_POLL, due - now)
                 await self.waker.wait(ctx.clock, wait)

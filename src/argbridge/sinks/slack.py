@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import orjson
@@ -65,7 +65,7 @@ class PostRefused(Exception):
 class SlackSink:
     """Posts one Slack message per event, rate-limited and threaded per subject."""
 
-    reports_sent = True
+    reports_sent: Literal[True] = True
 
     def __init__(self, config: SlackSinkConfig, ctx: SinkContext, settings: Settings) -> None:
         self.name = ctx.name

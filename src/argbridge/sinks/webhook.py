@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from typing import Literal
 
 import anyio
 import httpx
@@ -57,7 +58,7 @@ from argbridge.sinks.requeue import IDLE_POLL, Waker, refresh_dead_letter_gauge
 class WebhookSink:
     """POSTs signed CloudEvents to one endpoint."""
 
-    reports_sent = True
+    reports_sent: Literal[True] = True
 
     def __init__(self, config: WebhookSinkConfig, ctx: SinkContext, settings: Settings) -> None:
         self.name = ctx.name

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from argbridge.clock import SYSTEM_CLOCK, Clock
 from argbridge.cluster.roles import WebhookAcks
@@ -21,6 +21,9 @@ from argbridge.journal.roles import SourceJournal
 from argbridge.logging import Throttle, get_logger
 from argbridge.metrics import Metrics
 from argbridge.sinks.base import Health
+
+if TYPE_CHECKING:
+    from argbridge.http.asgi import Handler
 
 
 @dataclass(slots=True)
@@ -112,3 +115,13 @@ class Source(Protocol):
     async def run(self, ctx: SourceContext) -> None: ...
 
     def health(self) -> Health: ...
+
+
+@runtime_checkable
+class ServesHttp(Protocol):
+    """An optional capability of a source: it receives over HTTP (inbound webhooks). The
+    runtime adds its :meth:`routes` to the daemon's listener."""
+
+    def routes(self, ctx: SourceContext) -> list[tuple[str, str, Handler]]:
+        """``(method, path, handler)`` for each route this source serves."""
+        ...
