@@ -129,6 +129,20 @@ class Metrics:
             ["component"],
             registry=r,
         )
+        # Cluster mode's delivery consumers (argbridge.cluster.delivery).
+        self.dedupe_rebuild = Histogram(
+            "argbridge_delivery_dedupe_rebuild_seconds",
+            "Time to re-read the dedupe window of newly assigned events-topic partitions.",
+            ["component"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+            registry=r,
+        )
+        self.retries_scheduled = Counter(
+            "argbridge_delivery_retries_scheduled",
+            "Deliveries moved to a Kafka retry topic (cluster mode), per sink.",
+            ["component"],
+            registry=r,
+        )
 
     async def refresh(self, journal: Journal) -> None:
         """Update the gauges that need a journal query (dead letters, pending retries);

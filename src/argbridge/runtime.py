@@ -46,6 +46,7 @@ import anyio.abc
 
 from argbridge.backoff import Backoff
 from argbridge.clock import SYSTEM_CLOCK, Clock
+from argbridge.cluster.delivery import CLUSTER_FED, build_delivery
 from argbridge.cluster.member import ControlMember
 from argbridge.cluster.node import ClusterNode, journal_sinks
 from argbridge.cluster.pull import adopt
@@ -62,7 +63,7 @@ from argbridge.metrics import Metrics
 from argbridge.registry import build_sink, build_source, sink_journal
 from argbridge.reload import ConfigDiff, LoadedConfig, diff, effective
 from argbridge.router import Router
-from argbridge.sinks.base import Health, Sink, SinkContext, SinkWorker
+from argbridge.sinks.base import Health, Sink, SinkContext, SinkWorker, WorkerRole
 from argbridge.sources.base import ServesHttp, Source, SourceContext
 from argbridge.statelock import StateDirLock, StateDirLocked
 
@@ -195,7 +196,7 @@ class App:
         self.control_member: ControlMember | None = None
         self.router = Router.from_settings(settings)
         self.sinks: dict[str, Sink] = {}
-        self.workers: dict[str, SinkWorker] = {}
+        self.workers: dict[str, WorkerRole] = {}
         self.sources: dict[str, Source] = {}
         self.source_contexts: dict[str, SourceContext] = {}
         self.services: list[tuple[str, Service]] = list(DEFAULT_SERVICES)
@@ -357,7 +358,22 @@ class App:
         for name, source_cfg in s.sources.items():
             self._make_source(name, source_cfg, s)
 
-    def _make_sink(self, name: str, cfg: SinkConfig, s: Settings) -> SinkWorker:
+    def _make_sink(self, name: str, cfg: SinkConfig, s: Settings) -> WorkerRole:
+        if self.cluster is not None and cfg.type in CLUSTER_FED:
+            # Cluster mode: fed from the events topic, one delivery per event cluster-wide.
+            sink, consumer = build_delivery(
+                name,
+                cfg,
+                s,
+                self.journal.for_sink(),
+                self.metrics,
+                self.clock,
+                self.router,
+                events_acked=self.cluster.events,
+                instance_id=self.cluster.instance_id,
+            )
+            self.sinks[name], self.workers[name] = sink, consumer
+            return consumer
         ctx = SinkContext(name, sink_journal(cfg, self.journal), self.metrics, self.clock)
         self.sinks[name] = build_sink(cfg, ctx, s)
         worker = self.workers[name] = SinkWorker(

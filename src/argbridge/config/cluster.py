@@ -59,6 +59,14 @@ class ClusterConfig(KafkaClientConfig):
     #: Slack/outbound-webhook delivery drops repeats of a CloudEvent id seen within this
     #: window (rebuilt from the events topic on assignment).
     delivery_dedupe_window: Duration = Field(default=3600.0, gt=0)
+    #: Slack deliveries that fail for now are retried after these delays (through Kafka
+    #: retry topics), then dead-lettered; the first entry is the first attempt. Webhook
+    #: sinks keep their own ``retry_schedule``.
+    delivery_retry_schedule: list[Duration] = Field(
+        default_factory=lambda: [0.0, 1.0, 5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0],
+        min_length=1,
+        max_length=17,
+    )
 
     @model_validator(mode="after")
     def _timing(self) -> ClusterConfig:

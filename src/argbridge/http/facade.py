@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from argbridge.journal import Journal
     from argbridge.metrics import Metrics
     from argbridge.router import Router as EventRouter
-    from argbridge.sinks.base import Health, Sink, SinkWorker
+    from argbridge.sinks.base import Health, Sink, WorkerRole
     from argbridge.sources.base import Source
 
 
@@ -57,7 +57,7 @@ class ControlFacade(HealthView, Protocol):
     def sinks(self) -> Mapping[str, Sink]: ...
 
     @property
-    def workers(self) -> Mapping[str, SinkWorker]: ...
+    def workers(self) -> Mapping[str, WorkerRole]: ...
 
     @property
     def sources(self) -> Mapping[str, Source]: ...

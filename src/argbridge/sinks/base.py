@@ -229,6 +229,24 @@ class SelfDisabling(Protocol):
     async def enable(self) -> None: ...
 
 
+class WorkerRole(Protocol):
+    """What the runtime, ``/readyz``, ``argbridge status`` and the control API use of a
+    sink's worker: a :class:`SinkWorker`, or in cluster mode a Slack/webhook sink's
+    :class:`~argbridge.cluster.delivery.DeliveryConsumer`."""
+
+    started: bool
+    last_error: str | None
+    in_flight: int
+
+    async def run(self) -> None: ...
+    def stop(self) -> None: ...
+    def poke(self) -> None: ...
+    def set_router(self, router: Router) -> None: ...
+    async def caught_up(self) -> None:
+        """Return once the worker found nothing more to deliver."""
+        ...
+
+
 class SinkWorker:
     """Pulls from the journal, delivers through a sink, acknowledges after success."""
 

@@ -1,0 +1,207 @@
+"""Kafka's side of cluster-mode delivery: retry topics made and written, and the journal
+role a cluster-fed sink gets.
+
+- :func:`ensure_topics`: creates missing topics (the events topic, a sink's retry tiers),
+  replication capped by the broker count; one made meanwhile by another instance is fine;
+- :class:`RetryProducer`: puts a delayed retry on the retry topic of its next attempt
+  (:mod:`argbridge.cluster.retry_topics`), acks=all, idempotent;
+- :class:`RetryTopicJournal`: the local journal's sink role, except that a scheduled retry
+  goes to Kafka (so the webhook sink's own retry schedule runs through retry topics
+  unchanged, and a retry survives the instance that scheduled it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import NewTopic
+from aiokafka.errors import KafkaError
+
+from argbridge.cluster.retry_topics import RetryTopics, retry_headers
+from argbridge.config.cluster import ClusterConfig
+from argbridge.delivery.kafka_records import build_record
+from argbridge.errors import SinkError
+from argbridge.events import CloudEvent
+from argbridge.journal import JournalRecord, RetryItem
+from argbridge.journal.records import DeadLetter
+from argbridge.journal.roles import SinkJournal
+from argbridge.sinks.kafka_client import client_kwargs, describe, new_admin
+
+CLOSE_TIMEOUT = 10.0
+_TOPIC_EXISTS = 36
+
+
+async def ensure_topics(
+    cluster: ClusterConfig, topics: Sequence[str], partitions: int, log: Any
+) -> None:
+    """Create the missing ``topics`` (replication capped by the broker count; one made
+    meanwhile by another instance is fine)."""
+    admin = new_admin(cluster)
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if not missing:
+            return
+        brokers = (await admin.describe_cluster()).get("brokers") or []
+        rf = max(1, min(cluster.replication_factor, len(brokers) or 1))
+        if rf < cluster.replication_factor:
+            log.warning(
+                "delivery.replication_capped", wanted=cluster.replication_factor, brokers=rf
+            )
+        response = await admin.create_topics(
+            [NewTopic(t, partitions, rf) for t in missing],
+            timeout_ms=int(cluster.request_timeout * 1000),
+        )
+        failed = [
+            f"{e[0]}: error {e[1]}" for e in response.topic_errors if e[1] not in (0, _TOPIC_EXISTS)
+        ]
+        if failed:
+            raise SinkError(f"kafka: cannot create topics: {'; '.join(failed)}")
+        log.info("delivery.topics_created", topics=missing, partitions=partitions, rf=rf)
+    except (KafkaError, OSError) as exc:
+        raise SinkError(f"kafka: cannot check topics: {describe(exc)}") from exc
+    finally:
+        with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
+            with contextlib.suppress(Exception):
+                await admin.close()
+
+
+class RetryProducer:
+    """Produces delayed retries to a sink's retry topics (acks=all, idempotent)."""
+
+    def __init__(self, cluster: ClusterConfig, topics: RetryTopics, client_id: str) -> None:
+        self.cluster = cluster
+        self.topics = topics
+        self.client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                **{**client_kwargs(self.cluster), "client_id": self.client_id},
+                acks="all",
+                enable_idempotence=True,
+            )
+            try:
+                await producer.start()
+            except BaseException:
+                with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                    await producer.stop()
+                raise
+            self._producer = producer
+
+    async def schedule(
+        self, event: CloudEvent, attempts_made: int, due_at: float, error: str
+    ) -> str:
+        """Put ``event`` on the retry topic of its next attempt; returns the topic.
+        :class:`SinkError` when Kafka does not take it."""
+        if self._producer is None:
+            raise SinkError("kafka: the retry producer is not started")
+        topic = self.topics.topic_for(attempts_made)
+        record = build_record(event, topic)
+        if record.key is None:  # keyless: the id keeps every copy on one partition
+            record = type(record)(topic, event.id.encode(), record.value, record.headers)
+        headers = retry_headers(record.headers, attempts_made, due_at, error)
+        try:
+            await self._producer.send_and_wait(topic, record.value, key=record.key, headers=headers)
+        except (KafkaError, OSError) as exc:
+            raise SinkError(f"kafka: cannot schedule a retry: {describe(exc)}") from exc
+        return topic
+
+    async def aclose(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+
+
+class RetryTopicJournal:
+    """The :class:`~argbridge.journal.roles.SinkJournal` a cluster-fed sink gets: the
+    local journal's role, except that a scheduled retry goes to a Kafka retry topic (and
+    leaves the local retry table, where ``argbridge dlq replay`` puts requeued dead
+    letters). Dead letters, state (Slack thread ids, a disabled endpoint) and requeued
+    items stay local."""
+
+    def __init__(self, local: SinkJournal, retries: RetryProducer) -> None:
+        self.local = local
+        self.retries = retries
+        #: Told of each retry scheduled (the delivery consumer counts and logs them).
+        self.on_scheduled: Callable[[CloudEvent, int, float], None] | None = None
+
+    async def schedule_retry(
+        self, sink: str, record: JournalRecord | RetryItem, attempt: int, due_at: float, error: str
+    ) -> None:
+        await self.retries.schedule(record.event, attempt, due_at, error)
+        if self.on_scheduled is not None:
+            self.on_scheduled(record.event, attempt, due_at)
+        if isinstance(record, RetryItem):  # a requeued dead letter: it lives in Kafka now
+            await self.local.clear_retry(sink, record.event.id)
+
+    # -- the rest is the local journal's ---------------------------------------------------
+
+    async def get_state(self, key: str) -> str | None:
+        return await self.local.get_state(key)
+
+    async def set_state(self, key: str, value: str) -> None:
+        await self.local.set_state(key, value)
+
+    async def delete_state(self, key: str) -> None:
+        await self.local.delete_state(key)
+
+    def cursor(self, sink: str) -> int:
+        return self.local.cursor(sink)
+
+    def backlog(self, sink: str) -> int:
+        return self.local.backlog(sink)
+
+    async def read(
+        self, sink: str, limit: int, max_bytes: int | None = None
+    ) -> list[JournalRecord]:
+        return await self.local.read(sink, limit, max_bytes)
+
+    async def read_after(
+        self, after_seq: int, limit: int, max_bytes: int | None = None
+    ) -> list[JournalRecord]:
+        return await self.local.read_after(after_seq, limit, max_bytes)
+
+    async def wait_for_events(self, after_seq: int) -> None:
+        await self.local.wait_for_events(after_seq)
+
+    async def ack(self, sink: str, seq: int) -> None:
+        await self.local.ack(sink, seq)
+
+    async def clear_retry(self, sink: str, event_id: str) -> None:
+        await self.local.clear_retry(sink, event_id)
+
+    async def due_retries(self, sink: str, now: float, limit: int = 100) -> list[RetryItem]:
+        return await self.local.due_retries(sink, now, limit)
+
+    async def next_retry_due(self, sink: str) -> float | None:
+        return await self.local.next_retry_due(sink)
+
+    async def count_retries(self, sink: str | None = None) -> int:
+        return await self.local.count_retries(sink)
+
+    async def dead_letter(
+        self, sink: str, record: JournalRecord | RetryItem, reason: str, attempts: int
+    ) -> None:
+        await self.local.dead_letter(sink, record, reason, attempts)
+
+    async def dead_letters(
+        self,
+        sink: str | None = None,
+        *,
+        dlids: Sequence[int] | None = None,
+        since: float | None = None,
+        limit: int = 1000,
+    ) -> list[DeadLetter]:
+        return await self.local.dead_letters(sink, dlids=dlids, since=since, limit=limit)
+
+    async def count_dead_letters(self, sink: str | None = None) -> int:
+        return await self.local.count_dead_letters(sink)
