@@ -34,7 +34,9 @@ from tests.support.arga_fake import simulator
 from tests.support.kafka_sink import decode
 from tests.support.process import Daemon
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
+# A fault-injection loop of three daemons (~100 s): it runs in `make soak` (CI runs it after
+# `make test`), which keeps `make test` under its 10 minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.soak, pytest.mark.timeout(420)]
 
 SESSION = 6.0  # the broker's smallest allowed session timeout (group.min.session.timeout.ms)
 HEARTBEAT = 2.0

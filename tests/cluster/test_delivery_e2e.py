@@ -161,6 +161,8 @@ async def group_caught_up(bootstrap: str, deployment: str) -> None:
             await anyio.sleep(0.5)  # polling the broker, an outside process
 
 
+# Three daemons with kills (20-75 s): in `make soak` with the other fault loops.
+@pytest.mark.soak
 async def test_one_post_and_one_webhook_per_event_across_three_instances(tmp_path, kafka):
     receiver = WebhookReceiver([OUT_SECRET])
     slack = SlackServer()
