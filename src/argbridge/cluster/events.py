@@ -43,7 +43,7 @@ from argbridge.config.sinks import KafkaSinkConfig
 from argbridge.delivery.kafka_records import build_record
 from argbridge.errors import SinkError
 from argbridge.events import CloudEvent
-from argbridge.journal.roles import SinkJournal
+from argbridge.journal.roles import SinkJournal, SinkJournalOverlay
 from argbridge.metrics import Metrics
 from argbridge.router import Router
 from argbridge.sinks import kafka_client
@@ -190,53 +190,16 @@ class EventsSink:
         return self.kafka.unreachable
 
 
-class AckingJournal:
+class AckingJournal(SinkJournalOverlay):
     """A :class:`SinkJournal` that calls ``on_ack`` after each ack moved the cursor
     (everything else is the wrapped role's)."""
 
-    __slots__ = (
-        "_inner",
-        "_on_ack",
-        "backlog",
-        "clear_retry",
-        "count_dead_letters",
-        "count_retries",
-        "cursor",
-        "dead_letter",
-        "dead_letters",
-        "delete_state",
-        "due_retries",
-        "get_state",
-        "next_retry_due",
-        "read",
-        "read_after",
-        "schedule_retry",
-        "set_state",
-        "wait_for_events",
-    )
-
     def __init__(self, inner: SinkJournal, on_ack: Callable[[], None]) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._on_ack = on_ack
-        self.get_state = inner.get_state
-        self.set_state = inner.set_state
-        self.delete_state = inner.delete_state
-        self.cursor = inner.cursor
-        self.backlog = inner.backlog
-        self.read = inner.read
-        self.read_after = inner.read_after
-        self.wait_for_events = inner.wait_for_events
-        self.schedule_retry = inner.schedule_retry
-        self.clear_retry = inner.clear_retry
-        self.due_retries = inner.due_retries
-        self.next_retry_due = inner.next_retry_due
-        self.count_retries = inner.count_retries
-        self.dead_letter = inner.dead_letter
-        self.dead_letters = inner.dead_letters
-        self.count_dead_letters = inner.count_dead_letters
 
     async def ack(self, sink: str, seq: int) -> None:
-        await self._inner.ack(sink, seq)
+        await self.inner.ack(sink, seq)
         self._on_ack()
 
 

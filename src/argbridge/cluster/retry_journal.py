@@ -27,8 +27,7 @@ from argbridge.delivery.kafka_records import build_record
 from argbridge.errors import SinkError
 from argbridge.events import CloudEvent
 from argbridge.journal import JournalRecord, RetryItem
-from argbridge.journal.records import DeadLetter
-from argbridge.journal.roles import SinkJournal
+from argbridge.journal.roles import SinkJournal, SinkJournalOverlay
 from argbridge.sinks.kafka_client import client_kwargs, describe, new_admin
 
 CLOSE_TIMEOUT = 10.0
@@ -121,7 +120,7 @@ class RetryProducer:
                     await producer.stop()
 
 
-class RetryTopicJournal:
+class RetryTopicJournal(SinkJournalOverlay):
     """The :class:`~argbridge.journal.roles.SinkJournal` a cluster-fed sink gets: the
     local journal's role, except that a scheduled retry goes to a Kafka retry topic (and
     leaves the local retry table, where ``argbridge dlq replay`` puts requeued dead
@@ -129,7 +128,7 @@ class RetryTopicJournal:
     items stay local."""
 
     def __init__(self, local: SinkJournal, retries: RetryProducer) -> None:
-        self.local = local
+        super().__init__(local)
         self.retries = retries
         #: Told of each retry scheduled (the delivery consumer counts and logs them).
         self.on_scheduled: Callable[[CloudEvent, int, float], None] | None = None
@@ -141,67 +140,4 @@ class RetryTopicJournal:
         if self.on_scheduled is not None:
             self.on_scheduled(record.event, attempt, due_at)
         if isinstance(record, RetryItem):  # a requeued dead letter: it lives in Kafka now
-            await self.local.clear_retry(sink, record.event.id)
-
-    # -- the rest is the local journal's ---------------------------------------------------
-
-    async def get_state(self, key: str) -> str | None:
-        return await self.local.get_state(key)
-
-    async def set_state(self, key: str, value: str) -> None:
-        await self.local.set_state(key, value)
-
-    async def delete_state(self, key: str) -> None:
-        await self.local.delete_state(key)
-
-    def cursor(self, sink: str) -> int:
-        return self.local.cursor(sink)
-
-    def backlog(self, sink: str) -> int:
-        return self.local.backlog(sink)
-
-    async def read(
-        self, sink: str, limit: int, max_bytes: int | None = None
-    ) -> list[JournalRecord]:
-        return await self.local.read(sink, limit, max_bytes)
-
-    async def read_after(
-        self, after_seq: int, limit: int, max_bytes: int | None = None
-    ) -> list[JournalRecord]:
-        return await self.local.read_after(after_seq, limit, max_bytes)
-
-    async def wait_for_events(self, after_seq: int) -> None:
-        await self.local.wait_for_events(after_seq)
-
-    async def ack(self, sink: str, seq: int) -> None:
-        await self.local.ack(sink, seq)
-
-    async def clear_retry(self, sink: str, event_id: str) -> None:
-        await self.local.clear_retry(sink, event_id)
-
-    async def due_retries(self, sink: str, now: float, limit: int = 100) -> list[RetryItem]:
-        return await self.local.due_retries(sink, now, limit)
-
-    async def next_retry_due(self, sink: str) -> float | None:
-        return await self.local.next_retry_due(sink)
-
-    async def count_retries(self, sink: str | None = None) -> int:
-        return await self.local.count_retries(sink)
-
-    async def dead_letter(
-        self, sink: str, record: JournalRecord | RetryItem, reason: str, attempts: int
-    ) -> None:
-        await self.local.dead_letter(sink, record, reason, attempts)
-
-    async def dead_letters(
-        self,
-        sink: str | None = None,
-        *,
-        dlids: Sequence[int] | None = None,
-        since: float | None = None,
-        limit: int = 1000,
-    ) -> list[DeadLetter]:
-        return await self.local.dead_letters(sink, dlids=dlids, since=since, limit=limit)
-
-    async def count_dead_letters(self, sink: str | None = None) -> int:
-        return await self.local.count_dead_letters(sink)
+            await self.inner.clear_retry(sink, record.event.id)

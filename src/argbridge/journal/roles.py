@@ -180,3 +180,78 @@ class ExactlyOnceSinkView(SinkView):
     @property
     def last_seq(self) -> int:
         return self._log.last_seq
+
+
+class SinkJournalOverlay:
+    """A :class:`SinkJournal` that is ``inner``'s in every method: the base of a role
+    that changes one or two of them (cluster mode's acking and retry-topic roles)
+    without a forwarding copy of the rest each."""
+
+    def __init__(self, inner: SinkJournal) -> None:
+        self.inner = inner
+
+    async def get_state(self, key: str) -> str | None:
+        return await self.inner.get_state(key)
+
+    async def set_state(self, key: str, value: str) -> None:
+        await self.inner.set_state(key, value)
+
+    async def delete_state(self, key: str) -> None:
+        await self.inner.delete_state(key)
+
+    def cursor(self, sink: str) -> int:
+        return self.inner.cursor(sink)
+
+    def backlog(self, sink: str) -> int:
+        return self.inner.backlog(sink)
+
+    async def read(
+        self, sink: str, limit: int, max_bytes: int | None = None
+    ) -> list[JournalRecord]:
+        return await self.inner.read(sink, limit, max_bytes)
+
+    async def read_after(
+        self, after_seq: int, limit: int, max_bytes: int | None = None
+    ) -> list[JournalRecord]:
+        return await self.inner.read_after(after_seq, limit, max_bytes)
+
+    async def wait_for_events(self, after_seq: int) -> None:
+        await self.inner.wait_for_events(after_seq)
+
+    async def ack(self, sink: str, seq: int) -> None:
+        await self.inner.ack(sink, seq)
+
+    async def schedule_retry(
+        self, sink: str, record: JournalRecord | RetryItem, attempt: int, due_at: float, error: str
+    ) -> None:
+        await self.inner.schedule_retry(sink, record, attempt, due_at, error)
+
+    async def clear_retry(self, sink: str, event_id: str) -> None:
+        await self.inner.clear_retry(sink, event_id)
+
+    async def due_retries(self, sink: str, now: float, limit: int = 100) -> list[RetryItem]:
+        return await self.inner.due_retries(sink, now, limit)
+
+    async def next_retry_due(self, sink: str) -> float | None:
+        return await self.inner.next_retry_due(sink)
+
+    async def count_retries(self, sink: str | None = None) -> int:
+        return await self.inner.count_retries(sink)
+
+    async def dead_letter(
+        self, sink: str, record: JournalRecord | RetryItem, reason: str, attempts: int
+    ) -> None:
+        await self.inner.dead_letter(sink, record, reason, attempts)
+
+    async def dead_letters(
+        self,
+        sink: str | None = None,
+        *,
+        dlids: Sequence[int] | None = None,
+        since: float | None = None,
+        limit: int = 1000,
+    ) -> list[DeadLetter]:
+        return await self.inner.dead_letters(sink, dlids=dlids, since=since, limit=limit)
+
+    async def count_dead_letters(self, sink: str | None = None) -> int:
+        return await self.inner.count_dead_letters(sink)
