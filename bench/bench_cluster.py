@@ -40,6 +40,7 @@ import anyio.to_thread
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from tests.support.apache_kafka import KafkaCluster, start_kafka
+from tests.support.cluster_daemons import arga_cluster_config
 from tests.support.process import Daemon
 
 from argbridge.simulator.arga import ArgaSimulator
@@ -56,38 +57,17 @@ def config(
     session: float,
     heartbeat: float,
 ) -> Path:
-    path = root / f"{dep}-{iid}.toml"
-    path.write_text(
-        f"""
-state_dir = "{root / dep / iid}"
-[log]
-level = "info"
-format = "json"
-[http]
-enabled = false
-[runtime]
-drain_timeout = "5s"
-[cluster]
-enabled = true
-deployment = "{dep}"
-instance_id = "{iid}"
-bootstrap_servers = "{kafka.bootstrap}"
-replication_factor = 1
-events_partitions = 6
-session_timeout = "{session}s"
-heartbeat_interval = "{heartbeat}s"
-[sources.arga]
-type = "arga"
-base_url = "{sim.base_url}"
-api_key = "{sim.token}"
-poll_interval = "1s"
-max_streams = 200
-[sources.arga.reconnect]
-initial = "0.2s"
-max = "1s"
-"""
+    return arga_cluster_config(
+        root / f"{dep}-{iid}.toml",
+        root / dep / iid,
+        kafka,
+        sim,
+        dep,
+        iid,
+        session=session,
+        heartbeat=heartbeat,
+        max_streams=200,
     )
-    return path
 
 
 def open_by(sim: ArgaSimulator, client: str) -> set[str]:

@@ -31,6 +31,7 @@ from argbridge.normalize.arga import demorun_event, results_event
 from argbridge.simulator.arga import ArgaSimulator, Attempt
 from tests.support.apache_kafka import KafkaCluster
 from tests.support.arga_fake import simulator
+from tests.support.cluster_daemons import arga_cluster_config
 from tests.support.kafka_sink import decode
 from tests.support.process import Daemon
 
@@ -49,39 +50,19 @@ TICK = 0.4  # one event per run per tick (a run streams ~100 s)
 def write_config(
     tmp_path: Path, kafka: KafkaCluster, sim: ArgaSimulator, dep: str, iid: str
 ) -> Path:
-    path = tmp_path / f"{iid}.toml"
-    path.write_text(
-        f"""
-state_dir = "{tmp_path / iid}"
-[log]
-level = "info"
-format = "json"
-[http]
-enabled = false
-[runtime]
-drain_timeout = "5s"
-[cluster]
-enabled = true
-deployment = "{dep}"
-instance_id = "{iid}"
-bootstrap_servers = "{kafka.bootstrap}"
-replication_factor = 1
-events_partitions = 6
-session_timeout = "{SESSION}s"
-heartbeat_interval = "{HEARTBEAT}s"
-request_timeout = "5s"
-[sources.arga]
-type = "arga"
-base_url = "{sim.base_url}"
-api_key = "{sim.token}"
-poll_interval = "1s"
-max_streams = 60
-[sources.arga.reconnect]
-initial = "0.2s"
-max = "{RECONNECT_MAX}s"
-"""
+    return arga_cluster_config(
+        tmp_path / f"{iid}.toml",
+        tmp_path / iid,
+        kafka,
+        sim,
+        dep,
+        iid,
+        session=SESSION,
+        heartbeat=HEARTBEAT,
+        max_streams=60,
+        reconnect_max=RECONNECT_MAX,
+        request_timeout=5.0,
     )
-    return path
 
 
 def expected_ids(sim: ArgaSimulator) -> dict[str, str]:
