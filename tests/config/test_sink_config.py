@@ -44,3 +44,27 @@ def test_defaults() -> None:
     assert w.retry_schedule == [0, 5, 300, 1800, 7200, 18000, 36000, 36000]  # type: ignore[union-attr]
     assert w.timeout == 15.0 and w.allow_private is False  # type: ignore[union-attr]
     assert "whsec_abc" not in repr(w)
+
+
+@pytest.mark.parametrize(
+    ("sink", "batch_size"),
+    [
+        ({"type": "kafka"}, 500),
+        ({"type": "kafka", "delivery": "exactly-once"}, 2000),
+        ({"type": "kafka", "delivery": "exactly-once", "batch_size": 300}, 300),
+        ({"type": "kafka", "delivery": "at-least-once", "batch_size": 3000}, 3000),
+    ],
+)
+def test_exactly_once_batch_default(sink: dict[str, Any], batch_size: int) -> None:
+    # An exactly-once transaction pays fixed round trips: its default batch is larger;
+    # an explicit batch_size always wins.
+    s = load_settings(None, sinks={"k": sink}, http={"enabled": False})
+    assert s.sinks["k"].batch_size == batch_size
+
+
+def test_exactly_once_batch_default_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARGBRIDGE_SINKS__K__BATCH_SIZE", "700")
+    s = load_settings(
+        None, sinks={"k": {"type": "kafka", "delivery": "exactly-once"}}, http={"enabled": False}
+    )
+    assert s.sinks["k"].batch_size == 700

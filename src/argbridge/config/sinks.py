@@ -35,6 +35,11 @@ def _acks(value: Any) -> Any:
     return value
 
 
+#: ``batch_size`` of a Kafka sink with ``delivery = "exactly-once"`` unless set: events per
+#: transaction at most (bench_eos: 500 gave 64–69% of at-least-once, 2,000 113–129%).
+EXACTLY_ONCE_BATCH_SIZE = 2000
+
+
 class SinkBase(StrictModel):
     """What every sink has: batching from the journal and redelivery backoff."""
 
@@ -133,6 +138,22 @@ class KafkaSinkConfig(SinkBase, KafkaClientConfig):
                     " gzip works without extras"
                 ) from None
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exactly_once_batch(cls, data: Any) -> Any:
+        # Each exactly-once transaction pays fixed round trips (AddPartitionsToTxn, the
+        # progress record, EndTxn): a larger default batch lets a backlog drain in fewer
+        # of them. Under live load a transaction holds what was journaled while the
+        # previous one committed, so the latency does not move. Still bounded by
+        # batch_bytes; an explicit batch_size wins.
+        if (
+            isinstance(data, dict)
+            and data.get("delivery") == "exactly-once"
+            and "batch_size" not in data
+        ):
+            return {**data, "batch_size": EXACTLY_ONCE_BATCH_SIZE}
+        return data
 
     @model_validator(mode="wrap")
     @classmethod
