@@ -28,127 +28,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
-from argbridge.sources.replay import load_sample, to_event
 from tests.support.apache_kafka import KafkaCluster
+from tests.support.eos_daemon import (
+    SOURCES,
+    ce_ids,
+    expected_ids,
+    read_until_complete,
+    write_config,
+    write_samples,
+)
 from tests.support.process import Daemon
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
-#: Replay sources (each appends one event at a time, so several make the stream) and the
-#: pause between two items of one source: about 2,000 events/s together.
-SOURCES = 10
-INTERVAL = 0.003
 #: Where the exactly-once loop kills, in turn.
 STRATEGIES = ("committing", "events", "committed")
-
-
-def write_samples(folder: Path) -> list[Path]:
-    """The packaged sample once per source, with run, incident and delivery ids of its
-    own (the sources' events must not dedupe against each other)."""
-    paths = []
-    for k in range(SOURCES):
-        lines = []
-        for item in load_sample(None):
-            item = dict(item)
-            if "run_id" in item:
-                item["run_id"] = f"s{k}-{item['run_id']}"
-            if item.get("webhook_id"):
-                item["webhook_id"] = f"s{k}-{item['webhook_id']}"
-            body = item.get("body")
-            if isinstance(body, dict) and isinstance(body.get("incident"), dict):
-                incident = {**body["incident"], "id": f"s{k}-{body['incident']['id']}"}
-                item["body"] = {**body, "incident": incident}
-            lines.append(orjson.dumps(item))
-        path = folder / f"sample-{k}.jsonl"
-        path.write_bytes(b"\n".join(lines) + b"\n")
-        paths.append(path)
-    return paths
-
-
-def expected_ids(samples: list[Path], passes: int) -> set[str]:
-    ids: set[str] = set()
-    for sample in samples:
-        for p in range(passes):
-            for item in load_sample(sample):
-                event = to_event(item, suffix=f"-p{p}" if p else "")
-                assert event is not None
-                ids.add(event.id)
-    assert len(ids) == SOURCES * passes * len(load_sample(None))
-    return ids
-
-
-def write_config(
-    path: Path,
-    kafka: KafkaCluster,
-    *,
-    state: Path,
-    topic: str,
-    progress: str,
-    delivery: str,
-    passes: int,
-    instance_id: str = "i1",
-) -> Path:
-    sources = "".join(
-        f"""
-[sources.s{k}]
-type = "replay"
-sample = "{sample}"
-interval = "{INTERVAL}s"
-loop = true
-max_passes = {passes}
-"""
-        for k, sample in enumerate(write_samples(path.parent))
-    )
-    path.write_text(
-        f"""
-state_dir = "{state}"
-[log]
-level = "debug"
-format = "json"
-[http]
-enabled = false
-[runtime]
-drain_timeout = "10s"
-{sources}[sinks.k]
-type = "kafka"
-bootstrap_servers = "{kafka.bootstrap}"
-topic = "{topic}"
-delivery = "{delivery}"
-progress_topic = "{progress}"
-instance_id = "{instance_id}"
-enable_idempotence = true
-create_topics = true
-request_timeout = "5s"
-call_timeout = "20s"
-transaction_timeout = "30s"
-retry_initial = "0.05s"
-retry_max = "0.5s"
-"""
-    )
-    return path
-
-
-def ce_ids(records: list[Any]) -> Counter[str]:
-    out: Counter[str] = Counter()
-    for msg in records:
-        headers = dict(msg.headers() or [])
-        out[headers["ce_id"].decode()] += 1
-    return out
-
-
-def read_until_complete(
-    kafka: KafkaCluster, topic: str, expected: set[str], isolation: str, timeout: float = 120
-) -> Counter[str]:
-    """Read ``topic`` from the start until every expected id is there (the broker is an
-    outside process: polled, with a deadline)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        seen = ce_ids(kafka.read_all(topic, at_least=len(expected), isolation=isolation))
-        if expected <= set(seen) or time.monotonic() > deadline:
-            return seen
 
 
 @dataclass
