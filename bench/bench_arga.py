@@ -44,7 +44,7 @@ from argbridge.simulator.arga import ArgaSimulator
 from argbridge.sources.arga import ArgaSource
 from argbridge.sources.base import SourceContext
 from bench.bench_journal import ceiling
-from bench.common import as_the_daemon
+from bench.common import as_the_daemon, peak_rss_since_reset_mib, reset_peak_rss
 
 TOKEN = "bench-token-0000"
 PAD = 430  # → ~500 bytes of JSON per event
@@ -177,15 +177,22 @@ async def run(args: argparse.Namespace, base: str) -> None:
     results: dict[str, list[float]] = {
         k: [] for k in ("sse_ceil", "sse", "ws_ceil", "ws", "journal", "sqlite")
     }
+    # Peak RSS of this process while argbridge (source + journal) ran each load, reset
+    # before each run (the bare clients' own peaks are not in it).
+    rss: dict[str, list[float]] = {"sse": [], "ws": []}
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
         for r in range(args.repeat):
             results["sse_ceil"].append(await sse_ceiling(base, f"sse-{r}", args.events))
+            reset_peak_rss()
             results["sse"].append(
                 await argbridge_rate(base, "validation", f"sse-{r}", args.events, state)
             )
+            rss["sse"].append(peak_rss_since_reset_mib())
             results["ws_ceil"].append(await ws_ceiling(base, f"ws-{r}", args.events))
+            reset_peak_rss()
             results["ws"].append(await argbridge_rate(base, "demo", f"ws-{r}", args.events, state))
+            rss["ws"].append(peak_rss_since_reset_mib())
             results["journal"].append(await journal_rate(args.events, state, str(r)))
             results["sqlite"].append(
                 ceiling(state / f"ceiling-{r}.db", args.events, 64, row_bytes=500)
@@ -212,10 +219,14 @@ async def run(args: argparse.Namespace, base: str) -> None:
             f"  argbridge → journal        {fmt(results[got])}  = {vs:.0%} of the composite, "
             f"{ratio:.0%} of the client"
         )
+        print(
+            f"  peak RSS while it ran      {max(rss[got]):>9,.0f} MiB  "
+            f"(process, reset before each run; runs {', '.join(f'{x:.0f}' for x in rss[got])})"
+        )
     print("  (target: ≥50% of each composite ceiling)")
     print(f"bare SQLite ascending write, 500 B rows, 64/txn {fmt(results['sqlite'])}")
     print(f"context: journal alone, append_many of 1000 {fmt(results['journal'])}")
-    print(f"client process peak RSS: {peak:.0f} MiB")
+    print(f"client process peak RSS, whole run (bare clients included): {peak:.0f} MiB")
 
 
 def main() -> None:

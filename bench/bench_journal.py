@@ -8,10 +8,17 @@ lookup of every id) appends 1 KiB CloudEvents from ``--appenders`` concurrent ta
 
 While the appenders run, a probe task in the same event loop sleeps 1 ms at a time and
 records how late it wakes up: the event loop's lag (our own appenders' CPU included;
-a commit that held the GIL would show here as a stall). For reference, as in issue 15's
-table, each engine's writes alone run in a thread while the main thread sleeps 0.2 ms at
-a time and records how late it wakes: the bare sqlite3 ceiling, and the journal's synced
-write batches (staged beforehand, as the writer stages them on the event loop).
+a commit that held the GIL would show here as a stall). On a shared machine that wall
+figure is mostly other processes' CPU, so two more are printed that load moves little:
+how many appenders resumed between the probe's due time and its wake-up, and the loop
+thread's CPU time over that window (its thread CPU clock, from the last appender
+resumption at or before the due time, or the probe's own start: an upper bound). The
+same probe on an idle loop, in the same run, gives the machine's own floor.
+
+For reference, as in issue 15's table, each engine's writes alone run in a thread while
+the main thread sleeps 0.2 ms at a time and records how late it wakes: the bare sqlite3
+ceiling, and the journal's synced write batches (staged beforehand, as the writer stages
+them on the event loop).
 
 The appenders run on uvloop, as the daemon does by default (``runtime.uvloop = true``);
 ``--no-uvloop`` runs them on the plain asyncio loop.
@@ -22,11 +29,13 @@ Run: ``.venv/bin/python -m bench.bench_journal [--events 20000] [--appenders 64]
 from __future__ import annotations
 
 import argparse
+import bisect
 import sqlite3
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -133,39 +142,88 @@ def engine_alone(path: Path, events: list[CloudEvent], batch: int) -> Callable[[
     return write_all
 
 
+@dataclass
+class LoopLag:
+    """What the lag probe saw: per wake-up, the wall lag, the appenders resumed between
+    the due time and the wake-up, and the loop thread's CPU time over that window; and
+    the CPU seconds of the loop thread and of the whole process (LevelDB's writer and
+    compaction threads too) over the appends."""
+
+    wall: list[float] = field(default_factory=list)
+    ahead: list[int] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    loop_cpu: float = 0.0
+    process_cpu: float = 0.0
+
+
+def loop_lag(
+    probes: list[tuple[float, float, float, float]], resumed: list[tuple[float, float]]
+) -> LoopLag:
+    """From the probe's ``(start, start cpu, wake, wake cpu)`` and the appenders'
+    ``(wall, thread cpu)`` at each resumption (in time order)."""
+    out = LoopLag()
+    walls = [w for w, _ in resumed]
+    for t0, c0, wake, wake_cpu in probes:
+        due = t0 + PROBE_SLEEP
+        out.wall.append(wake - due)
+        i, j = bisect.bisect_right(walls, due), bisect.bisect_right(walls, wake)
+        out.ahead.append(j - i)
+        anchor = resumed[i - 1][1] if i and walls[i - 1] > t0 else c0
+        out.cpu.append(wake_cpu - anchor)
+    return out
+
+
+async def idle_probe(seconds: float = 1.0) -> list[float]:
+    """The lag probe on a loop with nothing else to do: the machine's floor."""
+    lags: list[float] = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        await anyio.sleep(PROBE_SLEEP)
+        lags.append(time.perf_counter() - t0 - PROBE_SLEEP)
+    return lags
+
+
 async def journal_run(
     path: Path, events: list[CloudEvent], appenders: int
-) -> tuple[float, list[float], int, int, list[float]]:
+) -> tuple[float, list[float], int, int, LoopLag]:
     latencies: list[float] = []
-    lags: list[float] = []
+    probes: list[tuple[float, float, float, float]] = []
+    resumed: list[tuple[float, float]] = []
+    clock, cpu_clock = time.perf_counter, time.thread_time
     async with Journal(path, sinks=["bench"], max_backlog_events=10**9) as journal:
         per = len(events) // appenders
         done = False
 
         async def probe() -> None:
             while not done:
-                t0 = time.perf_counter()
+                t0, c0 = clock(), cpu_clock()
                 await anyio.sleep(PROBE_SLEEP)
-                lags.append(time.perf_counter() - t0 - PROBE_SLEEP)
+                probes.append((t0, c0, clock(), cpu_clock()))
 
         append = journal.for_source().append  # what a source gets
 
         async def appender(k: int) -> None:
             for ev in events[k * per : (k + 1) * per]:
-                t0 = time.perf_counter()
+                t0 = clock()
                 await append(ev)
-                latencies.append(time.perf_counter() - t0)
+                t1 = clock()
+                resumed.append((t1, cpu_clock()))
+                latencies.append(t1 - t0)
 
         async with anyio.create_task_group() as outer:
             outer.start_soon(probe)
-            start = time.perf_counter()
+            start, loop0, proc0 = time.perf_counter(), cpu_clock(), time.process_time()
             async with anyio.create_task_group() as tg:
                 for k in range(appenders):
                     tg.start_soon(appender, k)
             elapsed = time.perf_counter() - start
+            loop_cpu, proc_cpu = cpu_clock() - loop0, time.process_time() - proc0
             done = True
         stats = journal.stats()
-    return per * appenders / elapsed, latencies, stats.commits, stats.syncs, lags
+    lag = loop_lag(probes, resumed)
+    lag.loop_cpu, lag.process_cpu = loop_cpu, proc_cpu
+    return per * appenders / elapsed, latencies, stats.commits, stats.syncs, lag
 
 
 def main() -> None:
@@ -217,6 +275,14 @@ def main() -> None:
     lag50: list[float] = []
     lag99: list[float] = []
     lagmax: list[float] = []
+    ahead99: list[float] = []
+    aheadmax: list[float] = []
+    cpu50: list[float] = []
+    cpu99: list[float] = []
+    cpumax: list[float] = []
+    idle: list[float] = []
+    loop_us: list[float] = []
+    proc_us: list[float] = []
     ratios: list[float] = []
     threaded: dict[str, list[tuple[float, list[float]]]] = {"sqlite": [], "journal": []}
     for run in range(args.runs):
@@ -225,6 +291,9 @@ def main() -> None:
             ceilings_1000.append(ceiling(Path(tmp) / "c1000.db", args.events, 1000))
             ceilings_uuid.append(ceiling(Path(tmp) / "cu.db", args.events, args.appenders, True))
             events = make_events(args.events, f"r{run}")
+            idle += anyio.run(
+                idle_probe, backend="asyncio", backend_options={"use_uvloop": args.uvloop}
+            )
             rate, lat, commits, syncs, lags = anyio.run(
                 journal_run,
                 Path(tmp) / "j.db",
@@ -248,9 +317,16 @@ def main() -> None:
             p99s.append(percentile(lat, 99) * 1000)
             commits_seen.append(commits)
             syncs_seen.append(syncs)
-            lag50.append(percentile(lags, 50) * 1000)
-            lag99.append(percentile(lags, 99) * 1000)
-            lagmax.append(max(lags) * 1000)
+            lag50.append(percentile(lags.wall, 50) * 1000)
+            lag99.append(percentile(lags.wall, 99) * 1000)
+            lagmax.append(max(lags.wall) * 1000)
+            loop_us.append(lags.loop_cpu / len(lat) * 1e6)
+            proc_us.append(lags.process_cpu / len(lat) * 1e6)
+            ahead99.append(percentile(lags.ahead, 99))
+            aheadmax.append(max(lags.ahead))
+            cpu50.append(percentile(lags.cpu, 50) * 1000)
+            cpu99.append(percentile(lags.cpu, 99) * 1000)
+            cpumax.append(max(lags.cpu) * 1000)
     c, j = median(ceilings), median(results)
     row(
         f"ceiling: bare sqlite3, {args.appenders} rows/transaction",
@@ -276,6 +352,11 @@ def main() -> None:
     )
     row("journal / ceiling (median of the per-run ratios)", f"{100 * median(ratios):.0f} %")
     row("append latency p50 / p99", f"{median(p50s):.2f} / {median(p99s):.2f} ms")
+    row(
+        "CPU per event: loop thread / whole process",
+        f"{median(loop_us):.1f} / {median(proc_us):.1f} µs",
+        "the rest: LevelDB's writer and compaction threads",
+    )
     row("events per commit (median)", f"{args.events / median(commits_seen):.1f}")
     row(
         "synced write batches per group commit",
@@ -286,6 +367,22 @@ def main() -> None:
         "event-loop lag while appending p50 / p99 / max",
         f"{median(lag50):.2f} / {median(lag99):.2f} / {median(lagmax):.1f} ms",
         f"p99 runs {', '.join(f'{x:.2f}' for x in lag99)}; target p99 < 1 ms",
+    )
+    row(
+        "  the same probe on an idle loop (the machine's floor)",
+        f"{percentile(idle, 50) * 1000:.2f} / {percentile(idle, 99) * 1000:.2f} / "
+        f"{max(idle) * 1000:.1f} ms",
+        "p50 / p99 / max, this run, between the journal runs",
+    )
+    row(
+        "  loop-thread CPU from the probe's due time to its wake",
+        f"{median(cpu50):.2f} / {median(cpu99):.2f} / {median(cpumax):.1f} ms",
+        f"p50 / p99 / max; p99 runs {', '.join(f'{x:.2f}' for x in cpu99)} (an upper bound)",
+    )
+    row(
+        "  appenders resumed ahead of the probe, p99 / max",
+        f"{median(ahead99):.0f} / {median(aheadmax):.0f}",
+        f"of {args.appenders}",
     )
     for name, label in (
         ("sqlite", "bare sqlite3 ceiling"),

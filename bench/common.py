@@ -24,6 +24,27 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def reset_peak_rss() -> bool:
+    """Start this process's peak-RSS count again from its current RSS (Linux
+    ``/proc/self/clear_refs``), so :func:`peak_rss_since_reset_mib` gives one phase's
+    peak; whether the kernel allowed it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_since_reset_mib() -> float:
+    """This process's peak RSS (MiB) since :func:`reset_peak_rss` (``VmHWM``)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return peak_rss_mib()
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 

@@ -76,8 +76,9 @@ class Work:
 class Op(Generic[R]):
     """A write waiting for the next group commit; ``apply`` runs in the writer thread.
 
-    Waiters share the writer's progress event rather than owning an ``anyio.Event`` each
-    (one Event per op was ~2 µs of the ~14 µs of event-loop time per append).
+    Waiters share the writer's progress events (one per slice of ``WAKE_SLICE`` waiters)
+    rather than owning an ``anyio.Event`` each (one Event per op was ~2 µs of the ~14 µs
+    of event-loop time per append).
     """
 
     __slots__ = ("error", "finished", "result")
