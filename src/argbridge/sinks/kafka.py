@@ -13,11 +13,11 @@ the acks): the :class:`~argbridge.sinks.base.SinkWorker` calls the two halves it
 when draining a backlog, building batch N+1 while the broker works on batch N. With the
 default binary mode and a fixed topic, records are built straight from the event's
 attributes and data as the journal stores them
-(:func:`~argbridge.delivery.kafka_records.binary_parts`: no ``CloudEvent`` decode, no
-re-encoding of ``data``), a
-:class:`~argbridge.sinks.base.RouteBatch` is read without a ``Delivery`` per event, each
-key's partition is remembered per topic, and the latency histogram is filled once per
-batch.
+(:func:`~argbridge.delivery.kafka_records.binary_headers_of`: no ``CloudEvent`` decode,
+no re-encoding of ``data``); a :class:`~argbridge.sinks.base.RouteBatch` (one route for
+the whole batch, the usual case) takes a loop of its own (:meth:`KafkaSink._fill_fixed`:
+no ``Delivery`` per event, one builder per partition), each key's partition is
+remembered per topic, and the latency histogram takes the batch in one call.
 
 Every aiokafka call is bounded (``call_timeout``): the idempotent producer can hang
 forever (aiokafka #1101) and a frozen broker accepts connections but never answers. On
