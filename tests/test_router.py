@@ -150,26 +150,6 @@ def test_ops_type_follows_the_type_prefix():
         assert router.body_is_ops(attrs) == router.body_is_ops(event.to_json())
 
 
-def test_any_body_is_ops_agrees_with_each_body():
-    router = Router.from_settings(_ops_settings(type_prefix="acme."))
-    prefixed = CloudEvent(id="3", source="urn:x", type="acme.argbridge.source.auth_failed")
-    decoy = CloudEvent(
-        id='x","type":"acme.argbridge.',
-        source='urn:"type":"acme.argbridge.x',
-        type="arga.validation.run.failed",
-        extensions={"note": ',"type":"acme.argbridge.'},
-        data={"type": "acme.argbridge.source.auth_failed"},
-    )
-    attrs = [encode_event(e)[0] for e in (EV, decoy, prefixed)]
-    assert not router.any_body_is_ops(attrs[:2])
-    assert not router.any_body_is_ops([])
-    for i in range(len(attrs)):
-        batch = attrs[i:] + attrs[:i]
-        assert router.any_body_is_ops(batch) == any(router.body_is_ops(b) for b in batch)
-    assert router.any_body_is_ops([attrs[0], b"not a stored body"])  # unknown shape
-    assert not Router([], ["kafka"]).any_body_is_ops(attrs)  # no ops routes
-
-
 def test_ops_sinks_must_exist():
     from argbridge.config.settings import load_settings
     from argbridge.errors import ConfigError

@@ -115,12 +115,10 @@ class Router:
         self.ops_routes: tuple[Route, ...] = ()
         #: The ops type prefix as bytes (``b""``: no ops routes).
         self.ops_marker = b""
-        self._ops_type = b""
         if ops is not None:
             self.ops_prefix = ops_type_prefix(type_prefix)
             self.ops_routes = tuple(ops) + tuple(r for r in self.routes if r.ops)
             self.ops_marker = self.ops_prefix.encode()
-            self._ops_type = b',"type":"' + self.ops_marker
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Router:
@@ -146,19 +144,6 @@ class Router:
             return False
         i = body.find(b',"type":"')
         return i < 0 or body.startswith(self.ops_marker, i + 9)
-
-    def any_body_is_ops(self, bodies: Sequence[bytes]) -> bool:
-        """Whether any of ``bodies`` (events' stored attributes JSON: flat, no ``data``)
-        answers :meth:`body_is_ops`, in two scans of the joined bodies when none does
-        (the usual case): ``,"type":"`` appears in such a body only as its ``type``
-        attribute (a quote inside a JSON string is escaped), so one occurrence per body
-        and none followed by the ops prefix settle it; else each body is asked."""
-        if self.ops_prefix is None or not bodies:
-            return False
-        joined = b"\n".join(bodies)
-        if joined.count(b',"type":"') == len(bodies) and self._ops_type not in joined:
-            return False
-        return any(self.body_is_ops(body) for body in bodies)
 
     def _candidates(self, event: CloudEvent) -> tuple[Route, ...]:
         return self.ops_routes if self.is_ops(event) else self.routes

@@ -419,7 +419,11 @@ class SinkWorker:
         router = self.router
         if router.ops_prefix is None:
             return False
-        return router.any_body_is_ops([r.parts()[0] for r in records])
+        is_ops = router.body_is_ops
+        for r in records:
+            if is_ops(r.parts()[0]):
+                return True
+        return False
 
     async def _pipeline(self, records: list[JournalRecord]) -> None:
         """Deliver ``records`` and the batches after them through ``sink.submit``,
