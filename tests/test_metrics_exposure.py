@@ -116,3 +116,36 @@ async def test_readyz_ready_when_every_component_is(tmp_path):
             ready = await client.get("/readyz")
         assert ready.status_code == 200
         assert ready.json()["not_ready"] == []
+
+
+def test_the_batch_histogram_exposes_what_a_prometheus_histogram_does():
+    """``delivery_latency`` takes a batch in one call; its exposition is the library
+    Histogram's for the same observations (but ``_created``), negatives counted as 0."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from argbridge.metrics import LATENCY_BUCKETS, Metrics
+
+    m = Metrics()
+    reference = CollectorRegistry()
+    h = Histogram(
+        "argbridge_delivery_latency_seconds",
+        "From journal commit to the destination's confirmation.",
+        ["component"],
+        buckets=LATENCY_BUCKETS,
+        registry=reference,
+    )
+    values = [0.0005, 0.001, 0.001, 0.001, 0.003, 0.7, 1.0, 100.0, -1.0, 0.02, 60.0]
+    m.delivery_latency.labels("k").observe_many(values)
+    m.delivery_latency.labels("w").observe(0.2)
+    for v in values:
+        h.labels("k").observe(max(v, 0.0))
+    h.labels("w").observe(0.2)
+
+    def lines(text: bytes) -> list[str]:
+        return [
+            line
+            for line in text.decode().splitlines()
+            if "delivery_latency" in line and "_created" not in line
+        ]
+
+    assert lines(m.render()) == lines(generate_latest(reference))

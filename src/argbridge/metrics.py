@@ -26,11 +26,15 @@ Label values never contain secrets (component names come from config keys).
 
 from __future__ import annotations
 
+import bisect
+import math
+import threading
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from argbridge.journal import Journal
 
@@ -79,10 +83,10 @@ class Metrics:
             ["component", "kind", "reason"],
             registry=r,
         )
-        self.delivery_latency = Histogram(
+        self.delivery_latency = BatchHistogram(
             "argbridge_delivery_latency_seconds",
             "From journal commit to the destination's confirmation.",
-            ["component"],
+            "component",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -160,6 +164,96 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+class BatchHistogram(Collector):
+    """A histogram with one label that also takes a whole batch of observations in one
+    call (:meth:`HistogramChild.observe_many`); exposed as ``prometheus_client``'s
+    ``Histogram`` exposes one (``_bucket``, ``_count``, ``_sum``; no ``_created``).
+
+    Hand-written on the registry's public collector API because ``prometheus_client``
+    has no batch observe: a sink confirms thousands of events at once, and its
+    ``observe`` per event (a bucket walk and two locked increments) was about 1 µs of
+    the Kafka sink's CPU per event.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        label: str,
+        *,
+        buckets: Iterable[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.label = label
+        bounds = sorted(float(b) for b in buckets)
+        if not bounds or bounds[-1] != math.inf:
+            bounds.append(math.inf)
+        self.bounds = tuple(bounds)
+        self._children: dict[str, HistogramChild] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def labels(self, value: str) -> HistogramChild:
+        child = self._children.get(value)
+        if child is None:
+            with self._lock:
+                child = self._children.setdefault(value, HistogramChild(self.bounds))
+        return child
+
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
+        les = [floatToGoString(b) for b in self.bounds]  # type: ignore[no-untyped-call]
+        for value, child in list(self._children.items()):
+            counts, total = child.snapshot()
+            cumulative, buckets = 0, []
+            for le, n in zip(les, counts, strict=True):
+                cumulative += n
+                buckets.append((le, float(cumulative)))
+            family.add_metric([value], buckets, total)
+        yield family
+
+
+class HistogramChild:
+    """One labelled series of a :class:`BatchHistogram`."""
+
+    __slots__ = ("_bounds", "_counts", "_lock", "_sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self._counts = [0] * len(bounds)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, amount: float) -> None:
+        with self._lock:
+            self._counts[bisect.bisect_left(self._bounds, amount)] += 1
+            self._sum += amount
+
+    def observe_many(self, amounts: Iterable[float]) -> None:
+        """:meth:`observe` each of ``amounts``, a negative one as 0 (a latency across a
+        clock step). A run of equal values (the events of one group commit) looks its
+        bucket up once."""
+        bounds, find = self._bounds, bisect.bisect_left
+        with self._lock:
+            counts = self._counts
+            last, i, value, total = math.nan, 0, 0.0, 0.0
+            for amount in amounts:
+                if amount != last:
+                    last = amount
+                    value = amount if amount > 0.0 else 0.0
+                    i = find(bounds, value)
+                counts[i] += 1
+                total += value
+            self._sum += total
+
+    def snapshot(self) -> tuple[list[int], float]:
+        """The per-bucket (not cumulative) counts and the sum."""
+        with self._lock:
+            return list(self._counts), self._sum
 
 
 class _JournalCollector(Collector):

@@ -330,3 +330,56 @@ async def test_partition_and_topic_caches_stay_bounded(tmp_path, broker, monkeyp
         for r in records:  # the topics have 4 partitions
             assert r.key is not None
             assert r.partition == choose_partition(r.key, [0, 1, 2, 3], "")
+
+
+@pytest.mark.parametrize("key_fallback", [False, True])
+async def test_the_one_route_loop_sends_what_the_general_loop_sends(tmp_path, broker, key_fallback):
+    """A batch for one route to a fixed topic (a ``RouteBatch``: the sink's own loop) and
+    the same events as a list of deliveries (the general loop) give the same records,
+    byte for byte: key, headers in order, value, partition."""
+    from argbridge.router import Route
+    from argbridge.sinks.base import Delivery, RouteBatch
+
+    one, general = fresh("one-route"), fresh("general")
+    if isinstance(broker, KafkaCluster):
+        for topic in (one, general):
+            broker.create_topic(topic, partitions=4, replication=1)
+    s = kafka_settings(tmp_path, broker, topic=one)
+    events = [
+        make_event(
+            n,
+            partitionkey=f"run-{n % 5}" if n % 4 else None,
+            subject=None if n % 7 == 0 else f"runs/{n % 3}",
+            sequence=n,
+            severity="high" if n % 2 else None,
+            extensions={"flag": n % 3 == 0, "count": n, "traceparent": f"00-{n:032x}-ab-01"}
+            if n % 5
+            else {},
+        )
+        for n in range(60)
+    ]
+    async with Journal(tmp_path / "j.db", sinks=["k"]) as journal:
+        await journal.append_many(events)
+        records = await journal.read_after(0, len(events))
+        sink = KafkaSink(
+            s.sinks["k"],  # type: ignore[arg-type]
+            SinkContext("k", journal, Metrics()),
+            s,
+            key_fallback=key_fallback,
+        )
+        try:
+            await sink.start()
+            await sink.deliver(RouteBatch(records, Route("r", ("k",), ())))
+            to_general = Route("g", ("k",), (), general)
+            await sink.deliver([Delivery(r, to_general) for r in records])
+        finally:
+            await sink.aclose()
+
+    def by_id(records: list[Any]) -> dict[bytes, tuple[Any, ...]]:
+        return {dict(r.headers)["ce_id"]: (r.key, r.headers, r.value, r.partition) for r in records}
+
+    sent = by_id(await broker.consume(one, len(events)))
+    assert len(sent) == len(events)
+    assert sent == by_id(await broker.consume(general, len(events)))
+    keyless = [k for k, *_ in sent.values() if k is None]
+    assert len(keyless) == (0 if key_fallback else 15)

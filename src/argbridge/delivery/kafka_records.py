@@ -187,9 +187,21 @@ def binary_parts(
     keeps them (:attr:`~argbridge.journal.JournalRecord.attributes`,
     :attr:`~argbridge.journal.JournalRecord.data_json`). Gives the same record as
     :func:`build_record` on the event (tested) without a :class:`CloudEvent` or a
-    re-encoding of ``data``. This runs once per record on the Kafka sink's hot path,
-    hence the one comprehension for the headers.
+    re-encoding of ``data``.
     """
+    key = attributes.get("partitionkey")
+    return (
+        (key.encode() if type(key) is str and key else None),
+        data_json,
+        binary_headers_of(attributes),
+        str(attributes["id"]),
+    )
+
+
+def binary_headers_of(attributes: Mapping[str, object]) -> list[tuple[str, bytes]]:
+    """The headers of :func:`binary_parts` (what :func:`binary_headers` gives for the
+    event). This runs once per record on the Kafka sink's hot path, hence the one
+    comprehension."""
     names = _HEADER_NAMES
     try:
         headers = [
@@ -207,13 +219,7 @@ def binary_parts(
             headers.append((header, _header_value(v)))
     if "traceparent" in attributes:
         headers += _trace_headers(attributes)
-    key = attributes.get("partitionkey")
-    return (
-        (key.encode() if type(key) is str and key else None),
-        data_json,
-        headers,
-        str(attributes["id"]),
-    )
+    return headers
 
 
 def choose_partition(key: bytes | None, partitions: Sequence[int], fallback: str) -> int:

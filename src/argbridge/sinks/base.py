@@ -133,14 +133,11 @@ class SinkContext:
             return
         self.metrics.sent.labels(self.name, "sink").inc(len(records))
         self.metrics.sent_bytes.labels(self.name, "sink").inc(sum(r.size for r in records))
-        # One public ``observe`` per event (about 1 µs each: a batch-wide observe on the
-        # histogram's private buckets saved ~4% of the Kafka sink's CPU per event, under
-        # the 5% a dependency's internals must buy).
+        # One call for the batch (the events of a group commit share appended_at).
         now = self.clock.time()
-        observe = self.metrics.delivery_latency.labels(self.name).observe
-        for r in records:
-            latency = now - r.appended_at
-            observe(latency if latency > 0.0 else 0.0)
+        self.metrics.delivery_latency.labels(self.name).observe_many(
+            [now - r.appended_at for r in records]
+        )
 
 
 @runtime_checkable

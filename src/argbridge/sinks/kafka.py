@@ -13,11 +13,11 @@ the acks): the :class:`~argbridge.sinks.base.SinkWorker` calls the two halves it
 when draining a backlog, building batch N+1 while the broker works on batch N. With the
 default binary mode and a fixed topic, records are built straight from the event's
 attributes and data as the journal stores them
-(:func:`~argbridge.delivery.kafka_records.binary_parts`: no ``CloudEvent`` decode, no
-re-encoding of ``data``), a
-:class:`~argbridge.sinks.base.RouteBatch` is read without a ``Delivery`` per event, each
-key's partition is remembered per topic, and the latency histogram is filled once per
-batch.
+(:func:`~argbridge.delivery.kafka_records.binary_headers_of`: no ``CloudEvent`` decode,
+no re-encoding of ``data``); a :class:`~argbridge.sinks.base.RouteBatch` (one route for
+the whole batch, the usual case) takes a loop of its own (:meth:`KafkaSink._fill_fixed`:
+no ``Delivery`` per event, one builder per partition), each key's partition is
+remembered per topic, and the latency histogram takes the batch in one call.
 
 Every aiokafka call is bounded (``call_timeout``): the idempotent producer can hang
 forever (aiokafka #1101) and a frozen broker accepts connections but never answers. On
@@ -76,6 +76,7 @@ from argbridge.config.settings import Settings
 from argbridge.config.sinks import KafkaSinkConfig
 from argbridge.delivery.kafka_records import (
     KafkaRecord,
+    binary_headers_of,
     binary_parts,
     build_record,
     partition_for,
@@ -623,6 +624,17 @@ class KafkaSink:
                     # Wait without consuming the outcome: its owner's confirmed() reads it.
                     await asyncio.wait((oldest,))
 
+        if type(batch) is RouteBatch and mode == "binary":
+            topic = batch.route.topic or default_topic
+            if "{" not in topic:
+                sent = await self._fill_fixed(
+                    producer, batch.records, topic, builders, members, submit
+                )
+                for slot, builder in builders.items():
+                    if builder.record_count():
+                        await submit(slot, builder)
+                return sent
+
         # (record, route) pairs: a RouteBatch (one route for all) makes no Delivery at all.
         pairs: Iterable[tuple[JournalRecord, Route]]
         pairs = zip(batch.records, repeat(batch.route)) if type(batch) is RouteBatch else batch
@@ -699,6 +711,85 @@ class KafkaSink:
             if builder.record_count():
                 await submit(slot, builder)
         return sent
+
+    async def _fill_fixed(
+        self,
+        producer: AIOKafkaProducer,
+        records: Sequence[JournalRecord],
+        topic: str,
+        builders: dict[tuple[str, int], Any],
+        members: dict[tuple[str, int], list[JournalRecord]],
+        submit: Callable[[tuple[str, int], Any], Awaitable[None]],
+    ) -> list[JournalRecord]:
+        """:meth:`_send`'s loop for the usual case (binary mode, one fixed topic, one
+        route for the whole batch): each record straight from the stored attributes
+        and data (:func:`binary_headers_of`: no ``CloudEvent``, no re-encoding of
+        ``data``), the same records as the general loop. Fills ``builders`` (and
+        ``members``), submitting each as it fills up; returns the records added."""
+        max_record_bytes = self.config.max_record_bytes
+        key_fallback = self.key_fallback
+        headers_of = binary_headers_of
+        known = self._topics.get(topic)
+        partitions, partition_of_key = known if known is not None else ([], {})
+        # Per partition: its builder, the records in it and its (topic, partition) slot.
+        current: dict[int, tuple[Any, list[JournalRecord], tuple[str, int]]] = {}
+        dropped: set[int] = set()
+        for record in records:
+            # The attributes are decoded here, not cached on the record: a dict per
+            # record held for the whole batch (~1 KiB each, and what the collector walks).
+            attrs_json, value = record.parts()
+            attrs = loads(attrs_json)
+            headers = headers_of(attrs)
+            key = attrs.get("partitionkey")
+            key = key.encode() if type(key) is str and key else None
+            if key is None and key_fallback:
+                key = str(attrs.get("subject") or attrs["id"]).encode()
+            # An upper bound of KafkaRecord.size (the event's JSON holds every header
+            # value with more framing than the header names add); exact only if needed.
+            size = record.size + (len(key) if key else 0) + 32
+            if size > max_record_bytes:
+                size = KafkaRecord(topic, key, value, headers).size
+                if size > max_record_bytes:
+                    await self._dead_letter(record, f"record of {size} bytes > max_record_bytes")
+                    dropped.add(id(record))
+                    continue
+            if known is None:
+                topics = self._topics
+                if len(topics) >= MAX_CACHED_TOPICS:
+                    topics.clear()
+                try:
+                    known = topics[topic] = await self._topic(producer, topic)
+                except _Refused as exc:
+                    await self._dead_letter(record, str(exc))
+                    dropped.add(id(record))
+                    continue
+                partitions, partition_of_key = known
+            partition = partition_of_key.get(key) if key is not None else None
+            if partition is None:
+                partition = partition_for(key, partitions, str(attrs["id"]))
+                if key is not None:
+                    if len(partition_of_key) >= MAX_CACHED_KEYS:
+                        partition_of_key.clear()
+                    partition_of_key[key] = partition
+            entry = current.get(partition)
+            if entry is None:
+                slot = (topic, partition)
+                builder = builders[slot] = producer.create_batch()
+                entry = current[partition] = (builder, [], slot)
+                members[slot] = entry[1]
+            builder, in_builder, slot = entry
+            ts = int(record.appended_at * 1000)
+            if builder.append(key=key, value=value, timestamp=ts, headers=headers) is None:
+                await submit(slot, builder)
+                builder = builders[slot] = producer.create_batch()
+                entry = current[partition] = (builder, [], slot)
+                in_builder = members[slot] = entry[1]
+                if builder.append(key=key, value=value, timestamp=ts, headers=headers) is None:
+                    raise SinkError("kafka: a record does not fit an empty batch")
+            in_builder.append(record)
+        if dropped:
+            return [r for r in records if id(r) not in dropped]
+        return list(records)
 
     async def _topic(
         self, producer: AIOKafkaProducer, topic: str
