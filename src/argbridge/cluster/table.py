@@ -59,9 +59,13 @@ class PartitionTable:
         self.entries: dict[str, Entry] = {}
         self.newer = 0
         self.unreadable = 0
+        #: Messages applied (a rebuild's cost: the partition's records and every
+        #: not yet compacted older value).
+        self.read = 0
 
     def apply(self, offset: int, item: Decoded) -> str | None:
         """Apply one message; returns the record key it concerns (``None``: none)."""
+        self.read += 1
         if isinstance(item, Unreadable):
             self.unreadable += 1
             return None
