@@ -61,6 +61,9 @@ from argbridge.metrics import Metrics
 from argbridge.sinks.kafka_client import client_kwargs, new_admin
 
 _TOPIC_EXISTS = 36
+#: How soon the consume loop looks again while a newly assigned partition's end offset
+#: is not known yet (the assignment came during a read).
+CATCH_UP_WAKE_MS = 50
 HANDOVER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60)
 
 
@@ -334,7 +337,13 @@ class ControlMember:
         self.metrics.rebalances.labels("revoked").inc()
         lost = [k for k, o in self.owned.items() if o.partition in partitions]
         self.log.info("cluster.revoked", partitions=sorted(partitions), runs=len(lost))
+        began = self.clock.monotonic()
         await self._stop_owned(set(lost))
+        self.log.info(
+            "cluster.revoke_done",
+            runs=len(lost),
+            seconds=round(self.clock.monotonic() - began, 3),
+        )
         self.assigned -= partitions
         for p in partitions:
             self.tables.pop(p, None)
@@ -367,6 +376,7 @@ class ControlMember:
             self._catching_up[p] = (-1, now)
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        idle_ms = int(self.config.heartbeat_interval * 1000)
         while True:
             unknown = [p for p, (end, _) in self._catching_up.items() if end < 0]
             if unknown:
@@ -376,7 +386,15 @@ class ControlMember:
                     if tp.partition in self._catching_up:
                         since = self._catching_up[tp.partition][1]
                         self._catching_up[tp.partition] = (int(ends[tp]), since)
-            batches = await consumer.getmany(timeout_ms=int(self.config.heartbeat_interval * 1000))
+                # A partition already read to its end (or empty) is ready now: the next
+                # read may wait for new messages, and during a rebalance none come.
+                await self._check_caught_up(consumer)
+            # While a partition's end is unknown (assigned during this read), wake soon
+            # to learn it; else wait for messages as long as a heartbeat interval.
+            unknown_end = any(end < 0 for end, _ in self._catching_up.values())
+            batches = await consumer.getmany(
+                timeout_ms=min(idle_ms, CATCH_UP_WAKE_MS) if unknown_end else idle_ms
+            )
             for tp, messages in batches.items():
                 p = tp.partition
                 table = self.tables.get(p)
@@ -399,10 +417,13 @@ class ControlMember:
                 if p not in self._catching_up and touched and self.lease_valid():
                     plan = table.plan(touched, owner=self.instance_id, now=self.clock.time())
                     await self._execute(p, plan)
-            for p, (end, _) in list(self._catching_up.items()):
-                tp = TopicPartition(self.topic, p)
-                if end >= 0 and p in self.assigned and await consumer.position(tp) >= end:
-                    await self._caught_up(p)
+            await self._check_caught_up(consumer)
+
+    async def _check_caught_up(self, consumer: AIOKafkaConsumer) -> None:
+        for p, (end, _) in list(self._catching_up.items()):
+            tp = TopicPartition(self.topic, p)
+            if end >= 0 and p in self.assigned and await consumer.position(tp) >= end:
+                await self._caught_up(p)
 
     def _count(self, item: Any, offset: int, partition: int) -> None:
         from argbridge.cluster.records import Newer, Unreadable
@@ -437,7 +458,9 @@ class ControlMember:
             "cluster.partition_ready",
             partition=partition,
             records=len(table.entries),
+            read=table.read,
             follow=len(plan.follow),
+            seconds=round(self.clock.monotonic() - started, 3),
         )
         if self.lease_valid():
             await self._execute(partition, plan, assigned_at=started)
