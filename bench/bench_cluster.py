@@ -55,8 +55,8 @@ from bench.common import header, median, percentile, row
 _EXPIRED = re.compile(r"^\[([^\]]+)\] INFO .*Member (\S+) in group (\S+) has failed")
 PHASES = (
     ("kill -> coordinator expiry", "killed", "expired"),
-    ("expiry -> survivors' rejoin start (revoke)", "expired", "revoke"),
-    ("revoke: stopping the survivors' runs", "revoke", "revoked"),
+    ("expiry -> first survivor hears of it (revoke)", "expired", "revoke"),
+    ("first survivor's revoke -> last survivor's revoke done", "revoke", "revoked"),
     ("revoked -> assignment (join + sync)", "revoked", "assigned"),
     ("assignment -> partitions re-read", "assigned", "ready"),
     ("partitions re-read -> last lost run connected", "ready", "connected"),
@@ -191,6 +191,7 @@ async def handover(args: argparse.Namespace, root: Path, kafka: KafkaCluster) ->
             for c in "abc"
         }
         daemons = {c: Daemon(p) for c, p in paths.items()}
+        every = list(daemons.items())
         try:
             for d in daemons.values():
                 await ready(d)
@@ -253,11 +254,16 @@ async def handover(args: argparse.Namespace, root: Path, kafka: KafkaCluster) ->
                         f"load {os.getloadavg()[0]:.1f}"
                     )
                     daemons[victim] = Daemon(paths[victim])
+                    every.append((victim, daemons[victim]))
                     await ready(daemons[victim])
                 tg.cancel_scope.cancel()
         finally:
             for d in daemons.values():
                 await anyio.to_thread.run_sync(d.stop)
+            if args.keep_logs:
+                args.keep_logs.mkdir(parents=True, exist_ok=True)
+                for n, (c, d) in enumerate(every):
+                    (args.keep_logs / f"{n:02d}-{c}.log").write_text("".join(d.raw))
     row(
         f"handover after kill -9 (session {args.session:g} s, heartbeat {args.heartbeat:g} s)",
         f"p50 {percentile(samples, 50):.2f} s",
@@ -370,5 +376,8 @@ if __name__ == "__main__":
     parser.add_argument("--flood-runs", type=int, default=24)
     parser.add_argument("--flood-events", type=int, default=2000)
     parser.add_argument("--skip-handover", action="store_true")
+    parser.add_argument(
+        "--keep-logs", type=Path, default=None, help="write the handover daemons' logs here"
+    )
     parser.add_argument("--skip-throughput", action="store_true")
     anyio.run(main, parser.parse_args())

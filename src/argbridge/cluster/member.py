@@ -61,6 +61,12 @@ from argbridge.metrics import Metrics
 from argbridge.sinks.kafka_client import client_kwargs, new_admin
 
 _TOPIC_EXISTS = 36
+#: The control topic's compaction: every assignment re-reads a partition from its start,
+#: and Kafka never compacts a partition's active segment, which by default rolls only
+#: after 7 days or 1 GiB. Positions are recorded up to twice a second per run, so an
+#: active segment of days holds hundreds of thousands of old values per partition;
+#: rolling it every 10 minutes keeps a re-read to the records plus minutes of updates.
+CONTROL_TOPIC_COMPACTION = {"segment.ms": "600000", "min.cleanable.dirty.ratio": "0.5"}
 #: How soon the consume loop looks again while a newly assigned partition's end offset
 #: is not known yet (the assignment came during a read).
 CATCH_UP_WAKE_MS = 50
@@ -314,6 +320,7 @@ class ControlMember:
                 topic_configs={
                     "cleanup.policy": "compact",
                     "min.insync.replicas": str(min(2, replication)),
+                    **CONTROL_TOPIC_COMPACTION,
                 },
             )
             response = await admin.create_topics(
