@@ -67,6 +67,13 @@ _TOPIC_EXISTS = 36
 #: active segment of days holds hundreds of thousands of old values per partition;
 #: rolling it every 10 minutes keeps a re-read to the records plus minutes of updates.
 CONTROL_TOPIC_COMPACTION = {"segment.ms": "600000", "min.cleanable.dirty.ratio": "0.5"}
+#: How long the broker holds a fetch of the control topic open when there is nothing new
+#: (Kafka's default 500 ms). A broker answers one connection's requests in order, so
+#: after a rebalance the fetch and end-offset requests of the newly assigned partitions
+#: waited behind the last long-poll fetch: up to 500 ms of every handover, as nothing is
+#: written while every member is between revoke and assignment. 100 ms costs an idle
+#: member ten small fetches a second.
+CONTROL_FETCH_MAX_WAIT_MS = 100
 #: How soon the consume loop looks again while a newly assigned partition's end offset
 #: is not known yet (the assignment came during a read).
 CATCH_UP_WAKE_MS = 50
@@ -265,6 +272,7 @@ class ControlMember:
                 heartbeat_interval_ms=int(cfg.heartbeat_interval * 1000),
                 rebalance_timeout_ms=int(max(cfg.session_timeout, 30) * 1000),
                 metadata_max_age_ms=30_000,
+                fetch_max_wait_ms=CONTROL_FETCH_MAX_WAIT_MS,
             )
             self._producer = producer
             self._consumer = consumer
