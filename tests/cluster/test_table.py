@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
-from argbridge.cluster.records import Hint, Newer, RunId, RunRecord, Tombstone, Unreadable
-from argbridge.cluster.table import PartitionTable
+from dataclasses import replace
+
+from argbridge.cluster.records import (
+    Hint,
+    Newer,
+    RunId,
+    RunRecord,
+    Tombstone,
+    Unreadable,
+    decode,
+    encode_hint,
+    encode_record,
+)
+from argbridge.cluster.table import Latest, PartitionTable
 
 A = RunId("arga", "validation", "a")
 B = RunId("arga", "demo", "b")
@@ -63,3 +75,77 @@ def test_tombstones_and_touched_keys() -> None:
     assert t.entries["run/arga/demo/b"].hints == {}
     t.apply(4, Tombstone("run/arga/validation/a", hint=False))
     assert t.records() == [RunRecord(B, status="done")]
+
+
+def _messages() -> list[tuple[int, bytes | None, bytes | None]]:
+    """A partition's history as (offset, key, value) literals: positions recorded over and
+    over, hints and their tombstones, a refusal, a forced retry, a newer record, a deleted
+    record and an unreadable value."""
+    a, b = b"run/arga/validation/a", b"run/arga/demo/b"
+    c = b"run/arga/validation/c"
+    ha, hb = b"hint/arga/validation/a/i-1", b"hint/arga/demo/b/i-2"
+    hc = b"hint/arga/validation/c/i-3"
+
+    def record(run: RunId, **fields: object) -> bytes:
+        return encode_record(replace(RunRecord(run), **fields))  # type: ignore[arg-type]
+
+    out: list[tuple[bytes | None, bytes | None]] = [
+        (ha, encode_hint(Hint(A, "discovery", "i-1", 1.0))),
+        (a, record(A, origin="discovery", owner="x")),
+        (ha, None),
+        *[(a, record(A, position=str(n), owner="x")) for n in range(50)],
+        (hb, encode_hint(Hint(B, "config", "i-2", 2.0))),
+        (b, record(B, status="refused", detail="HTTP 403", position="7")),
+        (hb, None),
+        (hb, encode_hint(Hint(B, "control", "i-2", 3.0, force=True))),
+        (hc, encode_hint(Hint(RunId("arga", "validation", "c"), "discovery", "i-3", 4.0))),
+        (c, b'{"v": 2, "type": "run"}'),
+        (b"run/arga/validation/d", record(RunId("arga", "validation", "d"))),
+        (b"run/arga/validation/d", None),
+        (b"run/arga/validation/e", b"not json"),
+        *[(a, record(A, position=str(n), owner="x")) for n in range(50, 60)],
+    ]
+    return [(offset, key, value) for offset, (key, value) in enumerate(out)]
+
+
+def test_the_newest_value_of_each_key_builds_the_same_table_as_every_message() -> None:
+    """A re-read keeps only each key's newest message (what compaction leaves): the table
+    and the owner's plan are the same as after applying every message in order."""
+    messages = _messages()
+    every = PartitionTable()
+    for offset, key, value in messages:
+        every.apply(offset, decode(key, value))
+    latest = Latest()
+    for offset, key, value in messages:
+        latest.add(offset, key, value)
+    assert latest.read == len(messages) and len(latest) == 8
+    kept = latest.drain()
+    assert [o for o, _, _ in kept] == sorted(o for o, _, _ in kept) and len(latest) == 0
+    compacted = PartitionTable()
+    for offset, key, value in kept:
+        compacted.apply(offset, decode(key, value))
+    newest = compacted.entries["run/arga/validation/a"].record
+    assert newest is not None and newest.position == "59"
+
+    def state(t: PartitionTable) -> dict[str, tuple[object, ...]]:
+        # A deleted record leaves an empty entry behind when every message is applied.
+        return {
+            k: (e.record, sorted(e.hints), e.newer)
+            for k, e in t.entries.items()
+            if e.record is not None or e.hints or e.newer
+        }
+
+    assert state(compacted) == state(every) and len(state(every)) == 3
+    assert compacted.unreadable == every.unreadable == 1
+
+    def steps(t: PartitionTable) -> tuple[list[str], list[str], list[str]]:
+        plan = t.plan(None, owner="me", now=9.0)  # the same steps, perhaps in another order
+        return (
+            sorted(repr(r) for r in plan.write),
+            sorted(repr(r) for r in plan.follow),
+            sorted(plan.drop),
+        )
+
+    assert steps(compacted) == steps(every)
+    plan = compacted.plan(None, owner="me", now=9.0)
+    assert sorted(r.run.id for r in plan.follow) == ["a", "b"]  # b: the newer forced hint

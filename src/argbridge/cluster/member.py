@@ -53,7 +53,7 @@ from argbridge.cluster.records import (
     partition_of,
 )
 from argbridge.cluster.roles import EventsAcked, RunOwner
-from argbridge.cluster.table import PartitionTable, Plan
+from argbridge.cluster.table import Latest, PartitionTable, Plan
 from argbridge.config.cluster import ClusterConfig
 from argbridge.errors import ClusterError
 from argbridge.logging import get_logger
@@ -169,6 +169,8 @@ class ControlMember:
         self.tables: dict[int, PartitionTable] = {}
         #: Partitions assigned but not yet read up to their end offset at assignment.
         self._catching_up: dict[int, tuple[int, float]] = {}
+        #: What those partitions' re-reads kept so far: the newest message of each key.
+        self._latest: dict[int, Latest] = {}
         self.owned: dict[str, _Owned] = {}
         self.assigned: set[int] = set()
         self.rebalances = 0
@@ -296,6 +298,7 @@ class ControlMember:
                 self.assigned = set()
                 self.tables.clear()
                 self._catching_up.clear()
+                self._latest.clear()
                 with anyio.CancelScope(shield=True):
                     await self._stop_owned(set(self.owned))
                     with anyio.move_on_after(cfg.session_timeout):
@@ -363,6 +366,7 @@ class ControlMember:
         for p in partitions:
             self.tables.pop(p, None)
             self._catching_up.pop(p, None)
+            self._latest.pop(p, None)
         self.metrics.partitions.set(len(self.assigned))
 
     async def _assigned(self, partitions: set[int]) -> None:
@@ -389,6 +393,7 @@ class ControlMember:
             consumer.seek(TopicPartition(self.topic, p), 0)
             self.tables[p] = PartitionTable()
             self._catching_up[p] = (-1, now)
+            self._latest[p] = Latest()
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         idle_ms = int(self.config.heartbeat_interval * 1000)
@@ -414,6 +419,12 @@ class ControlMember:
                 p = tp.partition
                 table = self.tables.get(p)
                 if table is None or p not in self.assigned:
+                    continue
+                latest = self._latest.get(p)
+                if latest is not None:
+                    # Re-reading after an assignment: decoded once it reached the end.
+                    for m in messages:
+                        latest.add(m.offset, m.key, m.value)
                     continue
                 touched: list[str] = []
                 for m in messages:
@@ -464,16 +475,23 @@ class ControlMember:
 
     async def _caught_up(self, partition: int) -> None:
         catching = self._catching_up.pop(partition, None)
+        latest = self._latest.pop(partition, None)
         table = self.tables.get(partition)
         if catching is None or table is None:
             return
+        read = latest.read if latest is not None else 0
+        for offset, key, value in latest.drain() if latest is not None else ():
+            item = decode(key, value)
+            table.apply(offset, item)
+            self._count(item, offset, partition)
         started = catching[1]
         plan = table.plan(None, owner=self.instance_id, now=self.clock.time())
         self.log.info(
             "cluster.partition_ready",
             partition=partition,
             records=len(table.entries),
-            read=table.read,
+            read=read,
+            decoded=table.read,
             follow=len(plan.follow),
             seconds=round(self.clock.monotonic() - started, 3),
         )

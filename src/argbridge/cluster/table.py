@@ -13,6 +13,11 @@ the steps that make the owner's work match the table:
 
 The member (:mod:`argbridge.cluster.member`) carries the steps out: writes first, then
 follows, then deletes hints.
+
+:class:`Latest` is what a partition's re-read after an assignment keeps until it reached
+the partition's end: the newest raw value of each key (compaction, as Kafka's cleaner
+does it), so that only those are decoded and applied, in offset order, instead of every
+position a run recorded since the partition was last compacted.
 """
 
 from __future__ import annotations
@@ -123,6 +128,28 @@ class PartitionTable:
             if record is not None and record.active:
                 follow.append(record)
         return Plan(tuple(write), tuple(follow), tuple(drop))
+
+
+class Latest:
+    """The newest message of each key read so far (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[bytes | None, tuple[int, bytes | None]] = {}
+        #: Messages added (the re-read's size, compacted or not).
+        self.read = 0
+
+    def add(self, offset: int, key: bytes | None, value: bytes | None) -> None:
+        self.read += 1
+        self._by_key[key] = (offset, value)
+
+    def drain(self) -> list[tuple[int, bytes | None, bytes | None]]:
+        """The kept messages in offset order (and forget them)."""
+        out = sorted((offset, key, value) for key, (offset, value) in self._by_key.items())
+        self._by_key = {}
+        return out
+
+    def __len__(self) -> int:
+        return len(self._by_key)
 
 
 def _run_key_of_hint(hint_key: str) -> str:
