@@ -13,10 +13,11 @@ run every 0.25 s. ``--kills`` times: the daemon with the most open streams is ki
 run from another daemon (the simulator's attempt log) is one handover sample; then the
 killed daemon is restarted and the cluster settles (every run followed, every daemon
 following some) before the next kill. Session timeout and heartbeat interval are the
-product defaults (10 s, 3 s) unless ``--session``/``--heartbeat`` say otherwise. The
-floor is the session timeout (the broker notices the death), plus the survivors' rejoin
-(up to one heartbeat interval to hear of the rebalance), the read of the moved
-partitions, and the follower's connect.
+product defaults unless ``--session``/``--heartbeat`` say otherwise. Each kill is also
+broken into phases: kill → the broker expires the member (its log) → the first survivor
+revokes → the last survivor's revoke is done → assignment → the moved partitions are
+re-read → the last moved run is connected (the daemons' log lines, ``--keep-logs DIR``
+writes them out).
 
 **Throughput**: 1, then 2, then 3 daemons (fresh deployment each) follow ``--flood-runs``
 runs; once every run is followed and the group is settled, each run publishes
