@@ -80,6 +80,7 @@ async def instance(
     runs: list[str],
     *,
     bootstrap: str | None = None,
+    finished_grace: float = 600.0,
     **cluster: Any,
 ) -> AsyncIterator[Instance]:
     s = settings(
@@ -99,6 +100,7 @@ async def instance(
             events=JournalAcked(journal),
             journal_seq=lambda: journal.last_seq,
             metrics=metrics,
+            finished_grace=finished_grace,
         )
         member.register(source)
         source.attach_cluster(member)
@@ -293,3 +295,36 @@ async def test_an_assigned_partition_read_to_its_end_is_ready_without_waiting_fo
         configs = await anyio.to_thread.run_sync(lambda: futures[resource].result(30))
         assert configs["cleanup.policy"].value == "compact"
         assert configs["segment.ms"].value == "600000"
+
+
+async def test_a_finished_run_s_record_is_deleted_once_its_events_are_acked(
+    tmp_path: Path, kafka: KafkaCluster
+) -> None:
+    """A run that is done leaves no record behind once its grace is over (a tombstone,
+    compaction drops it), so the control topic does not grow with every run ever
+    followed; the owner does not follow it again from the messages before the tombstone."""
+    deployment = f"own-{uuid.uuid4().hex[:8]}"
+    short = RunId("arga", "validation", "short")
+    async with simulator(heartbeat=0.2) as sim:
+        run = sim.add_validation_run("short", steps=3, published=1)
+        async with instance(tmp_path, sim, kafka, deployment, "i-1", [], finished_grace=0.5) as one:
+            # ``argbridge follow``: a forced hint (a config run would keep its record).
+            assert await one.source.follow("short", "validation", origin="control")
+
+            async def followed() -> bool:
+                return short.key in one.member.owned
+
+            await eventually(followed, 60)
+            run.publish()  # the rest, terminal event included
+            sim.touch()
+
+            async def deleted() -> bool:
+                table = one.member.tables.get(partition_of(short, 12))
+                entry = table.entries.get(short.key) if table else None
+                gone = entry is not None and entry.record is None
+                return gone and short.key not in one.member.owned
+
+            await eventually(deleted, 60)
+            view = await one.member.cluster_view()
+            assert view["runs"] == 0 and view["statuses"] == {}
+            assert sum(1 for a in sim.attempts if a.run_id == "short") == 1

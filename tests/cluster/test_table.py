@@ -149,3 +149,41 @@ def test_the_newest_value_of_each_key_builds_the_same_table_as_every_message() -
     assert steps(compacted) == steps(every)
     plan = compacted.plan(None, owner="me", now=9.0)
     assert sorted(r.run.id for r in plan.follow) == ["a", "b"]  # b: the newer forced hint
+
+
+def test_an_older_value_than_the_one_applied_is_ignored() -> None:
+    """The owner applies its own writes as Kafka acks them; its consumer reads the
+    messages before them later: a finished run is not followed again from a stale
+    ``following`` record, nor brought back by its older values after its deletion."""
+    t = PartitionTable()
+    t.apply(7, RunRecord(A, status="done", position="9"))  # our own write, acked
+    assert t.apply(5, RunRecord(A, position="8")) is None  # read afterwards: older
+    assert t.apply(6, Tombstone("run/arga/validation/a", False)) is None
+    assert t.apply(4, Newer("run/arga/validation/a", 2)) is None
+    assert not t.plan(None, owner="me", now=1).follow
+    t.apply(9, Tombstone("run/arga/validation/a", False))  # deleted (a finished run)
+    assert t.apply(8, RunRecord(A, position="9")) is None
+    assert t.entries["run/arga/validation/a"].record is None
+    assert not t.plan(None, owner="me", now=1)
+    assert t.apply(10, RunRecord(A, status="following")) == "run/arga/validation/a"
+
+
+def test_done_records_expire_after_their_grace_unless_from_the_config() -> None:
+    """A finished run's record is deleted once its grace is over (a discovery listing that
+    lags behind the run's end meets it meanwhile); refusals, runs still followed, config
+    runs (asked for again at every start) and runs with a waiting hint stay."""
+    t = PartitionTable()
+    c, d, e, f = (RunId("arga", "validation", x) for x in "cdef")
+    done = RunRecord(A, status="done", origin="discovery", at=100.0)
+    t.apply(0, done)
+    t.apply(1, RunRecord(B, status="refused", origin="discovery", at=100.0))
+    t.apply(2, RunRecord(c, status="following", origin="discovery", at=100.0))
+    t.apply(3, RunRecord(d, status="done", origin="config", at=100.0))
+    t.apply(4, RunRecord(e, status="done", origin="control", at=100.0))
+    t.apply(5, Hint(e, "control", "i-1", 120.0, force=True))  # argbridge follow: a retry
+    t.apply(6, RunRecord(f, status="done", origin="url-run", at=150.0))
+    assert t.expired(159.0, 60.0) == []
+    assert t.expired(160.0, 60.0) == [done]
+    assert t.expired(210.0, 60.0) == [done] + [r for r in t.records() if r.run == f]
+    t.apply(7, Tombstone(done.key, False))
+    assert [r.run for r in t.expired(1000.0, 60.0)] == [f]

@@ -61,6 +61,10 @@ from argbridge.metrics import Metrics
 from argbridge.sinks.kafka_client import client_kwargs, new_admin
 
 _TOPIC_EXISTS = 36
+#: How long a finished (``done``) run's record stays before it is deleted: longer than a
+#: discovery listing may lag behind the run's end (a late hint meets the record and is
+#: dropped, instead of making a new record and following the finished run again).
+FINISHED_GRACE = 600.0
 #: The control topic's compaction: every assignment re-reads a partition from its start,
 #: and Kafka never compacts a partition's active segment, which by default rolls only
 #: after 7 days or 1 GiB. Positions are recorded up to twice a second per run, so an
@@ -154,8 +158,10 @@ class ControlMember:
         journal_seq: Callable[[], int],
         metrics: Metrics,
         clock: Clock = SYSTEM_CLOCK,
+        finished_grace: float = FINISHED_GRACE,
     ) -> None:
         self.config = config
+        self.finished_grace = finished_grace
         self.instance_id = instance_id
         self.events = events
         self.journal_seq = journal_seq
@@ -248,6 +254,19 @@ class ControlMember:
             table.apply(offset, record)
         return True
 
+    async def delete(self, record: RunRecord) -> bool:
+        """The tombstone of ``record`` (a finished run), on the same terms as
+        :meth:`write` (the swept ``done`` records, :meth:`_sweep`)."""
+        partition = partition_of(record.run, self.config.control_partitions)
+        if not self.lease_valid() or partition not in self.assigned:
+            return False
+        offset = await self._send(record.key, None, record.run)
+        table = self.tables.get(partition)
+        if table is not None:
+            table.apply(offset, Tombstone(record.key, False))
+        self.log.info("cluster.record_deleted", key=record.key, status="done")
+        return True
+
     def lease_valid(self) -> bool:
         return not self.cut_off and self.clock.monotonic() < self.lease_until
 
@@ -290,6 +309,7 @@ class ControlMember:
                     )
                     tg.start_soon(self._lease_loop)
                     tg.start_soon(self._watchdog)
+                    tg.start_soon(self._sweep)
                     await self._consume(consumer)
             finally:
                 self._tg = None
@@ -609,6 +629,27 @@ class ControlMember:
                 self.cut_off = False
                 self.log.info("cluster.lease_renewed", partitions=assigned)
                 await self._reread(set(self.assigned))
+
+    async def _sweep(self) -> None:
+        """Delete the ``done`` records of this instance's partitions once their grace
+        period is over (:meth:`~argbridge.cluster.table.PartitionTable.expired`)."""
+        period = max(0.05, min(self.finished_grace / 4, 60.0))
+        while True:
+            await self.clock.sleep(period)
+            for p in sorted(self.assigned - set(self._catching_up)):
+                table = self.tables.get(p)
+                if table is None:
+                    continue
+                for record in table.expired(self.clock.time(), self.finished_grace):
+                    try:
+                        with anyio.fail_after(self.config.request_timeout):
+                            if not await self.delete(record):
+                                break
+                    except (KafkaError, TimeoutError) as exc:
+                        self.log.warning(
+                            "cluster.delete_failed", key=record.key, error=type(exc).__name__
+                        )
+                        break
 
     async def _watchdog(self) -> None:
         """Stop every stream once the lease lapsed (see the module docstring)."""

@@ -9,7 +9,12 @@ the steps that make the owner's work match the table:
   origin) and is followed; a ``force`` hint newer than a stopped record (refused,
   missing, done) makes it ``following`` again (``argbridge follow RUN_ID`` on purpose);
 - handled hints are deleted (tombstones), after the record is written;
-- a record of a newer schema version is left alone (not followed, never rewritten).
+- a record of a newer schema version is left alone (not followed, never rewritten);
+- a ``done`` record older than a grace period is deleted (:meth:`PartitionTable.expired`),
+  unless its run came from the config (every instance asks for its config runs again at
+  each start: a deleted record would be followed anew); refusals are kept. The grace
+  outlasts a discovery listing that still shows the run as running after its end: a hint
+  meanwhile meets the ``done`` record and is dropped.
 
 The member (:mod:`argbridge.cluster.member`) carries the steps out: writes first, then
 follows, then deletes hints.
@@ -32,6 +37,9 @@ from argbridge.cluster.records import (
     Tombstone,
     Unreadable,
 )
+
+#: Origins whose finished runs keep their ``done`` record (see the module docstring).
+KEPT_ORIGINS = frozenset({"config"})
 
 
 @dataclass(slots=True)
@@ -77,6 +85,8 @@ class PartitionTable:
         if isinstance(item, Newer):
             self.newer += 1
             if item.key.startswith("run/"):
+                if self._stale(item.key, offset):
+                    return None
                 entry = self.entries.setdefault(item.key, Entry())
                 entry.newer = item.version
                 entry.record = None
@@ -90,16 +100,39 @@ class PartitionTable:
                 if hinted is not None:
                     hinted.hints.pop(item.key, None)
                 return run_key
+            if self._stale(item.key, offset):
+                return None
             deleted = self.entries.get(item.key)
             if deleted is not None:
                 deleted.record, deleted.record_offset, deleted.newer = None, offset, 0
             return item.key
+        if not isinstance(item, Hint) and self._stale(item.run.key, offset):
+            return None
         entry = self.entries.setdefault(item.run.key, Entry())
         if isinstance(item, Hint):
             entry.hints[item.key] = (offset, item)
         else:
             entry.record, entry.record_offset, entry.newer = item, offset, 0
         return item.run.key
+
+    def _stale(self, run_key: str, offset: int) -> bool:
+        """A value of ``run_key`` older than the one applied: the owner applies its own
+        writes when Kafka acks them, before its consumer reads the messages before them
+        (a finished run's stale ``following`` record would be followed again)."""
+        entry = self.entries.get(run_key)
+        return entry is not None and offset < entry.record_offset
+
+    def expired(self, now: float, grace: float) -> list[RunRecord]:
+        """The ``done`` records to delete at ``now`` (see the module docstring)."""
+        return [
+            e.record
+            for e in self.entries.values()
+            if e.record is not None
+            and e.record.status == "done"
+            and e.record.origin not in KEPT_ORIGINS
+            and e.record.at <= now - grace
+            and not e.hints
+        ]
 
     def records(self) -> list[RunRecord]:
         return [e.record for e in self.entries.values() if e.record is not None]
