@@ -6,12 +6,15 @@ Owns :class:`ControlMember`, one per instance in cluster mode. It
   missing, and joins the consumer group ``cluster.group_id("control")`` on it with the
   configured session timeout and heartbeat interval;
 - on assign, reads each new partition from its start to the end it had at assignment
-  (a compacted topic: the records of its runs), then follows every active record from
+  (a compacted topic: the records of its runs; only the newest message of each key is
+  decoded, :class:`~argbridge.cluster.table.Latest`), then follows every active record from
   its position through the :class:`RunOwner` of the record's source (the Arga source,
   the wrapper of a generic pull source), turns hints into records and deletes them
   (:mod:`argbridge.cluster.table`), and keeps reading for new hints;
 - on revoke, stops the followers of those partitions cleanly (their positions stay as
   last recorded: only acked positions are ever recorded, :mod:`argbridge.cluster.lease`);
+- deletes the ``done`` records of its partitions once their grace is over
+  (:data:`FINISHED_GRACE`; refusals and config runs keep theirs);
 - is the :class:`ControlPublisher` sources use instead of following: discovery, config
   runs, ``follow`` and ``start`` send hints (idempotent by key; repeats of a non-forced
   hint are not sent again by this instance);
