@@ -13,10 +13,11 @@ run every 0.25 s. ``--kills`` times: the daemon with the most open streams is ki
 run from another daemon (the simulator's attempt log) is one handover sample; then the
 killed daemon is restarted and the cluster settles (every run followed, every daemon
 following some) before the next kill. Session timeout and heartbeat interval are the
-product defaults (10 s, 3 s) unless ``--session``/``--heartbeat`` say otherwise. The
-floor is the session timeout (the broker notices the death), plus the survivors' rejoin
-(up to one heartbeat interval to hear of the rebalance), the read of the moved
-partitions, and the follower's connect.
+product defaults unless ``--session``/``--heartbeat`` say otherwise. Each kill is also
+broken into phases: kill → the broker expires the member (its log) → the first survivor
+revokes → the last survivor's revoke is done → assignment → the moved partitions are
+re-read → the last moved run is connected (the daemons' log lines, ``--keep-logs DIR``
+writes them out).
 
 **Throughput**: 1, then 2, then 3 daemons (fresh deployment each) follow ``--flood-runs``
 runs; once every run is followed and the group is settled, each run publishes
@@ -29,22 +30,38 @@ the same two cores (and the broker runs on them too), so adding instances adds n
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import signal
 import tempfile
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from tests.support.apache_kafka import KafkaCluster, start_kafka
 from tests.support.cluster_daemons import arga_cluster_config
 from tests.support.process import Daemon
 
+from argbridge.config.cluster import ClusterConfig
 from argbridge.simulator.arga import ArgaSimulator
-from bench.common import header, percentile, row
+from bench.common import header, median, percentile, row
+
+#: The broker's line when a member's session expired (the new group coordinator, 4.x).
+_EXPIRED = re.compile(r"^\[([^\]]+)\] INFO .*Member (\S+) in group (\S+) has failed")
+PHASES = (
+    ("kill -> coordinator expiry", "killed", "expired"),
+    ("expiry -> first survivor hears of it (revoke)", "expired", "revoke"),
+    ("first survivor's revoke -> last survivor's revoke done", "revoke", "revoked"),
+    ("revoked -> assignment (join + sync)", "revoked", "assigned"),
+    ("assignment -> partitions re-read", "assigned", "ready"),
+    ("partitions re-read -> last lost run connected", "ready", "connected"),
+)
 
 
 def config(
@@ -92,10 +109,80 @@ async def publish_forever(sim: ArgaSimulator, tick: float) -> None:
         await anyio.sleep(tick)
 
 
+def _daemon_lines(
+    daemon: Daemon, event: str, after: float
+) -> list[tuple[float, dict[str, object]]]:
+    """``event`` lines of ``daemon`` logged at or after wall time ``after``."""
+    found: list[tuple[float, dict[str, object]]] = []
+    for raw in list(daemon.raw):
+        if f'"{event}"' not in raw:
+            continue
+        try:
+            line = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if line.get("event") != event:
+            continue
+        at = datetime.fromisoformat(str(line["timestamp"]).replace("Z", "+00:00")).timestamp()
+        if at >= after:
+            found.append((at, line))
+    return found
+
+
+def _expired_at(kafka: KafkaCluster, victim: str, after: float) -> float | None:
+    """When the broker removed ``victim``'s control member after its session expired."""
+    with open(kafka.nodes[0].log_file, errors="replace") as f:
+        for text in f:
+            m = _EXPIRED.match(text)
+            if m and f"-control-{victim}-" in m.group(2) and m.group(3).endswith(".control"):
+                at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                if at >= after:
+                    return at
+    return None
+
+
+def phases(
+    kafka: KafkaCluster,
+    survivors: list[Daemon],
+    victim: str,
+    killed: float,
+    connected: float,
+) -> dict[str, float]:
+    """The wall times of one handover's phases (see :data:`PHASES`); the survivors'
+    first revoke/assignment after the kill, and the last of their partitions ready."""
+    marks: dict[str, float] = {"killed": killed, "connected": connected}
+    expired = _expired_at(kafka, victim, killed - 1)
+    if expired is not None:
+        marks["expired"] = expired
+    for name, event, pick in (
+        ("revoke", "cluster.revoked", min),
+        ("revoked", "cluster.revoke_done", max),
+        ("assigned", "cluster.assigned", max),
+    ):
+        firsts = [lines[0][0] for d in survivors if (lines := _daemon_lines(d, event, killed))]
+        if firsts:
+            marks[name] = pick(firsts)
+    assigned = marks.get("assigned", killed)
+    ready = [
+        (at, line)
+        for d in survivors
+        for at, line in _daemon_lines(d, "cluster.partition_ready", assigned - 0.001)
+        if at <= connected
+    ]
+    if ready:
+        marks["ready"] = max(at for at, _ in ready)
+        # Not times: the largest partition rebuild (messages read, records kept).
+        marks["read"] = max(float(str(line.get("read", 0))) for _, line in ready)
+        marks["records"] = max(float(str(line.get("records", 0))) for _, line in ready)
+    return marks
+
+
 async def handover(args: argparse.Namespace, root: Path, kafka: KafkaCluster) -> None:
     dep = f"handover-{uuid.uuid4().hex[:6]}"
     samples: list[float] = []
     worst: list[float] = []
+    marks: list[dict[str, float]] = []
+    wall = time.time() - time.monotonic()
     sim = ArgaSimulator("bench-token-123456", heartbeat=1.0)
     async with sim.running():
         for n in range(args.runs):
@@ -105,6 +192,7 @@ async def handover(args: argparse.Namespace, root: Path, kafka: KafkaCluster) ->
             for c in "abc"
         }
         daemons = {c: Daemon(p) for c, p in paths.items()}
+        every = list(daemons.items())
         try:
             for d in daemons.values():
                 await ready(d)
@@ -145,22 +233,53 @@ async def handover(args: argparse.Namespace, root: Path, kafka: KafkaCluster) ->
                     ]
                     samples.extend(times)
                     worst.append(max(times))
+                    marks.append(
+                        phases(
+                            kafka,
+                            [d for c, d in daemons.items() if c != victim],
+                            victim,
+                            killed + wall,
+                            killed + wall + max(times),
+                        )
+                    )
+                    steps = ", ".join(
+                        f"{a}->{b} {marks[-1][b] - marks[-1][a]:.2f}"
+                        for _, a, b in PHASES
+                        if a in marks[-1] and b in marks[-1]
+                    )
                     print(
                         f"   kill {len(worst)}: {victim} ({len(lost)} runs) resumed elsewhere "
-                        f"in {min(times):.2f}..{max(times):.2f} s"
+                        f"in {min(times):.2f}..{max(times):.2f} s ({steps}; largest partition "
+                        f"re-read {marks[-1].get('read', 0):.0f} messages for "
+                        f"{marks[-1].get('records', 0):.0f} records); "
+                        f"load {os.getloadavg()[0]:.1f}"
                     )
                     daemons[victim] = Daemon(paths[victim])
+                    every.append((victim, daemons[victim]))
                     await ready(daemons[victim])
                 tg.cancel_scope.cancel()
         finally:
             for d in daemons.values():
                 await anyio.to_thread.run_sync(d.stop)
+            if args.keep_logs:
+                args.keep_logs.mkdir(parents=True, exist_ok=True)
+                for n, (c, d) in enumerate(every):
+                    (args.keep_logs / f"{n:02d}-{c}.log").write_text("".join(d.raw))
     row(
         f"handover after kill -9 (session {args.session:g} s, heartbeat {args.heartbeat:g} s)",
         f"p50 {percentile(samples, 50):.2f} s",
         f"p99 {percentile(samples, 99):.2f} s over {len(samples)} runs, {len(worst)} kills; "
-        f"slowest run per kill p50 {percentile(worst, 50):.2f} s",
+        f"slowest run per kill p50 {percentile(worst, 50):.2f} s; load average at the end "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}",
     )
+    for label, a, b in PHASES:
+        spans = [m[b] - m[a] for m in marks if a in m and b in m]
+        if spans:
+            row(
+                f"   {label}",
+                f"median {median(spans):.2f} s",
+                f"min {min(spans):.2f}, max {max(spans):.2f} over {len(spans)} kills",
+            )
 
 
 async def topic_size(kafka: KafkaCluster, topic: str) -> int:
@@ -252,10 +371,14 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--runs", type=int, default=24)
-    parser.add_argument("--session", type=float, default=10.0)
-    parser.add_argument("--heartbeat", type=float, default=3.0)
+    defaults = ClusterConfig()
+    parser.add_argument("--session", type=float, default=defaults.session_timeout)
+    parser.add_argument("--heartbeat", type=float, default=defaults.heartbeat_interval)
     parser.add_argument("--flood-runs", type=int, default=24)
     parser.add_argument("--flood-events", type=int, default=2000)
     parser.add_argument("--skip-handover", action="store_true")
+    parser.add_argument(
+        "--keep-logs", type=Path, default=None, help="write the handover daemons' logs here"
+    )
     parser.add_argument("--skip-throughput", action="store_true")
     anyio.run(main, parser.parse_args())

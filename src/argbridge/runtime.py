@@ -36,7 +36,7 @@ import os
 import platform
 import signal
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,6 +229,11 @@ class App:
         if self._journal is None:
             raise RuntimeError("the journal is not open yet")
         return self._journal
+
+    @property
+    def internal_workers(self) -> Mapping[str, WorkerRole]:
+        """Sink workers the daemon runs for itself (cluster mode's events producer)."""
+        return self.cluster.workers() if self.cluster is not None else {}
 
     def add_service(self, name: str, service: Service) -> None:
         self.services.append((name, service))

@@ -74,6 +74,22 @@ async def test_finish_records_the_last_acked_position_then_the_status() -> None:
     assert writer.released == ["run/arga/validation/r"]
 
 
+async def test_done_is_recorded_once_everything_journaled_is_acked() -> None:
+    """A ``done`` record may be deleted later: it is written only once the events topic
+    has what the journal holds, the run's last events included (until then the record
+    says ``following``, and a new owner would resume the run)."""
+    acked, writer, clock = FakeEventsAcked(40), Writer(), ManualClock()
+    record = RunRecord(RUN, origin="discovery", position="8")
+    lease = RunLease(record, writer, acked, lambda: 50, clock)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lease.finish, "done")
+        await anyio.wait_all_tasks_blocked()
+        assert writer.records == []  # seq 50 not acked yet
+        acked.ack(50)
+    assert [(r.status, r.position) for r in writer.records] == [("done", "8")]
+    assert lease.record.status == "done" and writer.released == [lease.key]
+
+
 async def test_a_lost_run_writes_nothing() -> None:
     acked, writer, clock = FakeEventsAcked(100), Writer(), ManualClock()
     writer.owned = False

@@ -13,6 +13,8 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
+from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]
 
 from argbridge.clock import SYSTEM_CLOCK
 from argbridge.cluster.member import ControlMember
@@ -78,11 +80,13 @@ async def instance(
     runs: list[str],
     *,
     bootstrap: str | None = None,
+    finished_grace: float = 600.0,
+    **cluster: Any,
 ) -> AsyncIterator[Instance]:
     s = settings(
         tmp_path / iid,
         sources={"arga": arga_config(sim, runs=runs)},
-        cluster={**cluster_keys(kafka, deployment, bootstrap), "instance_id": iid},
+        cluster={**cluster_keys(kafka, deployment, bootstrap), "instance_id": iid, **cluster},
     )
     cfg = s.sources["arga"]
     assert isinstance(cfg, ArgaSourceConfig)
@@ -96,6 +100,7 @@ async def instance(
             events=JournalAcked(journal),
             journal_seq=lambda: journal.last_seq,
             metrics=metrics,
+            finished_grace=finished_grace,
         )
         member.register(source)
         source.attach_cluster(member)
@@ -257,3 +262,69 @@ async def test_a_member_cut_off_from_kafka_stops_its_streams_by_itself(
                 kafka.proxy.restore()
 
             await eventually(following, 60)  # back in the group: it follows them again
+
+
+async def test_an_assigned_partition_read_to_its_end_is_ready_without_waiting_for_messages(
+    tmp_path: Path, kafka: KafkaCluster
+) -> None:
+    """During a rebalance nothing is written to the control topic: a newly assigned
+    partition is ready once read to its end offset at assignment, not after the consume
+    loop's idle wait for messages (one heartbeat interval, 15 s here)."""
+    deployment = f"own-{uuid.uuid4().hex[:8]}"
+    async with (
+        simulator(heartbeat=0.2) as sim,
+        instance(
+            tmp_path, sim, kafka, deployment, "i-1", [], session_timeout=45, heartbeat_interval=15
+        ) as one,
+    ):
+        member = one.member
+
+        async def assigned() -> bool:
+            return len(member.assigned) == 12
+
+        await eventually(assigned, 60)
+
+        async def ready() -> bool:
+            return not member.status()["catching_up"]
+
+        # Half the idle wait this used to take: every partition (all empty) is ready.
+        await eventually(ready, member.config.heartbeat_interval / 2)
+        # The control topic rolls its segments so that compaction keeps re-reads short.
+        resource = ConfigResource("topic", member.topic)
+        futures = kafka.admin().describe_configs([resource])
+        configs = await anyio.to_thread.run_sync(lambda: futures[resource].result(30))
+        assert configs["cleanup.policy"].value == "compact"
+        assert configs["segment.ms"].value == "600000"
+
+
+async def test_a_finished_run_s_record_is_deleted_once_its_events_are_acked(
+    tmp_path: Path, kafka: KafkaCluster
+) -> None:
+    """A run that is done leaves no record behind once its grace is over (a tombstone,
+    compaction drops it), so the control topic does not grow with every run ever
+    followed; the owner does not follow it again from the messages before the tombstone."""
+    deployment = f"own-{uuid.uuid4().hex[:8]}"
+    short = RunId("arga", "validation", "short")
+    async with simulator(heartbeat=0.2) as sim:
+        run = sim.add_validation_run("short", steps=3, published=1)
+        async with instance(tmp_path, sim, kafka, deployment, "i-1", [], finished_grace=0.5) as one:
+            # ``argbridge follow``: a forced hint (a config run would keep its record).
+            assert await one.source.follow("short", "validation", origin="control")
+
+            async def followed() -> bool:
+                return short.key in one.member.owned
+
+            await eventually(followed, 60)
+            run.publish()  # the rest, terminal event included
+            sim.touch()
+
+            async def deleted() -> bool:
+                table = one.member.tables.get(partition_of(short, 12))
+                entry = table.entries.get(short.key) if table else None
+                gone = entry is not None and entry.record is None
+                return gone and short.key not in one.member.owned
+
+            await eventually(deleted, 60)
+            view = await one.member.cluster_view()
+            assert view["runs"] == 0 and view["statuses"] == {}
+            assert sum(1 for a in sim.attempts if a.run_id == "short") == 1

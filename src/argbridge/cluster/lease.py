@@ -10,7 +10,10 @@ newest such position into the run's record once
 :meth:`~argbridge.cluster.roles.EventsAcked.acked_seq` covers that seq. So a position in
 the control topic never runs ahead of the events topic: a new owner resuming from it,
 even with this instance's disk gone for good, loses nothing of the stream.
-:meth:`RunLease.finish` records how the run ended (done, refused, missing).
+:meth:`RunLease.finish` records how the run ended (done, refused, missing, stopped); a
+``done`` record is written only once everything journaled so far, the run's last events
+included, is acked, so that the member may delete it later
+(:meth:`~argbridge.cluster.table.PartitionTable.expired`).
 """
 
 from __future__ import annotations
@@ -113,14 +116,15 @@ class RunLease:
                 self.recorded += 1
 
     async def finish(self, follower_status: str, detail: str = "") -> None:
-        """Record the run's end: its last acked position, then its status."""
+        """Record the run's end: its last acked position, then its status (``done`` once
+        everything journaled so far is acked: see the module docstring)."""
         await self._flush()
+        status = record_status(follower_status)
+        if status == "done":
+            await self.acked.wait_acked(self.journal_seq())
         async with self._lock:
             record = self.record.with_status(
-                record_status(follower_status),
-                detail,
-                owner=self.writer.instance_id,
-                at=self.clock.time(),
+                status, detail, owner=self.writer.instance_id, at=self.clock.time()
             )
             if await self.writer.write(record):
                 self.record = record

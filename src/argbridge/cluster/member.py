@@ -6,12 +6,15 @@ Owns :class:`ControlMember`, one per instance in cluster mode. It
   missing, and joins the consumer group ``cluster.group_id("control")`` on it with the
   configured session timeout and heartbeat interval;
 - on assign, reads each new partition from its start to the end it had at assignment
-  (a compacted topic: the records of its runs), then follows every active record from
+  (a compacted topic: the records of its runs; only the newest message of each key is
+  decoded, :class:`~argbridge.cluster.table.Latest`), then follows every active record from
   its position through the :class:`RunOwner` of the record's source (the Arga source,
   the wrapper of a generic pull source), turns hints into records and deletes them
   (:mod:`argbridge.cluster.table`), and keeps reading for new hints;
 - on revoke, stops the followers of those partitions cleanly (their positions stay as
   last recorded: only acked positions are ever recorded, :mod:`argbridge.cluster.lease`);
+- deletes the ``done`` records of its partitions once their grace is over
+  (:data:`FINISHED_GRACE`; refusals and config runs keep theirs);
 - is the :class:`ControlPublisher` sources use instead of following: discovery, config
   runs, ``follow`` and ``start`` send hints (idempotent by key; repeats of a non-forced
   hint are not sent again by this instance);
@@ -53,7 +56,7 @@ from argbridge.cluster.records import (
     partition_of,
 )
 from argbridge.cluster.roles import EventsAcked, RunOwner
-from argbridge.cluster.table import PartitionTable, Plan
+from argbridge.cluster.table import Latest, PartitionTable, Plan
 from argbridge.config.cluster import ClusterConfig
 from argbridge.errors import ClusterError
 from argbridge.logging import get_logger
@@ -61,6 +64,26 @@ from argbridge.metrics import Metrics
 from argbridge.sinks.kafka_client import client_kwargs, new_admin
 
 _TOPIC_EXISTS = 36
+#: How long a finished (``done``) run's record stays before it is deleted: longer than a
+#: discovery listing may lag behind the run's end (a late hint meets the record and is
+#: dropped, instead of making a new record and following the finished run again).
+FINISHED_GRACE = 600.0
+#: The control topic's compaction: every assignment re-reads a partition from its start,
+#: and Kafka never compacts a partition's active segment, which by default rolls only
+#: after 7 days or 1 GiB. Positions are recorded up to twice a second per run, so an
+#: active segment of days holds hundreds of thousands of old values per partition;
+#: rolling it every 10 minutes keeps a re-read to the records plus minutes of updates.
+CONTROL_TOPIC_COMPACTION = {"segment.ms": "600000", "min.cleanable.dirty.ratio": "0.5"}
+#: How long the broker holds a fetch of the control topic open when there is nothing new
+#: (Kafka's default 500 ms). A broker answers one connection's requests in order, so
+#: after a rebalance the fetch and end-offset requests of the newly assigned partitions
+#: waited behind the last long-poll fetch: up to 500 ms of every handover, as nothing is
+#: written while every member is between revoke and assignment. 100 ms costs an idle
+#: member ten small fetches a second.
+CONTROL_FETCH_MAX_WAIT_MS = 100
+#: How soon the consume loop looks again while a newly assigned partition's end offset
+#: is not known yet (the assignment came during a read).
+CATCH_UP_WAKE_MS = 50
 HANDOVER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60)
 
 
@@ -138,8 +161,10 @@ class ControlMember:
         journal_seq: Callable[[], int],
         metrics: Metrics,
         clock: Clock = SYSTEM_CLOCK,
+        finished_grace: float = FINISHED_GRACE,
     ) -> None:
         self.config = config
+        self.finished_grace = finished_grace
         self.instance_id = instance_id
         self.events = events
         self.journal_seq = journal_seq
@@ -153,6 +178,8 @@ class ControlMember:
         self.tables: dict[int, PartitionTable] = {}
         #: Partitions assigned but not yet read up to their end offset at assignment.
         self._catching_up: dict[int, tuple[int, float]] = {}
+        #: What those partitions' re-reads kept so far: the newest message of each key.
+        self._latest: dict[int, Latest] = {}
         self.owned: dict[str, _Owned] = {}
         self.assigned: set[int] = set()
         self.rebalances = 0
@@ -230,6 +257,19 @@ class ControlMember:
             table.apply(offset, record)
         return True
 
+    async def delete(self, record: RunRecord) -> bool:
+        """The tombstone of ``record`` (a finished run), on the same terms as
+        :meth:`write` (the swept ``done`` records, :meth:`_sweep`)."""
+        partition = partition_of(record.run, self.config.control_partitions)
+        if not self.lease_valid() or partition not in self.assigned:
+            return False
+        offset = await self._send(record.key, None, record.run)
+        table = self.tables.get(partition)
+        if table is not None:
+            table.apply(offset, Tombstone(record.key, False))
+        self.log.info("cluster.record_deleted", key=record.key, status="done")
+        return True
+
     def lease_valid(self) -> bool:
         return not self.cut_off and self.clock.monotonic() < self.lease_until
 
@@ -256,6 +296,7 @@ class ControlMember:
                 heartbeat_interval_ms=int(cfg.heartbeat_interval * 1000),
                 rebalance_timeout_ms=int(max(cfg.session_timeout, 30) * 1000),
                 metadata_max_age_ms=30_000,
+                fetch_max_wait_ms=CONTROL_FETCH_MAX_WAIT_MS,
             )
             self._producer = producer
             self._consumer = consumer
@@ -271,6 +312,7 @@ class ControlMember:
                     )
                     tg.start_soon(self._lease_loop)
                     tg.start_soon(self._watchdog)
+                    tg.start_soon(self._sweep)
                     await self._consume(consumer)
             finally:
                 self._tg = None
@@ -279,6 +321,7 @@ class ControlMember:
                 self.assigned = set()
                 self.tables.clear()
                 self._catching_up.clear()
+                self._latest.clear()
                 with anyio.CancelScope(shield=True):
                     await self._stop_owned(set(self.owned))
                     with anyio.move_on_after(cfg.session_timeout):
@@ -311,6 +354,7 @@ class ControlMember:
                 topic_configs={
                     "cleanup.policy": "compact",
                     "min.insync.replicas": str(min(2, replication)),
+                    **CONTROL_TOPIC_COMPACTION,
                 },
             )
             response = await admin.create_topics(
@@ -334,11 +378,18 @@ class ControlMember:
         self.metrics.rebalances.labels("revoked").inc()
         lost = [k for k, o in self.owned.items() if o.partition in partitions]
         self.log.info("cluster.revoked", partitions=sorted(partitions), runs=len(lost))
+        began = self.clock.monotonic()
         await self._stop_owned(set(lost))
+        self.log.info(
+            "cluster.revoke_done",
+            runs=len(lost),
+            seconds=round(self.clock.monotonic() - began, 3),
+        )
         self.assigned -= partitions
         for p in partitions:
             self.tables.pop(p, None)
             self._catching_up.pop(p, None)
+            self._latest.pop(p, None)
         self.metrics.partitions.set(len(self.assigned))
 
     async def _assigned(self, partitions: set[int]) -> None:
@@ -365,8 +416,10 @@ class ControlMember:
             consumer.seek(TopicPartition(self.topic, p), 0)
             self.tables[p] = PartitionTable()
             self._catching_up[p] = (-1, now)
+            self._latest[p] = Latest()
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        idle_ms = int(self.config.heartbeat_interval * 1000)
         while True:
             unknown = [p for p, (end, _) in self._catching_up.items() if end < 0]
             if unknown:
@@ -376,11 +429,25 @@ class ControlMember:
                     if tp.partition in self._catching_up:
                         since = self._catching_up[tp.partition][1]
                         self._catching_up[tp.partition] = (int(ends[tp]), since)
-            batches = await consumer.getmany(timeout_ms=int(self.config.heartbeat_interval * 1000))
+                # A partition already read to its end (or empty) is ready now: the next
+                # read may wait for new messages, and during a rebalance none come.
+                await self._check_caught_up(consumer)
+            # While a partition's end is unknown (assigned during this read), wake soon
+            # to learn it; else wait for messages as long as a heartbeat interval.
+            unknown_end = any(end < 0 for end, _ in self._catching_up.values())
+            batches = await consumer.getmany(
+                timeout_ms=min(idle_ms, CATCH_UP_WAKE_MS) if unknown_end else idle_ms
+            )
             for tp, messages in batches.items():
                 p = tp.partition
                 table = self.tables.get(p)
                 if table is None or p not in self.assigned:
+                    continue
+                latest = self._latest.get(p)
+                if latest is not None:
+                    # Re-reading after an assignment: decoded once it reached the end.
+                    for m in messages:
+                        latest.add(m.offset, m.key, m.value)
                     continue
                 touched: list[str] = []
                 for m in messages:
@@ -399,10 +466,13 @@ class ControlMember:
                 if p not in self._catching_up and touched and self.lease_valid():
                     plan = table.plan(touched, owner=self.instance_id, now=self.clock.time())
                     await self._execute(p, plan)
-            for p, (end, _) in list(self._catching_up.items()):
-                tp = TopicPartition(self.topic, p)
-                if end >= 0 and p in self.assigned and await consumer.position(tp) >= end:
-                    await self._caught_up(p)
+            await self._check_caught_up(consumer)
+
+    async def _check_caught_up(self, consumer: AIOKafkaConsumer) -> None:
+        for p, (end, _) in list(self._catching_up.items()):
+            tp = TopicPartition(self.topic, p)
+            if end >= 0 and p in self.assigned and await consumer.position(tp) >= end:
+                await self._caught_up(p)
 
     def _count(self, item: Any, offset: int, partition: int) -> None:
         from argbridge.cluster.records import Newer, Unreadable
@@ -428,16 +498,25 @@ class ControlMember:
 
     async def _caught_up(self, partition: int) -> None:
         catching = self._catching_up.pop(partition, None)
+        latest = self._latest.pop(partition, None)
         table = self.tables.get(partition)
         if catching is None or table is None:
             return
+        read = latest.read if latest is not None else 0
+        for offset, key, value in latest.drain() if latest is not None else ():
+            item = decode(key, value)
+            table.apply(offset, item)
+            self._count(item, offset, partition)
         started = catching[1]
         plan = table.plan(None, owner=self.instance_id, now=self.clock.time())
         self.log.info(
             "cluster.partition_ready",
             partition=partition,
             records=len(table.entries),
+            read=read,
+            decoded=table.read,
             follow=len(plan.follow),
+            seconds=round(self.clock.monotonic() - started, 3),
         )
         if self.lease_valid():
             await self._execute(partition, plan, assigned_at=started)
@@ -553,6 +632,27 @@ class ControlMember:
                 self.cut_off = False
                 self.log.info("cluster.lease_renewed", partitions=assigned)
                 await self._reread(set(self.assigned))
+
+    async def _sweep(self) -> None:
+        """Delete the ``done`` records of this instance's partitions once their grace
+        period is over (:meth:`~argbridge.cluster.table.PartitionTable.expired`)."""
+        period = max(0.05, min(self.finished_grace / 4, 60.0))
+        while True:
+            await self.clock.sleep(period)
+            for p in sorted(self.assigned - set(self._catching_up)):
+                table = self.tables.get(p)
+                if table is None:
+                    continue
+                for record in table.expired(self.clock.time(), self.finished_grace):
+                    try:
+                        with anyio.fail_after(self.config.request_timeout):
+                            if not await self.delete(record):
+                                break
+                    except (KafkaError, TimeoutError) as exc:
+                        self.log.warning(
+                            "cluster.delete_failed", key=record.key, error=type(exc).__name__
+                        )
+                        break
 
     async def _watchdog(self) -> None:
         """Stop every stream once the lease lapsed (see the module docstring)."""

@@ -30,7 +30,7 @@ from argbridge.errors import ConfigError
 from argbridge.journal.roles import SinkJournal
 from argbridge.logging import get_logger
 from argbridge.metrics import Metrics
-from argbridge.sinks.base import Health
+from argbridge.sinks.base import Health, WorkerRole
 from argbridge.sinks.kafka_txn_progress import stable_id
 
 
@@ -113,3 +113,8 @@ class ClusterNode:
     def health(self) -> dict[str, Health]:
         """Readiness of the components (``/readyz``), by name."""
         return {EVENTS_SINK: self.events.health()}
+
+    def workers(self) -> dict[str, WorkerRole]:
+        """The sink workers cluster mode runs for itself, by name (``argbridge status``
+        lists them beside the configured sinks): the events producer."""
+        return {EVENTS_SINK: self.events.worker}

@@ -9,10 +9,20 @@ the steps that make the owner's work match the table:
   origin) and is followed; a ``force`` hint newer than a stopped record (refused,
   missing, done) makes it ``following`` again (``argbridge follow RUN_ID`` on purpose);
 - handled hints are deleted (tombstones), after the record is written;
-- a record of a newer schema version is left alone (not followed, never rewritten).
+- a record of a newer schema version is left alone (not followed, never rewritten);
+- a ``done`` record older than a grace period is deleted (:meth:`PartitionTable.expired`),
+  unless its run came from the config (every instance asks for its config runs again at
+  each start: a deleted record would be followed anew); refusals are kept. The grace
+  outlasts a discovery listing that still shows the run as running after its end: a hint
+  meanwhile meets the ``done`` record and is dropped.
 
 The member (:mod:`argbridge.cluster.member`) carries the steps out: writes first, then
 follows, then deletes hints.
+
+:class:`Latest` is what a partition's re-read after an assignment keeps until it reached
+the partition's end: the newest raw value of each key (compaction, as Kafka's cleaner
+does it), so that only those are decoded and applied, in offset order, instead of every
+position a run recorded since the partition was last compacted.
 """
 
 from __future__ import annotations
@@ -27,6 +37,9 @@ from argbridge.cluster.records import (
     Tombstone,
     Unreadable,
 )
+
+#: Origins whose finished runs keep their ``done`` record (see the module docstring).
+KEPT_ORIGINS = frozenset({"config"})
 
 
 @dataclass(slots=True)
@@ -59,15 +72,21 @@ class PartitionTable:
         self.entries: dict[str, Entry] = {}
         self.newer = 0
         self.unreadable = 0
+        #: Messages applied (a rebuild's cost: the partition's records and every
+        #: not yet compacted older value).
+        self.read = 0
 
     def apply(self, offset: int, item: Decoded) -> str | None:
         """Apply one message; returns the record key it concerns (``None``: none)."""
+        self.read += 1
         if isinstance(item, Unreadable):
             self.unreadable += 1
             return None
         if isinstance(item, Newer):
             self.newer += 1
             if item.key.startswith("run/"):
+                if self._stale(item.key, offset):
+                    return None
                 entry = self.entries.setdefault(item.key, Entry())
                 entry.newer = item.version
                 entry.record = None
@@ -81,16 +100,39 @@ class PartitionTable:
                 if hinted is not None:
                     hinted.hints.pop(item.key, None)
                 return run_key
+            if self._stale(item.key, offset):
+                return None
             deleted = self.entries.get(item.key)
             if deleted is not None:
                 deleted.record, deleted.record_offset, deleted.newer = None, offset, 0
             return item.key
+        if not isinstance(item, Hint) and self._stale(item.run.key, offset):
+            return None
         entry = self.entries.setdefault(item.run.key, Entry())
         if isinstance(item, Hint):
             entry.hints[item.key] = (offset, item)
         else:
             entry.record, entry.record_offset, entry.newer = item, offset, 0
         return item.run.key
+
+    def _stale(self, run_key: str, offset: int) -> bool:
+        """A value of ``run_key`` older than the one applied: the owner applies its own
+        writes when Kafka acks them, before its consumer reads the messages before them
+        (a finished run's stale ``following`` record would be followed again)."""
+        entry = self.entries.get(run_key)
+        return entry is not None and offset < entry.record_offset
+
+    def expired(self, now: float, grace: float) -> list[RunRecord]:
+        """The ``done`` records to delete at ``now`` (see the module docstring)."""
+        return [
+            e.record
+            for e in self.entries.values()
+            if e.record is not None
+            and e.record.status == "done"
+            and e.record.origin not in KEPT_ORIGINS
+            and e.record.at <= now - grace
+            and not e.hints
+        ]
 
     def records(self) -> list[RunRecord]:
         return [e.record for e in self.entries.values() if e.record is not None]
@@ -119,6 +161,28 @@ class PartitionTable:
             if record is not None and record.active:
                 follow.append(record)
         return Plan(tuple(write), tuple(follow), tuple(drop))
+
+
+class Latest:
+    """The newest message of each key read so far (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[bytes | None, tuple[int, bytes | None]] = {}
+        #: Messages added (the re-read's size, compacted or not).
+        self.read = 0
+
+    def add(self, offset: int, key: bytes | None, value: bytes | None) -> None:
+        self.read += 1
+        self._by_key[key] = (offset, value)
+
+    def drain(self) -> list[tuple[int, bytes | None, bytes | None]]:
+        """The kept messages in offset order (and forget them)."""
+        out = sorted((offset, key, value) for key, (offset, value) in self._by_key.items())
+        self._by_key = {}
+        return out
+
+    def __len__(self) -> int:
+        return len(self._by_key)
 
 
 def _run_key_of_hint(hint_key: str) -> str:

@@ -227,7 +227,7 @@ def render_status(doc: dict[str, Any], base: str) -> str:
     sink_rows = [
         [
             name,
-            s["type"],
+            s["type"] + (" (internal)" if s.get("internal") else ""),
             "ready" if s["ready"] else ("starting" if not s["started"] else "not ready"),
             str(s["backlog"]),
             str(s["in_flight"]),

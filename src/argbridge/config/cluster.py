@@ -44,8 +44,10 @@ class ClusterConfig(KafkaClientConfig):
     #: A member not heard from for this long loses its partitions to the others.
     session_timeout: Duration = Field(default=10.0, gt=0)
     #: How often a member tells the group it lives (at most a third of the session
-    #: timeout); also the bound on how late a cut-off member stops its streams.
-    heartbeat_interval: Duration = Field(default=3.0, gt=0)
+    #: timeout); also how late the survivors hear that a member died (a handover takes
+    #: the session timeout plus up to one interval) and the bound on how late a cut-off
+    #: member stops its streams.
+    heartbeat_interval: Duration = Field(default=1.0, gt=0)
     #: When a webhook gets its 2xx: ``kafka`` (after the events topic acked it, acks=all;
     #: the cluster default) or ``journal`` (after the local commit, as outside a cluster).
     webhook_ack: WebhookAck = "kafka"

@@ -2,8 +2,9 @@
 
 - ``/control/status``: one JSON document with every component's readiness, the journal
   (last seq, backlog bytes, paused), per sink (type, started, backlog, cursor, in flight,
-  sent, errors, last error, dead letters, pending retries) and per source (type,
-  readiness, open streams, received). Read by ``argbridge status``.
+  sent, errors, last error, dead letters, pending retries; in cluster mode also the
+  internal events producer, ``cluster:events``, marked ``internal``) and per source
+  (type, readiness, open streams, received). Read by ``argbridge status``.
 - ``/control/tail``: events as they are journaled, as newline-delimited JSON
   (``application/x-ndjson``), one ``{"seq", "appended_at", "event"}`` object per line.
   Query: ``type=PREFIX`` (CloudEvents type prefix), ``after=SEQ`` (default: the last
@@ -27,7 +28,9 @@ from argbridge import __version__
 from argbridge.errors import JournalClosed, JournalError
 from argbridge.http.asgi import Request, Response, Router, Send, json_response, problem
 from argbridge.http.facade import ControlFacade, open_journal
+from argbridge.journal import JournalStats
 from argbridge.logging import redact_text
+from argbridge.sinks.base import Health, WorkerRole
 
 #: Events read from the journal per page while tailing.
 PAGE = 200
@@ -51,6 +54,47 @@ def _errors_of(app: ControlFacade, component: str) -> int:
     return int(total)
 
 
+def _sink_status(
+    app: ControlFacade,
+    name: str,
+    sink_type: str,
+    worker: WorkerRole,
+    health: dict[str, Health],
+    stats: JournalStats,
+    *,
+    health_key: str | None = None,
+) -> dict[str, Any]:
+    """One sink's row of the status document."""
+    h = health.get(health_key or f"sink:{name}")
+    return {
+        "type": sink_type,
+        "ready": bool(h and h.ready),
+        "detail": redact_text(h.detail) if h else "",
+        "started": worker.started,
+        "backlog": stats.backlog_events.get(name, 0),
+        "cursor": stats.cursors.get(name, 0),
+        "in_flight": worker.in_flight,
+        "received": int(
+            _sample(
+                app,
+                "argbridge_component_received_events_total",
+                {"component": name, "kind": "sink"},
+            )
+        ),
+        "sent": int(
+            _sample(
+                app,
+                "argbridge_component_sent_events_total",
+                {"component": name, "kind": "sink"},
+            )
+        ),
+        "errors": _errors_of(app, name),
+        "last_error": redact_text(worker.last_error) if worker.last_error else None,
+        "dead_letters": int(_sample(app, "argbridge_sink_dead_letters", {"component": name})),
+        "retries_pending": int(_sample(app, "argbridge_sink_retries_pending", {"component": name})),
+    }
+
+
 async def collect_status(app: ControlFacade) -> dict[str, Any]:
     """The status document served at ``/control/status``."""
     health = app.health()
@@ -60,38 +104,15 @@ async def collect_status(app: ControlFacade) -> dict[str, Any]:
         await app.metrics.refresh(journal)
     except JournalError:
         pass
-    sinks: dict[str, Any] = {}
-    for name, worker in app.workers.items():
-        cfg = app.settings.sinks[name]
-        h = health.get(f"sink:{name}")
+    sinks: dict[str, Any] = {
+        name: _sink_status(app, name, app.settings.sinks[name].type, worker, health, stats)
+        for name, worker in app.workers.items()
+    }
+    # Cluster mode's own events producer (a Kafka sink), marked internal.
+    for name, worker in app.internal_workers.items():
         sinks[name] = {
-            "type": cfg.type,
-            "ready": bool(h and h.ready),
-            "detail": redact_text(h.detail) if h else "",
-            "started": worker.started,
-            "backlog": stats.backlog_events.get(name, 0),
-            "cursor": stats.cursors.get(name, 0),
-            "in_flight": worker.in_flight,
-            "received": int(
-                _sample(
-                    app,
-                    "argbridge_component_received_events_total",
-                    {"component": name, "kind": "sink"},
-                )
-            ),
-            "sent": int(
-                _sample(
-                    app,
-                    "argbridge_component_sent_events_total",
-                    {"component": name, "kind": "sink"},
-                )
-            ),
-            "errors": _errors_of(app, name),
-            "last_error": redact_text(worker.last_error) if worker.last_error else None,
-            "dead_letters": int(_sample(app, "argbridge_sink_dead_letters", {"component": name})),
-            "retries_pending": int(
-                _sample(app, "argbridge_sink_retries_pending", {"component": name})
-            ),
+            **_sink_status(app, name, "kafka", worker, health, stats, health_key=name),
+            "internal": True,
         }
     sources: dict[str, Any] = {}
     for name in app.sources:

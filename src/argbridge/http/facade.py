@@ -60,6 +60,13 @@ class ControlFacade(HealthView, Protocol):
     def workers(self) -> Mapping[str, WorkerRole]: ...
 
     @property
+    def internal_workers(self) -> Mapping[str, WorkerRole]:
+        """Sink workers the daemon runs for itself, by name, whose readiness is
+        ``health()[name]`` (cluster mode's events producer, ``cluster:events``, a Kafka
+        sink); empty outside cluster mode."""
+        ...
+
+    @property
     def sources(self) -> Mapping[str, Source]: ...
 
     @property
