@@ -429,7 +429,11 @@ class Retention(Op[int]):
     def apply(self, work: Work) -> int:
         txn, m = work.txn, work.mirror
         deleted = 0
-        for key, value in list(itertools.islice(txn.scan(store.P_EVENT), max(0, self.limit))):
+        # Lazily, stopping at the first entry too young: the scan merges a snapshot of
+        # the group's writes taken at its start, so deleting as it goes is safe (a
+        # materialised list read up to ``limit`` events, 10,000, on the event loop every
+        # 30 s when nothing had expired, and every tombstone of the dedupe window).
+        for key, value in itertools.islice(txn.scan(store.P_EVENT), max(0, self.limit)):
             seq = store.key_seq(key)
             appended_at, attrs, _ = store.unpack_event(value)
             if seq > self.low or appended_at > self.cutoff:
@@ -439,7 +443,7 @@ class Retention(Op[int]):
             txn.put(store.P_TOMB + store.pack_u64(seq), store.pack_tomb(appended_at, event_id))
             deleted += 1
             m.first_seq = seq + 1 if seq < m.last_seq else 0
-        for key, value in list(txn.scan(store.P_TOMB)):
+        for key, value in txn.scan(store.P_TOMB):
             appended_at, event_id = store.unpack_tomb(value)
             if appended_at >= self.stale:
                 break

@@ -10,8 +10,8 @@ thread (a C ``SimpleQueue`` and ``call_soon_threadsafe``). Hand-written because 
 hop is the whole point: no library offers a cheaper one.
 
 Semantics are those of ``anyio.to_thread.run_sync`` without ``abandon_on_cancel``: a
-call, once queued, runs to its end, and its awaiting task is cancelled only after that
-(the call's outcome is dropped then). Calls run one at a time in submission order.
+call, once queued, runs to its end, and its caller waits for it and gets its outcome; a
+cancellation lands at the caller's next checkpoint. Calls run one at a time, in order.
 """
 
 from __future__ import annotations
