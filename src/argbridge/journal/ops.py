@@ -71,6 +71,9 @@ class Work:
     token: bytes = b""
     #: The JSON size of each event this group appends, in seq order (the size index).
     sizes: list[int] = field(default_factory=list)
+    #: The ``(seq, stored value)`` rows this group appends, in seq order (the writer's
+    #: tail of recent events, which caught-up sinks read without the read thread).
+    rows: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 class Op(Generic[R]):
@@ -116,7 +119,9 @@ class Append(Op[AppendStatus]):
         if not m.first_seq:
             m.first_seq = seq
         at = m.last_appended_at = max(work.now, m.last_appended_at)
-        txn.put(store.seq_key(seq), store.pack_event(at, self.attrs, self.data))
+        value = store.pack_event(at, self.attrs, self.data)
+        txn.put(store.seq_key(seq), value)
+        work.rows.append((seq, value))
         txn.put(ikey, store.pack_index(seq, at))
         work.appended += 1
         size = body_size(self.attrs, self.data)
@@ -135,7 +140,7 @@ def append_run(work: Work, ops: Sequence[Append]) -> None:
     pack_event, pack_index, seq_key = store.pack_event, store.pack_index, store.seq_key
     appended, dup, absent = AppendStatus.APPENDED, AppendStatus.DUPLICATE, store.ABSENT
     added = dups = 0
-    sized = work.sizes.append
+    sized, row = work.sizes.append, work.rows.append
     for op in ops:
         ikey = b"i" + op.event_id.encode()
         known = overlay.get(ikey, absent)
@@ -149,6 +154,7 @@ def append_run(work: Work, ops: Sequence[Append]) -> None:
         attrs, data = op.attrs, op.data
         ekey, event = seq_key(seq), pack_event(at, attrs, data)
         overlay[ekey] = dirty[ekey] = event
+        row((seq, event))
         overlay[ikey] = dirty[ikey] = pack_index(seq, at)
         size = len(attrs) + len(data) + 8 if data else len(attrs)
         added += size

@@ -58,6 +58,7 @@ from argbridge.journal.ops import append_run as _append_run
 from argbridge.journal.records import body_size
 from argbridge.journal.sizes import SizeIndex
 from argbridge.journal.store import Txn
+from argbridge.journal.tail import RecentEvents
 from argbridge.journal.thread import JournalThread
 from argbridge.logging import get_logger
 
@@ -185,6 +186,8 @@ class Writer:
         self._last_group_at = float("-inf")
         #: The committed backlog's event sizes (the bytes an ack frees, without a read).
         self.sizes = sizes if sizes is not None else SizeIndex(mirror.last_seq)
+        #: The last committed events, for caught-up readers (see journal/tail.py).
+        self.tail = RecentEvents()
         #: The database directory (reopened after a failed write) and the pause signal
         #: whose ``disk_full`` hold the writer sets and releases.
         self.path = path
@@ -605,6 +608,7 @@ class Writer:
         if work.sizes:
             sizes.extend(before + 1, work.sizes)
         sizes.trim(m.min_cursor())
+        self.tail.extend(work.rows, m.last_seq)
         self.commits += 1
         self.appended += work.appended
         self.duplicates += work.duplicates
