@@ -142,7 +142,9 @@ class EventLog:
         ``max_bytes``, no more than that many bytes of them (their JSON size), but at
         least one event however large."""
         writer = self._writer
-        rows = writer.tail.read(after_seq, limit, max_bytes, writer.mirror.first_seq)
+        rows = None
+        if not (writer.closed or writer.db_down):  # else the read thread refuses, as ever
+            rows = writer.tail.read(after_seq, limit, max_bytes, writer.mirror.first_seq)
         if rows is None:
             # Not among the last committed events: the database, in the read thread.
             rows = await self._reads.run(
