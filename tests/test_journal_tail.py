@@ -57,3 +57,4 @@ def test_gaps_and_foreign_writes_empty_it():
     assert len(tail) == 0
     tail.extend([_row(7, 10)], 7)
     assert tail.read(6, 10, None, 8) is None  # retention deleted it (first_seq)
+    assert tail.read(6, 10, None, 0) is None  # retention deleted everything

@@ -59,14 +59,15 @@ class RecentEvents:
         self, after_seq: int, limit: int, max_bytes: int | None, first_seq: int
     ) -> list[tuple[int, bytes]] | None:
         """What :func:`store.read_events` would return, or ``None`` when the range does
-        not start inside the tail (or at a seq retention deleted: ``first_seq``)."""
+        not start inside the tail, or starts before the oldest retained event
+        (``first_seq``, 0 when retention emptied the log)."""
         kept = self._rows
         if not kept or limit <= 0:
             return None
         lo = kept[0][0]
         start = after_seq + 1
-        if start < lo or start < first_seq or start > kept[-1][0]:
-            return None
+        if not first_seq or start < first_seq or start < lo or start > kept[-1][0]:
+            return None  # (``first_seq`` 0: retention emptied the log)
         out: list[tuple[int, bytes]] = []
         budget = max_bytes
         header, unpack_len = store.EVENT_HEADER.size, store.EVENT_HEADER.unpack_from
