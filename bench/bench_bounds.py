@@ -24,7 +24,8 @@ default ``runtime`` settings unless ``--env NAME=VALUE`` adds to its environment
    ``tests/support/webhook_load.py``) → journal → Kafka: the daemon's CPU time per
    event and cores used, its context switches, and commit → Kafka ack p50/p99 from its
    own histogram. Target: <= 0.15 core at 400 ev/s with p99 < 25 ms.
-   ``--read-linger`` and ``--fsync-acks`` set what the comparison needs.
+   ``--read-linger``, ``--fsync-acks`` and ``--group-linger`` set what the comparison
+   needs.
 
 ``--runtime 'KEY = VALUE'`` adds a ``[runtime]`` line (e.g. ``trim_after_burst = false``).
 """
@@ -95,6 +96,7 @@ def config_toml(
     read_linger: str = "5ms",
     fsync_acks: bool = False,
     runtime: list[str] | None = None,
+    group_linger: str | None = None,
 ) -> str:
     lines = [
         f'state_dir = "{state}"',
@@ -108,6 +110,7 @@ def config_toml(
         "[journal]",
         f"max_backlog_events = {cap}",
         f"fsync_acks = {'true' if fsync_acks else 'false'}",
+        *([f'group_linger = "{group_linger}"'] if group_linger is not None else []),
         "[runtime]",
         *(runtime or []),
         "[sinks.kafka]",
@@ -386,6 +389,7 @@ async def cpu(kafka: KafkaCluster, args: argparse.Namespace, env: dict[str, str]
             sim_url=None,
             read_linger=args.read_linger,
             fsync_acks=args.fsync_acks,
+            group_linger=args.group_linger,
         )
     )
     lines = []
@@ -470,7 +474,7 @@ async def main(args: argparse.Namespace) -> None:
             print(
                 f"cpu: signed Argus webhooks at fixed rates -> journal -> Kafka, "
                 f"{args.cpu_seconds} s each, read_linger {args.read_linger}, "
-                f"fsync_acks {args.fsync_acks}"
+                f"fsync_acks {args.fsync_acks}, group_linger {args.group_linger or 'default'}"
             )
             await cpu(kafka, args, env)
         if args.phase in ("all", "drain"):
@@ -499,6 +503,7 @@ if __name__ == "__main__":
     parser.add_argument("--cpu-seconds", type=float, default=20.0)
     parser.add_argument("--read-linger", default="5ms", help="the Kafka sink's read_linger")
     parser.add_argument("--fsync-acks", action="store_true", help="journal.fsync_acks = true")
+    parser.add_argument("--group-linger", help="journal.group_linger (e.g. 0, 2ms)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--events", type=int, default=2000)

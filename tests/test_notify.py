@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import anyio
@@ -134,24 +135,30 @@ async def test_watchdog_pings_only_while_the_journal_makes_progress(tmp_path):
             await listener.await_for("WATCHDOG", "1")
             assert await app.journal.get_state(HEARTBEAT_KEY) is not None
             # Stall the journal's writer (as a hung disk would): heartbeats cannot commit.
-            limiter = app.journal._writer._limiter  # type: ignore[union-attr]
-            await limiter.acquire()
-            try:
-                # Probes that begin from now on cannot commit their heartbeat. Once the
-                # second of them has begun, every probe started before the stall is over.
-                first = service._beat
-                await wait_until(lambda: service._beat >= first + 2)
-                stalled_at = service.pings
-                assert service.watchdog_ok is False
-                status = await listener.await_for("STATUS", within=10)
-                while "watchdog withheld" not in status["STATUS"]:
+            # Its thread runs one call at a time, so a call blocked there holds every
+            # group commit queued behind it.
+            writer = app.journal._writer
+            assert writer is not None
+            release = threading.Event()
+            async with anyio.create_task_group() as stall:
+                stall.start_soon(writer.thread.run, lambda: release.wait(60))
+                try:
+                    # Probes that begin from now on cannot commit their heartbeat. Once
+                    # the second of them has begun, every probe started before the stall
+                    # is over.
+                    first = service._beat
+                    await wait_until(lambda: service._beat >= first + 2)
+                    stalled_at = service.pings
+                    assert service.watchdog_ok is False
                     status = await listener.await_for("STATUS", within=10)
-                # Two more full intervals without progress: still no ping.
-                await wait_until(lambda: service._beat >= first + 4)
-                assert service.pings == stalled_at
-                assert service.watchdog_ok is False
-            finally:
-                limiter.release()
+                    while "watchdog withheld" not in status["STATUS"]:
+                        status = await listener.await_for("STATUS", within=10)
+                    # Two more full intervals without progress: still no ping.
+                    await wait_until(lambda: service._beat >= first + 4)
+                    assert service.pings == stalled_at
+                    assert service.watchdog_ok is False
+                finally:
+                    release.set()
             await wait_until(lambda: service.pings > stalled_at)
             assert service.watchdog_ok is True
 

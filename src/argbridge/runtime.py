@@ -306,6 +306,7 @@ class App:
             dedupe_window=s.journal.dedupe_window,
             max_group_commit=s.journal.max_group_commit,
             fsync_acks=s.journal.fsync_acks,
+            group_linger=s.journal.group_linger,
             clock=self.clock,
         )
         try:

@@ -99,6 +99,7 @@ class Journal:
         dedupe_window: float = 7 * 86400.0,
         max_group_commit: int = 2048,
         fsync_acks: bool = False,
+        group_linger: float = 0.0,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.path = Path(path)
@@ -114,6 +115,8 @@ class Journal:
         self.max_group_commit = max_group_commit
         #: Sync groups of cursor acks only too (``journal.fsync_acks``; see the writer).
         self.fsync_acks = fsync_acks
+        #: Gather window of small groups under live traffic (``journal.group_linger``).
+        self.group_linger = group_linger
         self._db: plyvel.DB | None = None
         self._writer: Writer | None = None
         self._reads: ReadThread | None = None
@@ -144,6 +147,7 @@ class Journal:
             path=self.path,
             fsync_acks=self.fsync_acks,
             sizes=sizes,
+            group_linger=self.group_linger,
         )
         reads = self._reads = ReadThread(writer)
         self._writer = writer

@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
+import anyio.lowlevel
 import plyvel
 
 from argbridge.clock import Clock
@@ -140,7 +141,17 @@ class EventLog:
         """Up to ``limit`` retained events with ``seq > after_seq``, oldest first; with
         ``max_bytes``, no more than that many bytes of them (their JSON size), but at
         least one event however large."""
-        rows = await self._reads.run(lambda db: store.read_events(db, after_seq, limit, max_bytes))
+        writer = self._writer
+        rows = None
+        if not (writer.closed or writer.db_down):  # else the read thread refuses, as ever
+            rows = writer.tail.read(after_seq, limit, max_bytes, writer.mirror.first_seq)
+        if rows is None:
+            # Not among the last committed events: the database, in the read thread.
+            rows = await self._reads.run(
+                lambda db: store.read_events(db, after_seq, limit, max_bytes)
+            )
+        else:
+            await anyio.lowlevel.checkpoint()
         return decode_records(rows)
 
     async def seq_of(self, event_id: str) -> int | None:

@@ -71,6 +71,9 @@ class Work:
     token: bytes = b""
     #: The JSON size of each event this group appends, in seq order (the size index).
     sizes: list[int] = field(default_factory=list)
+    #: The ``(seq, stored value)`` rows this group appends, in seq order (the writer's
+    #: tail of recent events, which caught-up sinks read without the read thread).
+    rows: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 class Op(Generic[R]):
@@ -117,7 +120,9 @@ class Append(Op[AppendStatus]):
         if not m.first_seq:
             m.first_seq = seq
         at = m.last_appended_at = max(work.now, m.last_appended_at)
-        txn.put(store.seq_key(seq), store.pack_event(at, self.attrs, self.data))
+        value = store.pack_event(at, self.attrs, self.data)
+        txn.put(store.seq_key(seq), value)
+        work.rows.append((seq, value))
         txn.put(ikey, store.pack_index(seq, at))
         work.appended += 1
         size = body_size(self.attrs, self.data)
@@ -136,7 +141,7 @@ def append_run(work: Work, ops: Sequence[Append]) -> None:
     pack_event, pack_index, seq_key = store.pack_event, store.pack_index, store.seq_key
     appended, dup, absent = AppendStatus.APPENDED, AppendStatus.DUPLICATE, store.ABSENT
     added = dups = 0
-    sized = work.sizes.append
+    sized, row = work.sizes.append, work.rows.append
     for op in ops:
         ikey = b"i" + op.event_id.encode()
         known = overlay.get(ikey, absent)
@@ -150,6 +155,7 @@ def append_run(work: Work, ops: Sequence[Append]) -> None:
         attrs, data = op.attrs, op.data
         ekey, event = seq_key(seq), pack_event(at, attrs, data)
         overlay[ekey] = dirty[ekey] = event
+        row((seq, event))
         overlay[ikey] = dirty[ikey] = pack_index(seq, at)
         size = len(attrs) + len(data) + 8 if data else len(attrs)
         added += size
@@ -430,7 +436,11 @@ class Retention(Op[int]):
     def apply(self, work: Work) -> int:
         txn, m = work.txn, work.mirror
         deleted = 0
-        for key, value in list(itertools.islice(txn.scan(store.P_EVENT), max(0, self.limit))):
+        # Lazily, stopping at the first entry too young: the scan merges a snapshot of
+        # the group's writes taken at its start, so deleting as it goes is safe (a
+        # materialised list read up to ``limit`` events, 10,000, on the event loop every
+        # 30 s when nothing had expired, and every tombstone of the dedupe window).
+        for key, value in itertools.islice(txn.scan(store.P_EVENT), max(0, self.limit)):
             seq = store.key_seq(key)
             appended_at, attrs, _ = store.unpack_event(value)
             if seq > self.low or appended_at > self.cutoff:
@@ -440,7 +450,7 @@ class Retention(Op[int]):
             txn.put(store.P_TOMB + store.pack_u64(seq), store.pack_tomb(appended_at, event_id))
             deleted += 1
             m.first_seq = seq + 1 if seq < m.last_seq else 0
-        for key, value in list(txn.scan(store.P_TOMB)):
+        for key, value in txn.scan(store.P_TOMB):
             appended_at, event_id = store.unpack_tomb(value)
             if appended_at >= self.stale:
                 break

@@ -5,12 +5,13 @@ Every write (appends, acks, retry bookkeeping, dead letters, state, retention) i
 a waiter that finds no commit running leads: it takes everything queued by then (up to
 ``max_group_commit``), stages it on the event loop (slices of ``STAGE_CHUNK`` ops:
 dedupe lookups, keys, the write batch) and writes it as ONE synced LevelDB write batch in
-a worker thread, a single plyvel call that releases the GIL (so the event loop keeps
-running); the others wait for progress, woken after each commit ``WAKE_SLICE`` per
-event-loop iteration (so a timer that expires meanwhile runs after a slice of them, not
-after all), and the next leader gathers its group once all are woken. One leader at a
-time: two (one syncing, one gathering) halved the groups and doubled the syncs in
-bench/bench_journal.py.
+the writer's own thread (:mod:`~argbridge.journal.thread`), a single plyvel call that
+releases the GIL (so the event loop keeps running); the others wait for progress, woken
+after each commit ``WAKE_SLICE`` per event-loop iteration (so a timer that expires
+meanwhile runs after a slice of them, not after all), and the next leader gathers its
+group once all are woken. One leader at a time: two (one syncing, one gathering) halved
+the groups and doubled the syncs in bench/bench_journal.py. Under live traffic a small
+group with appends waits ``group_linger`` for more first (:meth:`Writer._lingers`).
 
 A group costs one ``fdatasync`` whatever it holds; :attr:`Writer.syncs` counts them. A
 group of cursor acks only is written without a sync unless ``fsync_acks`` (the default
@@ -60,6 +61,8 @@ from argbridge.journal.ops import append_run as _append_run
 from argbridge.journal.records import body_size
 from argbridge.journal.sizes import SizeIndex
 from argbridge.journal.store import Txn
+from argbridge.journal.tail import RecentEvents
+from argbridge.journal.thread import JournalThread
 from argbridge.logging import get_logger
 
 R = TypeVar("R")
@@ -73,6 +76,13 @@ DISK_FULL_RETRY = 0.5
 DISK_FULL_RETRY_MAX = 5.0
 #: Free bytes at which a held journal with nothing queued lets intake resume.
 MIN_FREE_BYTES = 1024 * 1024
+#: Group linger: a leader waits ``group_linger`` only while groups are this small
+#: (the queue and the previous group with appends) ...
+LINGER_BELOW = 8
+#: ... and the previous group with appends began less than this many lingers ago (live
+#: traffic of more than ~1 / (4 x linger) appends a second: 125/s for 2 ms); a lone
+#: append in a quiet journal commits at once.
+LINGER_WINDOW = 4
 
 _log = get_logger(component="journal")
 
@@ -103,39 +113,44 @@ class _WriteFailed(Exception):
 
 
 class ReadThread:
-    """Runs the roles' reads in one worker thread (LevelDB reads may touch the disk)."""
+    """Runs the roles' reads in one thread of its own (LevelDB reads may touch the disk).
+
+    The database's close and the disk-full reopen run in the same thread, so in order
+    with the reads: a read queued before them ran on the open database, one queued after
+    them finds the journal closed (or the database down) and refuses."""
 
     def __init__(self, writer: Writer) -> None:
         self._writer = writer
-        self._limiter = anyio.CapacityLimiter(1)
+        self._thread = JournalThread("argbridge-journal-read")
         writer.reopen_db = self._reopen
         #: Reads run in the worker thread so far.
         self.reads = 0
 
     async def _reopen(self, path: Path) -> plyvel.DB:
-        """Close the writer's database once no read runs on it and open it again (the
-        disk-full recovery). On failure the database stays closed: reads refuse."""
+        """Close the writer's database and open it again (the disk-full recovery), after
+        the reads queued before. On failure the database stays closed: reads refuse."""
         writer = self._writer
-        with anyio.CancelScope(shield=True):
-            async with self._limiter:
-                writer.db_down = True
-                await anyio.to_thread.run_sync(writer.db.close)
-                db = await anyio.to_thread.run_sync(store.open_db, path)
-                writer.db = db
-                writer.db_down = False
-                return db
+
+        def reopen() -> plyvel.DB:
+            writer.db_down = True
+            writer.db.close()
+            db = writer.db = store.open_db(path)
+            writer.db_down = False
+            return db
+
+        return await self._thread.run(reopen)
 
     async def close_db(self) -> None:
-        """Close the database once no read runs (reads after this raise JournalClosed)."""
-        with anyio.CancelScope(shield=True):
-            async with self._limiter:
-                await anyio.to_thread.run_sync(self._writer.db.close)
+        """Close the database after the reads queued before (reads after this raise
+        JournalClosed); the thread ends."""
+        await self._thread.run(self._writer.db.close)
+        self._thread.close()
 
     async def run(self, fn: Callable[[plyvel.DB], R]) -> R:
         writer = self._writer
 
         def guarded() -> R:
-            if writer.closed:  # checked again under the limiter that close_db holds
+            if writer.closed:  # checked again in the thread that close_db runs in
                 raise JournalClosed("the journal is closed")
             if writer.db_down:
                 raise JournalError("the journal is unavailable (reopening after a failed write)")
@@ -145,7 +160,7 @@ class ReadThread:
             raise JournalClosed("the journal is closed")
         self.reads += 1
         try:
-            return await anyio.to_thread.run_sync(guarded, limiter=self._limiter)
+            return await self._thread.run(guarded)
         except plyvel.Error as exc:
             raise JournalError(f"journal read failed: {exc}") from exc
 
@@ -165,10 +180,19 @@ class Writer:
         path: Path | None = None,
         fsync_acks: bool = True,
         sizes: SizeIndex | None = None,
+        group_linger: float = 0.0,
     ) -> None:
         self.db = db
+        #: Gather window of a small group with appends under live traffic (see
+        #: :meth:`_lingers`): 0 commits every group at once.
+        self.group_linger = group_linger
+        #: The size and the start (monotonic) of the last group that held appends.
+        self._last_group = 0
+        self._last_group_at = float("-inf")
         #: The committed backlog's event sizes (the bytes an ack frees, without a read).
         self.sizes = sizes if sizes is not None else SizeIndex(mirror.last_seq)
+        #: The last committed events, for caught-up readers (see journal/tail.py).
+        self.tail = RecentEvents()
         #: The database directory (reopened after a failed write) and the pause signal
         #: whose ``disk_full`` hold the writer sets and releases.
         self.path = path
@@ -192,7 +216,8 @@ class Writer:
         self.closed = False
         self._pending: deque[Op[object]] = deque()
         self._committing = False
-        self._limiter = anyio.CapacityLimiter(1)
+        #: The thread the group commits' write batches (and their syncs) run in.
+        self.thread = JournalThread("argbridge-journal-write")
         self._idle = anyio.Event()
         self._idle.set()
         #: The waiters of the current progress generation, ``WAKE_SLICE`` per event; all
@@ -282,6 +307,7 @@ class Writer:
                 await self._idle.wait()
             while self._pending:
                 await self._commit_next()
+        self.thread.close()
         self._appended.set()
 
     # -- committing --------------------------------------------------------------------
@@ -337,10 +363,14 @@ class Writer:
                     await self._woken.wait()
                 if self._suspect and not await self._recover():
                     return
+                if self.group_linger > 0 and self._lingers():
+                    await self.clock.sleep(self.group_linger)
                 n = min(len(self._pending), self.max_group_commit)
                 ops = [self._pending.popleft() for _ in range(n)]
                 if not ops:
                     return
+                if self.group_linger > 0 and any(type(op) is Append for op in ops):
+                    self._last_group = len(ops)
                 try:
                     work = await self._commit(ops)
                 except _WriteFailed as failed:
@@ -365,6 +395,25 @@ class Writer:
             self._idle.set()
             if ops:
                 self._wake_waiters()
+
+    def _lingers(self) -> bool:
+        """Whether the leader waits ``group_linger`` for more ops before committing: the
+        queue holds an append (an ack-only group never waits), the groups are small
+        (under ``LINGER_BELOW``: a backlog already fills them) and appends are arriving
+        (the previous group with appends began less than ``LINGER_WINDOW`` lingers ago).
+        At a few hundred appends a second each request otherwise paid its own group: a
+        thread round trip and an ``fdatasync``. The cost: at most ``group_linger`` more
+        before an append's 2xx (it is still only answered after its sync)."""
+        pending = self._pending
+        if self.closed or self.retry_delay or len(pending) >= LINGER_BELOW:
+            return False
+        if not any(type(op) is Append for op in pending):
+            return False
+        now = self.clock.monotonic()
+        recent = now - self._last_group_at < LINGER_WINDOW * self.group_linger
+        small = self._last_group < LINGER_BELOW
+        self._last_group_at = now
+        return recent and small
 
     @staticmethod
     def _fail(ops: Sequence[Op[Any]], exc: BaseException) -> None:
@@ -442,7 +491,8 @@ class Writer:
         if stash is None:
             return True
         token, work, outcomes = stash
-        landed = await anyio.to_thread.run_sync(self.db.get, store.K_GROUP)
+        db = self.db
+        landed = await self.thread.run(lambda: db.get(store.K_GROUP))
         if landed != token:
             return True
         # The write that reported failure is there after all: take it as committed.
@@ -491,7 +541,7 @@ class Writer:
                 await anyio.lowlevel.checkpoint()
         if self._finish(work):
             try:
-                await anyio.to_thread.run_sync(work.txn.write, limiter=self._limiter)
+                await self.thread.run(work.txn.write)
             except Exception as exc:
                 raise _WriteFailed(work) from exc
             self.syncs += int(work.txn.sync)
@@ -601,6 +651,7 @@ class Writer:
         if work.sizes:
             sizes.extend(before + 1, work.sizes)
         sizes.trim(m.min_cursor())
+        self.tail.extend(work.rows, m.last_seq)
         self.commits += 1
         self.appended += work.appended
         self.duplicates += work.duplicates
