@@ -28,9 +28,11 @@ from argbridge.journal.backpressure import PauseSignal
 from argbridge.journal.ops import Append, Op, Retention
 from argbridge.journal.records import (
     AppendStatus,
+    EncodedEvent,
     JournalRecord,
     body_size,
     encode_event,
+    encoded,
     stored_record,
 )
 from argbridge.journal.writer import ReadThread, Writer
@@ -96,8 +98,14 @@ class EventLog:
     ) -> list[AppendStatus]:
         """Journal several events; they share the group commit with concurrent appends
         (admitted under the hard bound in as many steps as it takes)."""
+        return await self.append_encoded([encoded(e) for e in events], wait=wait)
+
+    async def append_encoded(
+        self, items: Sequence[EncodedEvent], *, wait: bool = True
+    ) -> list[AppendStatus]:
+        """:meth:`append_many` of events a reader encoded as it read them
+        (:func:`~argbridge.journal.records.encoded`)."""
         writer, pause = self._writer, self.pause
-        items = [(e.id, *encode_event(e)) for e in events]
         sizes = [body_size(attrs, data) for _, attrs, data in items]
         results: list[AppendStatus] = []
         while len(results) < len(items):
