@@ -58,6 +58,9 @@ P_STATE = b"s"
 #: LevelDB's memtable size and block cache (see :func:`open_db`).
 WRITE_BUFFER_SIZE = 4 * 1024 * 1024
 BLOCK_CACHE_SIZE = 2 * 1024 * 1024
+MAX_OPEN_FILES = 1000
+BLOCK_SIZE = 4096
+MAX_FILE_SIZE = 2 * 1024 * 1024
 
 _Q = struct.Struct(">Q")
 _D = struct.Struct(">d")
@@ -197,6 +200,9 @@ def open_db(path: Path, *, create: bool = True) -> plyvel.DB:
             # reads the newest events (memtable), dedupe misses stop at the bloom filters.
             write_buffer_size=WRITE_BUFFER_SIZE,
             lru_cache_size=BLOCK_CACHE_SIZE,
+            max_open_files=MAX_OPEN_FILES,
+            block_size=BLOCK_SIZE,
+            max_file_size=MAX_FILE_SIZE,
         )
     except (plyvel.Error, OSError) as exc:
         raise JournalError(f"cannot open journal {path}: {exc}") from exc
