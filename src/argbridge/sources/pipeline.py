@@ -9,13 +9,16 @@ WebSocket message. ``marker`` (the SSE last event id) is handed to
 ``on_committed`` only after the events before it are committed, so a persisted resume
 point never runs ahead of the journal.
 
-The queue is bounded by the upstream bytes it holds (``max_bytes``, default 256 KiB):
-when it is full the reader waits, stops reading, and TCP pushes back on the server.
-That bound is also what a reader can still hand to the journal after the journal
-signals backpressure, and what it holds in memory while the journal's hard bound keeps
-it waiting (encoded: ~1.3x the upstream bytes; decoded, as it was before, ~4x): with
-1 MiB, 12 streams held the daemon's RSS at 128 MiB while paused, 109 MiB with 256 KiB
-(bench/bench_bounds.py --quick).
+The pipeline is bounded by the upstream bytes of the events it holds, queued or in the
+batch being committed (``max_bytes``, default 256 KiB): when it is full the reader
+waits, stops reading, and TCP pushes back on the server. That bound is also what a
+reader can still hand to the journal after the journal signals backpressure, and what
+it holds in memory while the journal's hard bound keeps it waiting (encoded: ~1.3x the
+upstream bytes; decoded, as it was before, ~4x): with 1 MiB, 12 streams held the
+daemon's RSS at 128 MiB while paused, 109 MiB with 256 KiB (bench/bench_bounds.py
+--quick). The batch being committed counts: it used to leave the count when its commit
+began, so a stream held twice ``max_bytes`` while the journal kept it waiting (a paused
+journal, or one draining at its hard bound, keeps every stream's pipeline full).
 """
 
 from __future__ import annotations
@@ -85,16 +88,18 @@ class CommitPipeline:
                     first = await self._receive.receive()
                 except anyio.EndOfStream:
                     return
-                batch, marker = self._gather(first)
+                batch, marker, taken = self._gather(first)
                 del first
-                await self._commit(batch, marker)
+                await self._commit(batch, marker, taken)
                 # Nothing of a committed batch stays referenced while the next one is
                 # awaited (an idle stream would keep its last batch alive).
                 del batch
 
-    def _gather(self, first: tuple[list[EncodedEvent], Any, int]) -> tuple[list[EncodedEvent], Any]:
-        """``first`` and everything queued behind it (up to ``max_events``), and the
-        newest marker among them; their bytes leave the queue's count."""
+    def _gather(
+        self, first: tuple[list[EncodedEvent], Any, int]
+    ) -> tuple[list[EncodedEvent], Any, int]:
+        """``first`` and everything queued behind it (up to ``max_events``), the newest
+        marker among them, and their upstream bytes."""
         events, marker, taken = first
         batch = list(events)
         while len(batch) < self.max_events:
@@ -106,14 +111,15 @@ class CommitPipeline:
             taken += more_size
             if next_marker is not _NO_MARKER:
                 marker = next_marker
-        # Room for the reader while this batch commits (double buffering).
-        self._queued_bytes -= taken
-        self._space.set()
-        return batch, marker
+        return batch, marker, taken
 
-    async def _commit(self, batch: list[EncodedEvent], marker: Any) -> None:
+    async def _commit(self, batch: list[EncodedEvent], marker: Any, taken: int) -> None:
         if batch:
             await self.ctx.emit_encoded(batch)
             self.committed += len(batch)
+        # Room for the reader once the batch is journaled (what the reader queued
+        # meanwhile, up to the bound, is the next batch).
+        self._queued_bytes -= taken
+        self._space.set()
         if marker is not _NO_MARKER and self.on_committed is not None:
             await self.on_committed(marker)
