@@ -92,6 +92,11 @@ def pack_event(appended_at: float, attrs: bytes, data: bytes) -> bytes:
     return _EV.pack(appended_at, len(attrs)) + attrs + data
 
 
+def pack_joined(appended_at: float, body: bytes, split: int) -> bytes:
+    """:func:`pack_event` of attrs + data already joined (``split``: len(attrs))."""
+    return _EV.pack(appended_at, split) + body
+
+
 def unpack_event(raw: bytes) -> tuple[float, bytes, bytes]:
     """``(appended_at, attrs JSON, data JSON)``."""
     appended_at, n = _EV.unpack_from(raw)
