@@ -222,7 +222,9 @@ async def burst(
         sim.faults.gate_after = 0
         with logged_daemon(config, env) as proc:
             async with control(root / "state") as c:
-                await wait_status(c, lambda d: "journal" in d, within=120)
+                await wait_status(
+                    c, lambda d: "journal" in d, within=600 if args.tracemalloc else 120
+                )
                 await anyio.sleep(args.idle)
                 out["rss_before"] = rss_mib(proc.pid)
                 where(args, proc.pid, "idle")

@@ -44,7 +44,7 @@ from argbridge.clock import SYSTEM_CLOCK
 from argbridge.events import CloudEvent, deterministic_id
 from argbridge.journal import Journal, store
 from argbridge.journal.ops import Append, Mirror
-from argbridge.journal.records import encode_event
+from argbridge.journal.records import encoded
 from argbridge.journal.writer import Writer
 from bench.common import as_the_daemon, header, median, peak_rss_mib, percentile, row
 
@@ -126,7 +126,7 @@ def engine_alone(path: Path, events: list[CloudEvent], batch: int) -> Callable[[
     staged = []
     for i in range(0, len(events), batch):
         work = writer._begin()
-        writer._stage(work, [Append(e.id, *encode_event(e)) for e in events[i : i + batch]])
+        writer._stage(work, [Append(*encoded(e)) for e in events[i : i + batch]])
         writer._finish(work)
         writer.mirror = work.mirror
         staged.append(work.txn)

@@ -12,7 +12,7 @@ from argbridge.errors import JournalClosed, JournalError
 from argbridge.journal import AppendStatus, Journal, JournalRecord, store
 from argbridge.journal.log import decode_records
 from argbridge.journal.ops import Op, Work
-from argbridge.journal.records import encode_event
+from argbridge.journal.records import encode_event, encoded
 from argbridge.journal.roles import ExactlyOnceSinkJournal
 from tests.conftest import make_event
 
@@ -401,9 +401,9 @@ async def test_a_group_staged_in_slices_is_still_one_atomic_batch(tmp_path: Path
         writer = j._writer
         assert writer is not None
         ops: list[Op[Any]] = []
-        ops += [Append(e.id, *encode_event(e)) for e in map(make_event, range(10))]
+        ops += [Append(*encoded(e)) for e in map(make_event, range(10))]
         ops += [SetState("k", "1"), SetState("gone", "x")]
-        ops += [Append(e.id, *encode_event(e)) for e in map(make_event, range(10, 2 * STAGE_CHUNK))]
+        ops += [Append(*encoded(e)) for e in map(make_event, range(10, 2 * STAGE_CHUNK))]
         ops += [SetState("k", "2"), DeleteState("gone"), _Overwrite()]
         for op in ops:
             writer.enqueue(op)

@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from argbridge.journal import Journal
+from argbridge.journal.records import encoded
 from argbridge.metrics import Metrics
 from argbridge.reconnect import Action, Decision, ReconnectPolicy
 from argbridge.sources.base import SourceContext
@@ -35,7 +36,8 @@ class Scripted(StreamFollower):
         if step == "events":
 
             async def read(pipe: CommitPipeline) -> Decision:
-                await pipe.put([make_event(len(self.script)), make_event(100 + len(self.script))])
+                n = len(self.script)
+                await pipe.put([encoded(make_event(n)), encoded(make_event(100 + n))])
                 self.policy.progressed()
                 return self.policy.on_eof(terminal=False)
 

@@ -95,6 +95,9 @@ class _LeasedState:
     async def append_many(self, events: Any) -> list[AppendStatus]:
         return await self._journal.append_many(events)
 
+    async def append_encoded(self, items: Any, *, wait: bool = True) -> list[AppendStatus]:
+        return await self._journal.append_encoded(items, wait=wait)
+
     async def get_state(self, key: str) -> str | None:
         return self._values.get(key)
 

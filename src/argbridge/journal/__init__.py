@@ -42,6 +42,7 @@ from argbridge.journal.log import EventLog
 from argbridge.journal.records import (
     AppendStatus,
     DeadLetter,
+    EncodedEvent,
     JournalRecord,
     JournalStats,
     RetryItem,
@@ -51,6 +52,7 @@ from argbridge.journal.state import StateStore
 __all__ = [
     "AppendStatus",
     "DeadLetter",
+    "EncodedEvent",
     "EventLog",
     "IntakePaused",
     "Journal",

@@ -27,6 +27,7 @@ from argbridge.journal.ops import Mirror, TrackSinks
 from argbridge.journal.records import (
     AppendStatus,
     DeadLetter,
+    EncodedEvent,
     JournalRecord,
     JournalStats,
     RetryItem,
@@ -285,6 +286,11 @@ class Journal:
         self, events: Sequence[CloudEvent], *, wait: bool = True
     ) -> list[AppendStatus]:
         return await self.log.append_many(events, wait=wait)
+
+    async def append_encoded(
+        self, items: Sequence[EncodedEvent], *, wait: bool = True
+    ) -> list[AppendStatus]:
+        return await self.log.append_encoded(items, wait=wait)
 
     async def wait_for_events(self, after_seq: int) -> None:
         if self._writer is None:

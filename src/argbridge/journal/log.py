@@ -29,9 +29,9 @@ from argbridge.journal.backpressure import PauseSignal
 from argbridge.journal.ops import Append, Op, Retention
 from argbridge.journal.records import (
     AppendStatus,
+    EncodedEvent,
     JournalRecord,
-    body_size,
-    encode_event,
+    encoded,
     stored_record,
 )
 from argbridge.journal.writer import ReadThread, Writer
@@ -82,13 +82,13 @@ class EventLog:
         Waits while the backlog is at its hard bound (or intake is held: disk full); with
         ``wait=False`` raises :class:`~argbridge.journal.backpressure.IntakePaused`
         instead, also when its own commit finds the disk full."""
-        attrs, data = encode_event(event)
+        item = encoded(event)
         writer, pause = self._writer, self.pause
-        n, size = await pause.admit((body_size(attrs, data),), wait=wait)
+        n, size = await pause.admit((item.size,), wait=wait)
         if n == 0:
             raise JournalClosed("the journal is closed")  # woken by close, not by room
         try:
-            return await writer.wait(writer.enqueue(Append(event.id, attrs, data)), nowait=not wait)
+            return await writer.wait(writer.enqueue(Append(*item)), nowait=not wait)
         finally:
             pause.release(n, size)
 
@@ -97,9 +97,15 @@ class EventLog:
     ) -> list[AppendStatus]:
         """Journal several events; they share the group commit with concurrent appends
         (admitted under the hard bound in as many steps as it takes)."""
+        return await self.append_encoded([encoded(e) for e in events], wait=wait)
+
+    async def append_encoded(
+        self, items: Sequence[EncodedEvent], *, wait: bool = True
+    ) -> list[AppendStatus]:
+        """:meth:`append_many` of events a reader encoded as it read them
+        (:func:`~argbridge.journal.records.encoded`)."""
         writer, pause = self._writer, self.pause
-        items = [(e.id, *encode_event(e)) for e in events]
-        sizes = [body_size(attrs, data) for _, attrs, data in items]
+        sizes = [item.size for item in items]
         results: list[AppendStatus] = []
         while len(results) < len(items):
             start = len(results)

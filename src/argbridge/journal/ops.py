@@ -100,14 +100,16 @@ class Op(Generic[R]):
 class Append(Op[AppendStatus]):
     """Journal one event unless its id is known (journaled or tombstoned)."""
 
-    __slots__ = ("attrs", "data", "event_id")
+    __slots__ = ("body", "event_id", "split")
     isolated = False
 
-    def __init__(self, event_id: str, attrs: bytes, data: bytes) -> None:
+    def __init__(self, event_id: str, body: bytes, split: int) -> None:
+        """An :class:`~argbridge.journal.records.EncodedEvent`'s fields: ``body`` is
+        the attributes JSON then the data JSON, ``split`` the attributes' length."""
         super().__init__()
         self.event_id = event_id
-        self.attrs = attrs
-        self.data = data
+        self.body = body
+        self.split = split
 
     def apply(self, work: Work) -> AppendStatus:
         txn, m = work.txn, work.mirror
@@ -120,12 +122,13 @@ class Append(Op[AppendStatus]):
         if not m.first_seq:
             m.first_seq = seq
         at = m.last_appended_at = max(work.now, m.last_appended_at)
-        value = store.pack_event(at, self.attrs, self.data)
+        body, split = self.body, self.split
+        value = store.pack_joined(at, body, split)
         txn.put(store.seq_key(seq), value)
         work.rows.append((seq, value))
         txn.put(ikey, store.pack_index(seq, at))
         work.appended += 1
-        size = body_size(self.attrs, self.data)
+        size = len(body) + 8 if len(body) > split else len(body)  # records.body_size
         work.added_bytes += size
         work.sizes.append(size)
         return AppendStatus.APPENDED
@@ -138,7 +141,7 @@ def append_run(work: Work, ops: Sequence[Append]) -> None:
     overlay, dirty, get = txn.overlay, txn.dirty, txn.db.get
     seq = m.last_seq
     at = m.last_appended_at = max(work.now, m.last_appended_at)
-    pack_event, pack_index, seq_key = store.pack_event, store.pack_index, store.seq_key
+    pack_joined, pack_index, seq_key = store.pack_joined, store.pack_index, store.seq_key
     appended, dup, absent = AppendStatus.APPENDED, AppendStatus.DUPLICATE, store.ABSENT
     added = dups = 0
     sized, row = work.sizes.append, work.rows.append
@@ -152,12 +155,12 @@ def append_run(work: Work, ops: Sequence[Append]) -> None:
             op.result = dup
             continue
         seq += 1
-        attrs, data = op.attrs, op.data
-        ekey, event = seq_key(seq), pack_event(at, attrs, data)
+        body, split = op.body, op.split
+        ekey, event = seq_key(seq), pack_joined(at, body, split)
         overlay[ekey] = dirty[ekey] = event
         row((seq, event))
         overlay[ikey] = dirty[ikey] = pack_index(seq, at)
-        size = len(attrs) + len(data) + 8 if data else len(attrs)
+        size = len(body) + 8 if len(body) > split else len(body)  # records.body_size
         added += size
         sized(size)
         op.result = appended

@@ -23,7 +23,13 @@ from argbridge.events import CloudEvent
 from argbridge.journal.backpressure import PauseSignal
 from argbridge.journal.ledger import SinkLedger
 from argbridge.journal.log import EventLog
-from argbridge.journal.records import AppendStatus, DeadLetter, JournalRecord, RetryItem
+from argbridge.journal.records import (
+    AppendStatus,
+    DeadLetter,
+    EncodedEvent,
+    JournalRecord,
+    RetryItem,
+)
 from argbridge.journal.state import StateStore
 
 
@@ -42,6 +48,12 @@ class SourceJournal(StateRole, Protocol):
     async def append_many(
         self, events: Sequence[CloudEvent], *, wait: bool = True
     ) -> list[AppendStatus]: ...
+    async def append_encoded(
+        self, items: Sequence[EncodedEvent], *, wait: bool = True
+    ) -> list[AppendStatus]:
+        """:meth:`append_many` of events encoded as they were read (a stream reader holds
+        their bytes, not their objects, while they wait)."""
+        ...
 
 
 class SinkJournal(StateRole, Protocol):
@@ -113,13 +125,14 @@ class _StateMethods:
 class SourceView(_StateMethods):
     """:class:`SourceJournal` over the event log and the state store."""
 
-    __slots__ = ("_log", "append", "append_many")
+    __slots__ = ("_log", "append", "append_encoded", "append_many")
 
     def __init__(self, log: EventLog, state: StateStore) -> None:
         super().__init__(state)
         self._log = log
         self.append = log.append
         self.append_many = log.append_many
+        self.append_encoded = log.append_encoded
 
     @property
     def pause(self) -> PauseSignal:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -194,7 +194,23 @@ def results_from_run(
     """Gap-fill from ``GET /runs/{run_id}``: every step result in ``results_json`` and,
     when the run is terminal (and ``include_terminal``), its ``run_<status>`` event, with
     the ids the stream gives the same events."""
-    events: list[CloudEvent] = []
+    return list(
+        iter_results_from_run(
+            run_id, run, base_url=base_url, prefix=prefix, include_terminal=include_terminal
+        )
+    )
+
+
+def iter_results_from_run(
+    run_id: str,
+    run: Mapping[str, Any],
+    *,
+    base_url: str = "https://api.argalabs.com",
+    prefix: str = "",
+    include_terminal: bool = True,
+) -> Iterator[CloudEvent]:
+    """:func:`results_from_run` one event at a time, in the same order (a run of
+    thousands of steps is not normalised all at once)."""
     results = run.get("results_json")
     if isinstance(results, list):
         for i, item in enumerate(results):
@@ -204,12 +220,11 @@ def results_from_run(
             payload["type"] = "step_result"
             if _pick(payload, "step_number", "step", "index") is None:
                 payload["step_number"] = i + 1
-            events.append(results_event(run_id, payload, base_url=base_url, prefix=prefix))
+            yield results_event(run_id, payload, base_url=base_url, prefix=prefix)
     status = run.get("status")
     if include_terminal and isinstance(status, str) and status in TERMINAL_STATUSES:
         terminal = {"type": f"run_{status}", "status": status}
-        events.append(results_event(run_id, terminal, base_url=base_url, prefix=prefix))
-    return events
+        yield results_event(run_id, terminal, base_url=base_url, prefix=prefix)
 
 
 DEMO_TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "canceled"})

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from argbridge.clock import SYSTEM_CLOCK, Clock
 from argbridge.cluster.roles import WebhookAcks
 from argbridge.events import CloudEvent
-from argbridge.journal import AppendStatus
+from argbridge.journal import AppendStatus, EncodedEvent
 from argbridge.journal.roles import SourceJournal
 from argbridge.logging import Throttle, get_logger
 from argbridge.metrics import Metrics
@@ -75,7 +75,15 @@ class SourceContext:
 
     async def emit_many(self, events: Sequence[CloudEvent]) -> list[AppendStatus]:
         """Journal several events in one group commit."""
-        statuses = await self.journal.append_many(events)
+        return self._count_many(await self.journal.append_many(events))
+
+    async def emit_encoded(self, items: Sequence[EncodedEvent]) -> list[AppendStatus]:
+        """:meth:`emit_many` of events encoded as they were read
+        (:func:`~argbridge.journal.records.encoded`: a stream reader's queue holds their
+        bytes, not their decoded objects)."""
+        return self._count_many(await self.journal.append_encoded(items))
+
+    def _count_many(self, statuses: list[AppendStatus]) -> list[AppendStatus]:
         appended = sum(1 for status in statuses if status is AppendStatus.APPENDED)
         if appended:
             self._received.inc(appended)

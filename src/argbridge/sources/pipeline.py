@@ -1,18 +1,24 @@
 """Reader → committer hand-off for the Arga stream readers.
 
-Owns :class:`CommitPipeline`: the network reader queues normalised events, and a
-committer task journals everything queued so far in one group commit while the reader
-keeps reading. A commit (an fsync) therefore costs once per burst instead of once per
-network chunk or WebSocket message. ``marker`` (the SSE last event id) is handed to
+Owns :class:`CommitPipeline`: the network reader queues normalised events, encoded as
+it read them (:class:`~argbridge.journal.records.EncodedEvent`: the bytes the journal
+stores, so no decoded payload stays alive while an event waits), and a committer task
+journals everything queued so far in one group commit while the reader keeps reading.
+A commit (an fsync) therefore costs once per burst instead of once per network chunk or
+WebSocket message. ``marker`` (the SSE last event id) is handed to
 ``on_committed`` only after the events before it are committed, so a persisted resume
 point never runs ahead of the journal.
 
-The queue is bounded by the upstream bytes it holds (``max_bytes``, default 256 KiB):
-when it is full the reader waits, stops reading, and TCP pushes back on the server.
-That bound is also what a reader can still hand to the journal after the journal
-signals backpressure, and what it holds in memory (decoded: ~4x the bytes) while the
-journal's hard bound keeps it waiting: with 1 MiB, 12 streams held the daemon's RSS at
-128 MiB while paused, 109 MiB with 256 KiB (bench/bench_bounds.py --quick).
+The pipeline is bounded by the upstream bytes of the events it holds, queued or in the
+batch being committed (``max_bytes``, default 256 KiB): when it is full the reader
+waits, stops reading, and TCP pushes back on the server. That bound is also what a
+reader can still hand to the journal after the journal signals backpressure, and what
+it holds in memory while the journal's hard bound keeps it waiting (encoded: ~1.3x the
+upstream bytes; decoded, as it was before, ~4x): with 1 MiB, 12 streams held the
+daemon's RSS at 128 MiB while paused, 109 MiB with 256 KiB (bench/bench_bounds.py
+--quick). The batch being committed counts: it used to leave the count when its commit
+began, so a stream held twice ``max_bytes`` while the journal kept it waiting (a paused
+journal, or one draining at its hard bound, keeps every stream's pipeline full).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from argbridge.events import CloudEvent
+from argbridge.journal.records import EncodedEvent
 from argbridge.sources.base import SourceContext
 
 _NO_MARKER = object()
@@ -48,7 +54,7 @@ class CommitPipeline:
         self.max_events = max_events
         # The count bound is only a backstop; bytes are the real bound.
         self._send, self._receive = anyio.create_memory_object_stream[
-            tuple[list[CloudEvent], Any, int]
+            tuple[list[EncodedEvent], Any, int]
         ](100_000)
         self._queued_bytes = 0
         self._space = anyio.Event()
@@ -58,7 +64,9 @@ class CommitPipeline:
     def queued_bytes(self) -> int:
         return self._queued_bytes
 
-    async def put(self, events: list[CloudEvent], marker: Any = _NO_MARKER, size: int = 0) -> None:
+    async def put(
+        self, events: list[EncodedEvent], marker: Any = _NO_MARKER, size: int = 0
+    ) -> None:
         """Queue ``events`` read from ``size`` upstream bytes (``events`` may be empty to
         move only the marker); waits while the queue holds ``max_bytes``."""
         while self._queued_bytes and self._queued_bytes + size > self.max_bytes:
@@ -75,23 +83,43 @@ class CommitPipeline:
 
     async def run(self) -> None:
         async with self._receive:
-            async for events, marker, size in self._receive:
-                batch = list(events)
-                taken = size
-                while len(batch) < self.max_events:
-                    try:
-                        more, next_marker, more_size = self._receive.receive_nowait()
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                    batch.extend(more)
-                    taken += more_size
-                    if next_marker is not _NO_MARKER:
-                        marker = next_marker
-                # Room for the reader while this batch commits (double buffering).
-                self._queued_bytes -= taken
-                self._space.set()
-                if batch:
-                    await self.ctx.emit_many(batch)
-                    self.committed += len(batch)
-                if marker is not _NO_MARKER and self.on_committed is not None:
-                    await self.on_committed(marker)
+            while True:
+                try:
+                    first = await self._receive.receive()
+                except anyio.EndOfStream:
+                    return
+                batch, marker, taken = self._gather(first)
+                del first
+                await self._commit(batch, marker, taken)
+                # Nothing of a committed batch stays referenced while the next one is
+                # awaited (an idle stream would keep its last batch alive).
+                del batch
+
+    def _gather(
+        self, first: tuple[list[EncodedEvent], Any, int]
+    ) -> tuple[list[EncodedEvent], Any, int]:
+        """``first`` and everything queued behind it (up to ``max_events``), the newest
+        marker among them, and their upstream bytes."""
+        events, marker, taken = first
+        batch = list(events)
+        while len(batch) < self.max_events:
+            try:
+                more, next_marker, more_size = self._receive.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+            batch.extend(more)
+            taken += more_size
+            if next_marker is not _NO_MARKER:
+                marker = next_marker
+        return batch, marker, taken
+
+    async def _commit(self, batch: list[EncodedEvent], marker: Any, taken: int) -> None:
+        if batch:
+            await self.ctx.emit_encoded(batch)
+            self.committed += len(batch)
+        # Room for the reader once the batch is journaled (what the reader queued
+        # meanwhile, up to the bound, is the next batch).
+        self._queued_bytes -= taken
+        self._space.set()
+        if marker is not _NO_MARKER and self.on_committed is not None:
+            await self.on_committed(marker)

@@ -8,7 +8,10 @@ commit pipeline, the ``Last-Event-ID`` (resumed from the state store, persisted 
 after the events before it are committed), ``retry:`` as a floor under the backoff, the
 memory bound per event (``max_frame``: an event past it is abandoned while it arrives,
 counted as ``frame_too_large``), a truncated frame on a dropped connection (counted),
-and backpressure (no read while the journal is paused). A subclass turns decoded
+and backpressure (no read while the journal is paused). The events of a chunk are
+decoded, normalised and encoded for the journal at once
+(:class:`~argbridge.journal.records.EncodedEvent`): while they wait for their commit the
+follower holds their bytes only, never their decoded payloads. A subclass turns decoded
 events into CloudEvents (:meth:`SSEFollowerBase.decode`) and opens the request
 (:meth:`~argbridge.sources.follower.StreamFollower.connect`, then :meth:`sse_session`).
 """
@@ -21,6 +24,7 @@ from typing import Any
 import httpx
 
 from argbridge.events import CloudEvent
+from argbridge.journal.records import EncodedEvent, encoded
 from argbridge.reconnect import Decision, ReconnectPolicy
 from argbridge.sources.base import SourceContext
 from argbridge.sources.follower import StreamAlert, StreamFollower, StreamSlots
@@ -130,7 +134,7 @@ class SSEFollowerBase(StreamFollower):
         decoder.close()
         return self.policy.on_eof(terminal=self.terminal)
 
-    def _decode(self, decoder: SSEDecoder, chunk: bytes) -> list[CloudEvent]:
+    def _decode(self, decoder: SSEDecoder, chunk: bytes) -> list[EncodedEvent]:
         events = decoder.feed(chunk)
         if not events:
             self.policy.set_server_retry(decoder.retry_ms)
@@ -140,7 +144,7 @@ class SSEFollowerBase(StreamFollower):
                 if len(ev.data) > self.max_frame:
                     self._too_large(len(ev.data), decoder.bytes_fed)
             events = [ev for ev in events if len(ev.data) <= self.max_frame]
-        batch = self.decode(events, decoder)
+        batch = [encoded(event) for event in self.decode(events, decoder)]
         if batch:
             self.policy.progressed()
         self.policy.set_server_retry(decoder.retry_ms)

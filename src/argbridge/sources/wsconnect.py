@@ -32,6 +32,7 @@ from websockets.exceptions import (
 from argbridge.clock import Clock
 from argbridge.config.arga import WebSocketConfig
 from argbridge.events import CloudEvent
+from argbridge.journal.records import EncodedEvent, encoded
 from argbridge.reconnect import Decision, ReconnectPolicy
 from argbridge.sources.follower import StreamFollower
 from argbridge.sources.pipeline import CommitPipeline
@@ -118,15 +119,22 @@ class WsFollowerBase(StreamFollower):
     def _message(self, message: str | bytes) -> CloudEvent | None:
         """The event of one message (``None``: nothing to journal; rejections counted)."""
 
+    def _encoded(self, message: str | bytes) -> EncodedEvent | None:
+        """The event of one message, encoded for the journal (its decoded objects are
+        dropped before the reader waits)."""
+        event = self._message(message)
+        return None if event is None else encoded(event)
+
     async def _read(self, ws: ClientConnection, pipe: CommitPipeline) -> Decision:
         try:
             while True:
                 await self.ctx.wait_ready()  # paused: the queue fills, reading stops
                 message = await ws.recv()
-                event = self._message(message)
-                if event is not None:
-                    await pipe.put([event], event.id, size=len(message))
+                item = self._encoded(message)
+                if item is not None:
+                    await pipe.put([item], item.id, size=len(message))
                     self.policy.progressed()
+                del item, message  # nothing of it stays alive while the next one is awaited
                 if self.done:
                     return self.policy.on_ws_close(1000, done=True)
         except ConnectionClosed as exc:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 
 from argbridge.config.arga import WebSocketConfig
 from argbridge.sources.base import SourceContext
@@ -48,8 +49,8 @@ async def fetch_run(
         log.warning("arga.gap_fill_failed", status=response.status_code)
         return None
     try:
-        run = response.json()
-    except ValueError:
+        run = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
         ctx.reject("malformed_json", run_id=run_id, position=path)
         return None
     return run if isinstance(run, dict) else None
