@@ -3,7 +3,8 @@
 Owns :class:`ControlMember`, one per instance in cluster mode. It
 
 - creates the compacted control topic (``cluster.control_partitions`` partitions) when
-  missing, and joins the consumer group ``cluster.group_id("control")`` on it with the
+  missing (:mod:`argbridge.cluster.control_topic`, which also reads it whole for the
+  cluster-wide status), and joins the consumer group ``cluster.group_id("control")`` on it with the
   configured session timeout and heartbeat interval;
 - on assign, reads each new partition from its start to the end it had at assignment
   (a compacted topic: the records of its runs; only the newest message of each key is
@@ -39,11 +40,11 @@ from typing import Any
 import anyio
 import anyio.abc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge, Histogram
 
 from argbridge.clock import SYSTEM_CLOCK, Clock
+from argbridge.cluster.control_topic import cluster_view, ensure_control_topic
 from argbridge.cluster.lease import RunLease
 from argbridge.cluster.records import (
     Hint,
@@ -61,19 +62,12 @@ from argbridge.config.cluster import ClusterConfig
 from argbridge.errors import ClusterError
 from argbridge.logging import get_logger
 from argbridge.metrics import Metrics
-from argbridge.sinks.kafka_client import client_kwargs, new_admin
+from argbridge.sinks.kafka_client import client_kwargs
 
-_TOPIC_EXISTS = 36
 #: How long a finished (``done``) run's record stays before it is deleted: longer than a
 #: discovery listing may lag behind the run's end (a late hint meets the record and is
 #: dropped, instead of making a new record and following the finished run again).
 FINISHED_GRACE = 600.0
-#: The control topic's compaction: every assignment re-reads a partition from its start,
-#: and Kafka never compacts a partition's active segment, which by default rolls only
-#: after 7 days or 1 GiB. Positions are recorded up to twice a second per run, so an
-#: active segment of days holds hundreds of thousands of old values per partition;
-#: rolling it every 10 minutes keeps a re-read to the records plus minutes of updates.
-CONTROL_TOPIC_COMPACTION = {"segment.ms": "600000", "min.cleanable.dirty.ratio": "0.5"}
 #: How long the broker holds a fetch of the control topic open when there is nothing new
 #: (Kafka's default 500 ms). A broker answers one connection's requests in order, so
 #: after a rebalance the fetch and end-offset requests of the newly assigned partitions
@@ -332,44 +326,7 @@ class ControlMember:
                 await producer.stop()
 
     async def _ensure_topic(self) -> None:
-        cfg = self.config
-        admin = new_admin(cfg)
-        try:
-            await admin.start()
-            if self.topic in await admin.list_topics():
-                return
-            brokers = len((await admin.describe_cluster())["brokers"])
-            replication = min(cfg.replication_factor, max(brokers, 1))
-            if replication < cfg.replication_factor:
-                self.log.warning(
-                    "cluster.replication_capped",
-                    topic=self.topic,
-                    replication_factor=cfg.replication_factor,
-                    brokers=brokers,
-                )
-            topic = NewTopic(
-                self.topic,
-                num_partitions=cfg.control_partitions,
-                replication_factor=replication,
-                topic_configs={
-                    "cleanup.policy": "compact",
-                    "min.insync.replicas": str(min(2, replication)),
-                    **CONTROL_TOPIC_COMPACTION,
-                },
-            )
-            response = await admin.create_topics(
-                [topic], timeout_ms=int(cfg.request_timeout * 1000)
-            )
-            for entry in response.topic_errors:
-                if entry[1] not in (0, _TOPIC_EXISTS):
-                    raise KafkaError(
-                        f"cannot create the control topic {self.topic}: error {entry[1]}"
-                    )
-            self.log.info(
-                "cluster.control_topic_created", topic=self.topic, partitions=cfg.control_partitions
-            )
-        finally:
-            await admin.close()
+        await ensure_control_topic(self.config, self.topic, self.log)
 
     # -- membership -----------------------------------------------------------------------
 
@@ -688,49 +645,7 @@ class ControlMember:
     async def cluster_view(self) -> dict[str, Any]:
         """The group's members and every record of the control topic, read now (for
         ``argbridge status``; bounded by ``request_timeout``)."""
-        cfg = self.config
-        members: list[dict[str, str]] = []
-        state = ""
-        admin = new_admin(cfg)
-        with anyio.fail_after(cfg.request_timeout):
-            try:
-                await admin.start()
-                for response in await admin.describe_consumer_groups([cfg.group_id("control")]):
-                    for group in response.groups:
-                        state = group[2]
-                        for member in group[5]:
-                            members.append(
-                                {"member_id": member[0], "client_id": member[1], "host": member[2]}
-                            )
-            finally:
-                await admin.close()
-            records = await self._read_all()
-        return summarize(records, members, state)
-
-    async def _read_all(self) -> list[RunRecord]:
-        consumer = AIOKafkaConsumer(
-            **{**client_kwargs(self.config), "client_id": f"{self.client_id}-status"},
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        try:
-            await consumer.start()
-            tps = [TopicPartition(self.topic, p) for p in range(self.config.control_partitions)]
-            consumer.assign(tps)
-            ends = await consumer.end_offsets(tps)
-            latest: dict[str, RunRecord | None] = {}
-            while any([await consumer.position(tp) < ends[tp] for tp in tps]):
-                batches = await consumer.getmany(timeout_ms=500)
-                for messages in batches.values():
-                    for m in messages:
-                        item = decode(m.key, m.value)
-                        if isinstance(item, RunRecord):
-                            latest[item.key] = item
-                        elif isinstance(item, Tombstone) and not item.hint:
-                            latest[item.key] = None
-            return [r for r in latest.values() if r is not None]
-        finally:
-            await consumer.stop()
+        return await cluster_view(self.config, self.topic, self.client_id)
 
     def status(self) -> dict[str, Any]:
         """This instance's part: its partitions, rebalances, lease and owned runs."""
@@ -751,30 +666,3 @@ class ControlMember:
                 key=lambda r: (r["source"], r["stream"], r["id"]),
             ),
         }
-
-
-#: Runs listed by ``argbridge status`` per owner (the counts cover all of them).
-STATUS_RUNS = 50
-
-
-def summarize(
-    records: list[RunRecord], members: list[dict[str, str]], state: str = ""
-) -> dict[str, Any]:
-    """The cluster-wide part of ``argbridge status``: members, and the runs of the control
-    topic by owner (an active run's owner is the instance that last recorded it)."""
-    by_owner: dict[str, list[str]] = {}
-    statuses: dict[str, int] = {}
-    for record in sorted(records, key=lambda r: r.key):
-        statuses[record.status] = statuses.get(record.status, 0) + 1
-        if record.active:
-            by_owner.setdefault(record.owner or "-", []).append(record.key)
-    return {
-        "group_state": state,
-        "members": sorted(m["client_id"] for m in members),
-        "runs": len(records),
-        "statuses": statuses,
-        "following_by_owner": {
-            owner: {"count": len(keys), "runs": keys[:STATUS_RUNS]}
-            for owner, keys in sorted(by_owner.items())
-        },
-    }
