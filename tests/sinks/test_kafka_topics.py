@@ -9,9 +9,12 @@ from typing import Any
 
 import anyio
 import pytest
+from aiokafka.admin import NewTopic
 
+from argbridge.config.sinks import KafkaSinkConfig
 from argbridge.journal import Journal
 from argbridge.metrics import Metrics
+from argbridge.sinks import kafka_client
 from argbridge.sinks.base import SinkContext
 from argbridge.sinks.kafka import KafkaSink
 from tests.conftest import make_event
@@ -39,6 +42,28 @@ def bob(kafka: KafkaCluster) -> KafkaCluster:
     kafka.allow("bob", "DESCRIBE", topic_prefix="t-")
     kafka.allow("bob", "WRITE", topic_prefix="t-")
     return kafka
+
+
+async def test_topic_creation_names_what_the_broker_refused(kafka):
+    """The admin step every module that makes its own topics shares: a topic that already
+    exists (made meanwhile by another instance) is no failure; a refused one is named with
+    the broker's reason."""
+    admin = kafka_client.new_admin(
+        KafkaSinkConfig(type="kafka", bootstrap_servers=[kafka.bootstrap])
+    )
+    await admin.start()
+    try:
+        assert await kafka_client.broker_count(admin) == 1
+        made, refused = fresh("t-made"), fresh("t-refused")
+        assert await kafka_client.create_topics(admin, [NewTopic(made, 2, 1)], 10) == []
+        assert await kafka_client.create_topics(admin, [NewTopic(made, 2, 1)], 10) == []
+        failed = await kafka_client.create_topics(
+            admin, [NewTopic(made, 2, 1), NewTopic(refused, 1, 3)], 10
+        )
+    finally:
+        await admin.close()
+    assert len(failed) == 1, failed
+    assert failed[0].startswith(f"{refused}: ") and "replication factor" in failed[0]
 
 
 async def test_missing_topics_are_reported_at_start(tmp_path, kafka):

@@ -17,9 +17,8 @@ from aiokafka.errors import KafkaError
 
 from argbridge.cluster.records import RunRecord, Tombstone, decode
 from argbridge.config.cluster import ClusterConfig
-from argbridge.sinks.kafka_client import client_kwargs, new_admin
+from argbridge.sinks.kafka_client import broker_count, client_kwargs, create_topics, new_admin
 
-_TOPIC_EXISTS = 36
 #: The control topic's compaction: every assignment re-reads a partition from its start,
 #: and Kafka never compacts a partition's active segment, which by default rolls only
 #: after 7 days or 1 GiB. Positions are recorded up to twice a second per run, so an
@@ -38,8 +37,8 @@ async def ensure_control_topic(cfg: ClusterConfig, topic: str, log: Any) -> None
         await admin.start()
         if topic in await admin.list_topics():
             return
-        brokers = len((await admin.describe_cluster())["brokers"])
-        replication = min(cfg.replication_factor, max(brokers, 1))
+        brokers = await broker_count(admin)
+        replication = min(cfg.replication_factor, brokers)
         if replication < cfg.replication_factor:
             log.warning(
                 "cluster.replication_capped",
@@ -57,10 +56,9 @@ async def ensure_control_topic(cfg: ClusterConfig, topic: str, log: Any) -> None
                 **CONTROL_TOPIC_COMPACTION,
             },
         )
-        response = await admin.create_topics([new], timeout_ms=int(cfg.request_timeout * 1000))
-        for entry in response.topic_errors:
-            if entry[1] not in (0, _TOPIC_EXISTS):
-                raise KafkaError(f"cannot create the control topic {topic}: error {entry[1]}")
+        failed = await create_topics(admin, [new], cfg.request_timeout)
+        if failed:
+            raise KafkaError(f"cannot create the control topic: {failed[0]}")
         log.info("cluster.control_topic_created", topic=topic, partitions=cfg.control_partitions)
     finally:
         await admin.close()

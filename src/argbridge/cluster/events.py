@@ -53,7 +53,6 @@ from argbridge.sinks.kafka import KafkaSink
 #: The internal sink's name: its journal cursor, its metrics' ``component`` label. Not a
 #: name a ``[sinks]`` table can take in cluster mode (checked at start).
 EVENTS_SINK = "cluster:events"
-_TOPIC_EXISTS = 36
 
 
 def events_sink_config(cluster: ClusterConfig) -> KafkaSinkConfig:
@@ -110,7 +109,7 @@ async def ensure_events_topic(config: KafkaSinkConfig, log: Any) -> None:
             await admin.start()
             if topic in set(await admin.list_topics()):
                 return
-            brokers = len((await admin.describe_cluster()).get("brokers") or ()) or 1
+            brokers = await kafka_client.broker_count(admin)
             replication = min(config.topic_replication_factor, brokers)
             if replication < config.topic_replication_factor:
                 log.warning(
@@ -120,9 +119,10 @@ async def ensure_events_topic(config: KafkaSinkConfig, log: Any) -> None:
                     configured=config.topic_replication_factor,
                     brokers=brokers,
                 )
-            response = await admin.create_topics(
+            failed = await kafka_client.create_topics(
+                admin,
                 [NewTopic(topic, config.topic_partitions, replication)],
-                timeout_ms=int(config.request_timeout * 1000),
+                config.request_timeout,
             )
     except (KafkaError, OSError, TimeoutError) as exc:
         raise SinkError(
@@ -134,11 +134,8 @@ async def ensure_events_topic(config: KafkaSinkConfig, log: Any) -> None:
                 await admin.close()
             except Exception as exc:
                 log.debug("kafka.admin_close_failed", error=exc)
-    for entry in response.topic_errors:
-        code = entry[1]
-        if code not in (0, _TOPIC_EXISTS):
-            message = entry[2] if len(entry) > 2 and entry[2] else f"error {code}"
-            raise SinkError(f"cluster: cannot create the events topic {topic!r}: {message}")
+    if failed:
+        raise SinkError(f"cluster: cannot create the events topic: {failed[0]}")
     log.info(
         "cluster.events_topic_created",
         topic=topic,

@@ -28,10 +28,15 @@ from argbridge.errors import SinkError
 from argbridge.events import CloudEvent
 from argbridge.journal import JournalRecord, RetryItem
 from argbridge.journal.roles import SinkJournal, SinkJournalOverlay
-from argbridge.sinks.kafka_client import client_kwargs, describe, new_admin
+from argbridge.sinks.kafka_client import (
+    broker_count,
+    client_kwargs,
+    create_topics,
+    describe,
+    new_admin,
+)
 
 CLOSE_TIMEOUT = 10.0
-_TOPIC_EXISTS = 36
 
 
 async def ensure_topics(
@@ -46,19 +51,14 @@ async def ensure_topics(
         missing = [t for t in topics if t not in existing]
         if not missing:
             return
-        brokers = (await admin.describe_cluster()).get("brokers") or []
-        rf = max(1, min(cluster.replication_factor, len(brokers) or 1))
+        rf = max(1, min(cluster.replication_factor, await broker_count(admin)))
         if rf < cluster.replication_factor:
             log.warning(
                 "delivery.replication_capped", wanted=cluster.replication_factor, brokers=rf
             )
-        response = await admin.create_topics(
-            [NewTopic(t, partitions, rf) for t in missing],
-            timeout_ms=int(cluster.request_timeout * 1000),
+        failed = await create_topics(
+            admin, [NewTopic(t, partitions, rf) for t in missing], cluster.request_timeout
         )
-        failed = [
-            f"{e[0]}: error {e[1]}" for e in response.topic_errors if e[1] not in (0, _TOPIC_EXISTS)
-        ]
         if failed:
             raise SinkError(f"kafka: cannot create topics: {'; '.join(failed)}")
         log.info("delivery.topics_created", topics=missing, partitions=partitions, rf=rf)

@@ -112,7 +112,7 @@ _PERMANENT = (
     InvalidTopicError,
 )
 #: Kafka error codes in a metadata / create-topics answer.
-_UNKNOWN_TOPIC, _TOPIC_AUTHORIZATION, _TOPIC_EXISTS = 3, 29, 36
+_UNKNOWN_TOPIC, _TOPIC_AUTHORIZATION = 3, 29
 
 
 class _Refused(Exception):
@@ -277,16 +277,11 @@ class KafkaSink:
     async def _create_topics(self, topics: list[str]) -> None:
         cfg = self.config
         admin = await self._admin_client()
-        response = await admin.create_topics(
+        failed = await kafka_client.create_topics(
+            admin,
             [NewTopic(t, cfg.topic_partitions, cfg.topic_replication_factor) for t in topics],
-            timeout_ms=int(cfg.request_timeout * 1000),
+            cfg.request_timeout,
         )
-        failed = []
-        for entry in response.topic_errors:
-            topic, code = entry[0], entry[1]
-            if code not in (0, _TOPIC_EXISTS):
-                message = entry[2] if len(entry) > 2 and entry[2] else f"error {code}"
-                failed.append(f"{topic}: {message}")
         if failed:
             raise SinkError(f"kafka: cannot create topics: {'; '.join(failed)}")
         self.ctx.log.info(

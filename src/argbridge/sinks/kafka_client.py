@@ -7,6 +7,9 @@ acks, idempotence, compression, batching), :func:`admin_kwargs`, and the constru
 :func:`new_producer` and :func:`new_admin`. A transactional producer is
 ``new_producer(cfg, transactional_id=...)``. :class:`ProducerStops` stops producers
 within a bound without abandoning them (a stop cut short leaves connections open).
+:func:`create_topics` and :func:`broker_count` are the admin steps every module that makes
+its own topics takes (the sink's ``create_topics``, the progress topic, the cluster's
+control, events and retry topics).
 
 aiokafka reports a failed bootstrap as "Unable to bootstrap from [...]" and only logs the
 cause. :func:`diagnose` opens one connection per bootstrap server the way the client does
@@ -22,11 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     AuthenticationFailedError,
@@ -210,6 +214,34 @@ def describe(exc: BaseException) -> str:
     else:
         text = f"{type(exc).__name__}: {exc}"
     return f"{found} ({text})" if found else text
+
+
+#: Kafka's TOPIC_ALREADY_EXISTS: a topic made meanwhile (by another instance, or a retry
+#: after a timeout) is no failure.
+TOPIC_ALREADY_EXISTS = 36
+
+
+async def broker_count(admin: AIOKafkaAdminClient) -> int:
+    """The brokers the cluster reports (at least one): what a replication factor is capped
+    at."""
+    brokers = (await admin.describe_cluster()).get("brokers") or ()
+    return len(brokers) or 1
+
+
+async def create_topics(
+    admin: AIOKafkaAdminClient, topics: Sequence[NewTopic], broker_timeout: float
+) -> list[str]:
+    """Create ``topics`` (``broker_timeout``: the broker's own bound, seconds); ``"topic: message"``
+    for each one the broker refused (one that already exists is not refused)."""
+    response = await admin.create_topics(list(topics), timeout_ms=int(broker_timeout * 1000))
+    failed = []
+    for entry in response.topic_errors:
+        topic, code = entry[0], entry[1]
+        if code in (0, TOPIC_ALREADY_EXISTS):
+            continue
+        message = entry[2] if len(entry) > 2 and entry[2] else f"error {code}"
+        failed.append(f"{topic}: {message}")
+    return failed
 
 
 class ProducerStops:

@@ -27,9 +27,7 @@ from argbridge.delivery.kafka_progress import Position, decode_position
 from argbridge.delivery.kafka_records import partition_for
 from argbridge.errors import SinkError
 from argbridge.sinks.kafka import CLOSE_TIMEOUT
-from argbridge.sinks.kafka_client import client_kwargs
-
-_TOPIC_EXISTS = 36
+from argbridge.sinks.kafka_client import broker_count, client_kwargs, create_topics
 
 
 class StateStore(Protocol):
@@ -69,8 +67,7 @@ class ProgressTopic:
         admin = await self._admin()
         if self.name in await admin.list_topics():
             return
-        brokers = len((await admin.describe_cluster())["brokers"])
-        replication = min(3, brokers)
+        replication = min(3, await broker_count(admin))
         topic = NewTopic(
             self.name,
             num_partitions=1,
@@ -80,12 +77,9 @@ class ProgressTopic:
                 "min.insync.replicas": str(min(2, replication)),
             },
         )
-        response = await admin.create_topics([topic], timeout_ms=int(c.request_timeout * 1000))
-        for entry in response.topic_errors:
-            code = entry[1]
-            if code not in (0, _TOPIC_EXISTS):
-                message = entry[2] if len(entry) > 2 and entry[2] else f"error {code}"
-                raise SinkError(f"kafka: cannot create the progress topic: {message}")
+        failed = await create_topics(admin, [topic], c.request_timeout)
+        if failed:
+            raise SinkError(f"kafka: cannot create the progress topic: {failed[0]}")
         self._log.info("kafka.progress_topic_created", topic=self.name)
 
     async def read(self, key: bytes, *, stable_only: bool = False) -> tuple[Position | None, int]:
