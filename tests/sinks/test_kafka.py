@@ -322,8 +322,8 @@ async def test_partition_and_topic_caches_stay_bounded(tmp_path, broker, monkeyp
         for n in range(0, 120, 20):
             await journal.append_many(events[n : n + 20])
             await run.worker.caught_up()
-            assert len(sink._topics) <= 2
-            assert all(len(keys) <= 16 for _, keys in sink._topics.values())
+            assert len(sink._partitions) <= 2
+            assert all(len(keys) <= 16 for _, keys in sink._partitions.values())
     for subject in range(6):
         records = await broker.consume(f"{prefix}.s{subject}", 20)
         assert len(records) == 20

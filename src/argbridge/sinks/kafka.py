@@ -36,9 +36,10 @@ probe finds the brokers unreachable, the deadline of its sends and ack waits kee
 the backlog) and resumes where it was. ``call_timeout`` (60 s) still bounds a produce to
 reachable brokers, several times a measured kill -9 leader election (docs/kafka.md).
 
-At start the sink checks that its fixed topics exist (admin client) and creates the
-missing ones when ``create_topics`` is on, else reports them (start fails, ``/readyz``
-names them, the worker retries with backoff). A record the broker refuses for good (a
+At start the sink checks that its fixed topics exist (:mod:`.kafka_topics`, which owns the
+admin client, the topic checks and the refused topics) and creates the missing ones when
+``create_topics`` is on, else reports them (start fails, ``/readyz`` names them, the
+worker retries with backoff). A record the broker refuses for good (a
 templated topic that does not exist, topic authorization failed, too large) is
 dead-lettered with the reason and logged at error level, never retried forever.
 
@@ -61,7 +62,6 @@ from typing import Any, Literal, NoReturn
 
 import anyio
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     InvalidTopicError,
     KafkaError,
@@ -87,7 +87,8 @@ from argbridge.journal import JournalRecord
 from argbridge.router import Route
 from argbridge.sinks import kafka_client
 from argbridge.sinks.base import Delivery, Health, RouteBatch, SinkContext
-from argbridge.sinks.kafka_client import new_admin, new_producer
+from argbridge.sinks.kafka_client import new_producer
+from argbridge.sinks.kafka_topics import Refused, SinkTopics
 from argbridge.sinks.requeue import RequeueRunner, refresh_dead_letter_gauge
 
 #: Bound on stopping a producer (it flushes; with a dead broker that never ends).
@@ -98,12 +99,6 @@ CLOSE_TIMEOUT = 5.0
 #: are far fewer; a miss costs one bounded-LRU hash lookup.
 MAX_CACHED_KEYS = 4096
 MAX_CACHED_TOPICS = 256
-#: How long a topic the broker refused (unknown, not authorized) stays refused before it
-#: is asked again, and how many such topics are remembered.
-REFUSED_TOPIC_TTL = 30.0
-#: How long an unknown topic may take to appear on a broker that creates topics on demand.
-AUTO_CREATE_WAIT = 2.0
-_MAX_REFUSED_TOPICS = 1024
 #: Errors that no retry fixes: the records are dead-lettered with the reason.
 _PERMANENT = (
     MessageSizeTooLargeError,
@@ -111,12 +106,6 @@ _PERMANENT = (
     TopicAuthorizationFailedError,
     InvalidTopicError,
 )
-#: Kafka error codes in a metadata / create-topics answer.
-_UNKNOWN_TOPIC, _TOPIC_AUTHORIZATION = 3, 29
-
-
-class _Refused(Exception):
-    """The broker refused a topic for good (the reason says why)."""
 
 
 class KafkaSink:
@@ -141,19 +130,15 @@ class KafkaSink:
         self.producer: AIOKafkaProducer | None = None
         #: Per topic: its sorted partitions, and the partition of each key seen (a run's
         #: events share a key: the partitioner's hash is worth remembering).
-        self._topics: dict[str, tuple[list[int], dict[bytes, int]]] = {}
+        self._partitions: dict[str, tuple[list[int], dict[bytes, int]]] = {}
         #: Ack futures of batches handed to the producer, oldest first (the in-flight
         #: bound spans submits: the worker submits the next batch before acks arrive).
         self._inflight: deque[Any] = deque()
         self._state = "not started"
         self._ok = False
         self.requeue = RequeueRunner(ctx, settings, self.deliver)
-        #: Topics the broker refused: topic -> (reason, monotonic time to ask again).
-        self._refused: dict[str, tuple[str, float]] = {}
-        #: The fixed topics this sink writes to (checked / created at start).
-        self._fixed_topics = _fixed_topics(config, ctx.name, settings)
-        self._admin: AIOKafkaAdminClient | None = None
-        self._admin_lock = anyio.Lock()
+        #: The admin client, the topic check at start, partitions and refused topics.
+        self.topics = SinkTopics(config, ctx.name, settings, ctx.clock, ctx.log)
         self._connect_lock = anyio.Lock()
         #: What the last probe said: ``None`` reachable, else why not.
         self._unreachable: str | None = None
@@ -174,7 +159,7 @@ class KafkaSink:
     async def start(self) -> None:
         self._started = True
         await self._connect()
-        await self._ensure_topics()
+        await self.ensure_topics()
         await refresh_dead_letter_gauge(self.ctx)
 
     async def _connect(self) -> None:
@@ -204,114 +189,35 @@ class KafkaSink:
             await self._stop(producer)
             raise
         self.producer = producer
-        self._topics.clear()
-        self._inflight.clear()
+        self.producer_replaced()
         self._ok = True
         self._state = f"connected to {self._servers()}"
         self.ctx.log.info("kafka.connected", servers=self._servers())
 
-    async def _ensure_topics(self) -> None:
+    def producer_replaced(self) -> None:
+        """A new producer (this sink's, or the exactly-once sink's own): forget what the
+        old one knew (partitions, acks awaited)."""
+        self._partitions.clear()
+        self._inflight.clear()
+
+    async def ensure_topics(self) -> None:
         """Check that the fixed topics exist; create the missing ones (``create_topics``)
         or fail naming them (the worker retries start with backoff)."""
-        topics = sorted(self._fixed_topics)
-        if not topics:
-            return
-        states: dict[str, int] = {}
         try:
             with anyio.fail_after(self.config.call_timeout):
-                # Listing asks for no topic by name: nothing is created on demand here.
-                admin = await self._admin_client()
-                existing = set(await admin.list_topics())
-                missing = [t for t in topics if t not in existing]
-                if missing and self.config.create_topics:
-                    await self._create_topics(missing)
-                    missing = []
-                elif missing:
-                    # Hidden (no Describe permission) or absent; a broker that creates
-                    # topics on demand creates them now, as a produce would.
-                    states = await self._topic_states(missing)
-                    missing = [t for t in missing if states.get(t) == _UNKNOWN_TOPIC]
+                problem = await self.topics.check()
         except SinkError as exc:
             self._ok = False
             self._state = str(exc).removeprefix("kafka: ")
             raise
         except (KafkaError, OSError, TimeoutError) as exc:
-            await self._drop_admin()
+            await self.topics.drop_admin()
             self._fail(exc, "topic check")
             raise SinkError(f"kafka: cannot check topics: {_describe(exc)}") from exc
-        denied = [t for t in topics if states.get(t) == _TOPIC_AUTHORIZATION]
-        if missing or denied:
-            parts = []
-            if missing:
-                parts.append(
-                    f"missing topics: {', '.join(missing)} (create them, or set "
-                    "create_topics = true)"
-                )
-            if denied:
-                parts.append(
-                    f"not authorized to describe topics: {', '.join(denied)} (the sink "
-                    "needs Describe and Write on them)"
-                )
+        if problem:
             self._ok = False
-            self._state = "; ".join(parts)
-            raise SinkError(f"kafka: {self._state}")
-
-    async def _topic_states(self, topics: list[str]) -> dict[str, int]:
-        """Topic -> Kafka error code of a metadata request for it (0: it exists).
-
-        A broker that creates topics on demand answers "unknown topic" to the request
-        that creates one: an unknown topic is asked about again for up to
-        ``AUTO_CREATE_WAIT`` before it counts as missing (unless the sink creates it)."""
-        admin = await self._admin_client()
-        deadline = self.ctx.clock.monotonic() + AUTO_CREATE_WAIT
-        while True:
-            described = await admin.describe_topics(topics)
-            states = {t["topic"]: int(t["error_code"]) for t in described}
-            unknown = [t for t in topics if states.get(t) == _UNKNOWN_TOPIC]
-            if not unknown or self.config.create_topics:
-                return states
-            if self.ctx.clock.monotonic() >= deadline:
-                return states
-            await self.ctx.clock.sleep(0.1)
-
-    async def _create_topics(self, topics: list[str]) -> None:
-        cfg = self.config
-        admin = await self._admin_client()
-        failed = await kafka_client.create_topics(
-            admin,
-            [NewTopic(t, cfg.topic_partitions, cfg.topic_replication_factor) for t in topics],
-            cfg.request_timeout,
-        )
-        if failed:
-            raise SinkError(f"kafka: cannot create topics: {'; '.join(failed)}")
-        self.ctx.log.info(
-            "kafka.topics_created",
-            topics=topics,
-            partitions=cfg.topic_partitions,
-            replication_factor=cfg.topic_replication_factor,
-        )
-
-    async def _admin_client(self) -> AIOKafkaAdminClient:
-        async with self._admin_lock:
-            if self._admin is None:
-                admin = new_admin(self.config)
-                try:
-                    await admin.start()
-                except BaseException:
-                    with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
-                        await admin.close()
-                    raise
-                self._admin = admin
-            return self._admin
-
-    async def _drop_admin(self) -> None:
-        admin, self._admin = self._admin, None
-        if admin is not None:
-            with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
-                try:
-                    await admin.close()
-                except Exception as exc:
-                    self.ctx.log.debug("kafka.admin_close_failed", error=exc)
+            self._state = problem
+            raise SinkError(f"kafka: {problem}")
 
     # -- readiness -----------------------------------------------------------------------
 
@@ -325,10 +231,10 @@ class KafkaSink:
         the brokers answered. On a failure the cause is named (:func:`diagnose`)."""
         try:
             with anyio.fail_after(self._probe_timeout):
-                admin = await self._admin_client()
+                admin = await self.topics.admin()
                 await admin.describe_cluster()
         except (Exception, TimeoutError) as exc:
-            await self._drop_admin()
+            await self.topics.drop_admin()
             cause = await self._cause(exc)
             self._set_reachable(cause, kafka_client.kind(exc) or _kind_of(cause))
             return False
@@ -438,7 +344,7 @@ class KafkaSink:
         producer, self.producer = self.producer, None
         if producer is not None:
             await self._stop(producer)
-        await self._drop_admin()
+        await self.topics.drop_admin()
         await self._stops.finish(CLOSE_TIMEOUT)
         self._state = "closed"
         self._ok = False
@@ -593,7 +499,7 @@ class KafkaSink:
         members: dict[tuple[str, int], list[JournalRecord]] = {}
         inflight = self._inflight
         sent: list[JournalRecord] = []
-        topics = self._topics
+        topics = self._partitions
 
         idempotent = self.config.enable_idempotence
 
@@ -676,8 +582,8 @@ class KafkaSink:
                 if len(topics) >= MAX_CACHED_TOPICS:
                     topics.clear()
                 try:
-                    known = topics[topic] = await self._topic(producer, topic)
-                except _Refused as exc:
+                    known = topics[topic] = (await self.topics.partitions(producer, topic), {})
+                except Refused as exc:
                     await self._dead_letter(record, str(exc))
                     continue
             partitions, partition_of_key = known
@@ -724,7 +630,7 @@ class KafkaSink:
         max_record_bytes = self.config.max_record_bytes
         key_fallback = self.key_fallback
         headers_of = binary_headers_of
-        known = self._topics.get(topic)
+        known = self._partitions.get(topic)
         partitions, partition_of_key = known if known is not None else ([], {})
         # Per partition: its builder, the records in it and its (topic, partition) slot.
         current: dict[int, tuple[Any, list[JournalRecord], tuple[str, int]]] = {}
@@ -749,12 +655,12 @@ class KafkaSink:
                     dropped.add(id(record))
                     continue
             if known is None:
-                topics = self._topics
+                topics = self._partitions
                 if len(topics) >= MAX_CACHED_TOPICS:
                     topics.clear()
                 try:
-                    known = topics[topic] = await self._topic(producer, topic)
-                except _Refused as exc:
+                    known = topics[topic] = (await self.topics.partitions(producer, topic), {})
+                except Refused as exc:
                     await self._dead_letter(record, str(exc))
                     dropped.add(id(record))
                     continue
@@ -785,45 +691,6 @@ class KafkaSink:
         if dropped:
             return [r for r in records if id(r) not in dropped]
         return list(records)
-
-    async def _topic(
-        self, producer: AIOKafkaProducer, topic: str
-    ) -> tuple[list[int], dict[bytes, int]]:
-        """``topic``'s sorted partitions, and an empty key → partition cache for it.
-
-        A topic from a template is asked about first (one metadata request): aiokafka
-        would wait ``request_timeout`` for a topic that does not exist. Raises
-        :class:`_Refused` when the broker refuses it for good (remembered for
-        ``REFUSED_TOPIC_TTL``)."""
-        now = self.ctx.clock.monotonic()
-        refused = self._refused.get(topic)
-        if refused is not None:
-            if refused[1] > now:
-                raise _Refused(refused[0])
-            del self._refused[topic]
-        try:
-            if topic not in self._fixed_topics:
-                code = (await self._topic_states([topic])).get(topic, 0)
-                if code == _UNKNOWN_TOPIC and self.config.create_topics:
-                    await self._create_topics([topic])
-                elif code == _UNKNOWN_TOPIC:
-                    raise _Refused(
-                        f"unknown topic {topic!r} (create it, or set create_topics = true)"
-                    )
-                elif code == _TOPIC_AUTHORIZATION:
-                    raise _Refused(f"topic authorization failed for {topic!r}")
-            try:
-                partitions = sorted(await producer.partitions_for(topic))
-            except TopicAuthorizationFailedError:
-                raise _Refused(f"topic authorization failed for {topic!r}") from None
-        except _Refused as exc:
-            if len(self._refused) >= _MAX_REFUSED_TOPICS:
-                self._refused.clear()
-            self._refused[topic] = (str(exc), now + REFUSED_TOPIC_TTL)
-            raise
-        if not partitions:
-            raise SinkError(f"kafka: topic {topic!r} has no partitions")
-        return partitions, {}
 
     async def _dead_letter(self, record: JournalRecord, reason: str) -> None:
         """A record no retry will deliver: into the dead letters, with the reason, an
@@ -856,10 +723,3 @@ def _kind_of(cause: str) -> str | None:
         if kind in cause:
             return kind
     return None
-
-
-def _fixed_topics(config: KafkaSinkConfig, name: str, settings: Settings) -> set[str]:
-    """The topics without a template among those the routes to this sink write to."""
-    routes = [r for r in settings.routes if name in r.sinks]
-    templates = {(r.topic or config.topic) for r in routes} if routes else {config.topic}
-    return {t for t in templates if "{" not in t}

@@ -97,7 +97,7 @@ class ExactlyOnceKafkaSink(TransactionDriver):
         self.journal_id: str | None = None
         #: This process's incarnation (written into every position it commits).
         self.incarnation = uuid.uuid4().hex
-        self.progress = ProgressTopic(config, self.records._admin_client, ctx.log)
+        self.progress = ProgressTopic(config, self.records.topics.admin, ctx.log)
         #: Offset of the last progress record read.
         self._read_offset = -1
         #: The position read back at the last (re)connect.
@@ -122,7 +122,7 @@ class ExactlyOnceKafkaSink(TransactionDriver):
             self.config.transactional_id_prefix, self.instance_id, self.name
         )
         async with self._lock:
-            await self.records._ensure_topics()
+            await self.records.ensure_topics()
             if self.producer is not None:  # a start retried after a failure
                 await self._drop(self.producer, None)
             await self._connect(first=True)
@@ -236,18 +236,17 @@ class ExactlyOnceKafkaSink(TransactionDriver):
                     f"kafka: progress topic {self.config.progress_topic!r}: {exc}"
                 ) from exc
             raise SinkError(
-                f"kafka: cannot start the transactional producer on {self.records._servers()}:"
+                f"kafka: cannot start the transactional producer on {self.config.servers()}:"
                 f" {_describe(exc)}"
             ) from exc
         except BaseException:
             await self._stop(producer)
             raise
         self.producer = producer
-        self.records._topics.clear()
-        self.records._inflight.clear()
+        self.records.producer_replaced()
         self._read = position
         self._ok = True
-        self._state = f"connected to {self.records._servers()} (transactional)"
+        self._state = f"connected to {self.config.servers()} (transactional)"
         self.ctx.log.info(
             "kafka.transactional_connected",
             transactional_id=self.transactional_id,
