@@ -387,7 +387,7 @@ class KafkaSink:
         futures: list[tuple[Any, list[JournalRecord], str]] = []
         try:
             with self._call_bound():
-                sent = await self._send(producer, batch, futures)
+                sent = await self.send(producer, batch, futures)
         except (KafkaError, OSError, TimeoutError) as exc:
             await self._broken(producer, exc)
 
@@ -443,7 +443,7 @@ class KafkaSink:
                     " max.message.bytes)"
                 )
             for record in members:
-                await self._dead_letter(record, reason)
+                await self.dead_letter(record, reason)
                 gone.add(id(record))
         return [r for r in sent if id(r) not in gone]
 
@@ -460,7 +460,7 @@ class KafkaSink:
             futures: list[tuple[Any, list[JournalRecord], str]] = []
             try:
                 with self._call_bound():
-                    await self._send(producer, [Delivery(record, route)], futures)
+                    await self.send(producer, [Delivery(record, route)], futures)
                     for fut, _, _ in futures:
                         await asyncio.wait((fut,))
                         if fut.cancelled():
@@ -484,7 +484,7 @@ class KafkaSink:
         await self._stop(producer)
         raise SinkError(f"kafka: produce failed: {_describe(exc)}") from exc
 
-    async def _send(
+    async def send(
         self,
         producer: AIOKafkaProducer,
         batch: Sequence[Delivery],
@@ -565,7 +565,7 @@ class KafkaSink:
                 try:
                     topic = render_topic(template, event)
                 except EventError as exc:
-                    await self._dead_letter(record, str(exc))
+                    await self.dead_letter(record, str(exc))
                     continue
                 built = build_record(event, topic, mode)
                 key, value, headers, event_id = built.key, built.value, built.headers, event.id
@@ -575,7 +575,7 @@ class KafkaSink:
                     size += len(key)
             if size > max_record_bytes:
                 reason = f"record of {size} bytes > max_record_bytes"
-                await self._dead_letter(record, reason)
+                await self.dead_letter(record, reason)
                 continue
             known = topics.get(topic)
             if known is None:
@@ -584,7 +584,7 @@ class KafkaSink:
                 try:
                     known = topics[topic] = (await self.topics.partitions(producer, topic), {})
                 except Refused as exc:
-                    await self._dead_letter(record, str(exc))
+                    await self.dead_letter(record, str(exc))
                     continue
             partitions, partition_of_key = known
             partition = partition_of_key.get(key) if key is not None else None
@@ -622,7 +622,7 @@ class KafkaSink:
         members: dict[tuple[str, int], list[JournalRecord]],
         submit: Callable[[tuple[str, int], Any], Awaitable[None]],
     ) -> list[JournalRecord]:
-        """:meth:`_send`'s loop for the usual case (binary mode, one fixed topic, one
+        """:meth:`send`'s loop for the usual case (binary mode, one fixed topic, one
         route for the whole batch): each record straight from the stored attributes
         and data (:func:`binary_headers_of`: no ``CloudEvent``, no re-encoding of
         ``data``), the same records as the general loop. Fills ``builders`` (and
@@ -651,7 +651,7 @@ class KafkaSink:
             if size > max_record_bytes:
                 size = KafkaRecord(topic, key, value, headers).size
                 if size > max_record_bytes:
-                    await self._dead_letter(record, f"record of {size} bytes > max_record_bytes")
+                    await self.dead_letter(record, f"record of {size} bytes > max_record_bytes")
                     dropped.add(id(record))
                     continue
             if known is None:
@@ -661,7 +661,7 @@ class KafkaSink:
                 try:
                     known = topics[topic] = (await self.topics.partitions(producer, topic), {})
                 except Refused as exc:
-                    await self._dead_letter(record, str(exc))
+                    await self.dead_letter(record, str(exc))
                     dropped.add(id(record))
                     continue
                 partitions, partition_of_key = known
@@ -692,7 +692,7 @@ class KafkaSink:
             return [r for r in records if id(r) not in dropped]
         return list(records)
 
-    async def _dead_letter(self, record: JournalRecord, reason: str) -> None:
+    async def dead_letter(self, record: JournalRecord, reason: str) -> None:
         """A record no retry will deliver: into the dead letters, with the reason, an
         error-level log line and the ``refused`` error count (alert on either)."""
         await self.ctx.journal.dead_letter(self.name, record, reason, 1)

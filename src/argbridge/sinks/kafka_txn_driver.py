@@ -84,7 +84,7 @@ class TransactionDriver:
             )
         #: The exactly-once sink role: reconciliation (rewind, last_seq) and alerts.
         self.journal = journal
-        #: Builds and batches the records (its ``_send``), dead-letters what cannot go.
+        #: Builds and batches the records (its ``send``), dead-letters what cannot go.
         self.records = records
         self.producer: AIOKafkaProducer | None = None
         self.instance_id: str | None = None
@@ -129,7 +129,7 @@ class TransactionDriver:
         assert producer is not None and self.instance_id is not None
         c = self.config
         txn = Txn(producer, position, anyio.current_time() + c.call_timeout)
-        send = self.records._send
+        send = self.records.send
         futures = txn.futures
         try:
             with anyio.CancelScope(deadline=txn.deadline) as scope:
@@ -294,7 +294,7 @@ class TransactionDriver:
                 continue
             reason = f"refused by the broker: {_describe(exc)}"
             for record in members:
-                await self.records._dead_letter(record, reason)
+                await self.records.dead_letter(record, reason)
                 self._skip.add(record.seq)
                 self._alone.discard(record.seq)
 
