@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import pytest
 from aiokafka.admin import NewTopic
+from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]
 
 from argbridge.config.sinks import KafkaSinkConfig
 from argbridge.journal import Journal
@@ -60,10 +61,19 @@ async def test_topic_creation_names_what_the_broker_refused(kafka):
         failed = await kafka_client.create_topics(
             admin, [NewTopic(made, 2, 1), NewTopic(refused, 1, 3)], 10
         )
+        table = fresh("t-table")
+        compacted = kafka_client.compacted_topic(table, 1, 1, **{"segment.ms": "600000"})
+        assert await kafka_client.create_topics(admin, [compacted], 10) == []
     finally:
         await admin.close()
     assert len(failed) == 1, failed
     assert failed[0].startswith(f"{refused}: ") and "replication factor" in failed[0]
+    resource = ConfigResource("topic", table)
+    futures = kafka.admin().describe_configs([resource])
+    configs = await anyio.to_thread.run_sync(lambda: futures[resource].result(30))
+    assert configs["cleanup.policy"].value == "compact"
+    assert configs["min.insync.replicas"].value == "1"  # one replica: min(2, 1)
+    assert configs["segment.ms"].value == "600000"
 
 
 async def test_missing_topics_are_reported_at_start(tmp_path, kafka):

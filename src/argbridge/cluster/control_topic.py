@@ -12,12 +12,17 @@ from typing import Any
 
 import anyio
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError
 
 from argbridge.cluster.records import RunRecord, Tombstone, decode
 from argbridge.config.cluster import ClusterConfig
-from argbridge.sinks.kafka_client import broker_count, client_kwargs, create_topics, new_admin
+from argbridge.sinks.kafka_client import (
+    broker_count,
+    client_kwargs,
+    compacted_topic,
+    create_topics,
+    new_admin,
+)
 
 #: The control topic's compaction: every assignment re-reads a partition from its start,
 #: and Kafka never compacts a partition's active segment, which by default rolls only
@@ -46,15 +51,8 @@ async def ensure_control_topic(cfg: ClusterConfig, topic: str, log: Any) -> None
                 replication_factor=cfg.replication_factor,
                 brokers=brokers,
             )
-        new = NewTopic(
-            topic,
-            num_partitions=cfg.control_partitions,
-            replication_factor=replication,
-            topic_configs={
-                "cleanup.policy": "compact",
-                "min.insync.replicas": str(min(2, replication)),
-                **CONTROL_TOPIC_COMPACTION,
-            },
+        new = compacted_topic(
+            topic, cfg.control_partitions, replication, **CONTROL_TOPIC_COMPACTION
         )
         failed = await create_topics(admin, [new], cfg.request_timeout)
         if failed:

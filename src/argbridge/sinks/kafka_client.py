@@ -228,6 +228,21 @@ async def broker_count(admin: AIOKafkaAdminClient) -> int:
     return len(brokers) or 1
 
 
+def compacted_topic(name: str, partitions: int, replication: int, **configs: str) -> NewTopic:
+    """A compacted topic (a table of the newest value per key) whose writes wait for two
+    in-sync replicas wherever there are two; ``configs``: more topic settings."""
+    return NewTopic(
+        name,
+        num_partitions=partitions,
+        replication_factor=replication,
+        topic_configs={
+            "cleanup.policy": "compact",
+            "min.insync.replicas": str(min(2, replication)),
+            **configs,
+        },
+    )
+
+
 async def create_topics(
     admin: AIOKafkaAdminClient, topics: Sequence[NewTopic], broker_timeout: float
 ) -> list[str]:

@@ -20,14 +20,19 @@ from typing import Any, Protocol
 
 import anyio
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 
 from argbridge.config.sinks import KafkaSinkConfig
 from argbridge.delivery.kafka_progress import Position, decode_position
 from argbridge.delivery.kafka_records import partition_for
 from argbridge.errors import SinkError
 from argbridge.sinks.kafka import CLOSE_TIMEOUT
-from argbridge.sinks.kafka_client import broker_count, client_kwargs, create_topics
+from argbridge.sinks.kafka_client import (
+    broker_count,
+    client_kwargs,
+    compacted_topic,
+    create_topics,
+)
 
 
 class StateStore(Protocol):
@@ -68,15 +73,7 @@ class ProgressTopic:
         if self.name in await admin.list_topics():
             return
         replication = min(3, await broker_count(admin))
-        topic = NewTopic(
-            self.name,
-            num_partitions=1,
-            replication_factor=replication,
-            topic_configs={
-                "cleanup.policy": "compact",
-                "min.insync.replicas": str(min(2, replication)),
-            },
-        )
+        topic = compacted_topic(self.name, 1, replication)
         failed = await create_topics(admin, [topic], c.request_timeout)
         if failed:
             raise SinkError(f"kafka: cannot create the progress topic: {failed[0]}")
