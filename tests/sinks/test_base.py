@@ -33,6 +33,16 @@ from argbridge.sinks.base import (
 )
 from tests.conftest import make_event, settings
 
+#: Public samples of the sink counters (the registry's ``get_sample_value``).
+SENT = "argbridge_component_sent_events_total"
+ERRORS = "argbridge_component_errors_total"
+
+
+def count(metrics: Metrics, name: str, **labels: str) -> float:
+    """Sink ``s``'s sample ``name`` (0 before it was first counted)."""
+    value = metrics.registry.get_sample_value(name, {"component": "s", "kind": "sink", **labels})
+    return value or 0.0
+
 
 class ScriptedSink:
     """Fails as scripted, records what it delivered, and lets a test hold a delivery."""
@@ -107,7 +117,7 @@ async def test_acks_after_delivery_in_batches(tmp_path: Path):
         await run_until_caught_up(make_worker(journal, sink, metrics=metrics), journal, "s")
         assert [len(b) for b in sink.delivered] == [4, 4, 2]
         assert [i for b in sink.delivered for i in b] == [e.id for e in events]
-        assert metrics.sent.labels("s", "sink")._value.get() == 10
+        assert count(metrics, SENT) == 10
 
 
 async def test_one_filterless_route_hands_the_sink_a_route_batch(tmp_path: Path):
@@ -167,8 +177,8 @@ async def test_retryable_failures_redeliver_the_same_batch(tmp_path: Path):
         assert sink.attempts == 4
         assert len(sink.delivered) == 1 and len(sink.delivered[0]) == 2
         assert len(clock.sleeps) == 3
-        assert metrics.errors.labels("s", "sink", "SinkError")._value.get() == 2
-        assert metrics.errors.labels("s", "sink", "RuntimeError")._value.get() == 1
+        assert count(metrics, ERRORS, error_type="SinkError") == 2
+        assert count(metrics, ERRORS, error_type="RuntimeError") == 1
         assert worker.last_error is None
 
 
@@ -185,7 +195,7 @@ async def test_a_sink_that_stops_ends_its_worker_and_keeps_the_batch(tmp_path: P
             await worker.run()  # returns by itself: no retry after SinkStopped
         assert journal.cursor("s") == 0 and sink.delivered == []
         assert worker.last_error == "stopped: fenced by another instance"
-        assert metrics.errors.labels("s", "sink", "SinkStopped")._value.get() == 1
+        assert count(metrics, ERRORS, error_type="SinkStopped") == 1
 
 
 def _raise(exc: BaseException) -> Callable[[], Awaitable[None]]:
@@ -339,7 +349,7 @@ async def test_pipeline_submits_ahead_and_acks_in_order_after_each_confirmation(
             worker.stop()
         assert sink.submitted == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10]]
         assert sink.confirmed == sink.submitted
-        assert metrics.sent.labels("s", "sink")._value.get() == 10
+        assert count(metrics, SENT) == 10
 
 
 async def test_pipeline_failure_resends_from_the_first_unacked_batch(tmp_path: Path):
@@ -366,7 +376,7 @@ async def test_pipeline_failure_resends_from_the_first_unacked_batch(tmp_path: P
         assert sink.confirmed[0] == [1, 2, 3, 4]
         assert sink.confirmed[-2:] == [[5, 6, 7, 8], [9, 10]]
         assert len(clock.sleeps) == 1
-        assert metrics.errors.labels("s", "sink", "SinkError")._value.get() == 1
+        assert count(metrics, ERRORS, error_type="SinkError") == 1
         assert worker.last_error is None and worker.in_flight == 0
 
 
@@ -626,7 +636,7 @@ async def test_a_sink_that_reports_sent_is_not_counted_again_by_the_worker(
         metrics = Metrics()
         await run_until_caught_up(make_worker(journal, sink, metrics=metrics), journal, "s")
         assert journal.cursor("s") == 8
-        assert metrics.sent.labels("s", "sink")._value.get() == 0
+        assert count(metrics, SENT) == 0
 
 
 async def test_delivering_returns_once_a_batch_is_handed_to_the_sink(tmp_path: Path):
