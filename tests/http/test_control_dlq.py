@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 import httpx
 
 from argbridge.config.settings import Settings
 from argbridge.runtime import App
 from argbridge.sinks.base import SelfDisabling, Wakeable
+from argbridge.sinks.webhook import WebhookSink
 from tests.conftest import free_port, make_event, settings
 from tests.support.daemon import running_app
 from tests.support.ops import control_tcp_url
@@ -47,12 +47,6 @@ def daemon_settings(tmp_path: Path, hook_url: str, token: str | None = None) -> 
     )
 
 
-async def until(cond: Callable[[], Awaitable[bool]]) -> None:
-    with anyio.fail_after(10):
-        while not await cond():
-            await anyio.lowlevel.checkpoint()
-
-
 @contextlib.asynccontextmanager
 async def dlq_daemon(
     tmp_path: Path, receiver: WebhookReceiver
@@ -77,10 +71,9 @@ async def test_list_replay_dead_letters_and_replay_the_journal(tmp_path):
         for n in range(3):
             await app.journal.append(make_event(n))
 
-        async def three_dead():
-            return await app.journal.count_dead_letters("hook") == 3
-
-        await until(three_dead)
+        with anyio.fail_after(10):
+            await app.workers["hook"].caught_up()
+        assert await app.journal.count_dead_letters("hook") == 3
         listing = (await http.get("/control/dlq", params={"sink": "hook"}, headers=auth)).json()
         assert listing["total"] == 3
         assert {i["reason"] for i in listing["items"]} == {"gave up after 1 attempt(s): HTTP 500"}
@@ -98,10 +91,11 @@ async def test_list_replay_dead_letters_and_replay_the_journal(tmp_path):
         assert r.json()["requeued"] == 2
         await receiver.wait_for(6)
 
-        async def all_done():
-            return await app.journal.count_retries("hook") == 0
-
-        await until(all_done)
+        hook = app.sinks["hook"]
+        assert isinstance(hook, WebhookSink)
+        with anyio.fail_after(10):
+            await hook.retries_caught_up()
+        assert await app.journal.count_retries("hook") == 0
         assert await app.journal.count_dead_letters("hook") == 0
         delivered = {r.payload["id"] for r in receiver.received if r.payload}
         assert delivered == {make_event(n).id for n in range(3)}
@@ -110,11 +104,10 @@ async def test_list_replay_dead_letters_and_replay_the_journal(tmp_path):
         r = await http.post("/control/replay", json={"sink": "file", "since": "1h"}, headers=auth)
         assert r.json()["events"] == 3
 
-        async def file_caught_up():
-            p = (await http.get("/control/sinks/file/progress", headers=auth)).json()
-            return p["cursor"] == p["last_seq"] and p["backlog"] == 0
-
-        await until(file_caught_up)
+        with anyio.fail_after(10):
+            await app.workers["file"].caught_up()
+        p = (await http.get("/control/sinks/file/progress", headers=auth)).json()
+        assert p["cursor"] == p["last_seq"] and p["backlog"] == 0
         lines = (s.state_dir / "events.jsonl").read_bytes().splitlines()
         assert len(lines) == 6
 

@@ -96,8 +96,8 @@ async def run_until_caught_up(worker: SinkWorker, journal: Journal, sink: str) -
     async with anyio.create_task_group() as tg:
         tg.start_soon(worker.run)
         with anyio.fail_after(10):
-            while journal.cursor(sink) < journal.last_seq:
-                await anyio.wait_all_tasks_blocked()
+            await worker.caught_up()
+        assert journal.cursor(sink) == journal.last_seq
         worker.stop()
 
 
