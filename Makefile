@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/default.toml
 
-.PHONY: run daemon test lint typecheck pytest soak bench bench-peers clean system-deps
+.PHONY: run daemon test lint typecheck pytest soak bench bench-peers clean system-deps bench-deps
 
 $(BIN)/python:
 	sh scripts/bootstrap-venv.sh "$(PYTHON)" "$(VENV)"
@@ -52,12 +52,19 @@ soak: $(VENV)/.test-stamp
 	ARGBRIDGE_KAFKA_VERSIONS=$(SOAK_KAFKA_VERSIONS) \
 	$(BIN)/pytest -m "soak or apache_kafka" $(SOAK_ARGS)
 
-bench: $(VENV)/.test-stamp
+# wrk, the HTTP load of the webhook benchmarks: installed when missing, as root (else the
+# benchmark says how to install it).
+bench-deps:
+	@if ! command -v wrk >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		sh scripts/install-system-deps.sh wrk; \
+	fi
+
+bench: $(VENV)/.test-stamp bench-deps
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 # The Benthos peer (issue 15) beside argbridge on the same loads; builds Benthos once
 # (bench/peers/build-benthos.sh: Go >= 1.25.2, the Go module proxy) into .cache/benthos/.
-bench-peers: $(VENV)/.test-stamp
+bench-peers: $(VENV)/.test-stamp bench-deps
 	$(BIN)/python -m bench.bench_peers $(BENCH_ARGS)
 
 clean:
