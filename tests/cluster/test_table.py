@@ -14,6 +14,7 @@ from argbridge.cluster.records import (
     decode,
     encode_hint,
     encode_record,
+    new_hint,
 )
 from argbridge.cluster.table import Latest, PartitionTable
 
@@ -187,3 +188,24 @@ def test_done_records_expire_after_their_grace_unless_from_the_config() -> None:
     assert t.expired(210.0, 60.0) == [done] + [r for r in t.records() if r.run == f]
     t.apply(7, Tombstone(done.key, False))
     assert [r.run for r in t.expired(1000.0, 60.0)] == [f]
+
+
+def test_a_forced_hint_survives_the_tombstone_of_an_earlier_hint_of_its_instance() -> None:
+    """The race the three-message batch showed: an instance's plain hint (from its config)
+    is handled and its tombstone written; meanwhile ``argbridge follow`` on the same
+    instance sends a forced hint; the owner reads the forced hint and that tombstone
+    together. Under one key the tombstone deleted the forced hint before it was planned."""
+    t = PartitionTable()
+    t.apply(0, RunRecord(A, status="not_found", owner="i-1"))
+    plain = new_hint(A, "config", "i-2", 1.0)
+    t.apply(1, plain)
+    assert t.plan(None, owner="i-2", now=2.0).drop == (plain.key,)
+    forced = new_hint(A, "control", "i-2", 3.0, force=True)
+    assert forced.key != plain.key and decode(forced.key.encode(), encode_hint(forced)) == forced
+    t.apply(2, forced)
+    t.apply(3, decode(plain.key.encode(), None))  # the plain hint's tombstone
+    plan = t.plan(None, owner="i-2", now=4.0)
+    assert plan.write == (RunRecord(A, status="following", owner="i-2", at=4.0),)
+    assert plan.follow == plan.write
+    assert plan.drop == (forced.key,)
+    assert new_hint(A, "discovery", "i-2", 5.0).key == plain.key  # plain repeats: one key

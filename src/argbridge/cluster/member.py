@@ -47,13 +47,13 @@ from argbridge.clock import SYSTEM_CLOCK, Clock
 from argbridge.cluster.control_topic import cluster_view, ensure_control_topic
 from argbridge.cluster.lease import RunLease
 from argbridge.cluster.records import (
-    Hint,
     RunId,
     RunRecord,
     Tombstone,
     decode,
     encode_hint,
     encode_record,
+    new_hint,
     partition_of,
 )
 from argbridge.cluster.roles import EventsAcked, RunOwner
@@ -212,7 +212,7 @@ class ControlMember:
         :class:`~argbridge.errors.ClusterError` when Kafka does not take it in time."""
         if not force and run.key in self._requested:
             return
-        hint = Hint(run, origin, self.instance_id, self.clock.time(), force)
+        hint = new_hint(run, origin, self.instance_id, self.clock.time(), force=force)
         try:
             with anyio.fail_after(self.config.request_timeout):
                 await self._send(hint.key, encode_hint(hint), run)

@@ -13,7 +13,10 @@ a run with a :class:`Hint` keyed ``hint/<source>/<stream>/<id>/<instance>``, sen
 run's partition (:func:`partition_of`): the owner turns a hint into a record when the
 run has none (or, with ``force``, retries a refused/finished one) and then deletes the
 hint (a tombstone). Hints never overwrite records, so a discovery poll on every
-instance cannot clobber a recorded position.
+instance cannot clobber a recorded position. A forced hint (:func:`new_hint`) is keyed by
+the instance plus a suffix of its own: under the instance's usual key, the tombstone of an
+earlier hint, handled meanwhile, would delete it as well (same key), before its owner
+read it or in compaction.
 
 Values are JSON objects with a schema version ``v``. :func:`decode` turns a record into
 a typed value, a tombstone, :class:`Newer` (a version this build does not know: the
@@ -23,6 +26,7 @@ Fields this version does not know are ignored (a later minor addition stays read
 
 from __future__ import annotations
 
+import uuid
 import zlib
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -71,6 +75,16 @@ def record_key(run: RunId) -> str:
 
 def hint_key(run: RunId, by: str) -> str:
     return f"hint/{run.source}/{run.stream}/{run.id}/{by}"
+
+
+def new_hint(run: RunId, origin: str, instance_id: str, at: float, *, force: bool = False) -> Hint:
+    """A hint from ``instance_id``. Repeats of a plain hint share a key (idempotent); a
+    forced one (``argbridge follow``: retry a refused or finished run) has a key of its own
+    (``by`` = ``<instance>+<random>``): sent right after a plain hint of the same
+    instance, it would otherwise share that hint's key and go with its tombstone. Readers
+    of schema version 1 take ``by`` as it is written, so older instances read it too."""
+    by = f"{instance_id}+{uuid.uuid4().hex[:12]}" if force else instance_id
+    return Hint(run, origin, by, at, force)
 
 
 def partition_of(run: RunId, partitions: int) -> int:
