@@ -16,7 +16,6 @@ process) read with a deadline. ``make test`` runs 5 kills; the ``soak`` test run
 
 from __future__ import annotations
 
-import queue
 import random
 import shutil
 import signal
@@ -39,7 +38,7 @@ from tests.support.eos_daemon import (
     write_config,
     write_samples,
 )
-from tests.support.process import Daemon
+from tests.support.process import Daemon, NoLogLine
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -61,7 +60,7 @@ def wait_for(
     """``daemon.wait_for``, naming what the daemon said last when it never comes."""
     try:
         return daemon.wait_for(predicate, timeout=timeout)
-    except queue.Empty:
+    except NoLogLine:
         raise AssertionError(
             f"no {what} within {timeout} s; last lines: {daemon.seen[-15:]}"
         ) from None

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +20,11 @@ from typing import Any, Self
 import orjson
 
 Line = dict[str, Any]
+
+
+class NoLogLine(AssertionError):
+    """No log line of the daemon matched within the time given (the message shows the
+    last lines it wrote)."""
 
 
 class Daemon:
@@ -63,9 +69,18 @@ class Daemon:
         self.lines.put(None)
 
     def wait_for(self, predicate: Callable[[Line], bool], timeout: float = 30) -> Line:
-        """The first log line (from now on) for which ``predicate`` holds."""
+        """The first log line (from now on) for which ``predicate`` holds, within
+        ``timeout`` seconds in all (a daemon that keeps logging other lines does not
+        extend it); on a timeout the error shows the last lines seen."""
+        deadline = time.monotonic() + timeout
         while True:
-            line = self.lines.get(timeout=timeout)
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise NoLogLine(
+                    f"no matching daemon log line within {timeout:g} s; last lines: "
+                    f"{self.seen[-12:]}"
+                ) from None
             if line is None:
                 raise AssertionError(f"daemon exited; last lines: {self.seen[-8:]}")
             self.seen.append(line)
