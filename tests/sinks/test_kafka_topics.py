@@ -57,6 +57,9 @@ async def test_topic_creation_names_what_the_broker_refused(kafka):
         assert await kafka_client.broker_count(admin) == 1
         made, refused = fresh("t-made"), fresh("t-refused")
         assert await kafka_client.create_topics(admin, [NewTopic(made, 2, 1)], 10) == []
+        await kafka_client.wait_until_led(admin, [made], 10)  # both partitions have a leader
+        described = await admin.describe_topics([made])
+        assert [p["leader"] >= 0 for p in described[0]["partitions"]] == [True, True]
         assert await kafka_client.create_topics(admin, [NewTopic(made, 2, 1)], 10) == []
         failed = await kafka_client.create_topics(
             admin, [NewTopic(made, 2, 1), NewTopic(refused, 1, 3)], 10

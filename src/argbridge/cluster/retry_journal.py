@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from argbridge.cluster.retry_topics import RetryTopics, retry_headers
@@ -34,6 +34,7 @@ from argbridge.sinks.kafka_client import (
     create_topics,
     describe,
     new_admin,
+    wait_until_led,
 )
 
 CLOSE_TIMEOUT = 10.0
@@ -43,31 +44,43 @@ async def ensure_topics(
     cluster: ClusterConfig, topics: Sequence[str], partitions: int, log: Any
 ) -> None:
     """Create the missing ``topics`` (replication capped by the broker count; one made
-    meanwhile by another instance is fine)."""
+    meanwhile by another instance is fine), then wait until every one of them has a leader
+    for each partition (bounded by ``request_timeout``): the delivery consumer subscribes
+    right after, and a group assigned while a topic was not in its leader's metadata yet
+    gave one instance no partitions at all until a metadata refresh minutes later (three
+    instances starting together in tests/cluster/test_delivery_e2e.py)."""
     admin = new_admin(cluster)
     try:
         await admin.start()
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
-        if not missing:
-            return
-        rf = max(1, min(cluster.replication_factor, await broker_count(admin)))
-        if rf < cluster.replication_factor:
-            log.warning(
-                "delivery.replication_capped", wanted=cluster.replication_factor, brokers=rf
-            )
-        failed = await create_topics(
-            admin, [NewTopic(t, partitions, rf) for t in missing], cluster.request_timeout
-        )
-        if failed:
-            raise SinkError(f"kafka: cannot create topics: {'; '.join(failed)}")
-        log.info("delivery.topics_created", topics=missing, partitions=partitions, rf=rf)
-    except (KafkaError, OSError) as exc:
+        if missing:
+            await _create(admin, cluster, missing, partitions, log)
+        await wait_until_led(admin, topics, cluster.request_timeout)
+    except (KafkaError, OSError, TimeoutError) as exc:
         raise SinkError(f"kafka: cannot check topics: {describe(exc)}") from exc
     finally:
         with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
             with contextlib.suppress(Exception):
                 await admin.close()
+
+
+async def _create(
+    admin: AIOKafkaAdminClient,
+    cluster: ClusterConfig,
+    missing: list[str],
+    partitions: int,
+    log: Any,
+) -> None:
+    rf = max(1, min(cluster.replication_factor, await broker_count(admin)))
+    if rf < cluster.replication_factor:
+        log.warning("delivery.replication_capped", wanted=cluster.replication_factor, brokers=rf)
+    failed = await create_topics(
+        admin, [NewTopic(t, partitions, rf) for t in missing], cluster.request_timeout
+    )
+    if failed:
+        raise SinkError(f"kafka: cannot create topics: {'; '.join(failed)}")
+    log.info("delivery.topics_created", topics=missing, partitions=partitions, rf=rf)
 
 
 class RetryProducer:

@@ -259,6 +259,30 @@ async def create_topics(
     return failed
 
 
+async def wait_until_led(
+    admin: AIOKafkaAdminClient, topics: Sequence[str], bound: float, poll: float = 0.05
+) -> None:
+    """Return once every topic of ``topics`` is in the cluster's metadata with a leader for
+    each of its partitions: a topic just created (by this instance or another one at the
+    same moment) may not be yet, and a consumer group whose leader computed its assignment
+    then gives the topic's partitions to nobody until a metadata refresh minutes later.
+    Polls the brokers every ``poll`` seconds; ``TimeoutError`` after ``bound``."""
+    wanted = set(topics)
+    with anyio.fail_after(bound):
+        while True:
+            described = await admin.describe_topics(sorted(wanted))
+            led = {
+                t["topic"]
+                for t in described
+                if t["error_code"] == 0
+                and t["partitions"]
+                and all(p["error_code"] == 0 and p["leader"] >= 0 for p in t["partitions"])
+            }
+            if wanted <= led:
+                return
+            await anyio.sleep(poll)
+
+
 class ProducerStops:
     """Stops producers, waiting a bounded time for each.
 
