@@ -32,7 +32,7 @@ LevelDB's own files (``*.ldb`` tables, ``LOG``, ``MANIFEST-*``, the write-ahead
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -347,30 +347,43 @@ def read_events(
     """Up to ``limit`` ``(seq, stored value)`` pairs with ``seq > after_seq``; with
     ``max_bytes``, stops before the event that would take the events' JSON size past it
     (but returns at least one event, however large)."""
+    if limit <= 0:
+        return []
+    with db.iterator(start=seq_key(after_seq + 1), stop=SEQ_END) as it:
+        return take_events(((key_seq(key), value) for key, value in it), limit, max_bytes)
+
+
+def take_events(
+    rows: Iterable[tuple[int, bytes]], limit: int, max_bytes: int | None
+) -> list[tuple[int, bytes]]:
+    """The first ``limit`` of ``rows`` (``(seq, stored value)``, in seq order); with
+    ``max_bytes``, stops before the row that would take the events' JSON size past it, but
+    takes at least one. The one rule of :func:`read_events` and of the writer's tail of
+    recent events (:mod:`argbridge.journal.tail`)."""
     out: list[tuple[int, bytes]] = []
     if limit <= 0:
         return out
-    with db.iterator(start=seq_key(after_seq + 1), stop=SEQ_END) as it:
-        if max_bytes is None:
-            for key, value in it:
-                out.append((key_seq(key), value))
-                if len(out) >= limit:
-                    break
-            return out
-        budget = max_bytes
-        header, unpack_len = _EV.size, _EV.unpack_from
-        for key, value in it:
-            # The event's JSON size (records.body_size) from the stored lengths: attrs,
-            # data and the ``,"data":`` joint when there is data.
-            n_attrs = unpack_len(value)[1]
-            n_data = len(value) - header - n_attrs
-            size = n_attrs + n_data + 8 if n_data else n_attrs
-            if size > budget and out:
-                break  # not read again: the next read starts after the last one returned
-            budget -= size
-            out.append((key_seq(key), value))
+    if max_bytes is None:
+        for row in rows:
+            out.append(row)
             if len(out) >= limit:
                 break
+        return out
+    budget = max_bytes
+    header, unpack_len = _EV.size, _EV.unpack_from
+    for row in rows:
+        # The event's JSON size (records.body_size) from the stored lengths: attrs,
+        # data and the ``,"data":`` joint when there is data.
+        value = row[1]
+        n_attrs = unpack_len(value)[1]
+        n_data = len(value) - header - n_attrs
+        size = n_attrs + n_data + 8 if n_data else n_attrs
+        if size > budget and out:
+            break  # not read again: the next read starts after the last one returned
+        budget -= size
+        out.append(row)
+        if len(out) >= limit:
+            break
     return out
 
 

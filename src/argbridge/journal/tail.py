@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from itertools import islice
 
 from argbridge.journal import store
 
@@ -68,20 +69,6 @@ class RecentEvents:
         start = after_seq + 1
         if not first_seq or start < first_seq or start < lo or start > kept[-1][0]:
             return None  # (``first_seq`` 0: retention emptied the log)
-        out: list[tuple[int, bytes]] = []
-        budget = max_bytes
-        header, unpack_len = store.EVENT_HEADER.size, store.EVENT_HEADER.unpack_from
-        for i in range(start - lo, len(kept)):
-            seq, value = kept[i]
-            if budget is not None:
-                n_attrs = unpack_len(value)[1]
-                n_data = len(value) - header - n_attrs
-                size = n_attrs + n_data + 8 if n_data else n_attrs
-                if size > budget and out:
-                    break
-                budget -= size
-            out.append((seq, value))
-            if len(out) >= limit:
-                break
+        rows = store.take_events(islice(kept, start - lo, None), limit, max_bytes)
         self.hits += 1
-        return out
+        return rows
