@@ -579,10 +579,8 @@ class KafkaSink:
                 continue
             known = topics.get(topic)
             if known is None:
-                if len(topics) >= MAX_CACHED_TOPICS:
-                    topics.clear()
                 try:
-                    known = topics[topic] = (await self.topics.partitions(producer, topic), {})
+                    known = await self._learn_topic(producer, topic)
                 except Refused as exc:
                     await self.dead_letter(record, str(exc))
                     continue
@@ -655,11 +653,8 @@ class KafkaSink:
                     dropped.add(id(record))
                     continue
             if known is None:
-                topics = self._partitions
-                if len(topics) >= MAX_CACHED_TOPICS:
-                    topics.clear()
                 try:
-                    known = topics[topic] = (await self.topics.partitions(producer, topic), {})
+                    known = await self._learn_topic(producer, topic)
                 except Refused as exc:
                     await self.dead_letter(record, str(exc))
                     dropped.add(id(record))
@@ -691,6 +686,18 @@ class KafkaSink:
         if dropped:
             return [r for r in records if id(r) not in dropped]
         return list(records)
+
+    async def _learn_topic(
+        self, producer: AIOKafkaProducer, topic: str
+    ) -> tuple[list[int], dict[bytes, int]]:
+        """``topic``'s partitions and an empty key → partition cache, remembered (the
+        topics remembered start over at ``MAX_CACHED_TOPICS``); raises
+        :class:`~argbridge.sinks.kafka_topics.Refused` for a topic refused for good."""
+        cache = self._partitions
+        if len(cache) >= MAX_CACHED_TOPICS:
+            cache.clear()
+        known = cache[topic] = (await self.topics.partitions(producer, topic), {})
+        return known
 
     async def dead_letter(self, record: JournalRecord, reason: str) -> None:
         """A record no retry will deliver: into the dead letters, with the reason, an
