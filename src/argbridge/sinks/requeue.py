@@ -74,6 +74,28 @@ def route_again(name: str, router: Router, record: JournalRecord) -> list[Delive
     return [Delivery(record, route) for route in routes]
 
 
+class DuePasses:
+    """The passes of a sink's retry loop over the journal's retry table: the loop calls
+    :meth:`found_nothing` each time a pass finds nothing due; :meth:`caught_up` waits for
+    such a pass with nothing due now (tests and tools wait on it, never poll)."""
+
+    def __init__(self) -> None:
+        self._idle = anyio.Event()
+
+    def found_nothing(self) -> None:
+        self._idle.set()
+        self._idle = anyio.Event()
+
+    async def caught_up(self, ctx: SinkContext) -> None:
+        """Return once every item of ``ctx``'s sink due now was run (delivered,
+        rescheduled or dead-lettered) and a pass found nothing more due."""
+        while True:
+            idle = self._idle  # (before the check: a pass ending meanwhile is seen)
+            if not await ctx.journal.due_retries(ctx.name, ctx.clock.time(), 1):
+                return
+            await idle.wait()
+
+
 class RequeueRunner:
     """Runs a sink's due retry-table items through ``deliver`` (see the module doc)."""
 
@@ -92,18 +114,12 @@ class RequeueRunner:
         self.batch = batch
         self.backoff = backoff or Backoff(base=1.0, cap=300.0)
         self.waker = Waker()
-        #: Set (and replaced) each time a pass finds nothing due: see :meth:`caught_up`.
-        self._idle = anyio.Event()
+        self.passes = DuePasses()
 
     async def caught_up(self) -> None:
         """Return once every item due now was run (delivered, rescheduled or
         dead-lettered) and a pass found nothing more due."""
-        ctx = self.ctx
-        while True:
-            idle = self._idle  # (before the check: a pass ending meanwhile is seen)
-            if not await ctx.journal.due_retries(ctx.name, ctx.clock.time(), 1):
-                return
-            await idle.wait()
+        await self.passes.caught_up(self.ctx)
 
     async def run(self) -> None:
         ctx = self.ctx
@@ -111,8 +127,7 @@ class RequeueRunner:
             now = ctx.clock.time()
             items = await ctx.journal.due_retries(ctx.name, now, self.batch)
             if not items:
-                self._idle.set()
-                self._idle = anyio.Event()
+                self.passes.found_nothing()
                 due = await ctx.journal.next_retry_due(ctx.name)
                 wait = IDLE_POLL if due is None else min(IDLE_POLL, due - now)
                 await self.waker.wait(ctx.clock, wait)

@@ -52,7 +52,7 @@ from argbridge.delivery.webhook_out import (
 from argbridge.journal import JournalRecord, RetryItem
 from argbridge.sinks.base import Delivery, Health, SinkContext
 from argbridge.sinks.pinned import guarded_transport
-from argbridge.sinks.requeue import IDLE_POLL, Waker, refresh_dead_letter_gauge
+from argbridge.sinks.requeue import IDLE_POLL, DuePasses, Waker, refresh_dead_letter_gauge
 
 
 class WebhookSink:
@@ -70,8 +70,8 @@ class WebhookSink:
         self.host, self.port = host_and_port(config.url)
         self.disabled: str | None = None
         self.waker = Waker()
-        #: Set (and replaced) each time a pass of :meth:`background` finds nothing due.
-        self._retries_idle = anyio.Event()
+        #: The passes of :meth:`background` (see :meth:`retries_caught_up`).
+        self._passes = DuePasses()
         #: One single-connection client per concurrency slot (see :meth:`start`).
         self._clients: list[httpx.AsyncClient] = []
         self._idle: deque[httpx.AsyncClient] = deque()
@@ -164,20 +164,14 @@ class WebhookSink:
             if items:
                 await self._run_all(items)
                 continue
-            self._retries_idle.set()
-            self._retries_idle = anyio.Event()
+            self._passes.found_nothing()
             due = await journal.next_retry_due(self.name)
             await self.waker.wait(clock, IDLE_POLL if due is None else min(IDLE_POLL, due - now))
 
     async def retries_caught_up(self) -> None:
         """Return once every retry due now (and every requeued dead letter) was attempted
         and a pass of :meth:`background` found nothing more due."""
-        ctx = self.ctx
-        while True:
-            idle = self._retries_idle  # (before the check: a pass ending meanwhile is seen)
-            if not await ctx.journal.due_retries(self.name, ctx.clock.time(), 1):
-                return
-            await idle.wait()
+        await self._passes.caught_up(self.ctx)
 
     async def attempt(self, item: JournalRecord | RetryItem) -> None:
         """One delivery attempt of ``item``, with its outcome recorded in the journal."""
