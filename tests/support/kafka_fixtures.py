@@ -11,7 +11,8 @@ Fixtures (each broker shape starts once per test session, on first use):
   default the newest 4.x; ``make soak`` adds the newest 3.9): the compatibility matrix.
 
 Before each test the fixture puts the shape back as a test may have left it: killed
-nodes restarted on their log dirs, paused ones resumed, the proxy restored.
+nodes restarted on their log dirs, paused ones resumed, the proxy restored. When the
+session ends the brokers stop and their directories are removed.
 
 Without Java or Maven the tests that need Apache Kafka are skipped, unless
 ``ARGBRIDGE_REQUIRE_KAFKA=1`` (set by ``make test`` under ``CI=true``): then they fail,
@@ -22,6 +23,7 @@ suite silently. The terminal summary prints each broker's start-up time.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +38,9 @@ from tests.support.tansu import Tansu, start_tansu, stop_tansu
 FIXTURES = frozenset({"kafka", "kafka_cluster", "kafka_any"})  # "broker" may be Tansu
 MARK = "apache_kafka"
 _clusters: dict[tuple[str, int], KafkaCluster] = {}
+#: The session's broker directories (log dirs, certificates), removed after the brokers
+#: stop: a three-node cluster leaves ~700 MB of logs behind otherwise.
+_roots: list[Path] = []
 _passed = 0
 
 
@@ -49,7 +54,9 @@ def matrix_versions() -> list[str]:
 
 
 def _root() -> Path:
-    return Path(tempfile.mkdtemp(prefix="argbridge-kafka-"))
+    root = Path(tempfile.mkdtemp(prefix="argbridge-kafka-"))
+    _roots.append(root)
+    return root
 
 
 def _started(version: str, nodes: int) -> KafkaCluster:
@@ -144,6 +151,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for cluster in _clusters.values():
         cluster.stop()
     _clusters.clear()
+    for root in _roots:
+        shutil.rmtree(root, ignore_errors=True)
+    _roots.clear()
     if required() and _passed == 0 and session.testscollected and exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
