@@ -9,9 +9,11 @@ the writer's own thread (:mod:`~argbridge.journal.thread`), a single plyvel call
 releases the GIL (so the event loop keeps running); the others wait for progress, woken
 after each commit ``WAKE_SLICE`` per event-loop iteration (so a timer that expires
 meanwhile runs after a slice of them, not after all), and the next leader gathers its
-group once all are woken. One leader at a time: two (one syncing, one gathering) halved
-the groups and doubled the syncs in bench/bench_journal.py. Under live traffic a small
-group with appends waits ``group_linger`` for more first (:meth:`Writer._lingers`).
+group once all are woken. One leader at a time: staging the next group while the last
+one is written (measured 2026-12-02, docs/journal.md) halves the groups of a closed
+loop of appenders and doubles the syncs, whose cost is mostly fixed: 20-35 % slower in
+bench_journal at 64-256 appenders. Under live traffic a small group with appends
+waits ``group_linger`` for more first (:meth:`Writer._lingers`).
 
 A group costs one ``fdatasync`` whatever it holds; :attr:`Writer.syncs` counts them. A
 group of cursor acks only is written without a sync unless ``fsync_acks`` (the default
