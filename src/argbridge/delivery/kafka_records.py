@@ -205,7 +205,14 @@ def binary_headers_of(attributes: Mapping[str, object]) -> list[tuple[str, bytes
     names = _HEADER_NAMES
     try:
         headers = [
-            (names[name], v.encode() if type(v) is str else _header_value(v))
+            (
+                names[name],
+                v.encode()
+                if type(v) is str
+                else str(v).encode()
+                if type(v) is int  # ``sequence`` (a bool is not an int here: type is)
+                else _header_value(v),
+            )
             for name, v in attributes.items()
         ]
     except KeyError:  # an extension not seen yet

@@ -633,6 +633,9 @@ class KafkaSink:
         # Per partition: its builder, the records in it and its (topic, partition) slot.
         current: dict[int, tuple[Any, list[JournalRecord], tuple[str, int]]] = {}
         dropped: set[int] = set()
+        # The record timestamp (ms) of the last appended_at seen: the events of a group
+        # commit share it.
+        last_at, ts = -1.0, 0
         for record in records:
             # The attributes are decoded here, not cached on the record: a dict per
             # record held for the whole batch (~1 KiB each, and what the collector walks).
@@ -674,7 +677,9 @@ class KafkaSink:
                 entry = current[partition] = (builder, [], slot)
                 members[slot] = entry[1]
             builder, in_builder, slot = entry
-            ts = int(record.appended_at * 1000)
+            if record.appended_at != last_at:
+                last_at = record.appended_at
+                ts = int(last_at * 1000)
             if builder.append(key=key, value=value, timestamp=ts, headers=headers) is None:
                 await submit(slot, builder)
                 builder = builders[slot] = producer.create_batch()
