@@ -11,9 +11,9 @@ after each commit ``WAKE_SLICE`` per event-loop iteration (so a timer that expir
 meanwhile runs after a slice of them, not after all), and the next leader gathers its
 group once all are woken. One leader at a time: staging the next group while the last
 one is written (measured 2026-12-02, docs/journal.md) halves the groups of a closed
-loop of appenders and doubles the syncs, whose cost is mostly fixed: 20-35 % slower in
-bench_journal at 64-256 appenders. Under live traffic a small group with appends
-waits ``group_linger`` for more first (:meth:`Writer._lingers`).
+loop of appenders and doubles the syncs, whose cost is mostly fixed: 6-28 % slower in
+bench_journal at 64 and 128 appenders, no faster at 256. Under live traffic a small
+group with appends waits ``group_linger`` for more first (:meth:`Writer._lingers`).
 
 A group costs one ``fdatasync`` whatever it holds; :attr:`Writer.syncs` counts them. A
 group of cursor acks only is written without a sync unless ``fsync_acks`` (the default
