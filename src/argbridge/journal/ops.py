@@ -77,14 +77,10 @@ class Work:
 
 
 class Op(Generic[R]):
-    """A write waiting for the next group commit; ``apply`` runs in the writer thread.
+    """A write waiting for the next group commit; ``apply`` stages it (on the event
+    loop). Its waiter shares an event with others (:mod:`argbridge.journal.waiters`)."""
 
-    Waiters share the writer's progress events (one per slice of ``WAKE_SLICE`` waiters)
-    rather than owning an ``anyio.Event`` each (one Event per op was ~2 µs of the ~14 µs
-    of event-loop time per append).
-    """
-
-    __slots__ = ("error", "finished", "result")
+    __slots__ = ("error", "finished", "group", "result")
     #: Whether a failure of this op alone is rolled back (a savepoint around it).
     isolated = True
 
@@ -92,6 +88,8 @@ class Op(Generic[R]):
         self.finished = False
         self.result: R | None = None
         self.error: BaseException | None = None
+        #: The writer's group this op is staged in (None while queued, and once done).
+        self.group: object | None = None
 
     def apply(self, work: Work) -> R:
         raise NotImplementedError
@@ -138,7 +136,7 @@ def append_run(work: Work, ops: Sequence[Append]) -> None:
     """:meth:`Append.apply` for consecutive appends, written out in one loop: the writer
     thread's Python time per event is GIL time the event loop waits for."""
     txn, m = work.txn, work.mirror
-    overlay, dirty, get = txn.overlay, txn.dirty, txn.db.get
+    overlay, dirty, get = txn.overlay, txn.dirty, txn.base_get()
     seq = m.last_seq
     at = m.last_appended_at = max(work.now, m.last_appended_at)
     pack_joined, pack_index, seq_key = store.pack_joined, store.pack_index, store.seq_key

@@ -31,8 +31,9 @@ LevelDB's own files (``*.ldb`` tables, ``LOG``, ``MANIFEST-*``, the write-ahead
 
 from __future__ import annotations
 
+import contextlib
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -243,11 +244,19 @@ class Txn:
     makes them durable as one synced write batch (``sync=False``: written, not synced; a
     group of cursor acks only, see ``journal.fsync_acks``). :meth:`savepoint` /
     :meth:`rollback` undo one operation's writes (an op that fails spoils only itself).
+
+    ``parent``: the transaction of the group being written while this one is staged (the
+    writer's pipeline): reads see its writes too, whether or not they have reached the
+    database yet. A parent has no parent of its own (the writer cuts the link,
+    :meth:`detach`, before a transaction's write starts), so the chain is one deep.
     """
 
-    def __init__(self, db: plyvel.DB, *, sync: bool = True) -> None:
+    def __init__(self, db: plyvel.DB, *, sync: bool = True, parent: Txn | None = None) -> None:
+        if parent is not None and parent.parent is not None:
+            raise ValueError("a transaction's parent must have no parent of its own")
         self.db = db
         self.sync = sync
+        self.parent: Txn | None = parent
         #: Every key this transaction wrote (``None``: deleted): what its reads see.
         self.overlay: dict[bytes, bytes | None] = {}
         #: Keys written since the last :meth:`flush` into the write batch.
@@ -259,8 +268,26 @@ class Txn:
         overlay = self.overlay
         if key in overlay:
             return overlay[key]
-        value: bytes | None = self.db.get(key)
-        return value
+        return self.base_get()(key)
+
+    def base_get(self) -> Callable[[bytes], bytes | None]:
+        """The read under this transaction's own writes: the parent's writes, then the
+        database (the database's ``get`` itself when there is no parent)."""
+        parent = self.parent
+        db_get: Callable[[bytes], bytes | None] = self.db.get
+        if parent is None:
+            return db_get
+        theirs = parent.overlay
+
+        def get(key: bytes) -> bytes | None:
+            value = theirs.get(key, _ABSENT)
+            return db_get(key) if value is _ABSENT else value  # type: ignore[return-value]
+
+        return get
+
+    def detach(self) -> None:
+        """Forget the parent: its writes are durable (in the database) now."""
+        self.parent = None
 
     def put(self, key: bytes, value: bytes) -> None:
         undo = self._undo
@@ -295,10 +322,15 @@ class Txn:
         merging this transaction's writes into the database's."""
         lo = start if start is not None else prefix
         mine = sorted((k, v) for k, v in self.overlay.items() if k.startswith(prefix) and k >= lo)
-        it = self.db.iterator(start=lo) if start is not None else self.db.iterator(prefix=prefix)
-        with it:
+        if self.parent is not None:
+            it: Any = contextlib.nullcontext(self.parent.scan(prefix, start))
+        elif start is not None:
+            it = self.db.iterator(start=lo)
+        else:
+            it = self.db.iterator(prefix=prefix)
+        with it as rows:
             j = 0
-            for key, value in it:
+            for key, value in rows:
                 if not key.startswith(prefix):
                     break
                 while j < len(mine) and mine[j][0] < key:

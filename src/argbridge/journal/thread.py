@@ -27,16 +27,21 @@ import anyio
 
 R = TypeVar("R")
 
-_Item = tuple[Callable[[], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+#: What the thread calls back on the event loop with: ``(result, error)``.
+Done = Callable[[Any, BaseException | None], None]
+_Item = tuple[Callable[[], Any], Done, asyncio.AbstractEventLoop]
 
 
-def _resolve(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if fut.done():  # never: the waiter is shielded; kept so a late result cannot raise
-        return
-    if error is not None:
-        fut.set_exception(error)
-    else:
-        fut.set_result(result)
+def _resolver(fut: asyncio.Future[Any]) -> Done:
+    def resolve(result: Any, error: BaseException | None) -> None:
+        if fut.done():  # never: the waiter is shielded; kept so a late result cannot raise
+            return
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(result)
+
+    return resolve
 
 
 class JournalThread:
@@ -51,16 +56,21 @@ class JournalThread:
 
     async def run(self, fn: Callable[[], R]) -> R:
         """``fn()`` in the thread; its result or its exception here."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
-            self._thread.start()
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[R] = loop.create_future()
-        self.calls += 1
-        self._queue.put((fn, fut, loop))
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self.start(fn, _resolver(fut))
         with anyio.CancelScope(shield=True):
             result = await fut
         return result
+
+    def start(self, fn: Callable[[], Any], done: Done) -> None:
+        """Queue ``fn()`` for the thread without waiting for it: ``done(result, error)``
+        is called on this event loop when it has run (the writer's pipelined commits,
+        whose outcome no one task waits for)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+            self._thread.start()
+        self.calls += 1
+        self._queue.put((fn, done, asyncio.get_running_loop()))
 
     def close(self) -> None:
         """Let the thread end once the calls queued before this one ran."""
@@ -71,7 +81,7 @@ class JournalThread:
     def _main(self) -> None:
         get = self._queue.get
         while (item := get()) is not None:
-            fn, fut, loop = item
+            fn, done, loop = item
             result: Any = None
             error: BaseException | None = None
             try:
@@ -79,5 +89,5 @@ class JournalThread:
             except BaseException as exc:
                 error = exc
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(_resolve, fut, result, error)
-            del item, fn, fut, loop, result, error
+                loop.call_soon_threadsafe(done, result, error)
+            del item, fn, done, loop, result, error

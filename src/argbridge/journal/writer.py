@@ -39,7 +39,6 @@ commits the group, or takes it as committed. A waiter that may not wait
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import os
@@ -63,14 +62,17 @@ from argbridge.journal.sizes import SizeIndex
 from argbridge.journal.store import Txn
 from argbridge.journal.tail import RecentEvents
 from argbridge.journal.thread import JournalThread
+from argbridge.journal.waiters import Waiters, Waker
 from argbridge.logging import get_logger
 
 R = TypeVar("R")
 
 #: Ops staged per slice of event-loop time (5-6 µs each for 1 KiB appends: ~0.1 ms).
 STAGE_CHUNK = 16
-#: Waiters resumed per event-loop iteration after a group commit (:meth:`Writer._wake_waiters`).
-WAKE_SLICE = 8
+#: With no write in flight, a leader that finds this many ops queued (by several waiters)
+#: commits half of them, so the other half is staged while the first syncs
+#: (:meth:`Writer._group_size`).
+SPLIT_AT = 16
 #: Disk full: the failed group is retried after this delay, doubling up to the max.
 DISK_FULL_RETRY = 0.5
 DISK_FULL_RETRY_MAX = 5.0
@@ -108,8 +110,27 @@ def free_bytes(folder: Path) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
-class _WriteFailed(Exception):
-    """The group's write batch failed (not its staging): the database handle is suspect."""
+#: The ops a group may hold to be staged on top of a group in flight (their staging reads
+#: through the transaction chain only; see :meth:`Writer._commit_next`).
+_CHAINABLE = (Append, Ack)
+
+
+class _Group:
+    """A group commit from its gathering to its landing: its ops, their waiters (the
+    queue's generation when it was gathered), its staged work, and whether (``done``)
+    and how (``ok``) its write ended."""
+
+    __slots__ = ("done", "ok", "ops", "waiters", "work")
+
+    def __init__(self, ops: list[Op[object]], waiters: Waiters) -> None:
+        self.ops = ops
+        self.waiters = Waiters()
+        self.waiters.adopt(waiters)
+        self.work: Work | None = None
+        self.ok = False
+        self.done = anyio.Event()
+        for op in ops:
+            op.group = self
 
 
 class ReadThread:
@@ -215,20 +236,22 @@ class Writer:
         self.duplicates = 0
         self.closed = False
         self._pending: deque[Op[object]] = deque()
+        #: A leader is gathering or staging a group (one at a time, on the event loop).
         self._committing = False
+        #: The group whose write batch is in the writer thread (at most one): the next
+        #: group may be staged on top of it meanwhile (see :meth:`_lead`).
+        self._flight: _Group | None = None
+        #: Groups staged on top of a group in flight.
+        self.pipelined = 0
         #: The thread the group commits' write batches (and their syncs) run in.
         self.thread = JournalThread("argbridge-journal-write")
+        #: Set while no leader is active and no write is in flight.
         self._idle = anyio.Event()
         self._idle.set()
-        #: The waiters of the current progress generation, ``WAKE_SLICE`` per event; all
-        #: set (and replaced) after every group commit and whenever a leader slot frees up
-        #: with ops still queued: every waiter then re-checks its op.
-        self._slices: list[anyio.Event] = []
-        self._slice_room = 0
-        #: Generations still being woken slice by slice; ``_woken`` is set when none is.
-        self._waking = 0
-        self._woken = anyio.Event()
-        self._woken.set()
+        #: The waiters whose ops are queued (not in a group yet); a gathered group adopts
+        #: them (see journal/waiters.py).
+        self._queued = Waiters()
+        self._waker = Waker()
         self._appended = anyio.Event()
         # Disk full: the retry delay (0: not held), whether the handle must be reopened
         # before the next write, the failed group (token, work, staged outcomes), and the
@@ -253,19 +276,23 @@ class Writer:
         return await self.wait(self.enqueue(op))
 
     async def wait(self, op: Op[R], *, nowait: bool = False) -> R:
-        """Wait for ``op`` to commit, leading a group commit when nobody else is. With
+        """Wait for ``op`` to commit, leading group commits when nobody else is. With
         ``nowait``, raise :class:`IntakePaused` instead of waiting for disk space."""
         try:
             while not op.finished:
+                group = op.group
+                if group is not None:  # staged or in flight: its landing wakes us
+                    await group.waiters.slot().wait()  # type: ignore[attr-defined]
+                    continue
                 if self.retry_delay and nowait and self.withdraw((op,)):
                     raise IntakePaused("intake paused (disk_full); retry later")
                 if not self._committing:
                     if self.retry_delay:
                         await self._wait_for_space()
                         continue
-                    await self._commit_next()
+                    await self._lead(op)
                 else:
-                    await self._slot().wait()
+                    await self._queued.slot().wait()
         except BaseException:
             if not op.finished:
                 # Our waiter is gone (cancelled): withdraw the op and never strand others.
@@ -277,7 +304,7 @@ class Writer:
 
     def withdraw(self, ops: Iterable[Op[Any]]) -> bool:
         """Take the unfinished ``ops`` still queued out of the queue (their waiter is
-        gone); whether any was. Ops in the group being committed stay: its outcome
+        gone); whether any was. Ops in a group being committed stay: its outcome
         decides."""
         taken = False
         for op in ops:
@@ -303,7 +330,7 @@ class Writer:
         if self._retry_scope is not None:
             self._retry_scope.cancel()  # a disk-full retry: now, and the last one
         with anyio.CancelScope(shield=True):
-            while self._committing:
+            while not self._idle.is_set():
                 await self._idle.wait()
             while self._pending:
                 await self._commit_next()
@@ -312,89 +339,183 @@ class Writer:
 
     # -- committing --------------------------------------------------------------------
 
-    def _slot(self) -> anyio.Event:
-        """The event of the current progress generation's open slice (a waiter's place)."""
-        if not self._slice_room:
-            self._slices.append(anyio.Event())
-            self._slice_room = WAKE_SLICE
-        self._slice_room -= 1
-        return self._slices[-1]
-
     def _wake_waiters(self) -> None:
-        """Wake every waiter of the current generation, ``WAKE_SLICE`` per event-loop
-        iteration: the first slice now, each next one from a ``call_soon`` callback.
-        Resumed all at once, 64 appenders (~25 µs of loop time each) ran as one 1.5-2 ms
-        burst ahead of any timer that expired meanwhile (bench_journal's lag probe); a
-        timer due in between now waits for one slice. The next leader gathers its group
-        only once the waking is done (:meth:`_commit_next`), so groups stay as large."""
-        slices, self._slices, self._slice_room = self._slices, [], 0
-        if not slices:
-            return
-        slices[0].set()
-        if len(slices) > 1:
-            if not self._waking:
-                self._woken = anyio.Event()
-            self._waking += 1
-            asyncio.get_running_loop().call_soon(self._wake_next, slices, 1)
-
-    def _wake_next(self, slices: list[anyio.Event], k: int) -> None:
-        slices[k].set()
-        if k + 1 < len(slices):
-            asyncio.get_running_loop().call_soon(self._wake_next, slices, k + 1)
-            return
-        self._waking -= 1
-        if not self._waking:
-            self._woken.set()
+        """Wake every waiter of the queue: each re-checks its op (one leads)."""
+        self._waker.wake(self._queued.take())
 
     def _promote(self) -> None:
+        """No leader, ops queued: wake the queue's waiters (one of them leads)."""
         if not self._committing and self._pending:
             self._wake_waiters()
 
+    def _call_leader(self) -> None:
+        """A leader left with ops queued: wake the queue's first slice of waiters (one
+        of them leads), not the whole queue: the next group adopts the rest."""
+        if self._committing or not self._pending:
+            return
+        first = self._queued.take_first()
+        if first is not None:
+            first.set()
+
+    def _settle(self) -> None:
+        """Set :attr:`_idle` once no leader is active and no write is in flight."""
+        if not self._committing and self._flight is None:
+            self._idle.set()
+
     async def _commit_next(self) -> None:
+        """Lead until the queue is empty, then wait for the last write to land (closing,
+        disk-full retries, tools)."""
+        if not self._committing:
+            await self._lead(None)
+        while self._flight is not None:
+            await self._flight.done.wait()
+
+    async def _lead(self, mine: Op[Any] | None) -> None:
+        """Lead group commits: gather a group, stage it, start its write; again, while
+        ops are queued, until our own op (``mine``) is done.
+
+        Pipelined: a group is staged while the group before it is being written (its
+        transaction reads through that one's writes, its mirror starts from that one's);
+        its write starts once that one's has landed, and only if it succeeded: if not,
+        the group goes back to the queue unstaged, right behind the failed group's ops
+        (the order of seqs and of acks never changes). Only groups of appends and acks
+        are staged on top of a group in flight (every other op waits for it to land:
+        several read the database outside the transaction). A write lands in
+        :meth:`_landed`, a callback: no task waits for it. A leader leaves once its own
+        op is in a group or done, waking one slice of the queue's waiters if ops are
+        queued (:meth:`_call_leader`); groups alternate, each made of the waiters the
+        one before last woke, so the event loop's half of a group (waking, appending,
+        staging) runs while the thread syncs the other."""
         self._committing = True
-        self._idle = anyio.Event()
-        ops: list[Op[object]] = []
+        if self._idle.is_set():
+            self._idle = anyio.Event()
         try:
             with anyio.CancelScope(shield=True):
-                # Let appenders that are already runnable queue their ops first, and those
-                # still being woken slice by slice: a bigger group costs the same sync.
-                await anyio.lowlevel.checkpoint()
-                while self._waking:
-                    await self._woken.wait()
-                if self._suspect and not await self._recover():
-                    return
-                if self.group_linger > 0 and self._lingers():
-                    await self.clock.sleep(self.group_linger)
-                n = min(len(self._pending), self.max_group_commit)
-                ops = [self._pending.popleft() for _ in range(n)]
-                if not ops:
-                    return
-                if self.group_linger > 0 and any(type(op) is Append for op in ops):
-                    self._last_group = len(ops)
-                try:
-                    work = await self._commit(ops)
-                except _WriteFailed as failed:
-                    exc = failed.__cause__ or failed
-                    # Never written to this handle again (see the module docstring).
-                    self._suspect = True
-                    if is_disk_full(exc) and not self.closed:
-                        self._hold_for_space(ops, failed.args[0], exc)
-                        ops = []
+                while await self._lead_one() and self._pending and not self.retry_delay:
+                    if mine is not None and mine.finished:
                         return
-                    self._fail(ops, exc)
-                except Exception as exc:
-                    self._fail(ops, exc)
-                else:
-                    self._apply(work)
-                    if self.retry_delay:
-                        self._space_returned()
         finally:
-            for op in ops:
-                op.finished = True
             self._committing = False
-            self._idle.set()
-            if ops:
-                self._wake_waiters()
+            self._settle()
+            self._call_leader()
+
+    async def _lead_one(self) -> bool:
+        """Gather, stage and start one group (see :meth:`_lead`); False if there was
+        nothing to gather, or the database could not be reopened."""
+        # Let appenders that are already runnable queue their ops first, and those still
+        # being woken slice by slice: a bigger group costs the same sync.
+        await anyio.lowlevel.checkpoint()
+        await self._waker.settled()
+        if self._suspect and not await self._recover():
+            return False
+        if self.group_linger > 0 and self._lingers():
+            await self.clock.sleep(self.group_linger)
+        n = self._group_size()
+        if not n:
+            return False
+        ops = [self._pending.popleft() for _ in range(n)]
+        if self.group_linger > 0 and any(type(op) is Append for op in ops):
+            self._last_group = len(ops)
+        group = _Group(ops, self._queued)
+        parent = self._flight
+        if parent is not None and not all(type(op) in _CHAINABLE for op in ops):
+            await parent.done.wait()
+            if not parent.ok:
+                self._requeue(group, parent)
+                return True
+            parent = None
+        try:
+            work = group.work = self._begin(ops, parent.work if parent is not None else None)
+            for k in range(0, len(ops), STAGE_CHUNK):
+                self._stage(work, ops[k : k + STAGE_CHUNK])
+                work.txn.flush()
+                if k + STAGE_CHUNK < len(ops):
+                    await anyio.lowlevel.checkpoint()
+            writes = self._finish(work)
+        except Exception as exc:
+            self._fail(ops, exc)
+            self._done(group)
+            return True
+        if parent is not None:
+            self.pipelined += 1
+            await parent.done.wait()
+            if not parent.ok:
+                self._requeue(group, parent)
+                return True
+            work.txn.detach()
+        if not writes:
+            self._apply(work)
+            self._done(group)
+            return True
+        self._flight = group
+        self.thread.start(work.txn.write, lambda _, error: self._landed(group, error))
+        return True
+
+    def _landed(self, group: _Group, error: BaseException | None) -> None:
+        """A group's write ended (on the event loop): apply it, or fail or requeue it."""
+        work = group.work
+        assert work is not None
+        self._flight = None
+        if error is not None:
+            # Never written to this handle again (see the module docstring).
+            self._suspect = True
+            if is_disk_full(error) and not self.closed:
+                self._hold_for_space(group.ops, work, error)
+                self._unstage(group)
+                return
+            self._fail(group.ops, error)
+        else:
+            self.syncs += int(work.txn.sync)
+            group.ok = True
+            self._apply(work)
+            if self.retry_delay:
+                self._space_returned()
+        self._done(group)
+
+    def _done(self, group: _Group) -> None:
+        """The group's ops are finished: wake their waiters."""
+        for op in group.ops:
+            op.finished = True
+            op.group = None
+        self._end(group)
+
+    def _unstage(self, group: _Group) -> None:
+        """The group's ops are queued again: their waiters look again."""
+        for op in group.ops:
+            op.result = op.error = op.group = None
+        self._end(group)
+
+    def _end(self, group: _Group) -> None:
+        group.work = None
+        group.done.set()
+        self._waker.wake(group.waiters.take())
+        self._settle()
+        self._promote()
+
+    def _group_size(self) -> int:
+        """How many queued ops the next group takes: all (up to ``max_group_commit``),
+        except that with no write in flight a queue of ``SPLIT_AT`` ops or more, from
+        two waiters or more, is split in two halves, the second staged while the first
+        syncs; from then on the groups alternate. (One caller's batch, ``append_many``,
+        stays one group: one sync.)"""
+        n = min(len(self._pending), self.max_group_commit)
+        if self._flight is None and n >= SPLIT_AT and self._queued.count >= 2:
+            n = (n + 1) // 2
+        return n
+
+    def _requeue(self, group: _Group, parent: _Group) -> None:
+        """``parent``'s write failed: ``group`` (staged on top of it, or waiting for it)
+        goes back to the queue unstaged, right behind whatever of ``parent``'s ops went
+        back to its front (a full disk), so the queue's order is the order they came in."""
+        theirs = {id(op) for op in parent.ops}
+        pending = self._pending
+        k = 0
+        while k < len(pending) and id(pending[k]) in theirs:
+            k += 1
+        pending.rotate(-k)
+        pending.extendleft(reversed(group.ops))
+        pending.rotate(k)
+        self._unstage(group)
 
     def _lingers(self) -> bool:
         """Whether the leader waits ``group_linger`` for more ops before committing: the
@@ -458,7 +579,8 @@ class Writer:
         """Sleep, then retry the group that found the disk full. One waiter leads this
         (``_committing``); the others wait on its progress."""
         self._committing = True
-        self._idle = anyio.Event()
+        if self._idle.is_set():
+            self._idle = anyio.Event()
         try:
             with anyio.CancelScope() as scope:
                 self._retry_scope = scope
@@ -466,7 +588,7 @@ class Writer:
         finally:
             self._retry_scope = None
             self._committing = False
-            self._idle.set()
+            self._settle()
         await self._commit_next()  # fails again: a longer delay; else space is back
 
     async def _recover(self) -> bool:
@@ -519,7 +641,7 @@ class Writer:
         if self._retry_scope is not None:
             self._retry_scope.cancel()  # the queued group's retry decides, now
             return False
-        if self._committing:
+        if self._committing or self._flight is not None:
             return False
         if self._suspect:
             await self._commit_next()  # leads: the reopen, and whatever got queued
@@ -527,28 +649,8 @@ class Writer:
             self._space_returned()
         return not self.retry_delay
 
-    async def _commit(self, ops: Sequence[Op[Any]]) -> Work:
-        """Stage ``ops`` here, on the event loop, ``STAGE_CHUNK`` at a time (yielding in
-        between), then write the batch in the worker thread: there it is one call that
-        releases the GIL for the whole synced write. Staging in the thread instead (its
-        many short plyvel calls each drop and retake the GIL) kept the event loop waiting
-        for the GIL for the whole staging of a group: 5 ms at p99 in bench_journal."""
-        work = self._begin(ops)
-        for k in range(0, len(ops), STAGE_CHUNK):
-            self._stage(work, ops[k : k + STAGE_CHUNK])
-            work.txn.flush()
-            if k + STAGE_CHUNK < len(ops):
-                await anyio.lowlevel.checkpoint()
-        if self._finish(work):
-            try:
-                await self.thread.run(work.txn.write)
-            except Exception as exc:
-                raise _WriteFailed(work) from exc
-            self.syncs += int(work.txn.sync)
-        return work
-
     def _commit_sync(self, ops: Sequence[Op[Any]]) -> Work:
-        """:meth:`_commit` in one synchronous call (tools and benchmarks)."""
+        """A group commit in one synchronous call, not pipelined (tools, benchmarks)."""
         work = self._begin(ops)
         self._stage(work, ops)
         if self._finish(work):
@@ -556,13 +658,14 @@ class Writer:
             self.syncs += int(work.txn.sync)
         return work
 
-    def _begin(self, ops: Sequence[Op[Any]] = ()) -> Work:
-        before = self.mirror
+    def _begin(self, ops: Sequence[Op[Any]] = (), base: Work | None = None) -> Work:
+        """A group's work: on the committed state, or on ``base`` (the group in flight)."""
+        before = self.mirror if base is None else base.mirror
         # A group of cursor acks only needs no sync of its own unless fsync_acks.
         sync = self.fsync_acks or not ops or any(type(op) is not Ack for op in ops)
         self._groups += 1
         return Work(
-            Txn(self.db, sync=sync),
+            Txn(self.db, sync=sync, parent=base.txn if base is not None else None),
             before.copy(),
             self.clock.time(),
             self.epochs,
