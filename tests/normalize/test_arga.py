@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
+
+from argbridge.errors import EventError
+from argbridge.journal.records import JournalRecord, encode_parts, encoded
 from argbridge.normalize.arga import (
     auth_failed_event,
     demorun_event,
     demorun_from_run,
     results_event,
     results_from_run,
+    results_parts,
 )
 
 RUN = "run-1"
@@ -101,3 +106,42 @@ def test_type_part_memo_is_bounded():
     for n in range(info.maxsize + 100):
         normalize_arga._type_part(f"kind {n}", "x")
     assert normalize_arga._clean_type.cache_info().currsize <= info.maxsize
+
+
+#: Results payloads of every shape the normaliser tells apart.
+SHAPES: list[dict[str, object]] = [
+    {"type": "step_started", "step_number": 1},
+    {"type": "step_result", "step_number": 2, "status": "fail", "description": "d"},
+    {"type": "step_result", "step": 3, "result": "pass", "name": "n", "details": {"a": 1}},
+    {"status": "passed", "index": 0, "step_title": "t", "message": "m"},
+    {"type": "progress", "seq": 9, "status": "running", "message": "x" * 300},
+    {"type": "run_completed", "status": "completed", "timestamp": "2026-04-29T12:00:00Z"},
+    {"type": "run_failed", "status": "failed", "time": "not a time"},
+    {"type": "run_", "status": "error", "created_at": "2026-04-29T12:00:00.5+02:00"},
+    {"type": "weird type / with spaces!", "step_number": True, "status": "error"},
+    {"type": 42, "step_number": {"n": 1}, "status": None, "title": ""},
+    {"type": "", "step": [1], "result": "failed", "unicode": "é✓"},
+    {},
+]
+
+
+@pytest.mark.parametrize("payload", SHAPES)
+@pytest.mark.parametrize("upstream_id", [None, "17"])
+@pytest.mark.parametrize("prefix", ["", "acme."])
+def test_results_parts_give_the_bytes_of_the_cloudevent(payload, upstream_id, prefix):
+    """The results stream's hot path (no CloudEvent object) journals exactly the bytes
+    the CloudEvent path would, and those bytes read back as a valid CloudEvent."""
+    now = "2026-12-02T05:00:00.000Z"
+    kwargs = {"upstream_id": upstream_id, "prefix": prefix, "now": now}
+    event = results_event(RUN, payload, base_url="https://arga.example/", **kwargs)
+    parts = results_parts(RUN, payload, base_url="https://arga.example/", **kwargs)
+    assert parts[0] == event.id
+    item = encode_parts(*parts)
+    assert item == encoded(event)
+    stored = JournalRecord.stored(1, 0.0, item.body[: item.split], item.body[item.split :])
+    assert stored.event == event
+
+
+def test_results_parts_refuse_what_the_cloudevent_would():
+    with pytest.raises(EventError, match="subject"):
+        results_parts("", {"type": "progress"})

@@ -12,6 +12,7 @@ sink's binary mode builds headers from :attr:`JournalRecord.attributes` and uses
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -69,10 +70,18 @@ class EncodedEvent(NamedTuple):
 def encoded(event: CloudEvent) -> EncodedEvent:
     """``event`` encoded once, for :meth:`~argbridge.journal.log.EventLog.append_encoded`
     (orjson's over-allocated results are copied once, joined: see :func:`encode_event`)."""
-    attrs = orjson.dumps(event.attributes())
-    if event.data is None:
-        return EncodedEvent(event.id, _exact(attrs), len(attrs))
-    return EncodedEvent(event.id, attrs + orjson.dumps(event.data), len(attrs))
+    return encode_parts(event.id, event.attributes(), event.data)
+
+
+def encode_parts(event_id: str, attributes: Mapping[str, Any], data: Any) -> EncodedEvent:
+    """:func:`encoded` of the event whose :meth:`~argbridge.events.CloudEvent.attributes`
+    are ``attributes`` (in that order) and whose data is ``data``: what a normaliser that
+    builds the attributes itself, without the ``CloudEvent`` object, hands the journal
+    (:func:`argbridge.normalize.arga.results_parts`)."""
+    attrs = orjson.dumps(attributes)
+    if data is None:
+        return EncodedEvent(event_id, _exact(attrs), len(attrs))
+    return EncodedEvent(event_id, attrs + orjson.dumps(data), len(attrs))
 
 
 def _exact(raw: bytes) -> bytes:

@@ -69,6 +69,11 @@ class SSEFollowerBase(StreamFollower):
         """CloudEvents of the decoded ``events`` (rejections counted); sets
         :attr:`terminal` on the last one."""
 
+    def encode(self, events: list[SSEEvent], decoder: SSEDecoder) -> list[EncodedEvent]:
+        """:meth:`decode`, encoded for the journal. A subclass whose normaliser builds
+        the journal's bytes directly overrides this (the same bytes, no ``CloudEvent``)."""
+        return [encoded(event) for event in self.decode(events, decoder)]
+
     def session_started(self) -> None:
         """A new session begins reading (e.g. reset per-session positions)."""
         return None
@@ -144,7 +149,7 @@ class SSEFollowerBase(StreamFollower):
                 if len(ev.data) > self.max_frame:
                     self._too_large(len(ev.data), decoder.bytes_fed)
             events = [ev for ev in events if len(ev.data) <= self.max_frame]
-        batch = [encoded(event) for event in self.decode(events, decoder)]
+        batch = self.encode(events, decoder)
         if batch:
             self.policy.progressed()
         self.policy.set_server_retry(decoder.retry_ms)

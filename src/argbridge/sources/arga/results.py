@@ -12,6 +12,7 @@ on the server and memory stays bounded by the socket buffers.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from itertools import islice
 from typing import Any
 
@@ -19,11 +20,12 @@ import httpx
 import orjson
 
 from argbridge.events import CloudEvent, now_rfc3339
-from argbridge.journal.records import encoded
+from argbridge.journal.records import EncodedEvent, encode_parts, encoded
 from argbridge.normalize.arga import (
     is_terminal_results_event,
     iter_results_from_run,
     results_event,
+    results_parts,
 )
 from argbridge.reconnect import Decision, ReconnectPolicy
 from argbridge.sources.arga.api import ArgaApi, fetch_run
@@ -96,8 +98,41 @@ class ResultsFollower(SSEFollowerBase):
         await self.gap_fill(include_terminal=True)
 
     def decode(self, events: list[SSEEvent], decoder: SSEDecoder) -> list[CloudEvent]:
-        batch: list[CloudEvent] = []
-        now = now_rfc3339()
+        base_url, prefix, now = self.api.public_base_url, self.ctx.type_prefix, now_rfc3339()
+        return [
+            results_event(
+                self.run_id,
+                payload,
+                upstream_id=upstream_id,
+                base_url=base_url,
+                prefix=prefix,
+                now=now,
+            )
+            for payload, upstream_id in self._payloads(events, decoder)
+        ]
+
+    def encode(self, events: list[SSEEvent], decoder: SSEDecoder) -> list[EncodedEvent]:
+        """:meth:`decode` straight to the journal's bytes (:func:`results_parts`)."""
+        base_url, prefix, now = self.api.public_base_url, self.ctx.type_prefix, now_rfc3339()
+        return [
+            encode_parts(
+                *results_parts(
+                    self.run_id,
+                    payload,
+                    upstream_id=upstream_id,
+                    base_url=base_url,
+                    prefix=prefix,
+                    now=now,
+                )
+            )
+            for payload, upstream_id in self._payloads(events, decoder)
+        ]
+
+    def _payloads(
+        self, events: list[SSEEvent], decoder: SSEDecoder
+    ) -> Iterator[tuple[dict[str, Any], str | None]]:
+        """Each event's JSON object and upstream id (a frame that is not a JSON object
+        is counted and skipped); sets :attr:`terminal` on the run's terminal event."""
         for ev in events:
             try:
                 payload: Any = orjson.loads(ev.data)
@@ -111,19 +146,9 @@ class ResultsFollower(SSEFollowerBase):
                     event_id=ev.id or None,
                 )
                 continue
-            batch.append(
-                results_event(
-                    self.run_id,
-                    payload,
-                    upstream_id=ev.id if ev.own_id and ev.id else None,
-                    base_url=self.api.public_base_url,
-                    prefix=self.ctx.type_prefix,
-                    now=now,
-                )
-            )
+            yield payload, (ev.id if ev.own_id and ev.id else None)
             if is_terminal_results_event(payload):
                 self.terminal = True
-        return batch
 
     async def gap_fill(self, *, include_terminal: bool = False) -> int:
         """Emit the step results of ``GET /runs/{run_id}`` (and its terminal event at the
