@@ -10,6 +10,7 @@ from argbridge.normalize.arga import (
     auth_failed_event,
     demorun_event,
     demorun_from_run,
+    demorun_parts,
     results_event,
     results_from_run,
     results_parts,
@@ -145,3 +146,46 @@ def test_results_parts_give_the_bytes_of_the_cloudevent(payload, upstream_id, pr
 def test_results_parts_refuse_what_the_cloudevent_would():
     with pytest.raises(EventError, match="subject"):
         results_parts("", {"type": "progress"})
+
+
+#: Demo-runner messages of every shape the normaliser tells apart.
+MESSAGES: list[dict[str, object]] = [
+    {
+        "type": "event",
+        "event": {
+            "id": "e-1",
+            "type": "click",
+            "message": "m",
+            "timestamp": "2026-04-29T12:00:00Z",
+        },
+    },
+    {"type": "event", "event": {"type": "odd type!", "details": {"n": 1}, "timestamp": "bad"}},
+    {"type": "event", "event": {"id": 7, "message": "é✓"}},
+    {"type": "done", "status": "failed", "message": "boom"},
+    {"type": "done", "status": "completed"},
+    {"type": "done"},
+    {"type": "frame", "data": "..."},
+    {"type": "event", "event": "not an object"},
+    {},
+]
+
+
+@pytest.mark.parametrize("message", MESSAGES)
+@pytest.mark.parametrize("prefix", ["", "acme."])
+def test_demorun_parts_give_the_bytes_of_the_cloudevent(message, prefix):
+    now = "2026-12-02T05:00:00.000Z"
+    event = demorun_event(RUN, message, base_url="https://arga.example/", prefix=prefix, now=now)
+    parts = demorun_parts(RUN, message, base_url="https://arga.example/", prefix=prefix, now=now)
+    if event is None:
+        assert parts is None
+        return
+    assert parts is not None and parts[0] == event.id
+    item = encode_parts(*parts)
+    assert item == encoded(event)
+    stored = JournalRecord.stored(1, 0.0, item.body[: item.split], item.body[item.split :])
+    assert stored.event == event
+
+
+def test_demorun_parts_refuse_what_the_cloudevent_would():
+    with pytest.raises(EventError, match="subject"):
+        demorun_parts("", {"type": "done"})

@@ -193,57 +193,115 @@ def results_parts(
     return event_id, attrs, data
 
 
-def demorun_event(
+def _demorun_fields(
     run_id: str,
     message: Mapping[str, Any],
-    *,
-    base_url: str = "https://api.argalabs.com",
-    prefix: str = "",
-) -> CloudEvent | None:
-    """Normalise one demo-runner WebSocket message; ``None`` for messages that carry no
-    event (e.g. browser stream frames)."""
+    base_url: str,
+    prefix: str,
+    now: str | None,
+) -> tuple[str, str, str, str, dict[str, Any], str | None] | None:
+    """What :func:`demorun_event` and :func:`demorun_parts` share: id, source, type,
+    time, data and severity (``None``: the message carries no event)."""
     kind = message.get("type")
     source = f"{base_url.rstrip('/')}/demo-runner/runs/{run_id}"
     if kind == "event" and isinstance(message.get("event"), Mapping):
         event = message["event"]
         event_type = _type_part(event.get("type"), "message")
         identity = event.get("id") or "sha:" + content_hash(event)
-        return CloudEvent(
-            id=deterministic_id("arga-demorun", run_id, str(identity)),
-            source=source,
-            type=f"{prefix}arga.demorun.{event_type}",
-            subject=run_id,
-            time=_time(event.get("timestamp")),
-            data={
-                "run_id": run_id,
-                "event_id": event.get("id"),
-                "kind": event.get("type"),
-                "message": event.get("message"),
-                "details": event.get("details"),
-                "urls": {"run": source},
-                "upstream": dict(message),
-            },
-            partitionkey=run_id,
+        data = {
+            "run_id": run_id,
+            "event_id": event.get("id"),
+            "kind": event.get("type"),
+            "message": event.get("message"),
+            "details": event.get("details"),
+            "urls": {"run": source},
+            "upstream": dict(message),
+        }
+        return (
+            deterministic_id("arga-demorun", run_id, str(identity)),
+            source,
+            f"{prefix}arga.demorun.{event_type}",
+            _time(event.get("timestamp"), now),
+            data,
+            None,
         )
     if kind == "done":
         status = message.get("status")
-        return CloudEvent(
-            id=deterministic_id("arga-demorun", run_id, "done"),
-            source=source,
-            type=f"{prefix}arga.demorun.done",
-            subject=run_id,
-            time=now_rfc3339(),
-            data={
-                "run_id": run_id,
-                "status": status,
-                "message": message.get("message"),
-                "urls": {"run": source},
-                "upstream": dict(message),
-            },
-            partitionkey=run_id,
-            severity="high" if status == "failed" else None,
+        data = {
+            "run_id": run_id,
+            "status": status,
+            "message": message.get("message"),
+            "urls": {"run": source},
+            "upstream": dict(message),
+        }
+        return (
+            deterministic_id("arga-demorun", run_id, "done"),
+            source,
+            f"{prefix}arga.demorun.done",
+            now or now_rfc3339(),
+            data,
+            "high" if status == "failed" else None,
         )
     return None
+
+
+def demorun_event(
+    run_id: str,
+    message: Mapping[str, Any],
+    *,
+    base_url: str = "https://api.argalabs.com",
+    prefix: str = "",
+    now: str | None = None,
+) -> CloudEvent | None:
+    """Normalise one demo-runner WebSocket message; ``None`` for messages that carry no
+    event (e.g. browser stream frames). ``now``: the time of a ``done``, or of an event
+    without a valid timestamp (default: the current time)."""
+    fields = _demorun_fields(run_id, message, base_url, prefix, now)
+    if fields is None:
+        return None
+    event_id, source, ce_type, time, data, severity = fields
+    return CloudEvent(
+        id=event_id,
+        source=source,
+        type=ce_type,
+        subject=run_id,
+        time=time,
+        data=data,
+        partitionkey=run_id,
+        severity=severity,
+    )
+
+
+def demorun_parts(
+    run_id: str,
+    message: Mapping[str, Any],
+    *,
+    base_url: str = "https://api.argalabs.com",
+    prefix: str = "",
+    now: str | None = None,
+) -> tuple[str, dict[str, ExtensionValue], dict[str, Any]] | None:
+    """:func:`demorun_event` as id, attributes and data, without the ``CloudEvent``: the
+    demo-runner feed's hot path (as :func:`results_parts` for the results stream; the
+    same bytes, compared in tests/normalize/test_arga.py)."""
+    if not isinstance(run_id, str) or not run_id:
+        raise EventError("subject must be a non-empty string when present")
+    fields = _demorun_fields(run_id, message, base_url, prefix, now)
+    if fields is None:
+        return None
+    event_id, source, ce_type, time, data, severity = fields
+    attrs: dict[str, ExtensionValue] = {
+        "specversion": SPECVERSION,
+        "id": event_id,
+        "source": source,
+        "type": ce_type,
+        "subject": run_id,
+        "time": time,
+        "datacontenttype": "application/json",
+        "partitionkey": run_id,
+    }
+    if severity is not None:
+        attrs["severity"] = severity
+    return event_id, attrs, data
 
 
 def results_from_run(

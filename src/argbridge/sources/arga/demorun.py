@@ -28,7 +28,8 @@ import orjson
 from websockets.asyncio.client import ClientConnection
 
 from argbridge.events import CloudEvent
-from argbridge.normalize.arga import demorun_event, demorun_from_run
+from argbridge.journal.records import EncodedEvent, encode_parts
+from argbridge.normalize.arga import demorun_event, demorun_from_run, demorun_parts
 from argbridge.reconnect import (
     AUTH_CLOSE_CODES,
     NOT_FOUND_CLOSE_CODES,
@@ -123,6 +124,28 @@ class DemoRunFollower(WsFollowerBase):
         )
 
     def _message(self, message: str | bytes) -> CloudEvent | None:
+        payload = self._payload(message)
+        if payload is None:
+            return None
+        event = demorun_event(
+            self.run_id, payload, base_url=self.api.public_base_url, prefix=self.ctx.type_prefix
+        )
+        self._seen(payload, event is not None)
+        return event
+
+    def _encoded(self, message: str | bytes) -> EncodedEvent | None:
+        """:meth:`_message` straight to the journal's bytes (:func:`demorun_parts`)."""
+        payload = self._payload(message)
+        if payload is None:
+            return None
+        parts = demorun_parts(
+            self.run_id, payload, base_url=self.api.public_base_url, prefix=self.ctx.type_prefix
+        )
+        self._seen(payload, parts is not None)
+        return None if parts is None else encode_parts(*parts)
+
+    def _payload(self, message: str | bytes) -> dict[str, Any] | None:
+        """The message's JSON object (a message that is not one is counted)."""
         self.messages += 1
         try:
             payload: Any = orjson.loads(message)
@@ -131,14 +154,14 @@ class DemoRunFollower(WsFollowerBase):
         if not isinstance(payload, dict):
             self.ctx.reject("malformed_json", run_id=self.run_id, position=self.messages)
             return None
-        event = demorun_event(
-            self.run_id, payload, base_url=self.api.public_base_url, prefix=self.ctx.type_prefix
-        )
+        return payload
+
+    def _seen(self, payload: dict[str, Any], journaled: bool) -> None:
+        """``done`` ends the run; a message that is no event and no frame is counted."""
         if payload.get("type") == "done":
             self.done = True
-        if event is None and payload.get("type") not in ("frame", "stream_frame", "screenshot"):
+        if not journaled and payload.get("type") not in ("frame", "stream_frame", "screenshot"):
             self.ctx.reject("unknown_message", run_id=self.run_id, position=self.messages)
-        return event
 
     async def gap_fill(self) -> int:
         """Emit ``events_json`` (and ``done`` for a terminal run) of the demo run."""
