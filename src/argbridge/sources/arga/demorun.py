@@ -21,7 +21,8 @@ log line or an exception message (only exception class names and close codes are
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import orjson
@@ -45,6 +46,7 @@ from argbridge.sources.state import StateStore
 from argbridge.sources.wsconnect import WsFollowerBase, WsOptions, ws_attempt
 
 REFUSAL_CLOSE_CODES = AUTH_CLOSE_CODES | NOT_FOUND_CLOSE_CODES
+N = TypeVar("N")
 
 
 class DemoRunFollower(WsFollowerBase):
@@ -124,25 +126,27 @@ class DemoRunFollower(WsFollowerBase):
         )
 
     def _message(self, message: str | bytes) -> CloudEvent | None:
-        payload = self._payload(message)
-        if payload is None:
-            return None
-        event = demorun_event(
-            self.run_id, payload, base_url=self.api.public_base_url, prefix=self.ctx.type_prefix
-        )
-        self._seen(payload, event is not None)
-        return event
+        return self._normalised(message, demorun_event)
 
     def _encoded(self, message: str | bytes) -> EncodedEvent | None:
         """:meth:`_message` straight to the journal's bytes (:func:`demorun_parts`)."""
+        parts = self._normalised(message, demorun_parts)
+        return None if parts is None else encode_parts(*parts)
+
+    def _normalised(self, message: str | bytes, normalise: Callable[..., N | None]) -> N | None:
+        """``normalise`` (:func:`demorun_event` or :func:`demorun_parts`) of the message;
+        ``done`` ends the run, and a message that is no event and no frame is counted."""
         payload = self._payload(message)
         if payload is None:
             return None
-        parts = demorun_parts(
+        out = normalise(
             self.run_id, payload, base_url=self.api.public_base_url, prefix=self.ctx.type_prefix
         )
-        self._seen(payload, parts is not None)
-        return None if parts is None else encode_parts(*parts)
+        if payload.get("type") == "done":
+            self.done = True
+        if out is None and payload.get("type") not in ("frame", "stream_frame", "screenshot"):
+            self.ctx.reject("unknown_message", run_id=self.run_id, position=self.messages)
+        return out
 
     def _payload(self, message: str | bytes) -> dict[str, Any] | None:
         """The message's JSON object (a message that is not one is counted)."""
@@ -155,13 +159,6 @@ class DemoRunFollower(WsFollowerBase):
             self.ctx.reject("malformed_json", run_id=self.run_id, position=self.messages)
             return None
         return payload
-
-    def _seen(self, payload: dict[str, Any], journaled: bool) -> None:
-        """``done`` ends the run; a message that is no event and no frame is counted."""
-        if payload.get("type") == "done":
-            self.done = True
-        if not journaled and payload.get("type") not in ("frame", "stream_frame", "screenshot"):
-            self.ctx.reject("unknown_message", run_id=self.run_id, position=self.messages)
 
     async def gap_fill(self) -> int:
         """Emit ``events_json`` (and ``done`` for a terminal run) of the demo run."""

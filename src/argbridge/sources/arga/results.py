@@ -12,9 +12,9 @@ on the server and memory stays bounded by the socket buffers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -34,6 +34,8 @@ from argbridge.sources.follower import StreamAlert, StreamSlots
 from argbridge.sources.ssefollow import SSEFollowerBase
 from argbridge.sources.state import StateStore
 from argbridge.sse import SSEDecoder, SSEEvent
+
+N = TypeVar("N")
 
 #: Events of a gap-fill normalised and committed at a time.
 GAP_FILL_SLICE = 256
@@ -98,32 +100,25 @@ class ResultsFollower(SSEFollowerBase):
         await self.gap_fill(include_terminal=True)
 
     def decode(self, events: list[SSEEvent], decoder: SSEDecoder) -> list[CloudEvent]:
+        return self._normalised(events, decoder, results_event)
+
+    def encode(self, events: list[SSEEvent], decoder: SSEDecoder) -> list[EncodedEvent]:
+        """:meth:`decode` straight to the journal's bytes (:func:`results_parts`)."""
+        return [encode_parts(*parts) for parts in self._normalised(events, decoder, results_parts)]
+
+    def _normalised(
+        self, events: list[SSEEvent], decoder: SSEDecoder, normalise: Callable[..., N]
+    ) -> list[N]:
+        """``normalise`` (:func:`results_event` or :func:`results_parts`) of each event."""
         base_url, prefix, now = self.api.public_base_url, self.ctx.type_prefix, now_rfc3339()
         return [
-            results_event(
+            normalise(
                 self.run_id,
                 payload,
                 upstream_id=upstream_id,
                 base_url=base_url,
                 prefix=prefix,
                 now=now,
-            )
-            for payload, upstream_id in self._payloads(events, decoder)
-        ]
-
-    def encode(self, events: list[SSEEvent], decoder: SSEDecoder) -> list[EncodedEvent]:
-        """:meth:`decode` straight to the journal's bytes (:func:`results_parts`)."""
-        base_url, prefix, now = self.api.public_base_url, self.ctx.type_prefix, now_rfc3339()
-        return [
-            encode_parts(
-                *results_parts(
-                    self.run_id,
-                    payload,
-                    upstream_id=upstream_id,
-                    base_url=base_url,
-                    prefix=prefix,
-                    now=now,
-                )
             )
             for payload, upstream_id in self._payloads(events, decoder)
         ]
