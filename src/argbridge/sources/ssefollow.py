@@ -12,7 +12,8 @@ and backpressure (no read while the journal is paused). The events of a chunk ar
 decoded, normalised and encoded for the journal at once
 (:class:`~argbridge.journal.records.EncodedEvent`): while they wait for their commit the
 follower holds their bytes only, never their decoded payloads. A subclass turns decoded
-events into CloudEvents (:meth:`SSEFollowerBase.decode`) and opens the request
+events into CloudEvents (:meth:`SSEFollowerBase.decode`; or straight into the journal's
+bytes, :meth:`SSEFollowerBase.encode`) and opens the request
 (:meth:`~argbridge.sources.follower.StreamFollower.connect`, then :meth:`sse_session`).
 """
 

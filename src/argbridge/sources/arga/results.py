@@ -3,7 +3,8 @@
 Owns Arga's part of the SSE follower (:class:`~argbridge.sources.ssefollow.SSEFollowerBase`,
 shared with the generic ``sse`` source, on the
 :class:`~argbridge.sources.follower.StreamFollower` skeleton): the request, decoded
-events → :func:`results_event`, and the gap-fill from ``GET /runs/{run_id}`` after every
+events → :func:`results_parts` (the journal's bytes of :func:`results_event`, without
+the ``CloudEvent``), and the gap-fill from ``GET /runs/{run_id}`` after every
 reconnect (deterministic ids drop the overlap). The shared part persists the
 ``Last-Event-ID`` once the events before it are committed (a restarted daemon resumes
 from it) and stops reading while the journal signals backpressure, so TCP pushes back
