@@ -95,22 +95,27 @@ def results_identity(payload: Mapping[str, Any], step: Any, upstream_id: str | N
     return upstream_id if upstream_id else "sha:" + content_hash(payload)
 
 
+#: The fields of one Arga event besides its subject and partition key (both the run id):
+#: id, source, type, time, data, sequence, severity.
+_Fields = tuple[str, str, str, str, dict[str, Any], int | None, str | None]
+
+
 def _results_fields(
     run_id: str,
     payload: Mapping[str, Any],
     upstream_id: str | None,
     base_url: str,
     prefix: str,
-) -> tuple[str, Any, str, Any, str, dict[str, Any]]:
-    """What :func:`results_event` and :func:`results_parts` share: the type, the step, the
-    identity, the status, the base URL and the data."""
+    now: str | None,
+) -> _Fields:
+    """The fields of a results event: what :func:`results_event` and
+    :func:`results_parts` build from."""
     raw_type = payload.get("type")
     if isinstance(raw_type, str) and raw_type.startswith("run_"):
         ce_type = f"{prefix}arga.validation.run.{_type_part(raw_type[4:], 'unknown')}"
     else:
         ce_type = f"{prefix}arga.validation.{_type_part(raw_type, 'message')}"
     step = _pick(payload, "step_number", "step", "index")
-    identity = results_identity(payload, step, upstream_id)
     status = _pick(payload, "status", "result")
     base = base_url.rstrip("/")
     data = {
@@ -123,7 +128,55 @@ def _results_fields(
         "urls": {"run": f"{base}/runs/{run_id}"},
         "upstream": payload if type(payload) is dict else dict(payload),
     }
-    return ce_type, step, identity, status, base, data
+    return (
+        deterministic_id("arga-results", run_id, results_identity(payload, step, upstream_id)),
+        f"{base}/validate/{run_id}/results",
+        ce_type,
+        _time(_pick(payload, "timestamp", "time", "created_at"), now),
+        data,
+        step if isinstance(step, int) and not isinstance(step, bool) else None,
+        "high" if status in ("fail", "failed", "error") else None,
+    )
+
+
+def _event(run_id: str, fields: _Fields) -> CloudEvent:
+    event_id, source, ce_type, time, data, sequence, severity = fields
+    return CloudEvent(
+        id=event_id,
+        source=source,
+        type=ce_type,
+        subject=run_id,
+        time=time,
+        data=data,
+        partitionkey=run_id,
+        sequence=sequence,
+        severity=severity,
+    )
+
+
+def _parts(run_id: str, fields: _Fields) -> tuple[str, dict[str, ExtensionValue], dict[str, Any]]:
+    """The id, the attributes (in :meth:`~argbridge.events.CloudEvent.attributes` order)
+    and the data of :func:`_event`, without building it. Every attribute is valid by
+    construction (a constant, the id, a cleaned type, ``_time``'s checked time, an int
+    sequence) except ``run_id``, checked here as ``CloudEvent`` would."""
+    if not isinstance(run_id, str) or not run_id:
+        raise EventError("subject must be a non-empty string when present")
+    event_id, source, ce_type, time, data, sequence, severity = fields
+    attrs: dict[str, ExtensionValue] = {
+        "specversion": SPECVERSION,
+        "id": event_id,
+        "source": source,
+        "type": ce_type,
+        "subject": run_id,
+        "time": time,
+        "datacontenttype": "application/json",
+        "partitionkey": run_id,
+    }
+    if sequence is not None:
+        attrs["sequence"] = sequence
+    if severity is not None:
+        attrs["severity"] = severity
+    return event_id, attrs, data
 
 
 def results_event(
@@ -137,20 +190,7 @@ def results_event(
 ) -> CloudEvent:
     """Normalise one results-stream event of validation run ``run_id`` (``now``: the
     time to use when the payload has no timestamp; default: the current time)."""
-    ce_type, step, identity, status, base, data = _results_fields(
-        run_id, payload, upstream_id, base_url, prefix
-    )
-    return CloudEvent(
-        id=deterministic_id("arga-results", run_id, identity),
-        source=f"{base}/validate/{run_id}/results",
-        type=ce_type,
-        subject=run_id,
-        time=_time(_pick(payload, "timestamp", "time", "created_at"), now),
-        data=data,
-        partitionkey=run_id,
-        sequence=step if isinstance(step, int) and not isinstance(step, bool) else None,
-        severity="high" if status in ("fail", "failed", "error") else None,
-    )
+    return _event(run_id, _results_fields(run_id, payload, upstream_id, base_url, prefix, now))
 
 
 def results_parts(
@@ -162,35 +202,12 @@ def results_parts(
     prefix: str = "",
     now: str | None = None,
 ) -> tuple[str, dict[str, ExtensionValue], dict[str, Any]]:
-    """:func:`results_event` as its id, its attributes (in
-    :meth:`~argbridge.events.CloudEvent.attributes` order) and its data, without building
-    the ``CloudEvent``: the results stream's hot path, whose events go to the journal as
+    """:func:`results_event` as its id, its attributes and its data, without building the
+    ``CloudEvent``: the results stream's hot path, whose events go to the journal as
     bytes (:func:`argbridge.journal.records.encode_parts`, the same bytes as
     ``encoded(results_event(...))``; tests/normalize/test_arga.py compares them). Building
-    and validating the object was ~40 % of normalising a stream event. Every attribute is
-    valid by construction (a constant, the id, a cleaned type, ``_time``'s checked time,
-    an int sequence) except ``run_id``, checked here as ``CloudEvent`` would."""
-    if not isinstance(run_id, str) or not run_id:
-        raise EventError("subject must be a non-empty string when present")
-    ce_type, step, identity, status, base, data = _results_fields(
-        run_id, payload, upstream_id, base_url, prefix
-    )
-    event_id = deterministic_id("arga-results", run_id, identity)
-    attrs: dict[str, ExtensionValue] = {
-        "specversion": SPECVERSION,
-        "id": event_id,
-        "source": f"{base}/validate/{run_id}/results",
-        "type": ce_type,
-        "subject": run_id,
-        "time": _time(_pick(payload, "timestamp", "time", "created_at"), now),
-        "datacontenttype": "application/json",
-        "partitionkey": run_id,
-    }
-    if isinstance(step, int) and not isinstance(step, bool):
-        attrs["sequence"] = step
-    if status in ("fail", "failed", "error"):
-        attrs["severity"] = "high"
-    return event_id, attrs, data
+    and validating the object was ~40 % of normalising a stream event."""
+    return _parts(run_id, _results_fields(run_id, payload, upstream_id, base_url, prefix, now))
 
 
 def _demorun_fields(
@@ -199,9 +216,9 @@ def _demorun_fields(
     base_url: str,
     prefix: str,
     now: str | None,
-) -> tuple[str, str, str, str, dict[str, Any], str | None] | None:
-    """What :func:`demorun_event` and :func:`demorun_parts` share: id, source, type,
-    time, data and severity (``None``: the message carries no event)."""
+) -> _Fields | None:
+    """The fields of a demo-runner event (``None``: the message carries no event): what
+    :func:`demorun_event` and :func:`demorun_parts` build from."""
     kind = message.get("type")
     source = f"{base_url.rstrip('/')}/demo-runner/runs/{run_id}"
     if kind == "event" and isinstance(message.get("event"), Mapping):
@@ -224,6 +241,7 @@ def _demorun_fields(
             _time(event.get("timestamp"), now),
             data,
             None,
+            None,
         )
     if kind == "done":
         status = message.get("status")
@@ -240,6 +258,7 @@ def _demorun_fields(
             f"{prefix}arga.demorun.done",
             now or now_rfc3339(),
             data,
+            None,
             "high" if status == "failed" else None,
         )
     return None
@@ -257,19 +276,7 @@ def demorun_event(
     event (e.g. browser stream frames). ``now``: the time of a ``done``, or of an event
     without a valid timestamp (default: the current time)."""
     fields = _demorun_fields(run_id, message, base_url, prefix, now)
-    if fields is None:
-        return None
-    event_id, source, ce_type, time, data, severity = fields
-    return CloudEvent(
-        id=event_id,
-        source=source,
-        type=ce_type,
-        subject=run_id,
-        time=time,
-        data=data,
-        partitionkey=run_id,
-        severity=severity,
-    )
+    return None if fields is None else _event(run_id, fields)
 
 
 def demorun_parts(
@@ -283,25 +290,8 @@ def demorun_parts(
     """:func:`demorun_event` as id, attributes and data, without the ``CloudEvent``: the
     demo-runner feed's hot path (as :func:`results_parts` for the results stream; the
     same bytes, compared in tests/normalize/test_arga.py)."""
-    if not isinstance(run_id, str) or not run_id:
-        raise EventError("subject must be a non-empty string when present")
     fields = _demorun_fields(run_id, message, base_url, prefix, now)
-    if fields is None:
-        return None
-    event_id, source, ce_type, time, data, severity = fields
-    attrs: dict[str, ExtensionValue] = {
-        "specversion": SPECVERSION,
-        "id": event_id,
-        "source": source,
-        "type": ce_type,
-        "subject": run_id,
-        "time": time,
-        "datacontenttype": "application/json",
-        "partitionkey": run_id,
-    }
-    if severity is not None:
-        attrs["severity"] = severity
-    return event_id, attrs, data
+    return None if fields is None else _parts(run_id, fields)
 
 
 def results_from_run(
