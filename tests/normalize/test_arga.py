@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from argbridge.errors import EventError
+from argbridge.events import CloudEvent, ExtensionValue
 from argbridge.journal.records import JournalRecord, encode_parts, encoded
 from argbridge.normalize.arga import (
     auth_failed_event,
@@ -109,6 +112,18 @@ def test_type_part_memo_is_bounded():
     assert normalize_arga._clean_type.cache_info().currsize <= info.maxsize
 
 
+def assert_same_journal_bytes(
+    event: CloudEvent, parts: tuple[str, dict[str, ExtensionValue], dict[str, Any]]
+) -> None:
+    """``parts`` (a ``*_parts`` normaliser's) journal exactly the bytes of ``event``, and
+    those bytes read back as ``event``."""
+    assert parts[0] == event.id
+    item = encode_parts(*parts)
+    assert item == encoded(event)
+    stored = JournalRecord.stored(1, 0.0, item.body[: item.split], item.body[item.split :])
+    assert stored.event == event
+
+
 #: Results payloads of every shape the normaliser tells apart.
 SHAPES: list[dict[str, object]] = [
     {"type": "step_started", "step_number": 1},
@@ -136,11 +151,7 @@ def test_results_parts_give_the_bytes_of_the_cloudevent(payload, upstream_id, pr
     kwargs = {"upstream_id": upstream_id, "prefix": prefix, "now": now}
     event = results_event(RUN, payload, base_url="https://arga.example/", **kwargs)
     parts = results_parts(RUN, payload, base_url="https://arga.example/", **kwargs)
-    assert parts[0] == event.id
-    item = encode_parts(*parts)
-    assert item == encoded(event)
-    stored = JournalRecord.stored(1, 0.0, item.body[: item.split], item.body[item.split :])
-    assert stored.event == event
+    assert_same_journal_bytes(event, parts)
 
 
 def test_results_parts_refuse_what_the_cloudevent_would():
@@ -179,11 +190,8 @@ def test_demorun_parts_give_the_bytes_of_the_cloudevent(message, prefix):
     if event is None:
         assert parts is None
         return
-    assert parts is not None and parts[0] == event.id
-    item = encode_parts(*parts)
-    assert item == encoded(event)
-    stored = JournalRecord.stored(1, 0.0, item.body[: item.split], item.body[item.split :])
-    assert stored.event == event
+    assert parts is not None
+    assert_same_journal_bytes(event, parts)
 
 
 def test_demorun_parts_refuse_what_the_cloudevent_would():
