@@ -17,7 +17,7 @@ import anyio
 import plyvel
 
 from argbridge.clock import SYSTEM_CLOCK, Clock
-from argbridge.errors import JournalClosed
+from argbridge.errors import JournalClosed, JournalError
 from argbridge.events import CloudEvent
 from argbridge.journal import store
 from argbridge.journal.backpressure import PauseSignal
@@ -37,6 +37,9 @@ from argbridge.journal.roles import ExactlyOnceSinkView, SinkView, SourceView
 from argbridge.journal.sizes import SizeIndex
 from argbridge.journal.state import StateStore
 from argbridge.journal.writer import ReadThread, Writer
+from argbridge.logging import get_logger
+
+_log = get_logger(component="journal")
 
 
 def load_mirror(db: plyvel.DB, sinks: Sequence[str], sizes: SizeIndex | None = None) -> Mirror:
@@ -193,6 +196,28 @@ class Journal:
         release the hold, once the state dir's filesystem has room again (the runtime
         calls this every second). Returns whether intake is no longer held for it."""
         return await self._writer.recheck_space() if self._writer is not None else True
+
+    async def release_memory(self) -> bool:
+        """Let the engine give back what it holds for reading (a quiet moment after a
+        burst, before the runtime's heap trim): flush LevelDB's memtable when it holds
+        more than a little (a memtable is freed only once flushed), then reopen the
+        database between two group commits (its open tables' mappings, its block cache
+        and its memtable's arena are released; LevelDB has no other way to drop them).
+        Measured with ``bench_bounds --phase burst``: the mapped tables (~4.5 MiB after
+        the burst's drain) and most of the journal threads' arenas came back. Commits
+        wait for the reopen (5-25 ms under a full append load); the flush runs in the
+        read thread, in order with the reads. Returns whether the database was reopened;
+        a failure is logged and left to the writer (it reopens before its next commit)."""
+        writer, reads = self._writer, self._reads
+        if writer is None or reads is None or writer.closed:
+            return False
+        try:
+            await reads.run(store.flush_memtable)
+        except JournalClosed:
+            return False
+        except JournalError as exc:
+            _log.warning("journal.memtable_flush_failed", error=str(exc))
+        return await writer.reopen()
 
     @property
     def closed(self) -> bool:

@@ -390,6 +390,27 @@ def take_events(
     return out
 
 
+#: :func:`flush_memtable` flushes a memtable holding more than this (LevelDB's memory
+#: property counts the block cache too, up to ``BLOCK_CACHE_SIZE``).
+FLUSH_MEMTABLE_ABOVE = 512 * 1024
+#: An empty key range after every key the journal writes (all its prefixes are ASCII).
+_NOTHING = (b"\xff\xfe", b"\xff\xff")
+
+
+def flush_memtable(db: plyvel.DB) -> bool:
+    """Write LevelDB's memtable out to a table when it holds more than
+    ``FLUSH_MEMTABLE_ABOVE``, so that its memory is freed (a memtable is freed only once
+    flushed, and otherwise stays until later writes fill it); whether it did. Blocks
+    until the flush is done: call it in a journal thread. ``compact_range`` of a range
+    holding no key flushes the memtable first, then finds nothing to compact."""
+    raw = db.get_property(b"leveldb.approximate-memory-usage")
+    usage = int(raw) if raw else 0
+    if usage <= BLOCK_CACHE_SIZE + FLUSH_MEMTABLE_ABOVE:
+        return False
+    db.compact_range(start=_NOTHING[0], stop=_NOTHING[1])
+    return True
+
+
 def first_event_seq(db: plyvel.DB) -> int | None:
     with db.iterator(prefix=P_EVENT, include_value=False) as it:
         for key in it:

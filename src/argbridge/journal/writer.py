@@ -155,7 +155,7 @@ class ReadThread:
             if writer.closed:  # checked again in the thread that close_db runs in
                 raise JournalClosed("the journal is closed")
             if writer.db_down:
-                raise JournalError("the journal is unavailable (reopening after a failed write)")
+                raise JournalError("the journal is unavailable (its database is being reopened)")
             return fn(writer.db)
 
         if writer.closed:
@@ -242,6 +242,9 @@ class Writer:
         self._retry_scope: anyio.CancelScope | None = None
         self._token = os.urandom(8)
         self._groups = 0
+        # A reopen asked for (:meth:`reopen`): done by the next group commit first.
+        self._reopened: anyio.Event | None = None
+        self._reopen_ok = False
 
     # -- submitting --------------------------------------------------------------------
 
@@ -365,6 +368,8 @@ class Writer:
                     await self._woken.wait()
                 if self._suspect and not await self._recover():
                     return
+                if self._reopened is not None:
+                    await self._reopen_now()
                 if self.group_linger > 0 and self._lingers():
                     await self.clock.sleep(self.group_linger)
                 n = min(len(self._pending), self.max_group_commit)
@@ -506,6 +511,43 @@ class Writer:
         self._space_returned()
         self._wake_waiters()
         return True
+
+    async def reopen(self) -> bool:
+        """Close the database and open it again, between two group commits: LevelDB then
+        lets go of what it holds for reading (its open tables' mappings, its block cache,
+        its memtable's arena), which it otherwise keeps for as long as it is open. The
+        next group commit does it first (so a busy writer cannot starve it); commits wait
+        meanwhile, and reads queued before it run first. ``False`` when not done: the
+        writer is closed, held for a full disk or recovering, or the reopen failed (the
+        next commit then reopens it, as after a failed write)."""
+        if self.closed or self.retry_delay or self._suspect or self.reopen_db is None:
+            return False
+        if self._reopened is None:
+            self._reopened = anyio.Event()
+        done = self._reopened
+        while not done.is_set():
+            if self._committing:
+                await self._idle.wait()  # the commit under way; the next one reopens
+            else:
+                await self._commit_next()  # leads: the reopen, then whatever is queued
+        return self._reopen_ok
+
+    async def _reopen_now(self) -> None:
+        done, self._reopened = self._reopened, None
+        ok = False
+        try:
+            if not (self.closed or self.retry_delay or self._suspect):
+                assert self.path is not None and self.reopen_db is not None
+                try:
+                    self.db = await self.reopen_db(self.path)
+                    ok = True
+                except Exception as exc:
+                    self._suspect = True  # left closed: the next commit reopens it first
+                    _log.error("journal.reopen_failed", path=str(self.path), error=str(exc))
+        finally:
+            self._reopen_ok = ok
+            if done is not None:
+                done.set()
 
     async def recheck_space(self, min_free: int = MIN_FREE_BYTES) -> bool:
         """Held for a full disk: is there ``min_free`` free on the journal's filesystem?
