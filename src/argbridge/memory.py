@@ -15,7 +15,9 @@ every ``every`` seconds (also under a steady load that never bursts). Memory is 
 after the first trim too (streams that ended, buffers of the drain): measured with
 bench/bench_bounds.py --probe, one more trim 30 s after a drain gave back 5-8 MiB more.
 A trim costs a few ms; it never runs while a backlog drains, when the kept memory is
-what saves page faults.
+what saves page faults. The runtime lets the journal's engine give back what it holds
+first (``Journal.release_memory``: LevelDB's memtable flushed, the database reopened),
+so that the trim returns that too.
 """
 
 from __future__ import annotations

@@ -37,6 +37,11 @@ whether the failed write landed after all (a failed sync on a real disk); then i
 commits the group, or takes it as committed. A waiter that may not wait
 (``nowait``: a webhook) gets :class:`IntakePaused` instead. Once a group commits, or
 :meth:`Writer.recheck_space` sees space again, the hold is released.
+
+A reopen on request (:meth:`Writer.reopen`, to let LevelDB give back its memtable,
+cache and mapped tables) goes through the same hand-off: the next group commit does it
+first, before gathering its group, so a busy writer cannot starve it; one that fails
+leaves the writer recovering, as above.
 """
 
 from __future__ import annotations
