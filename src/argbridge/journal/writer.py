@@ -371,10 +371,10 @@ class Writer:
                 await anyio.lowlevel.checkpoint()
                 while self._waking:
                     await self._woken.wait()
-                if self._suspect and not await self._recover():
-                    return
                 if self._reopened is not None:
                     await self._reopen_now()
+                if self._suspect and not await self._recover():
+                    return
                 if self.group_linger > 0 and self._lingers():
                     await self.clock.sleep(self.group_linger)
                 n = min(len(self._pending), self.max_group_commit)
@@ -524,7 +524,8 @@ class Writer:
         next group commit does it first (so a busy writer cannot starve it); commits wait
         meanwhile, and reads queued before it run first. ``False`` when not done: the
         writer is closed, held for a full disk or recovering, or the reopen failed (the
-        next commit then reopens it, as after a failed write)."""
+        writer then recovers at once, as after a failed write: it reopens again, and
+        holds intake and retries later if that fails too)."""
         if self.closed or self.retry_delay or self._suspect or self.reopen_db is None:
             return False
         if self._reopened is None:
@@ -547,7 +548,9 @@ class Writer:
                     self.db = await self.reopen_db(self.path)
                     ok = True
                 except Exception as exc:
-                    self._suspect = True  # left closed: the next commit reopens it first
+                    # Maybe left closed: recovered at once, as after a failed write (and
+                    # held, retried later, if that fails too).
+                    self._suspect = True
                     _log.error("journal.reopen_failed", path=str(self.path), error=str(exc))
         finally:
             self._reopen_ok = ok
