@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,6 +167,8 @@ def serve_daemon(port: int, state: str, stub_journal: bool = False) -> None:
         sources={"argus": {"type": "argus-webhook", "secrets": [SECRET]}},
     )
     app = App(settings, handle_signals=True)
+    if stub_journal:
+        _stub_appends()
     profile = os.environ.get("BENCH_PROFILE")
     if profile:
         import cProfile
@@ -180,13 +182,6 @@ def serve_daemon(port: int, state: str, stub_journal: bool = False) -> None:
             await app.ready.wait()
             assert app.http is not None
             await app.http.started.wait()
-            if stub_journal:
-                from argbridge.journal import AppendStatus
-
-                async def no_append(event: Any, *, wait: bool = True) -> AppendStatus:
-                    return AppendStatus.APPENDED
-
-                app.journal.append = no_append  # type: ignore[method-assign]
             print("READY", flush=True)
 
     anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
@@ -198,6 +193,26 @@ def serve_daemon(port: int, state: str, stub_journal: bool = False) -> None:
         f"STATS appended={stats.appended} duplicates={stats.duplicates} commits={stats.commits}",
         flush=True,
     )
+
+
+def _stub_appends() -> Callable[[], None]:
+    """Make the event log's appends no-ops (for every role built on it from now on: a
+    source's view binds ``EventLog.append`` when the app starts its sources); returns
+    the undo."""
+    from argbridge.journal import AppendStatus
+    from argbridge.journal.log import EventLog
+
+    real = EventLog.append
+
+    async def no_append(self: EventLog, event: Any, *, wait: bool = True) -> AppendStatus:
+        return AppendStatus.APPENDED
+
+    EventLog.append = no_append  # type: ignore[method-assign]
+
+    def undo() -> None:
+        EventLog.append = real  # type: ignore[method-assign]
+
+    return undo
 
 
 # -- in-process breakdown (no HTTP, no load generator) -------------------------------------
@@ -316,7 +331,6 @@ def breakdown(count: int = 20000, concurrency: int = 64) -> None:
     import anyio
 
     from argbridge.config.settings import load_settings
-    from argbridge.journal import AppendStatus
     from argbridge.logging import configure_logging
     from argbridge.runtime import App
     from argbridge.signing import sign_standard
@@ -333,18 +347,13 @@ def breakdown(count: int = 20000, concurrency: int = 64) -> None:
             sources={"argus": {"type": "argus-webhook", "secrets": [SECRET]}},
         )
         app = App(settings, handle_signals=False)
+        undo = _stub_appends() if not with_journal else (lambda: None)
         async with anyio.create_task_group() as tg:
             tg.start_soon(app.run)
             await app.ready.wait()
             assert app.http is not None
             await app.http.started.wait()
             router = app.http.router
-            if not with_journal:
-
-                async def no_append(event: Any, *, wait: bool = True) -> AppendStatus:
-                    return AppendStatus.APPENDED
-
-                app.journal.append = no_append  # type: ignore[method-assign]
             ts = int(time.time())
             scopes = []
             for i in range(count):
@@ -386,6 +395,7 @@ def breakdown(count: int = 20000, concurrency: int = 64) -> None:
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             assert statuses == {200}, statuses
             app.request_shutdown()
+        undo()
         shutil.rmtree(state, ignore_errors=True)
         return wall / count * 1e6, cpu / count * 1e6
 

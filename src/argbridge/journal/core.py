@@ -205,9 +205,10 @@ class Journal:
         and its memtable's arena are released; LevelDB has no other way to drop them).
         Measured with ``bench_bounds --phase burst``: the mapped tables (~4.5 MiB after
         the burst's drain) and most of the journal threads' arenas came back. Commits
-        wait for the reopen (5-25 ms under a full append load); the flush runs in the
+        wait for the reopen (3-27 ms under a full append load); the flush runs in the
         read thread, in order with the reads. Returns whether the database was reopened;
-        a failure is logged and left to the writer (it reopens before its next commit)."""
+        a failed reopen is logged and recovered by the writer at once (as after a failed
+        write)."""
         writer, reads = self._writer, self._reads
         if writer is None or reads is None or writer.closed:
             return False
