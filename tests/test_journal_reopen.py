@@ -15,10 +15,6 @@ from tests.conftest import make_event
 pytestmark = pytest.mark.timeout(30)
 
 
-def memory_usage(db: plyvel.DB) -> int:
-    return int(db.get_property(b"leveldb.approximate-memory-usage") or b"0")
-
-
 def test_flush_memtable_flushes_only_a_memtable_worth_it(tmp_path: Path) -> None:
     db = store.open_db(tmp_path / "j")
     try:
@@ -27,9 +23,9 @@ def test_flush_memtable_flushes_only_a_memtable_worth_it(tmp_path: Path) -> None
         with db.write_batch() as wb:
             for seq in range(2, 3000):
                 wb.put(b"e" + store.pack_u64(seq), b"x" * 1000)
-        assert memory_usage(db) > store.BLOCK_CACHE_SIZE + store.FLUSH_MEMTABLE_ABOVE
+        assert store.memory_usage(db) > store.BLOCK_CACHE_SIZE + store.FLUSH_MEMTABLE_ABOVE
         assert store.flush_memtable(db)
-        assert memory_usage(db) < store.FLUSH_MEMTABLE_ABOVE
+        assert store.memory_usage(db) < store.FLUSH_MEMTABLE_ABOVE
         assert db.get(b"e" + store.pack_u64(2999)) == b"x" * 1000
     finally:
         db.close()
@@ -43,12 +39,12 @@ async def test_release_memory_reopens_and_keeps_everything(journal: Journal) -> 
     writer = journal._writer
     assert writer is not None
     before = writer.db
-    assert memory_usage(before) > store.BLOCK_CACHE_SIZE + store.FLUSH_MEMTABLE_ABOVE
+    assert store.memory_usage(before) > store.BLOCK_CACHE_SIZE + store.FLUSH_MEMTABLE_ABOVE
 
     assert await journal.release_memory()
 
     assert writer.db is not before and before.closed
-    assert memory_usage(writer.db) < store.FLUSH_MEMTABLE_ABOVE  # flushed, then reopened
+    assert store.memory_usage(writer.db) < store.FLUSH_MEMTABLE_ABOVE  # flushed, then reopened
     assert (journal.last_seq, journal.cursor("a")) == (2500, 700)
     assert [r.event for r in await journal.read("a", 5000)] == events[700:]
     assert await journal.get_state("sse:last_id:r1") == "42"

@@ -397,15 +397,19 @@ FLUSH_MEMTABLE_ABOVE = 512 * 1024
 _NOTHING = (b"\xff\xfe", b"\xff\xff")
 
 
+def memory_usage(db: plyvel.DB) -> int:
+    """LevelDB's own estimate of its memory: its memtables and its block cache, bytes."""
+    raw = db.get_property(b"leveldb.approximate-memory-usage")
+    return int(raw) if raw else 0
+
+
 def flush_memtable(db: plyvel.DB) -> bool:
     """Write LevelDB's memtable out to a table when it holds more than
     ``FLUSH_MEMTABLE_ABOVE``, so that its memory is freed (a memtable is freed only once
     flushed, and otherwise stays until later writes fill it); whether it did. Blocks
     until the flush is done: call it in a journal thread. ``compact_range`` of a range
     holding no key flushes the memtable first, then finds nothing to compact."""
-    raw = db.get_property(b"leveldb.approximate-memory-usage")
-    usage = int(raw) if raw else 0
-    if usage <= BLOCK_CACHE_SIZE + FLUSH_MEMTABLE_ABOVE:
+    if memory_usage(db) <= BLOCK_CACHE_SIZE + FLUSH_MEMTABLE_ABOVE:
         return False
     db.compact_range(start=_NOTHING[0], stop=_NOTHING[1])
     return True
