@@ -36,9 +36,11 @@ import argparse
 import contextlib
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -377,7 +379,8 @@ def quantile(buckets: dict[float, float], q: float) -> float:
 
 
 async def cpu(kafka: KafkaCluster, args: argparse.Namespace, env: dict[str, str]) -> list[str]:
-    """CPU per event and commit -> Kafka ack latency at fixed webhook rates."""
+    """CPU per event and commit -> Kafka ack latency at fixed webhook rates; with
+    ``--floor``, the same rates against :mod:`bench.floor_webhook` after the daemon."""
     root = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
     [port] = _free_ports(1)
     config = root / "argbridge.toml"
@@ -395,45 +398,155 @@ async def cpu(kafka: KafkaCluster, args: argparse.Namespace, env: dict[str, str]
         )
     )
     lines = []
-    hz = os.sysconf("SC_CLK_TCK")
     with logged_daemon(config, env) as proc:
         async with control(root / "state") as c:
             await wait_status(c, lambda d: d["sinks"]["kafka"]["ready"], within=60)
-            offset = 0
-            for rate in args.rates:
-                count = int(rate * (args.cpu_seconds + 2))
-                requests = [signed_request(port, offset + i) for i in range(count)]
-                offset += count
-                warm = int(rate * 2)
-                # Warm up for 2 s, then measure the rest.
-                await drive(port, requests.__getitem__, rate, count=warm)
-                before = (cpu_ticks(proc.pid), context_switches(proc.pid), time.monotonic())
-                hist0 = latency_buckets((await c.get("/metrics")).text)
-                commits0 = (await status(c))["journal"]["commits"]
-                _, sent = await drive(port, requests[warm:].__getitem__, rate, count=count - warm)
+
+            async def drained() -> tuple[str, int]:
                 await wait_status(
                     c, lambda d: d["sinks"]["kafka"]["backlog"] == 0, within=60, poll=0.05
                 )
-                ticks, switches = cpu_ticks(proc.pid), context_switches(proc.pid)
-                t1 = time.monotonic()
-                commits = (await status(c))["journal"]["commits"] - commits0
-                hist1 = latency_buckets((await c.get("/metrics")).text)
-                wall = t1 - before[2]
-                used = (ticks - before[0]) / hz
-                delta = {b: hist1[b] - hist0.get(b, 0.0) for b in hist1}
-                under = delta.get(0.025, 0.0) / max(1.0, delta.get(float("inf"), 0.0))
-                lines.append(
-                    f"  {rate:>6.0f} ev/s: {used / wall:5.3f} core, "
-                    f"{1e6 * used / max(1, sent):7.0f} µs CPU/event, "
-                    f"{(switches - before[1]) / wall:6.0f} ctx switches/s, commit->ack "
-                    f"p50 {1e3 * quantile(delta, 0.5):5.1f} ms "
-                    f"p99 {1e3 * quantile(delta, 0.99):5.1f} ms "
-                    f"({100 * under:.1f}% <= 25 ms), {sent} accepted, "
-                    f"{commits / max(1, sent):.2f} group commits/event"
-                )
-                print(lines[-1], flush=True)
+                return (await c.get("/metrics")).text, (await status(c))["journal"]["commits"]
+
+            lines += await at_rates("daemon", proc.pid, port, args, drained)
+    if args.floor:
+        kafka.create_topic("floor", partitions=4)
+        variants = [("floor", []), ("raw", ["--raw"])]
+        if args.floor_stages:
+            variants += [
+                ("raw-nokafka", ["--raw", "--skip", "kafka"]),
+                ("raw-nojournal", ["--raw", "--skip", "journal"]),
+                ("raw-http", ["--raw", "--skip", "kafka", "--skip", "journal"]),
+            ]
+        for who, extra in variants:
+            lines += await floor_at_rates(who, extra, root / who, kafka.bootstrap, args)
     shutil.rmtree(root, ignore_errors=True)
     return lines
+
+
+async def floor_at_rates(
+    who: str, extra: list[str], state: Path, bootstrap: str, args: argparse.Namespace
+) -> list[str]:
+    """:func:`at_rates` against :mod:`bench.floor_webhook` (``--raw`` in ``extra``: its
+    httptools protocol instead of uvicorn); each rate ends once Kafka acked all sent."""
+    [port] = _free_ports(1)
+    with floor_server(state, port, bootstrap, extra) as proc:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+            await wait_answering(c)
+            sent = [0]
+
+            async def acked_all() -> tuple[str, int]:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:  # an outside process: its state
+                    if int((await c.get("/acked")).text) >= sent[0]:
+                        return "", 0
+                    await anyio.sleep(0.05)
+                raise TimeoutError(f"{who}: Kafka did not ack every request within 60 s")
+
+            return await at_rates(who, proc.pid, port, args, acked_all, sent_total=sent)
+
+
+async def at_rates(
+    who: str,
+    pid: int,
+    port: int,
+    args: argparse.Namespace,
+    drained: Callable[[], Awaitable[tuple[str, int]]],
+    *,
+    sent_total: list[int] | None = None,
+) -> list[str]:
+    """Drive ``--rates`` of signed webhooks at ``port`` (2 s of warm-up each, then
+    ``--cpu-seconds``); after each rate, ``drained()`` returns once everything sent was
+    acked by Kafka, with the metrics text and the journal's commit count (the daemon)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    lines = []
+    offset = 0
+    for rate in args.rates:
+        count = int(rate * (args.cpu_seconds + 2))
+        requests = [signed_request(port, offset + i) for i in range(count)]
+        offset += count
+        warm = int(rate * 2)
+        sent, _ = await drive(port, requests.__getitem__, rate, count=warm)
+        if sent_total is not None:
+            sent_total[0] += sent
+        hist0_text, commits0 = await drained()
+        before = (cpu_ticks(pid), context_switches(pid), time.monotonic())
+        sent, _ = await drive(port, requests[warm:].__getitem__, rate, count=count - warm)
+        if sent_total is not None:
+            sent_total[0] += sent
+        hist1_text, commits1 = await drained()
+        ticks, switches, t1 = cpu_ticks(pid), context_switches(pid), time.monotonic()
+        wall = t1 - before[2]
+        used = (ticks - before[0]) / hz
+        line = (
+            f"  {who:>13} {rate:>6.0f} ev/s: {used / wall:5.3f} core, "
+            f"{1e6 * used / max(1, sent):7.0f} µs CPU/event, "
+            f"{(switches - before[1]) / wall:6.0f} ctx switches/s"
+        )
+        if hist1_text:
+            hist0, hist1 = latency_buckets(hist0_text), latency_buckets(hist1_text)
+            delta = {b: hist1[b] - hist0.get(b, 0.0) for b in hist1}
+            under = delta.get(0.025, 0.0) / max(1.0, delta.get(float("inf"), 0.0))
+            line += (
+                f", commit->ack p50 {1e3 * quantile(delta, 0.5):5.1f} ms "
+                f"p99 {1e3 * quantile(delta, 0.99):5.1f} ms "
+                f"({100 * under:.1f}% <= 25 ms), {sent} accepted, "
+                f"{(commits1 - commits0) / max(1, sent):.2f} group commits/event"
+            )
+        else:
+            line += f", {sent} sent, every one acked by Kafka"
+        lines.append(line)
+        print(line, flush=True)
+    return lines
+
+
+@contextlib.contextmanager
+def floor_server(
+    state: Path, port: int, bootstrap: str, extra: list[str]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """:mod:`bench.floor_webhook` as a subprocess (stopped with SIGTERM)."""
+    state.mkdir(parents=True)
+    with open(state.with_suffix(".log"), "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.floor_webhook",
+                "--port",
+                str(port),
+                "--bootstrap",
+                bootstrap,
+                "--topic",
+                "floor",
+                "--state",
+                str(state / "db"),
+                *extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def wait_answering(c: httpx.AsyncClient, within: float = 60.0) -> None:
+    """Poll the floor server (an outside process) until it answers, with a deadline."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            await c.get("/acked")
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            await anyio.sleep(0.1)
 
 
 def parse_env(items: list[str], args: argparse.Namespace) -> dict[str, str]:
@@ -506,6 +619,16 @@ if __name__ == "__main__":
     parser.add_argument("--read-linger", default="5ms", help="the Kafka sink's read_linger")
     parser.add_argument("--fsync-acks", action="store_true", help="journal.fsync_acks = true")
     parser.add_argument("--group-linger", help="journal.group_linger (e.g. 0, 2ms)")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="cpu: also measure bench/floor_webhook.py (the stack's floor) at the same rates",
+    )
+    parser.add_argument(
+        "--floor-stages",
+        action="store_true",
+        help="with --floor: also the raw floor without Kafka, without the journal, and both",
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--events", type=int, default=2000)
