@@ -15,6 +15,10 @@ thread's CPU time over that window (its thread CPU clock, from the last appender
 resumption at or before the due time, or the probe's own start: an upper bound). The
 same probe on an idle loop, in the same run, gives the machine's own floor.
 
+The floor (:func:`floor_run`): the same appenders awaiting pre-encoded rows through a
+bare group-commit thread on the same engine, with nothing else the journal does: how
+much of the ceiling any asyncio journal on LevelDB could reach on this machine.
+
 For reference, as in issue 15's table, each engine's writes alone run in a thread while
 the main thread sleeps 0.2 ms at a time and records how late it wakes: the bare sqlite3
 ceiling, and the journal's synced write batches (staged beforehand, as the writer stages
@@ -140,6 +144,86 @@ def engine_alone(path: Path, events: list[CloudEvent], batch: int) -> Callable[[
         return len(events) / elapsed
 
     return write_all
+
+
+async def floor_run(
+    path: Path, events: list[CloudEvent], appenders: int
+) -> tuple[float, float, float]:
+    """The floor of ``appenders`` asyncio tasks appending durably: each awaits its own
+    pre-encoded row (the event's JSON, encoded before the clock starts) through a bare
+    group commit, one thread taking everything queued: a ``get`` of each id (the dedupe
+    lookup), then one synced LevelDB write batch of the seq and id keys, then the waiters
+    resolved with one ``call_soon_threadsafe``. No dedupe window, no mirror, no sizes, no
+    backpressure, no retention: what the journal does beyond this only costs more.
+    Returns events/s, the loop thread's CPU seconds per event and the p99 of the event
+    loop's lag (the journal's probe, wall time only)."""
+    import asyncio
+    import queue
+
+    db = store.open_db(path)
+    loop = asyncio.get_running_loop()
+    jobs: queue.SimpleQueue[tuple[bytes, bytes, asyncio.Future[None]] | None]
+    jobs = queue.SimpleQueue()
+
+    def resolve(futures: list[asyncio.Future[None]]) -> None:
+        for fut in futures:
+            fut.set_result(None)
+
+    def write_groups() -> None:
+        seq = 0
+        while (job := jobs.get()) is not None:
+            group = [job]
+            while len(group) < appenders:
+                try:
+                    more = jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    jobs.put(None)
+                    break
+                group.append(more)
+            fresh = [g for g in group if db.get(g[0]) is None]
+            with db.write_batch(sync=True) as wb:
+                for key, row, _ in fresh:
+                    seq += 1
+                    wb.put(store.seq_key(seq), row)
+                    wb.put(key, store.pack_u64(seq))
+            loop.call_soon_threadsafe(resolve, [g[2] for g in group])
+
+    rows = [(store.id_key(e.id), e.to_json()) for e in events]
+    thread = threading.Thread(target=write_groups, name="floor-writer")
+    thread.start()
+    per = len(rows) // appenders
+
+    async def appender(k: int) -> None:
+        for key, value in rows[k * per : (k + 1) * per]:
+            fut = loop.create_future()
+            jobs.put((key, value, fut))
+            await fut
+
+    lags: list[float] = []
+    done = False
+
+    async def probe() -> None:
+        while not done:
+            t0 = time.perf_counter()
+            await anyio.sleep(PROBE_SLEEP)
+            lags.append(time.perf_counter() - t0 - PROBE_SLEEP)
+
+    start, loop0 = time.perf_counter(), time.thread_time()
+    try:
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(probe)
+            async with anyio.create_task_group() as tg:
+                for k in range(appenders):
+                    tg.start_soon(appender, k)
+            elapsed, loop_cpu = time.perf_counter() - start, time.thread_time() - loop0
+            done = True
+        return per * appenders / elapsed, loop_cpu / (per * appenders), percentile(lags, 99)
+    finally:
+        jobs.put(None)
+        thread.join()
+        db.close()
 
 
 @dataclass
@@ -284,6 +368,9 @@ def main() -> None:
     loop_us: list[float] = []
     proc_us: list[float] = []
     ratios: list[float] = []
+    floors: list[float] = []
+    floor_loop_us: list[float] = []
+    floor_lag99: list[float] = []
     threaded: dict[str, list[tuple[float, list[float]]]] = {"sqlite": [], "journal": []}
     for run in range(args.runs):
         with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -304,6 +391,17 @@ def main() -> None:
             )
             results.append(rate)
             ratios.append(rate / ceilings[-1])
+            floor_rate, floor_cpu, floor_lag = anyio.run(
+                floor_run,
+                Path(tmp) / "floor",
+                make_events(args.events, f"f{run}"),
+                args.appenders,
+                backend="asyncio",
+                backend_options={"use_uvloop": args.uvloop},
+            )
+            floors.append(floor_rate)
+            floor_loop_us.append(floor_cpu * 1e6)
+            floor_lag99.append(floor_lag * 1000)
             threaded["sqlite"].append(
                 with_lateness_probe(
                     lambda: ceiling(Path(tmp) / "ct.db", args.events, args.appenders)
@@ -351,11 +449,20 @@ def main() -> None:
         f"per run {', '.join(f'{100 * x:.0f}' for x in ratios)} %; target >= 60 %",
     )
     row("journal / ceiling (median of the per-run ratios)", f"{100 * median(ratios):.0f} %")
+    fl = median(floors)
+    row(
+        f"floor: {args.appenders} asyncio appenders, bare group commit",
+        f"{fl:,.0f} events/s",
+        f"{100 * fl / c:.0f} % of the ceiling; journal = {100 * j / fl:.0f} % of it; "
+        f"runs {', '.join(f'{x:,.0f}' for x in floors)}; its loop lag p99 "
+        f"{median(floor_lag99):.2f} ms",
+    )
     row("append latency p50 / p99", f"{median(p50s):.2f} / {median(p99s):.2f} ms")
     row(
         "CPU per event: loop thread / whole process",
         f"{median(loop_us):.1f} / {median(proc_us):.1f} µs",
-        "the rest: LevelDB's writer and compaction threads",
+        f"the rest: LevelDB's writer and compaction threads; the floor's loop thread "
+        f"{median(floor_loop_us):.1f} µs",
     )
     row("events per commit (median)", f"{args.events / median(commits_seen):.1f}")
     row(
