@@ -15,9 +15,10 @@ thread's CPU time over that window (its thread CPU clock, from the last appender
 resumption at or before the due time, or the probe's own start: an upper bound). The
 same probe on an idle loop, in the same run, gives the machine's own floor.
 
-The floor (:func:`floor_run`): the same appenders awaiting pre-encoded rows through a
-bare group-commit thread on the same engine, with nothing else the journal does: how
-much of the ceiling any asyncio journal on LevelDB could reach on this machine.
+The floors (:func:`floor_run`): the same appenders awaiting pre-encoded rows through a
+bare group commit on the same engine, with nothing else the journal does, staged once in
+the writer thread and once on the event loop (as the journal stages): how much of the
+ceiling an asyncio journal on LevelDB could reach on this machine, and at what loop lag.
 
 For reference, as in issue 15's table, each engine's writes alone run in a thread while
 the main thread sleeps 0.2 ms at a time and records how late it wakes: the bare sqlite3
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import functools
 import sqlite3
 import tempfile
 import threading
@@ -41,6 +43,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -147,31 +150,47 @@ def engine_alone(path: Path, events: list[CloudEvent], batch: int) -> Callable[[
 
 
 async def floor_run(
-    path: Path, events: list[CloudEvent], appenders: int
+    path: Path, events: list[CloudEvent], appenders: int, *, stage_on_loop: bool = False
 ) -> tuple[float, float, float]:
     """The floor of ``appenders`` asyncio tasks appending durably: each awaits its own
     pre-encoded row (the event's JSON, encoded before the clock starts) through a bare
-    group commit, one thread taking everything queued: a ``get`` of each id (the dedupe
-    lookup), then one synced LevelDB write batch of the seq and id keys, then the waiters
-    resolved with one ``call_soon_threadsafe``. No dedupe window, no mirror, no sizes, no
-    backpressure, no retention: what the journal does beyond this only costs more.
-    Returns events/s, the loop thread's CPU seconds per event and the p99 of the event
-    loop's lag (the journal's probe, wall time only)."""
+    group commit: a ``get`` of each id (the dedupe lookup), then one synced LevelDB
+    write batch of the seq and id keys, then the group's waiters resolved at once. No
+    dedupe window, no mirror, no sizes, no backpressure, no retention: what the journal
+    does beyond this only costs more. The group is staged (lookups and puts) in the
+    writer thread, which takes everything queued; with ``stage_on_loop``, on the event
+    loop by one committer task, as the journal does, and only the synced write goes to
+    the thread. Returns events/s, the loop thread's CPU seconds per event and the p99
+    of the event loop's lag (the journal's probe, wall time only)."""
     import asyncio
     import queue
+    from collections import deque
 
     db = store.open_db(path)
     loop = asyncio.get_running_loop()
-    jobs: queue.SimpleQueue[tuple[bytes, bytes, asyncio.Future[None]] | None]
-    jobs = queue.SimpleQueue()
+    Job = tuple[bytes, bytes, asyncio.Future[None]]
+    jobs: queue.SimpleQueue[Job | Callable[[], None] | None] = queue.SimpleQueue()
+    seq = 0
 
     def resolve(futures: list[asyncio.Future[None]]) -> None:
         for fut in futures:
             fut.set_result(None)
 
+    def stage(group: list[Job]) -> Any:
+        nonlocal seq
+        wb = db.write_batch(sync=True)
+        for key, value, _ in group:
+            if db.get(key) is None:
+                seq += 1
+                wb.put(store.seq_key(seq), value)
+                wb.put(key, store.pack_u64(seq))
+        return wb
+
     def write_groups() -> None:
-        seq = 0
         while (job := jobs.get()) is not None:
+            if callable(job):  # stage_on_loop: a staged batch's write
+                job()
+                continue
             group = [job]
             while len(group) < appenders:
                 try:
@@ -181,24 +200,43 @@ async def floor_run(
                 if more is None:
                     jobs.put(None)
                     break
+                assert not callable(more)
                 group.append(more)
-            fresh = [g for g in group if db.get(g[0]) is None]
-            with db.write_batch(sync=True) as wb:
-                for key, row, _ in fresh:
-                    seq += 1
-                    wb.put(store.seq_key(seq), row)
-                    wb.put(key, store.pack_u64(seq))
+            stage(group).write()
             loop.call_soon_threadsafe(resolve, [g[2] for g in group])
 
     rows = [(store.id_key(e.id), e.to_json()) for e in events]
     thread = threading.Thread(target=write_groups, name="floor-writer")
     thread.start()
     per = len(rows) // appenders
+    pending: deque[Job] = deque()
+    queued = asyncio.Event()
+
+    async def committer() -> None:
+        while True:
+            await queued.wait()
+            queued.clear()
+            while pending:
+                group = [pending.popleft() for _ in range(min(appenders, len(pending)))]
+                wb = stage(group)
+                written = loop.create_future()
+
+                def write(wb: Any = wb, written: asyncio.Future[None] = written) -> None:
+                    wb.write()
+                    loop.call_soon_threadsafe(written.set_result, None)
+
+                jobs.put(write)
+                await written
+                resolve([g[2] for g in group])
 
     async def appender(k: int) -> None:
         for key, value in rows[k * per : (k + 1) * per]:
             fut = loop.create_future()
-            jobs.put((key, value, fut))
+            if stage_on_loop:
+                pending.append((key, value, fut))
+                queued.set()
+            else:
+                jobs.put((key, value, fut))
             await fut
 
     lags: list[float] = []
@@ -214,11 +252,14 @@ async def floor_run(
     try:
         async with anyio.create_task_group() as outer:
             outer.start_soon(probe)
+            if stage_on_loop:
+                outer.start_soon(committer)
             async with anyio.create_task_group() as tg:
                 for k in range(appenders):
                     tg.start_soon(appender, k)
             elapsed, loop_cpu = time.perf_counter() - start, time.thread_time() - loop0
             done = True
+            outer.cancel_scope.cancel()
         return per * appenders / elapsed, loop_cpu / (per * appenders), percentile(lags, 99)
     finally:
         jobs.put(None)
@@ -368,9 +409,9 @@ def main() -> None:
     loop_us: list[float] = []
     proc_us: list[float] = []
     ratios: list[float] = []
-    floors: list[float] = []
-    floor_loop_us: list[float] = []
-    floor_lag99: list[float] = []
+    # Per floor (staged in the writer thread, staged on the loop): events/s, loop µs
+    # per event, loop lag p99 in ms, one tuple per run.
+    floors: dict[str, list[tuple[float, float, float]]] = {"thread": [], "loop": []}
     threaded: dict[str, list[tuple[float, list[float]]]] = {"sqlite": [], "journal": []}
     for run in range(args.runs):
         with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -391,17 +432,16 @@ def main() -> None:
             )
             results.append(rate)
             ratios.append(rate / ceilings[-1])
-            floor_rate, floor_cpu, floor_lag = anyio.run(
-                floor_run,
-                Path(tmp) / "floor",
-                make_events(args.events, f"f{run}"),
-                args.appenders,
-                backend="asyncio",
-                backend_options={"use_uvloop": args.uvloop},
-            )
-            floors.append(floor_rate)
-            floor_loop_us.append(floor_cpu * 1e6)
-            floor_lag99.append(floor_lag * 1000)
+            for where in ("thread", "loop"):
+                rate_, cpu_, lag_ = anyio.run(
+                    functools.partial(floor_run, stage_on_loop=where == "loop"),
+                    Path(tmp) / f"floor-{where}",
+                    make_events(args.events, f"f{where}{run}"),
+                    args.appenders,
+                    backend="asyncio",
+                    backend_options={"use_uvloop": args.uvloop},
+                )
+                floors[where].append((rate_, cpu_ * 1e6, lag_ * 1000))
             threaded["sqlite"].append(
                 with_lateness_probe(
                     lambda: ceiling(Path(tmp) / "ct.db", args.events, args.appenders)
@@ -449,20 +489,22 @@ def main() -> None:
         f"per run {', '.join(f'{100 * x:.0f}' for x in ratios)} %; target >= 60 %",
     )
     row("journal / ceiling (median of the per-run ratios)", f"{100 * median(ratios):.0f} %")
-    fl = median(floors)
-    row(
-        f"floor: {args.appenders} asyncio appenders, bare group commit",
-        f"{fl:,.0f} events/s",
-        f"{100 * fl / c:.0f} % of the ceiling; journal = {100 * j / fl:.0f} % of it; "
-        f"runs {', '.join(f'{x:,.0f}' for x in floors)}; its loop lag p99 "
-        f"{median(floor_lag99):.2f} ms",
-    )
+    for where, label in (("thread", "staged in its writer thread"), ("loop", "staged on the loop")):
+        runs_ = floors[where]
+        fl = median([r for r, _, _ in runs_])
+        row(
+            f"floor: {args.appenders} asyncio appenders, bare group commit {label}",
+            f"{fl:,.0f} events/s",
+            f"{100 * fl / c:.0f} % of the ceiling; journal = {100 * j / fl:.0f} % of it; "
+            f"loop {median([u for _, u, _ in runs_]):.1f} µs/event; loop lag p99 "
+            f"{median([g for _, _, g in runs_]):.2f} ms; runs "
+            f"{', '.join(f'{r:,.0f}' for r, _, _ in runs_)}",
+        )
     row("append latency p50 / p99", f"{median(p50s):.2f} / {median(p99s):.2f} ms")
     row(
         "CPU per event: loop thread / whole process",
         f"{median(loop_us):.1f} / {median(proc_us):.1f} µs",
-        f"the rest: LevelDB's writer and compaction threads; the floor's loop thread "
-        f"{median(floor_loop_us):.1f} µs",
+        "the rest: LevelDB's writer and compaction threads",
     )
     row("events per commit (median)", f"{args.events / median(commits_seen):.1f}")
     row(
