@@ -412,6 +412,20 @@ async def cpu(kafka: KafkaCluster, args: argparse.Namespace, env: dict[str, str]
     if args.floor:
         kafka.create_topic("floor", partitions=4)
         variants = [("floor", []), ("raw", ["--raw"])]
+        if args.floor_linger:
+            group_ms, kafka_ms = args.floor_linger.split("/")
+            variants.append(
+                (
+                    f"raw-{group_ms}/{kafka_ms}ms",
+                    [
+                        "--raw",
+                        "--linger",
+                        str(float(group_ms) / 1000),
+                        "--kafka-linger-ms",
+                        kafka_ms,
+                    ],
+                )
+            )
         if args.floor_stages:
             variants += [
                 ("raw-nokafka", ["--raw", "--skip", "kafka"]),
@@ -623,6 +637,11 @@ if __name__ == "__main__":
         "--floor",
         action="store_true",
         help="cpu: also measure bench/floor_webhook.py (the stack's floor) at the same rates",
+    )
+    parser.add_argument(
+        "--floor-linger",
+        metavar="GROUP_MS/KAFKA_MS",
+        help="with --floor: also the raw floor with these lingers (e.g. 10/15)",
     )
     parser.add_argument(
         "--floor-stages",

@@ -14,8 +14,9 @@ Per request, and nothing else:
   by one writer thread that takes everything queued after a linger of ``--linger`` (2 ms,
   the daemon's default ``journal.group_linger``): a group commit, as the journal's;
   the request is answered 200 once its batch is on disk;
-- the body is handed to an aiokafka producer (``acks=all``, idempotent, ``linger_ms`` 5,
-  as the daemon's sink) without waiting in the request for the ack.
+- the body is handed to an aiokafka producer (``acks=all``, idempotent, ``linger_ms`` 5
+  or ``--kafka-linger-ms``, as the daemon's sink's ``read_linger``) without waiting in the
+  request for the ack.
 
 Not done, unlike the daemon: no normalising into a CloudEvent, no dedupe lookup, no
 routing, no sink cursor, no retries or dead letters, no metrics or logs, no backpressure.
@@ -117,6 +118,7 @@ class FloorApp:
     ) -> None:
         self.linger = linger
         self.skip: set[str] = set()
+        self.kafka_linger_ms = 5
         self.secret, self.state, self.bootstrap, self.topic = secret, state, bootstrap, topic
         self.writer: GroupWriter | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -128,7 +130,7 @@ class FloorApp:
             bootstrap_servers=self.bootstrap,
             acks="all",
             enable_idempotence=True,
-            linger_ms=5,
+            linger_ms=self.kafka_linger_ms,
         )
         await self.producer.start()
 
@@ -258,6 +260,7 @@ def main() -> None:
     parser.add_argument("--topic", required=True)
     parser.add_argument("--state", type=Path, required=True)
     parser.add_argument("--linger", type=float, default=0.002, help="group commit linger, s")
+    parser.add_argument("--kafka-linger-ms", type=int, default=5, help="aiokafka's linger_ms")
     parser.add_argument("--raw", action="store_true", help="no uvicorn: httptools directly")
     parser.add_argument(
         "--skip",
@@ -270,6 +273,7 @@ def main() -> None:
     secret = base64.b64decode(SECRET.removeprefix("whsec_"))
     app = FloorApp(secret, args.state, args.bootstrap, args.topic, args.linger)
     app.skip = set(args.skip)
+    app.kafka_linger_ms = args.kafka_linger_ms
     if args.raw:
         uvloop.run(serve_raw(app, args.port))
         return

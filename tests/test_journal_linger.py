@@ -10,7 +10,7 @@ import anyio
 import anyio.abc
 
 from argbridge.journal import AppendStatus, Journal
-from argbridge.journal.writer import LINGER_BELOW, LINGER_WINDOW
+from argbridge.journal.writer import FRUITLESS_LINGERS, LINGER_BELOW, LINGER_WINDOW
 from tests.conftest import make_event
 from tests.support.manual_clock import ManualClock
 
@@ -96,3 +96,51 @@ async def test_close_commits_what_a_lingering_group_holds(tmp_path: Path):
     assert done == [AppendStatus.APPENDED] * 2
     async with Journal(path, sinks=["a"]) as j:
         assert j.last_seq == 3
+
+
+async def test_a_sequential_appender_stops_lingering_until_appends_overlap(tmp_path: Path):
+    """A closed loop (each append waits for the previous one's answer) cannot add to the
+    group its own append waits for: after FRUITLESS_LINGERS lingers that gathered
+    nothing, a lone append commits at once; two appends queued together linger again."""
+    clock = ManualClock()
+    async with Journal(tmp_path / "j", sinks=["a"], group_linger=LINGER, clock=clock) as j:
+        await j.append(make_event(0))  # quiet: at once
+        for n in range(1, 1 + FRUITLESS_LINGERS):
+            done: list[AppendStatus] = []
+            async with anyio.create_task_group() as tg:
+                await _appending(j, tg, range(n, n + 1), done)
+                await clock.wait_sleeping()
+                clock.advance(LINGER)  # nothing else came
+            assert done == [AppendStatus.APPENDED]
+        assert clock.sleeps == [LINGER] * FRUITLESS_LINGERS
+        # Live traffic still (within the window), but the lingers gathered nothing.
+        for n in range(1 + FRUITLESS_LINGERS, 4 + FRUITLESS_LINGERS):
+            assert await j.append(make_event(n)) is AppendStatus.APPENDED
+        assert clock.sleeps == [LINGER] * FRUITLESS_LINGERS
+        # Two appends queued together: concurrent appenders, the leader lingers again.
+        done = []
+        first = 4 + FRUITLESS_LINGERS
+        async with anyio.create_task_group() as tg:
+            await _appending(j, tg, range(first, first + 2), done)
+            await clock.wait_sleeping()
+            assert clock.sleeps == [LINGER] * (FRUITLESS_LINGERS + 1)
+            clock.advance(LINGER)
+        assert done == [AppendStatus.APPENDED] * 2
+        assert j.last_seq == first + 2
+
+
+async def test_a_linger_that_gathers_keeps_the_next_lone_append_lingering(tmp_path: Path):
+    clock = ManualClock()
+    async with Journal(tmp_path / "j", sinks=["a"], group_linger=LINGER, clock=clock) as j:
+        await j.append(make_event(0))
+        for round_ in range(FRUITLESS_LINGERS + 1):
+            done: list[AppendStatus] = []
+            first = 1 + 2 * round_
+            async with anyio.create_task_group() as tg:
+                await _appending(j, tg, range(first, first + 1), done)
+                await clock.wait_sleeping()
+                await _appending(j, tg, range(first + 1, first + 2), done)  # gathered
+                clock.advance(LINGER)
+            assert done == [AppendStatus.APPENDED] * 2
+        assert clock.sleeps == [LINGER] * (FRUITLESS_LINGERS + 1)
+
