@@ -143,4 +143,3 @@ async def test_a_linger_that_gathers_keeps_the_next_lone_append_lingering(tmp_pa
                 clock.advance(LINGER)
             assert done == [AppendStatus.APPENDED] * 2
         assert clock.sleeps == [LINGER] * (FRUITLESS_LINGERS + 1)
-
