@@ -10,7 +10,12 @@ import anyio
 import anyio.abc
 
 from argbridge.journal import AppendStatus, Journal
-from argbridge.journal.writer import FRUITLESS_LINGERS, LINGER_BELOW, LINGER_WINDOW
+from argbridge.journal.linger import (
+    FRUITLESS_LINGERS,
+    LINGER_BELOW,
+    LINGER_WINDOW,
+    PROBE_INTERVAL,
+)
 from tests.conftest import make_event
 from tests.support.manual_clock import ManualClock
 
@@ -98,35 +103,60 @@ async def test_close_commits_what_a_lingering_group_holds(tmp_path: Path):
         assert j.last_seq == 3
 
 
-async def test_a_sequential_appender_stops_lingering_until_appends_overlap(tmp_path: Path):
-    """A closed loop (each append waits for the previous one's answer) cannot add to the
-    group its own append waits for: after FRUITLESS_LINGERS lingers that gathered
-    nothing, a lone append commits at once; two appends queued together linger again."""
+async def _linger_once(j: Journal, clock: ManualClock, numbers: range) -> None:
+    """Queue ``numbers`` together; the leader lingers; nothing else comes; commit."""
+    done: list[AppendStatus] = []
+    sleeps = len(clock.sleeps)
+    async with anyio.create_task_group() as tg:
+        await _appending(j, tg, numbers, done)
+        await clock.wait_sleeping()
+        assert len(clock.sleeps) == sleeps + 1
+        clock.advance(LINGER)
+    assert done == [AppendStatus.APPENDED] * len(numbers)
+
+
+async def test_a_closed_loop_stops_lingering_until_more_senders_come(tmp_path: Path):
+    """Two senders that wait for each answer have both queued before the linger: it
+    gathers nothing. After FRUITLESS_LINGERS such lingers the leader no longer waits,
+    until a group starts with more appends than the last one held."""
     clock = ManualClock()
     async with Journal(tmp_path / "j", sinks=["a"], group_linger=LINGER, clock=clock) as j:
         await j.append(make_event(0))  # quiet: at once
-        for n in range(1, 1 + FRUITLESS_LINGERS):
+        n = 1
+        for _ in range(FRUITLESS_LINGERS):
+            await _linger_once(j, clock, range(n, n + 2))
+            n += 2
+        assert clock.sleeps == [LINGER] * FRUITLESS_LINGERS
+        # Paused: the same two senders commit at once, still within the window.
+        for _ in range(3):
             done: list[AppendStatus] = []
             async with anyio.create_task_group() as tg:
-                await _appending(j, tg, range(n, n + 1), done)
-                await clock.wait_sleeping()
-                clock.advance(LINGER)  # nothing else came
-            assert done == [AppendStatus.APPENDED]
+                await _appending(j, tg, range(n, n + 2), done)
+            assert done == [AppendStatus.APPENDED] * 2
+            n += 2
         assert clock.sleeps == [LINGER] * FRUITLESS_LINGERS
-        # Live traffic still (within the window), but the lingers gathered nothing.
-        for n in range(1 + FRUITLESS_LINGERS, 4 + FRUITLESS_LINGERS):
-            assert await j.append(make_event(n)) is AppendStatus.APPENDED
+        # A third sender: a group starts with more appends than the last: linger again.
+        await _linger_once(j, clock, range(n, n + 3))
+        assert clock.sleeps == [LINGER] * (FRUITLESS_LINGERS + 1)
+        assert j.last_seq == n + 3  # seq = number + 1
+
+
+async def test_a_paused_linger_probes_at_most_once_per_interval(tmp_path: Path):
+    clock = ManualClock()
+    async with Journal(tmp_path / "j", sinks=["a"], group_linger=LINGER, clock=clock) as j:
+        await j.append(make_event(0))
+        for n in range(1, 1 + FRUITLESS_LINGERS):  # one sequential sender
+            await _linger_once(j, clock, range(n, n + 1))
+        n = 1 + FRUITLESS_LINGERS
+        # Paused: no linger until PROBE_INTERVAL has passed since the pause began.
+        for k in range(3):
+            assert await j.append(make_event(n + k)) is AppendStatus.APPENDED
         assert clock.sleeps == [LINGER] * FRUITLESS_LINGERS
-        # Two appends queued together: concurrent appenders, the leader lingers again.
-        done = []
-        first = 4 + FRUITLESS_LINGERS
-        async with anyio.create_task_group() as tg:
-            await _appending(j, tg, range(first, first + 2), done)
-            await clock.wait_sleeping()
-            assert clock.sleeps == [LINGER] * (FRUITLESS_LINGERS + 1)
-            clock.advance(LINGER)
-        assert done == [AppendStatus.APPENDED] * 2
-        assert j.last_seq == first + 2
+        clock.advance(PROBE_INTERVAL)  # quiet for long: the next one commits at once
+        assert await j.append(make_event(n + 3)) is AppendStatus.APPENDED
+        await _linger_once(j, clock, range(n + 4, n + 5))  # live again: the probe
+        assert await j.append(make_event(n + 5)) is AppendStatus.APPENDED  # and no more
+        assert clock.sleeps == [LINGER] * (FRUITLESS_LINGERS + 1)
 
 
 async def test_a_linger_that_gathers_keeps_the_next_lone_append_lingering(tmp_path: Path):

@@ -49,7 +49,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import itertools
 import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -64,6 +63,7 @@ from argbridge.clock import Clock
 from argbridge.errors import JournalClosed, JournalError
 from argbridge.journal import store
 from argbridge.journal.backpressure import IntakePaused, PauseSignal
+from argbridge.journal.linger import LINGER_BELOW, GroupLinger
 from argbridge.journal.ops import Ack, Append, Mirror, Op, Work
 from argbridge.journal.ops import append_run as _append_run
 from argbridge.journal.records import body_size
@@ -84,20 +84,6 @@ DISK_FULL_RETRY = 0.5
 DISK_FULL_RETRY_MAX = 5.0
 #: Free bytes at which a held journal with nothing queued lets intake resume.
 MIN_FREE_BYTES = 1024 * 1024
-#: Group linger: a leader waits ``group_linger`` only while groups are this small
-#: (the queue and the previous group with appends) ...
-LINGER_BELOW = 8
-#: ... and the previous group with appends began less than this many lingers ago (live
-#: traffic of more than ~1 / (4 x linger) appends a second: 125/s for 2 ms); a lone
-#: append in a quiet journal commits at once.
-LINGER_WINDOW = 4
-#: ... and unless this many lingers in a row gathered no append while a group starts
-#: with one: a closed loop (a sender that waits for each answer before its next request)
-#: cannot add to the group its own request waits for, so lingering would only slow it
-#: down (one request per linger). A group that starts with two appends or more
-#: (concurrent appenders) lingers again. Eight: open traffic of one append per linger
-#: (100/s with 10 ms) gathers nothing eight times in a row once in ~3,000 (Poisson).
-FRUITLESS_LINGERS = 8
 
 _log = get_logger(component="journal")
 
@@ -199,13 +185,11 @@ class Writer:
     ) -> None:
         self.db = db
         #: Gather window of a small group with appends under live traffic (see
-        #: :meth:`_lingers`): 0 commits every group at once.
+        #: journal/linger.py): 0 commits every group at once.
         self.group_linger = group_linger
-        #: The size and the start (monotonic) of the last group that held appends.
-        self._last_group = 0
-        self._last_group_at = float("-inf")
-        #: Lingers in a row that gathered no append (see ``FRUITLESS_LINGERS``).
-        self._fruitless = 0
+        self.linger = GroupLinger(group_linger, clock)
+        #: Appends queued so far (what a linger gathered: the count before and after).
+        self._appends_enqueued = 0
         #: The committed backlog's event sizes (the bytes an ack frees, without a read).
         self.sizes = sizes if sizes is not None else SizeIndex(mirror.last_seq)
         #: The last committed events, for caught-up readers (see journal/tail.py).
@@ -267,6 +251,8 @@ class Writer:
         if self.closed:
             raise JournalClosed("the journal is closed")
         self._pending.append(op)  # type: ignore[arg-type]
+        if type(op) is Append:
+            self._appends_enqueued += 1
         return op
 
     async def submit(self, op: Op[R]) -> R:
@@ -386,17 +372,15 @@ class Writer:
                 if self._suspect and not await self._recover():
                     return
                 if self.group_linger > 0 and self._lingers():
-                    queued = len(self._pending)
-                    await self.clock.sleep(self.group_linger)
-                    new = itertools.islice(self._pending, queued, None)
-                    gathered = any(type(op) is Append for op in new)
-                    self._fruitless = 0 if gathered else self._fruitless + 1
+                    await self.linger.wait(self._appends_so_far)
                 n = min(len(self._pending), self.max_group_commit)
                 ops = [self._pending.popleft() for _ in range(n)]
                 if not ops:
                     return
-                if self.group_linger > 0 and any(type(op) is Append for op in ops):
-                    self._last_group = len(ops)
+                if self.group_linger > 0:
+                    appends = sum(type(op) is Append for op in ops)
+                    if appends:
+                        self.linger.committed(len(ops), appends)
                 try:
                     work = await self._commit(ops)
                 except _WriteFailed as failed:
@@ -423,34 +407,15 @@ class Writer:
                 self._wake_waiters()
 
     def _lingers(self) -> bool:
-        """Whether the leader waits ``group_linger`` for more ops before committing: the
-        queue holds an append (an ack-only group never waits), the groups are small
-        (under ``LINGER_BELOW``: a backlog already fills them) and appends are arriving
-        (the previous group with appends began less than ``LINGER_WINDOW`` lingers ago).
-        At a few hundred appends a second each request otherwise paid its own group: a
-        thread round trip and an ``fdatasync``. The cost: at most ``group_linger`` more
-        before an append's 2xx (it is still only answered after its sync). A lone append
-        does not wait after ``FRUITLESS_LINGERS`` lingers in a row gathered nothing (a
-        closed loop: a sequential sender would be held to one request per linger)."""
-        pending = self._pending
-        if self.closed or self.retry_delay or len(pending) >= LINGER_BELOW:
+        """Whether the leader waits ``group_linger`` for more appends before committing
+        (journal/linger.py): never while closed or held for disk space."""
+        if self.closed or self.retry_delay or len(self._pending) >= LINGER_BELOW:
             return False
-        appends = self._appends_queued()
-        if not appends:
-            return False
-        now = self.clock.monotonic()
-        recent = now - self._last_group_at < LINGER_WINDOW * self.group_linger
-        small = self._last_group < LINGER_BELOW
-        self._last_group_at = now
-        if appends > 1:
-            self._fruitless = 0  # concurrent appenders: a linger can gather
-        elif self._fruitless >= FRUITLESS_LINGERS:
-            return False
-        return recent and small
+        appends = sum(type(op) is Append for op in self._pending)
+        return self.linger.wanted(appends, len(self._pending))
 
-    def _appends_queued(self) -> int:
-        """Appends in the queue (asked only while it is short: under ``LINGER_BELOW``)."""
-        return sum(type(op) is Append for op in self._pending)
+    def _appends_so_far(self) -> int:
+        return self._appends_enqueued
 
     @staticmethod
     def _fail(ops: Sequence[Op[Any]], exc: BaseException) -> None:
