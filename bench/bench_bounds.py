@@ -95,7 +95,7 @@ def config_toml(
     runs: list[str],
     sim_url: str | None,
     batch_bytes: str = "4MiB",
-    read_linger: str = "5ms",
+    read_linger: str | None = None,
     fsync_acks: bool = False,
     runtime: list[str] | None = None,
     group_linger: str | None = None,
@@ -120,7 +120,7 @@ def config_toml(
         f'bootstrap_servers = "{bootstrap}"',
         'topic = "bounds"',
         f'batch_bytes = "{batch_bytes}"',
-        f'read_linger = "{read_linger}"',
+        *([f'read_linger = "{read_linger}"'] if read_linger is not None else []),
         "request_timeout = 5.0",
         "call_timeout = 10.0",
         "[[routes]]",
@@ -602,7 +602,7 @@ async def main(args: argparse.Namespace) -> None:
         if args.phase in ("all", "cpu"):
             print(
                 f"cpu: signed Argus webhooks at fixed rates -> journal -> Kafka, "
-                f"{args.cpu_seconds} s each, read_linger {args.read_linger}, "
+                f"{args.cpu_seconds} s each, read_linger {args.read_linger or 'default'}, "
                 f"fsync_acks {args.fsync_acks}, group_linger {args.group_linger or 'default'}"
             )
             await cpu(kafka, args, env)
@@ -630,7 +630,7 @@ if __name__ == "__main__":
     parser.add_argument("--phase", choices=("all", "burst", "drain", "cpu"), default="all")
     parser.add_argument("--rates", type=float, nargs="+", default=[100.0, 400.0, 2000.0])
     parser.add_argument("--cpu-seconds", type=float, default=20.0)
-    parser.add_argument("--read-linger", default="5ms", help="the Kafka sink's read_linger")
+    parser.add_argument("--read-linger", help="the Kafka sink's read_linger (e.g. 5ms)")
     parser.add_argument("--fsync-acks", action="store_true", help="journal.fsync_acks = true")
     parser.add_argument("--group-linger", help="journal.group_linger (e.g. 0, 2ms)")
     parser.add_argument(

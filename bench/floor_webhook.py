@@ -11,12 +11,12 @@ Per request, and nothing else:
 - the Standard Webhooks signature is checked (``hmac`` SHA-256, constant-time compare,
   the timestamp window) with the secret of ``tests.support.webhooks``;
 - the body is written to LevelDB (plyvel) under an ascending key in a synced write batch
-  by one writer thread that takes everything queued after a linger of ``--linger`` (2 ms,
-  the daemon's default ``journal.group_linger``): a group commit, as the journal's;
+  by one writer thread that takes everything queued after a linger of ``--linger`` (20
+  ms, the daemon's default ``journal.group_linger``): a group commit, as the journal's;
   the request is answered 200 once its batch is on disk;
-- the body is handed to an aiokafka producer (``acks=all``, idempotent, ``linger_ms`` 5
-  or ``--kafka-linger-ms``, as the daemon's sink's ``read_linger``) without waiting in the
-  request for the ack.
+- the body is handed to an aiokafka producer (``acks=all``, idempotent, ``linger_ms`` 10
+  or ``--kafka-linger-ms``, as the daemon's sink's default ``read_linger``) without
+  waiting in the request for the ack.
 
 Not done, unlike the daemon: no normalising into a CloudEvent, no dedupe lookup, no
 routing, no sink cursor, no retries or dead letters, no metrics or logs, no backpressure.
@@ -118,7 +118,7 @@ class FloorApp:
     ) -> None:
         self.linger = linger
         self.skip: set[str] = set()
-        self.kafka_linger_ms = 5
+        self.kafka_linger_ms = 10
         self.secret, self.state, self.bootstrap, self.topic = secret, state, bootstrap, topic
         self.writer: GroupWriter | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -259,8 +259,8 @@ def main() -> None:
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--state", type=Path, required=True)
-    parser.add_argument("--linger", type=float, default=0.002, help="group commit linger, s")
-    parser.add_argument("--kafka-linger-ms", type=int, default=5, help="aiokafka's linger_ms")
+    parser.add_argument("--linger", type=float, default=0.020, help="group commit linger, s")
+    parser.add_argument("--kafka-linger-ms", type=int, default=10, help="aiokafka's linger_ms")
     parser.add_argument("--raw", action="store_true", help="no uvicorn: httptools directly")
     parser.add_argument(
         "--skip",

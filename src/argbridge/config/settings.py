@@ -99,13 +99,12 @@ class JournalConfig(StrictModel):
     #: process crash loses nothing), one fsync per delivered batch less.
     fsync_acks: bool = False
     #: A small group commit holding appends waits this long for more when appends keep
-    #: arriving (a few hundred a second): they share its fsync and thread round trip. An
-    #: append is still answered only after its sync, up to this much later; a sequential
-    #: sender stops paying it after 8 lingers that gathered nothing. 0: off. 20 ms (with
-    #: the Kafka sink's read_linger at 10 ms) roughly halves the CPU at 400 events/s and
-    #: caps closed loops of fewer than 8 senders near 50 requests/s each
-    #: (docs/operations.md, resource bounds).
-    group_linger: Duration = Field(default=0.002, le=0.05)
+    #: arriving: they share its fsync and thread round trip (journal/linger.py). An
+    #: append is still answered only after its sync, up to this much later under live
+    #: traffic; senders that wait for each answer stop paying it once their lingers
+    #: gather nothing. 20 ms: at 400 events/s the daemon uses about half the CPU it did
+    #: at 2 ms (docs/operations.md, resource bounds). 0: off.
+    group_linger: Duration = Field(default=0.020, le=0.05)
 
 
 class RuntimeConfig(StrictModel):

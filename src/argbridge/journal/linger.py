@@ -30,10 +30,12 @@ from collections.abc import Callable
 from argbridge.clock import Clock
 
 #: A leader lingers only while groups are this small (the queue and the previous group
-#: with appends) ...
-LINGER_BELOW = 8
+#: with appends). Sixteen: a 20 ms linger at 400 appends/s gathers ~8, and with eight as
+#: the bound every other group skipped its linger (0.20 group commits per event against
+#: 0.11, bench_bounds --phase cpu) ...
+LINGER_BELOW = 16
 #: ... and the previous group with appends began less than this many lingers ago (live
-#: traffic of more than ~1 / (4 x linger) appends a second: 125/s for 2 ms) ...
+#: traffic of more than ~1 / (4 x linger) appends a second: 12.5/s for 20 ms) ...
 LINGER_WINDOW = 4
 #: ... and unless this many lingers in a row gathered no append (closed loops). Eight:
 #: open traffic of 400/s gathers nothing in a 2 ms linger eight times in a row once in
