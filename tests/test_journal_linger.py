@@ -11,6 +11,7 @@ import anyio.abc
 
 from argbridge.journal import AppendStatus, Journal
 from argbridge.journal.linger import (
+    EARLY_SHARE,
     FRUITLESS_LINGERS,
     LINGER_BELOW,
     LINGER_WINDOW,
@@ -115,10 +116,23 @@ async def _linger_once(j: Journal, clock: ManualClock, numbers: range) -> None:
     assert done == [AppendStatus.APPENDED] * len(numbers)
 
 
-async def test_a_closed_loop_stops_lingering_until_more_senders_come(tmp_path: Path):
+async def _useful_linger(j: Journal, clock: ManualClock, first: int) -> None:
+    """One append lingers; a second arrives late in the linger (open traffic)."""
+    done: list[AppendStatus] = []
+    async with anyio.create_task_group() as tg:
+        await _appending(j, tg, range(first, first + 1), done)
+        await clock.wait_sleeping()
+        clock.advance(LINGER / 2)  # past EARLY_SHARE of it
+        await _appending(j, tg, range(first + 1, first + 2), done)
+        clock.advance(LINGER / 2)
+    assert done == [AppendStatus.APPENDED] * 2
+
+
+async def test_a_closed_loop_stops_lingering_and_a_useful_probe_resumes(tmp_path: Path):
     """Two senders that wait for each answer have both queued before the linger: it
     gathers nothing. After FRUITLESS_LINGERS such lingers the leader no longer waits,
-    until a group starts with more appends than the last one held."""
+    until a probe (at most once per PROBE_INTERVAL) sees an append arrive late."""
+    assert EARLY_SHARE < 0.5
     clock = ManualClock()
     async with Journal(tmp_path / "j", sinks=["a"], group_linger=LINGER, clock=clock) as j:
         await j.append(make_event(0))  # quiet: at once
@@ -135,10 +149,32 @@ async def test_a_closed_loop_stops_lingering_until_more_senders_come(tmp_path: P
             assert done == [AppendStatus.APPENDED] * 2
             n += 2
         assert clock.sleeps == [LINGER] * FRUITLESS_LINGERS
-        # A third sender: a group starts with more appends than the last: linger again.
-        await _linger_once(j, clock, range(n, n + 3))
-        assert clock.sleeps == [LINGER] * (FRUITLESS_LINGERS + 1)
-        assert j.last_seq == n + 3  # seq = number + 1
+        clock.advance(PROBE_INTERVAL)  # quiet for long: the next one commits at once
+        assert await j.append(make_event(n)) is AppendStatus.APPENDED
+        await _useful_linger(j, clock, n + 1)  # live: the probe, and it gathers late
+        await _linger_once(j, clock, range(n + 3, n + 4))  # resumed: lingers again
+        assert clock.sleeps == [LINGER] * (FRUITLESS_LINGERS + 2)
+        assert j.last_seq == n + 4  # seq = number + 1
+
+
+async def test_appends_that_arrive_early_in_the_linger_do_not_keep_it(tmp_path: Path):
+    """Senders over a network re-queue right after their answer: early in the next
+    linger. A linger whose appends all came in its first EARLY_SHARE is not useful."""
+    clock = ManualClock()
+    async with Journal(tmp_path / "j", sinks=["a"], group_linger=LINGER, clock=clock) as j:
+        await j.append(make_event(0))
+        n = 1
+        for _ in range(FRUITLESS_LINGERS):
+            done: list[AppendStatus] = []
+            async with anyio.create_task_group() as tg:
+                await _appending(j, tg, range(n, n + 1), done)
+                await clock.wait_sleeping()
+                await _appending(j, tg, range(n + 1, n + 2), done)  # early: no time passed
+                clock.advance(LINGER)
+            assert done == [AppendStatus.APPENDED] * 2
+            n += 2
+        assert await j.append(make_event(n)) is AppendStatus.APPENDED  # paused: at once
+        assert clock.sleeps == [LINGER] * FRUITLESS_LINGERS
 
 
 async def test_a_paused_linger_probes_at_most_once_per_interval(tmp_path: Path):
@@ -164,12 +200,5 @@ async def test_a_linger_that_gathers_keeps_the_next_lone_append_lingering(tmp_pa
     async with Journal(tmp_path / "j", sinks=["a"], group_linger=LINGER, clock=clock) as j:
         await j.append(make_event(0))
         for round_ in range(FRUITLESS_LINGERS + 1):
-            done: list[AppendStatus] = []
-            first = 1 + 2 * round_
-            async with anyio.create_task_group() as tg:
-                await _appending(j, tg, range(first, first + 1), done)
-                await clock.wait_sleeping()
-                await _appending(j, tg, range(first + 1, first + 2), done)  # gathered
-                clock.advance(LINGER)
-            assert done == [AppendStatus.APPENDED] * 2
+            await _useful_linger(j, clock, 1 + 2 * round_)
         assert clock.sleeps == [LINGER] * (FRUITLESS_LINGERS + 1)

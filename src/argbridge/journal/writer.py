@@ -188,8 +188,6 @@ class Writer:
         #: journal/linger.py): 0 commits every group at once.
         self.group_linger = group_linger
         self.linger = GroupLinger(group_linger, clock)
-        #: Appends queued so far (what a linger gathered: the count before and after).
-        self._appends_enqueued = 0
         #: The committed backlog's event sizes (the bytes an ack frees, without a read).
         self.sizes = sizes if sizes is not None else SizeIndex(mirror.last_seq)
         #: The last committed events, for caught-up readers (see journal/tail.py).
@@ -251,8 +249,8 @@ class Writer:
         if self.closed:
             raise JournalClosed("the journal is closed")
         self._pending.append(op)  # type: ignore[arg-type]
-        if type(op) is Append:
-            self._appends_enqueued += 1
+        if self.linger.waiting and type(op) is Append:
+            self.linger.arrived()
         return op
 
     async def submit(self, op: Op[R]) -> R:
@@ -372,15 +370,13 @@ class Writer:
                 if self._suspect and not await self._recover():
                     return
                 if self.group_linger > 0 and self._lingers():
-                    await self.linger.wait(self._appends_so_far)
+                    await self.linger.wait()
                 n = min(len(self._pending), self.max_group_commit)
                 ops = [self._pending.popleft() for _ in range(n)]
                 if not ops:
                     return
-                if self.group_linger > 0:
-                    appends = sum(type(op) is Append for op in ops)
-                    if appends:
-                        self.linger.committed(len(ops), appends)
+                if self.group_linger > 0 and any(type(op) is Append for op in ops):
+                    self.linger.committed(len(ops))
                 try:
                     work = await self._commit(ops)
                 except _WriteFailed as failed:
@@ -413,9 +409,6 @@ class Writer:
             return False
         appends = sum(type(op) is Append for op in self._pending)
         return self.linger.wanted(appends, len(self._pending))
-
-    def _appends_so_far(self) -> int:
-        return self._appends_enqueued
 
     @staticmethod
     def _fail(ops: Sequence[Op[Any]], exc: BaseException) -> None:
