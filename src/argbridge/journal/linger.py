@@ -25,7 +25,10 @@ The clock is injected; the writer reports each append queued while a linger runs
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from argbridge.clock import Clock
+from argbridge.journal.ops import Append
 
 #: A leader lingers only while groups are this small (the queue and the previous group
 #: with appends). Sixteen: a 20 ms linger at 400 appends/s gathers ~8, and with eight as
@@ -66,9 +69,16 @@ class GroupLinger:
         the probes."""
         return self._fruitless >= FRUITLESS_LINGERS
 
-    def wanted(self, appends: int, queued: int) -> bool:
-        """Whether a leader with ``queued`` ops, ``appends`` of them appends, lingers."""
-        if self.linger <= 0 or queued >= LINGER_BELOW or not appends:
+    @property
+    def enabled(self) -> bool:
+        return self.linger > 0
+
+    def wanted(self, queued: Collection[object]) -> bool:
+        """Whether a leader with the ops ``queued`` lingers (only a short queue holding
+        an append can)."""
+        if not self.enabled or len(queued) >= LINGER_BELOW:
+            return False
+        if not any(type(op) is Append for op in queued):
             return False
         now = self.clock.monotonic()
         recent = now - self._last_group_at < LINGER_WINDOW * self.linger

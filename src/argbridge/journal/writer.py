@@ -63,7 +63,7 @@ from argbridge.clock import Clock
 from argbridge.errors import JournalClosed, JournalError
 from argbridge.journal import store
 from argbridge.journal.backpressure import IntakePaused, PauseSignal
-from argbridge.journal.linger import LINGER_BELOW, GroupLinger
+from argbridge.journal.linger import GroupLinger
 from argbridge.journal.ops import Ack, Append, Mirror, Op, Work
 from argbridge.journal.ops import append_run as _append_run
 from argbridge.journal.records import body_size
@@ -186,7 +186,6 @@ class Writer:
         self.db = db
         #: Gather window of a small group with appends under live traffic (see
         #: journal/linger.py): 0 commits every group at once.
-        self.group_linger = group_linger
         self.linger = GroupLinger(group_linger, clock)
         #: The committed backlog's event sizes (the bytes an ack frees, without a read).
         self.sizes = sizes if sizes is not None else SizeIndex(mirror.last_seq)
@@ -369,13 +368,13 @@ class Writer:
                     await self._reopen_now()
                 if self._suspect and not await self._recover():
                     return
-                if self.group_linger > 0 and self._lingers():
+                if self._lingers():
                     await self.linger.wait()
                 n = min(len(self._pending), self.max_group_commit)
                 ops = [self._pending.popleft() for _ in range(n)]
                 if not ops:
                     return
-                if self.group_linger > 0 and any(type(op) is Append for op in ops):
+                if self.linger.enabled and any(type(op) is Append for op in ops):
                     self.linger.committed(len(ops))
                 try:
                     work = await self._commit(ops)
@@ -405,10 +404,7 @@ class Writer:
     def _lingers(self) -> bool:
         """Whether the leader waits ``group_linger`` for more appends before committing
         (journal/linger.py): never while closed or held for disk space."""
-        if self.closed or self.retry_delay or len(self._pending) >= LINGER_BELOW:
-            return False
-        appends = sum(type(op) is Append for op in self._pending)
-        return self.linger.wanted(appends, len(self._pending))
+        return not self.closed and not self.retry_delay and self.linger.wanted(self._pending)
 
     @staticmethod
     def _fail(ops: Sequence[Op[Any]], exc: BaseException) -> None:
