@@ -241,17 +241,10 @@ async def floor_run(
 
     lags: list[float] = []
     done = False
-
-    async def probe() -> None:
-        while not done:
-            t0 = time.perf_counter()
-            await anyio.sleep(PROBE_SLEEP)
-            lags.append(time.perf_counter() - t0 - PROBE_SLEEP)
-
     start, loop0 = time.perf_counter(), time.thread_time()
     try:
         async with anyio.create_task_group() as outer:
-            outer.start_soon(probe)
+            outer.start_soon(lag_probe, lags, lambda: not done)
             if stage_on_loop:
                 outer.start_soon(committer)
             async with anyio.create_task_group() as tg:
@@ -298,14 +291,20 @@ def loop_lag(
     return out
 
 
+async def lag_probe(lags: list[float], running: Callable[[], bool]) -> None:
+    """Sleep ``PROBE_SLEEP`` at a time while ``running()``, adding each wake-up's
+    lateness to ``lags``."""
+    while running():
+        t0 = time.perf_counter()
+        await anyio.sleep(PROBE_SLEEP)
+        lags.append(time.perf_counter() - t0 - PROBE_SLEEP)
+
+
 async def idle_probe(seconds: float = 1.0) -> list[float]:
     """The lag probe on a loop with nothing else to do: the machine's floor."""
     lags: list[float] = []
     end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t0 = time.perf_counter()
-        await anyio.sleep(PROBE_SLEEP)
-        lags.append(time.perf_counter() - t0 - PROBE_SLEEP)
+    await lag_probe(lags, lambda: time.perf_counter() < end)
     return lags
 
 
