@@ -114,11 +114,17 @@ def verify(secret: bytes, headers: dict[bytes, bytes], body: bytes) -> bool:
 
 class FloorApp:
     def __init__(
-        self, secret: bytes, state: Path, bootstrap: str, topic: str, linger: float
+        self,
+        secret: bytes,
+        state: Path,
+        bootstrap: str,
+        topic: str,
+        *,
+        linger: float,
+        kafka_linger_ms: int,
+        skip: set[str],
     ) -> None:
-        self.linger = linger
-        self.skip: set[str] = set()
-        self.kafka_linger_ms = 10
+        self.linger, self.kafka_linger_ms, self.skip = linger, kafka_linger_ms, skip
         self.secret, self.state, self.bootstrap, self.topic = secret, state, bootstrap, topic
         self.writer: GroupWriter | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -156,14 +162,20 @@ class FloorApp:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        if scope["path"] == "/acked":
-            await _answer(send, 200, str(self.acked).encode())
-            return
-        if not verify(self.secret, dict(scope["headers"]), body):
-            await _answer(send, 401, b'{"title":"bad signature"}')
-            return
+        status, answer = await self.handle(scope["path"], dict(scope["headers"]), body)
+        await _answer(send, status, answer)
+
+    async def handle(
+        self, path: str, headers: dict[bytes, bytes], body: bytes
+    ) -> tuple[int, bytes]:
+        """The one route of either front-end: ``GET /acked`` (Kafka acks so far), else a
+        signed webhook; the answer's status and body."""
+        if path == "/acked":
+            return 200, str(self.acked).encode()
+        if not verify(self.secret, headers, body):
+            return 401, b'{"title":"bad signature"}'
         await self.accept(body)
-        await _answer(send, 200, b'{"status":"accepted"}')
+        return 200, b'{"status":"accepted"}'
 
     async def accept(self, body: bytes) -> None:
         """The durable write, then the hand-off to Kafka (either skipped with --skip)."""
@@ -211,14 +223,7 @@ class RawProtocol(asyncio.Protocol):
         asyncio.get_running_loop().create_task(self.handle(url, headers, body))
 
     async def handle(self, url: bytes, headers: dict[bytes, bytes], body: bytes) -> None:
-        app = self.app
-        if url == b"/acked":
-            self.answer(200, str(app.acked).encode())
-        elif not verify(app.secret, headers, body):
-            self.answer(401, b'{"title":"bad signature"}')
-        else:
-            await app.accept(body)
-            self.answer(200, b'{"status":"accepted"}')
+        self.answer(*await self.app.handle(url.decode(), headers, body))
 
     def answer(self, status: int, body: bytes) -> None:
         assert self.transport is not None
@@ -271,9 +276,15 @@ def main() -> None:
     )
     args = parser.parse_args()
     secret = base64.b64decode(SECRET.removeprefix("whsec_"))
-    app = FloorApp(secret, args.state, args.bootstrap, args.topic, args.linger)
-    app.skip = set(args.skip)
-    app.kafka_linger_ms = args.kafka_linger_ms
+    app = FloorApp(
+        secret,
+        args.state,
+        args.bootstrap,
+        args.topic,
+        linger=args.linger,
+        kafka_linger_ms=args.kafka_linger_ms,
+        skip=set(args.skip),
+    )
     if args.raw:
         uvloop.run(serve_raw(app, args.port))
         return
