@@ -26,6 +26,10 @@ default ``runtime`` settings unless ``--env NAME=VALUE`` adds to its environment
    own histogram. Target: <= 0.15 core at 400 ev/s with p99 < 25 ms.
    ``--read-linger``, ``--fsync-acks`` and ``--group-linger`` set what the comparison
    needs.
+4. **mixed** (item 6, only when asked): the 30-minute soak's load (200 Arga runs
+   streaming one event a second each + 200 signed webhooks a second), the load item 6
+   first measured, in ``--mixed-windows`` windows of ``--cpu-seconds`` after
+   ``--warm-up``: cores, CPU per event, context switches, commit -> ack p99.
 
 ``--runtime 'KEY = VALUE'`` adds a ``[runtime]`` line (e.g. ``trim_after_burst = false``).
 """
@@ -99,6 +103,7 @@ def config_toml(
     fsync_acks: bool = False,
     runtime: list[str] | None = None,
     group_linger: str | None = None,
+    webhooks: bool = False,
 ) -> str:
     lines = [
         f'state_dir = "{state}"',
@@ -133,9 +138,10 @@ def config_toml(
             f'base_url = "{sim_url}"',
             f'api_key = "{TOKEN}"',
             "poll_interval = 0",
+            f"max_streams = {max(10, len(runs))}",
             f"runs = [{', '.join(repr(r).replace(chr(39), chr(34)) for r in runs)}]",
         ]
-    else:
+    if sim_url is None or webhooks:
         from tests.support.webhooks import SECRET
 
         lines += ["[sources.argus]", 'type = "argus-webhook"', f'secrets = ["{SECRET}"]']
@@ -438,6 +444,98 @@ async def cpu(kafka: KafkaCluster, args: argparse.Namespace, env: dict[str, str]
     return lines
 
 
+async def mixed(kafka: KafkaCluster, args: argparse.Namespace, env: dict[str, str]) -> list[str]:
+    """The 30-minute soak's load (tests/test_soak.py), in windows of ``--cpu-seconds``:
+    ``--mixed-runs`` Arga runs streaming one ~500 B event a second each, plus
+    ``--mixed-webhooks`` signed Argus webhooks a second (16 keep-alive connections), all
+    to Kafka. Per window: cores, CPU per event, context switches, commit -> ack."""
+    root = Path(tempfile.mkdtemp(prefix="bench-mixed-"))
+    [port] = _free_ports(1)
+    names = [f"mixed-{n:03d}" for n in range(args.mixed_runs)]
+    windows = args.mixed_windows
+    span = args.warm_up + windows * (args.cpu_seconds + 2) + 60
+    sim = ArgaSimulator(TOKEN, heartbeat=5.0)
+    runs = [sim.add_validation_run(name, steps=int(span) + 60, pad=400) for name in names]
+    hz = os.sysconf("SC_CLK_TCK")
+    lines: list[str] = []
+    async with sim.running():
+        config = root / "argbridge.toml"
+        config.write_text(
+            config_toml(
+                root / "state",
+                port,
+                kafka.bootstrap,
+                cap=100_000,
+                runs=names,
+                sim_url=sim.base_url,
+                read_linger=args.read_linger,
+                fsync_acks=args.fsync_acks,
+                group_linger=args.group_linger,
+                runtime=args.runtime,
+                webhooks=True,
+            )
+        )
+        with logged_daemon(config, env) as proc:
+            async with control(root / "state") as c:
+                await wait_status(c, lambda d: d["sinks"]["kafka"]["ready"], within=60)
+                end = time.monotonic() + span
+
+                async def publish() -> None:
+                    # As the soak does: every run's event at the same instant each second
+                    # (a burst of len(runs) events); with --mixed-spread, each run at its
+                    # own phase of the second (a steady rate).
+                    step = 1.0 / len(runs) if args.mixed_spread else 0.0
+                    tick = time.monotonic()
+                    while time.monotonic() < end:
+                        for k, run in enumerate(runs):
+                            if step:
+                                await anyio.sleep(max(0.0, tick + k * step - time.monotonic()))
+                            run.publish(1)
+                        tick += 1.0
+                        await anyio.sleep(max(0.0, tick - time.monotonic()))
+
+                async def webhooks() -> None:
+                    await drive(
+                        port,
+                        lambda n: signed_request(port, n, pad=200),
+                        args.mixed_webhooks,
+                        until=end,
+                        connections=16,
+                    )
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(publish)
+                    tg.start_soon(webhooks)
+                    await anyio.sleep(args.warm_up)
+                    for _ in range(windows):
+                        doc0, text0 = await status(c), (await c.get("/metrics")).text
+                        t0, ticks0, sw0 = time.monotonic(), cpu_ticks(proc.pid), 0
+                        sw0 = context_switches(proc.pid)
+                        await anyio.sleep(args.cpu_seconds)
+                        doc1, text1 = await status(c), (await c.get("/metrics")).text
+                        t1, ticks1 = time.monotonic(), cpu_ticks(proc.pid)
+                        sw1 = context_switches(proc.pid)
+                        wall, used = t1 - t0, (ticks1 - ticks0) / hz
+                        events = doc1["journal"]["last_seq"] - doc0["journal"]["last_seq"]
+                        hist0, hist1 = latency_buckets(text0), latency_buckets(text1)
+                        delta = {b: hist1[b] - hist0.get(b, 0.0) for b in hist1}
+                        under = delta.get(0.025, 0.0) / max(1.0, delta.get(float("inf"), 0.0))
+                        commits = doc1["journal"]["commits"] - doc0["journal"]["commits"]
+                        line = (
+                            f"  mixed {events / wall:5.0f} ev/s: {used / wall:5.3f} core, "
+                            f"{1e6 * used / max(1, events):5.0f} µs CPU/event, "
+                            f"{(sw1 - sw0) / wall:5.0f} ctx switches/s, commit->ack p50 "
+                            f"{1e3 * quantile(delta, 0.5):4.1f} p90 {1e3 * quantile(delta, 0.9):4.1f}"
+                            f" p99 {1e3 * quantile(delta, 0.99):4.1f} ms ({100 * under:.1f}% <= 25 "
+                            f"ms), {commits / max(1, events):.2f} group commits/event"
+                        )
+                        lines.append(line)
+                        print(line, flush=True)
+                    tg.cancel_scope.cancel()
+    shutil.rmtree(root, ignore_errors=True)
+    return lines
+
+
 async def floor_at_rates(
     who: str, extra: list[str], state: Path, bootstrap: str, args: argparse.Namespace
 ) -> list[str]:
@@ -606,6 +704,13 @@ async def main(args: argparse.Namespace) -> None:
                 f"fsync_acks {args.fsync_acks}, group_linger {args.group_linger or 'default'}"
             )
             await cpu(kafka, args, env)
+        if args.phase == "mixed":
+            print(
+                f"mixed: the soak's load, {args.mixed_runs} Arga runs at 1 event/s each + "
+                f"{args.mixed_webhooks:g} signed webhooks/s -> journal -> Kafka, "
+                f"{args.warm_up:g} s warm-up, {args.cpu_seconds:g} s windows"
+            )
+            await mixed(kafka, args, env)
         if args.phase in ("all", "drain"):
             d = await drain(kafka, args, env)
             print(
@@ -627,7 +732,7 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--phase", choices=("all", "burst", "drain", "cpu"), default="all")
+    parser.add_argument("--phase", choices=("all", "burst", "drain", "cpu", "mixed"), default="all")
     parser.add_argument("--rates", type=float, nargs="+", default=[100.0, 400.0, 2000.0])
     parser.add_argument("--cpu-seconds", type=float, default=20.0)
     parser.add_argument("--read-linger", help="the Kafka sink's read_linger (e.g. 5ms)")
@@ -648,6 +753,15 @@ if __name__ == "__main__":
         action="store_true",
         help="with --floor: also the raw floor without Kafka, without the journal, and both",
     )
+    parser.add_argument("--mixed-runs", type=int, default=200, help="mixed: streaming runs")
+    parser.add_argument("--mixed-webhooks", type=float, default=200.0, help="mixed: webhooks/s")
+    parser.add_argument("--mixed-windows", type=int, default=3, help="mixed: windows measured")
+    parser.add_argument(
+        "--mixed-spread",
+        action="store_true",
+        help="mixed: each run publishes at its own phase of the second (not all at once)",
+    )
+    parser.add_argument("--warm-up", type=float, default=20.0, help="mixed: seconds before")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--events", type=int, default=2000)
