@@ -1,6 +1,7 @@
 """The writer's group linger (``journal.group_linger``, issue 17 item 6): under live
 traffic a small group with appends waits for more before its one sync; a lone append,
-a group of acks only and a group a backlog fills commit at once."""
+a group of acks only and a group a backlog fills commit at once; a sink's background
+acks wait for the next appends."""
 
 from __future__ import annotations
 
@@ -68,6 +69,40 @@ async def test_acks_alone_never_linger(tmp_path: Path):
         await j.ack("a", 2)
         await j.ack("a", 3)
         assert clock.sleeps == [] and j.cursor("a") == 3
+
+
+async def test_acks_behind_ride_the_next_appends_under_live_traffic(tmp_path: Path):
+    """A sink worker's background acks (``behind``) linger while appends arrive, so the
+    next group carries them; in a quiet journal they commit at once; and their lingers
+    count neither for nor against the closed-loop rule."""
+    clock = ManualClock()
+    async with Journal(tmp_path / "j", sinks=["a"], group_linger=LINGER, clock=clock) as j:
+        await j.ack("a", 0, behind=True)  # quiet: at once
+        await j.append(make_event(0))
+        assert clock.sleeps == []
+        commits = j.stats().commits
+        done: list[AppendStatus] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: j.ack("a", 1, behind=True))
+            await clock.wait_sleeping()  # live traffic: the ack waits for appends ...
+            assert clock.sleeps == [LINGER] and j.cursor("a") == 0
+            await _appending(j, tg, range(1, 3), done)  # ... which join its group
+            clock.advance(LINGER)
+        assert done == [AppendStatus.APPENDED] * 2 and j.cursor("a") == 1
+        assert j.stats().commits == commits + 1
+        n = 3
+        for _ in range(FRUITLESS_LINGERS - 1):  # fruitless: one short of the pause
+            await _linger_once(j, clock, range(n, n + 1))
+            n += 1
+        async with anyio.create_task_group() as tg:  # an ack alone lingers; nothing comes
+            tg.start_soon(lambda: j.ack("a", 2, behind=True))
+            await clock.wait_sleeping()
+            clock.advance(LINGER)
+        assert j.cursor("a") == 2
+        await _linger_once(j, clock, range(n, n + 1))  # not paused: the ack's not counted
+        assert clock.sleeps == [LINGER] * (FRUITLESS_LINGERS + 2)
+        assert await j.append(make_event(n + 1)) is AppendStatus.APPENDED  # paused now
+        assert clock.sleeps == [LINGER] * (FRUITLESS_LINGERS + 2)
 
 
 async def test_a_group_a_backlog_fills_does_not_linger(tmp_path: Path):

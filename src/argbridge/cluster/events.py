@@ -195,8 +195,8 @@ class AckingJournal(SinkJournalOverlay):
         super().__init__(inner)
         self._on_ack = on_ack
 
-    async def ack(self, sink: str, seq: int) -> None:
-        await self.inner.ack(sink, seq)
+    async def ack(self, sink: str, seq: int, *, behind: bool = False) -> None:
+        await self.inner.ack(sink, seq, behind=behind)
         self._on_ack()
 
 

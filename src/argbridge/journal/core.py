@@ -339,8 +339,8 @@ class Journal:
     async def run_retention(self, limit: int = 10_000) -> int:
         return await self.log.run_retention(limit)
 
-    async def ack(self, sink: str, seq: int) -> None:
-        await self.ledger.ack(sink, seq)
+    async def ack(self, sink: str, seq: int, *, behind: bool = False) -> None:
+        await self.ledger.ack(sink, seq, behind=behind)
 
     async def rewind(self, sink: str, seq: int) -> None:
         await self.ledger.rewind(sink, seq)

@@ -87,12 +87,15 @@ class SinkLedger:
             return []
         return await self._log.read_after(cursor, limit, max_bytes)
 
-    async def ack(self, sink: str, seq: int) -> None:
-        """Move ``sink``'s cursor to ``seq`` (forward only) once delivery is confirmed."""
+    async def ack(self, sink: str, seq: int, *, behind: bool = False) -> None:
+        """Move ``sink``'s cursor to ``seq`` (forward only) once delivery is confirmed.
+        ``behind``: the caller goes on without this ack (it acks in the background), so
+        while appends arrive it may wait for their next group instead of committing
+        alone (journal/linger.py)."""
         self._check_sink(sink)
         # The epoch of the last read: a rewind since then makes this ack stale.
         epoch = self._read_epochs.get(sink, self._writer.epochs[sink])
-        await self._writer.submit(Ack(sink, seq, epoch))
+        await self._writer.submit(Ack(sink, seq, epoch, behind=behind))
 
     async def rewind(self, sink: str, seq: int) -> None:
         """Set ``sink``'s cursor back to ``seq`` (replay); an in-flight batch's ack is ignored."""

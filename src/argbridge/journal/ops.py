@@ -174,13 +174,15 @@ def append_run(work: Work, ops: Sequence[Append]) -> None:
 
 
 class Ack(Op[None]):
-    """Move a sink's cursor forward (ignored when stale: older, or read before a rewind)."""
+    """Move a sink's cursor forward (ignored when stale: older, or read before a rewind).
+    ``behind``: nobody waits for it to go on (a sink worker acks in the background), so
+    it may wait for the next group of appends (journal/linger.py)."""
 
-    __slots__ = ("epoch", "seq", "sink")
+    __slots__ = ("behind", "epoch", "seq", "sink")
 
-    def __init__(self, sink: str, seq: int, epoch: int) -> None:
+    def __init__(self, sink: str, seq: int, epoch: int, *, behind: bool = False) -> None:
         super().__init__()
-        self.sink, self.seq, self.epoch = sink, seq, epoch
+        self.sink, self.seq, self.epoch, self.behind = sink, seq, epoch, behind
 
     def apply(self, work: Work) -> None:
         m = work.mirror

@@ -71,7 +71,11 @@ class SinkJournal(StateRole, Protocol):
         self, after_seq: int, limit: int, max_bytes: int | None = None
     ) -> list[JournalRecord]: ...
     async def wait_for_events(self, after_seq: int) -> None: ...
-    async def ack(self, sink: str, seq: int) -> None: ...
+    async def ack(self, sink: str, seq: int, *, behind: bool = False) -> None:
+        """Move ``sink``'s cursor to ``seq``; ``behind``: the caller does not wait on it
+        to go on, so it may ride the next group of appends."""
+        ...
+
     async def schedule_retry(
         self, sink: str, record: JournalRecord | RetryItem, attempt: int, due_at: float, error: str
     ) -> None: ...
@@ -231,8 +235,8 @@ class SinkJournalOverlay:
     async def wait_for_events(self, after_seq: int) -> None:
         await self.inner.wait_for_events(after_seq)
 
-    async def ack(self, sink: str, seq: int) -> None:
-        await self.inner.ack(sink, seq)
+    async def ack(self, sink: str, seq: int, *, behind: bool = False) -> None:
+        await self.inner.ack(sink, seq, behind=behind)
 
     async def schedule_retry(
         self, sink: str, record: JournalRecord | RetryItem, attempt: int, due_at: float, error: str
