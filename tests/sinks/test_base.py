@@ -691,8 +691,12 @@ async def test_linger_after_a_partial_batch_when_more_came_in_meanwhile(tmp_path
             await journal.append(make_event(2))  # arrives during that delivery
             gate.set()
             with anyio.fail_after(5):
-                await clock.wait_sleeping()  # batch [1] acked, lingering for more
-            assert clock.pending == [pytest.approx(0.005)] and journal.cursor("s") == 1
+                await clock.wait_sleeping()  # batch [1] delivered, lingering for more
+            assert clock.pending == [pytest.approx(0.005)]
+            with anyio.fail_after(5):  # its ack commits in the background meanwhile
+                while journal.cursor("s") < 1:
+                    await anyio.wait_all_tasks_blocked()
+            assert clock.pending == [pytest.approx(0.005)]
             await journal.append(make_event(3))
             clock.advance(0.005)
             with anyio.fail_after(5):
@@ -700,3 +704,32 @@ async def test_linger_after_a_partial_batch_when_more_came_in_meanwhile(tmp_path
                     await anyio.wait_all_tasks_blocked()
             worker.stop()
         assert sink.delivered == [[make_event(n).id for n in ns] for ns in ((1,), (2, 3))]
+
+
+async def test_the_next_batch_is_delivered_while_the_last_ack_commits(tmp_path: Path):
+    """Live traffic does not wait for the cursor: the ack of a batch commits in the
+    background (with the next appends, under a group linger) while the worker reads
+    past it and delivers the next one; the cursor catches up, in order, before the
+    worker reports itself caught up or stops."""
+    from tests.sinks.test_acker import GatedAcks
+
+    async with Journal(tmp_path / "j.db", sinks=["s"]) as journal:
+        gated = GatedAcks(journal)
+        sink = ScriptedSink()
+        worker = SinkWorker(sink, SinkContext("s", gated, Metrics()), Router([], ["s"]))
+        async with anyio.create_task_group() as tg:
+            await journal.append(make_event(1))
+            tg.start_soon(worker.run)
+            with anyio.fail_after(5):
+                await gated.waiting.wait()  # batch [1] delivered, its ack on its way
+            await journal.append(make_event(2))
+            with anyio.fail_after(5):
+                while len(sink.delivered) < 2:
+                    await anyio.wait_all_tasks_blocked()
+            assert sink.delivered == [[make_event(n).id] for n in (1, 2)]
+            assert journal.cursor("s") == 0  # neither ack committed yet
+            gated.gate.set()
+            with anyio.fail_after(5):
+                await worker.caught_up()
+            assert journal.cursor("s") == 2 and [s for s, _ in gated.acks] == [1, 2]
+            worker.stop()

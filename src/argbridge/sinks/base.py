@@ -40,6 +40,7 @@ from argbridge.journal.roles import SinkJournal
 from argbridge.logging import get_logger
 from argbridge.metrics import Metrics
 from argbridge.router import Route, Router
+from argbridge.sinks.acker import Acker
 
 #: Bytes of events one batch read from the journal holds at most (``batch_bytes``).
 DEFAULT_BATCH_BYTES = 4 * 1024 * 1024
@@ -291,6 +292,12 @@ class SinkWorker:
         self._resumable = sink if isinstance(sink, Resumable) else None
         #: Set (and replaced) each time a read finds nothing new: see :meth:`caught_up`.
         self._idle = anyio.Event()
+        #: The plain loop's acks, committed in the background (sinks/acker.py; one per
+        #: run) ...
+        self._acker = Acker(ctx.journal, self.name)
+        #: ... meanwhile it reads on after the last seq it delivered (``None``: after the
+        #: journal's cursor).
+        self._position: int | None = None
 
     def set_router(self, router: Router) -> None:
         """Route with ``router`` from the next batch on (a live reload)."""
@@ -347,9 +354,31 @@ class SinkWorker:
         async with anyio.create_task_group() as tg:
             if isinstance(self.sink, Background):
                 tg.start_soon(self.sink.background, name=f"{self.name}-background")
+            acker = self._acker = Acker(journal, self.name, self.poke)
+            tg.start_soon(acker.run, name=f"{self.name}-acks")
             try:
                 while not self._stopping.is_set():
-                    records = await journal.read(self.name, self.batch_size, self.batch_bytes)
+                    if acker.rewound:  # an ack was stale: read again from the cursor
+                        acker.rewound = False
+                        self._position = None
+                    position = self._position
+                    if position is None:
+                        records = await journal.read(self.name, self.batch_size, self.batch_bytes)
+                    else:
+                        records = await journal.read_after(
+                            position, self.batch_size, self.batch_bytes
+                        )
+                    if not records and position is not None:
+                        # Caught up, the last ack still on its way: new events or its
+                        # commit, whichever comes first (the acker pokes this wait).
+                        if not acker.settled:
+                            await self._unless_stopped(
+                                journal.wait_for_events, position, pokeable=True
+                            )
+                        if acker.settled:  # idle only once the cursor is here
+                            await acker.settle()
+                            self._position = None
+                        continue
                     if not records:
                         self._idle.set()
                         self._idle = anyio.Event()
@@ -367,7 +396,10 @@ class SinkWorker:
                         # A full batch: a backlog to drain, where overlapping the stages
                         # pays. A partial one (caught up, live traffic) takes the plain
                         # loop: nothing to read ahead, and fewer hops per event.
-                        await self._pipeline(records)
+                        await acker.settle()  # the pipeline acks in order from the cursor
+                        self._position = None
+                        if not acker.rewound:
+                            await self._pipeline(records)
                         continue
                     # The plain loop (and, after a pipeline failure, the batch that failed:
                     # retried here with backoff, or dead-lettered when permanent).
@@ -375,11 +407,12 @@ class SinkWorker:
                     deliveries = self._route(records)
                     if deliveries:
                         await self._deliver(deliveries)
-                    await journal.ack(self.name, records[-1].seq)
                     self.in_flight = 0
+                    delivered = self._position = records[-1].seq
+                    acker.ack(delivered)
                     if (
                         self.linger > 0
-                        and journal.backlog(self.name) > 0
+                        and journal.backlog(self.name) > delivered - journal.cursor(self.name)
                         and not self._full(records)
                         and not self._stopping.is_set()
                     ):
@@ -387,12 +420,17 @@ class SinkWorker:
                         # delivered. Let the next few ms join them, as after a wake-up,
                         # instead of sending them at once as a batch of one or two.
                         await self._unless_stopped(self.ctx.clock.sleep, self.linger)
+                await acker.settle()
             except JournalClosed:
                 log.info("sink.stopped", reason="journal closed")
             except SinkStopped as exc:
                 self._stopped_for_good(exc)
             finally:
-                tg.cancel_scope.cancel()
+                try:  # stopped by a later batch's failure: the delivered ones still count
+                    await acker.wait_settled()
+                finally:
+                    self._position = None
+                    tg.cancel_scope.cancel()
 
     def _full(self, records: Sequence[JournalRecord]) -> bool:
         """A full batch (by count, or at least half full by bytes: the read stops before
