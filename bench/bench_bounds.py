@@ -521,13 +521,14 @@ async def mixed(kafka: KafkaCluster, args: argparse.Namespace, env: dict[str, st
                         delta = {b: hist1[b] - hist0.get(b, 0.0) for b in hist1}
                         under = delta.get(0.025, 0.0) / max(1.0, delta.get(float("inf"), 0.0))
                         commits = doc1["journal"]["commits"] - doc0["journal"]["commits"]
+                        p50, p90, p99 = (1e3 * quantile(delta, q) for q in (0.5, 0.9, 0.99))
                         line = (
                             f"  mixed {events / wall:5.0f} ev/s: {used / wall:5.3f} core, "
                             f"{1e6 * used / max(1, events):5.0f} µs CPU/event, "
                             f"{(sw1 - sw0) / wall:5.0f} ctx switches/s, commit->ack p50 "
-                            f"{1e3 * quantile(delta, 0.5):4.1f} p90 {1e3 * quantile(delta, 0.9):4.1f}"
-                            f" p99 {1e3 * quantile(delta, 0.99):4.1f} ms ({100 * under:.1f}% <= 25 "
-                            f"ms), {commits / max(1, events):.2f} group commits/event"
+                            f"{p50:4.1f} p90 {p90:4.1f} p99 {p99:4.1f} ms "
+                            f"({100 * under:.1f}% <= 25 ms), "
+                            f"{commits / max(1, events):.2f} group commits/event"
                         )
                         lines.append(line)
                         print(line, flush=True)

@@ -477,3 +477,23 @@ async def test_reads_bounded_in_bytes_stop_before_the_event_that_would_pass(tmp_
         assert [r.seq for r in await j.read_after(2, 100, 1)] == [3]  # one, however large
         assert [r.seq for r in await j.read("a", 2, 10**9)] == [1, 2]  # the count still caps
         assert [r.seq for r in await j.read_after(3, 100, sum(sizes))] == [4, 5]
+
+
+async def test_read_after_the_newest_seq_needs_no_read_thread(tmp_path: Path):
+    """A sink worker that acks in the background reads on from what it delivered: at
+    the newest seq, nothing is committed after it, and no read hops to the thread."""
+    async with Journal(tmp_path / "j", sinks=["a"]) as j:
+        await j.append_many([make_event(n) for n in range(3)])
+        log = j.log
+        reads = log._reads
+        hops: list[object] = []
+
+        class CountingReads:
+            async def run(self, fn: Any) -> Any:
+                hops.append(fn)
+                return await reads.run(fn)
+
+        log._reads = CountingReads()  # type: ignore[assignment]
+        assert await j.read_after(3, 10) == [] and await j.read_after(9, 10) == []
+        assert hops == []
+        assert [r.seq for r in await j.read_after(1, 10)] == [2, 3]

@@ -148,9 +148,15 @@ class EventLog:
         ``max_bytes``, no more than that many bytes of them (their JSON size), but at
         least one event however large."""
         writer = self._writer
-        rows = None
+        rows: list[tuple[int, bytes]] | None = None
         if not (writer.closed or writer.db_down):  # else the read thread refuses, as ever
-            rows = writer.tail.read(after_seq, limit, max_bytes, writer.mirror.first_seq)
+            if after_seq >= writer.mirror.last_seq:
+                # Nothing committed after it: no read in the worker thread (a sink worker
+                # that acks in the background reads on from what it delivered, caught
+                # up after nearly every batch of live traffic).
+                rows = []
+            else:
+                rows = writer.tail.read(after_seq, limit, max_bytes, writer.mirror.first_seq)
         if rows is None:
             # Not among the last committed events: the database, in the read thread.
             rows = await self._reads.run(
