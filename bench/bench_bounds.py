@@ -384,25 +384,40 @@ def quantile(buckets: dict[float, float], q: float) -> float:
     return lower
 
 
+def load_toml(
+    root: Path,
+    port: int,
+    kafka: KafkaCluster,
+    args: argparse.Namespace,
+    *,
+    runs: list[str],
+    sim_url: str | None,
+    webhooks: bool = False,
+) -> str:
+    """The daemon's config for the load phases (cpu, mixed): no cap in the way, and the
+    lingers, ``fsync_acks`` and ``[runtime]`` lines the command line sets."""
+    return config_toml(
+        root / "state",
+        port,
+        kafka.bootstrap,
+        cap=100_000,
+        runs=runs,
+        sim_url=sim_url,
+        read_linger=args.read_linger,
+        fsync_acks=args.fsync_acks,
+        group_linger=args.group_linger,
+        runtime=args.runtime,
+        webhooks=webhooks,
+    )
+
+
 async def cpu(kafka: KafkaCluster, args: argparse.Namespace, env: dict[str, str]) -> list[str]:
     """CPU per event and commit -> Kafka ack latency at fixed webhook rates; with
     ``--floor``, the same rates against :mod:`bench.floor_webhook` after the daemon."""
     root = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
     [port] = _free_ports(1)
     config = root / "argbridge.toml"
-    config.write_text(
-        config_toml(
-            root / "state",
-            port,
-            kafka.bootstrap,
-            cap=100_000,
-            runs=[],
-            sim_url=None,
-            read_linger=args.read_linger,
-            fsync_acks=args.fsync_acks,
-            group_linger=args.group_linger,
-        )
-    )
+    config.write_text(load_toml(root, port, kafka, args, runs=[], sim_url=None))
     lines = []
     with logged_daemon(config, env) as proc:
         async with control(root / "state") as c:
@@ -461,19 +476,7 @@ async def mixed(kafka: KafkaCluster, args: argparse.Namespace, env: dict[str, st
     async with sim.running():
         config = root / "argbridge.toml"
         config.write_text(
-            config_toml(
-                root / "state",
-                port,
-                kafka.bootstrap,
-                cap=100_000,
-                runs=names,
-                sim_url=sim.base_url,
-                read_linger=args.read_linger,
-                fsync_acks=args.fsync_acks,
-                group_linger=args.group_linger,
-                runtime=args.runtime,
-                webhooks=True,
-            )
+            load_toml(root, port, kafka, args, runs=names, sim_url=sim.base_url, webhooks=True)
         )
         with logged_daemon(config, env) as proc:
             async with control(root / "state") as c:

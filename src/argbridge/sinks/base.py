@@ -3,8 +3,10 @@
 A :class:`Sink` knows how to deliver a batch to one destination. A :class:`SinkWorker`
 owns everything else: it pulls batches after the sink's cursor, keeps the events the
 routes send to this sink, calls :meth:`Sink.deliver`, and acknowledges the batch to the
-journal only after ``deliver`` returned (the destination confirmed). A retryable
-failure re-delivers the same batch after a backoff; a permanent one dead-letters it.
+journal only after ``deliver`` returned (the destination confirmed); that ack commits in
+the background (:mod:`argbridge.sinks.acker`) while the worker reads on after the
+batch. A retryable failure re-delivers the same batch after a backoff; a permanent one
+dead-letters it.
 Sinks with their own per-event retry schedule (webhooks) record retries in the journal
 from inside ``deliver`` and run them in ``background`` (:class:`Background`; the other
 optional capabilities are declared types too: :class:`Pipelined`, :class:`ReportsSent`,
