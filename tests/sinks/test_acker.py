@@ -70,6 +70,35 @@ async def test_an_ack_a_rewind_made_stale_is_reported(tmp_path: Path):
             tg.cancel_scope.cancel()
 
 
+async def test_after_a_rewind_the_seq_not_handed_over_yet_is_forgotten(tmp_path: Path):
+    """The worker hands over a batch it read before the rewind, then (seeing
+    ``rewound``) restarts the acker and reads from the cursor, which records the new
+    epoch. That seq is never acked: carrying the new epoch it would move the cursor
+    past the replay."""
+    async with Journal(tmp_path / "j", sinks=["s"]) as journal:
+        await journal.append_many([make_event(n) for n in range(5)])
+        assert len(await journal.read("s", 10)) == 5
+        gated = GatedAcks(journal)
+        acker = Acker(gated, "s")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(acker.run)
+            acker.ack(2)
+            await gated.waiting.wait()
+            await journal.rewind("s", 0)  # a replay while that ack was on its way
+            gated.gate.set()
+            with anyio.fail_after(5):
+                await acker.settle()
+            assert acker.rewound and journal.cursor("s") == 0
+            acker.ack(5)  # delivered from before the rewind
+            acker.restart()  # the worker's next loop, before any await
+            assert len(await journal.read("s", 10)) == 5  # from the cursor: new epoch
+            with anyio.fail_after(5):
+                await acker.settle()
+            assert [seq for seq, _ in gated.acks] == [2]
+            assert journal.cursor("s") == 0 and not acker.rewound
+            tg.cancel_scope.cancel()
+
+
 async def test_a_failed_ack_reaches_the_worker(tmp_path: Path):
     journal = Journal(tmp_path / "j", sinks=["s"])
     async with journal:

@@ -64,6 +64,14 @@ class Acker:
             self._settled = anyio.Event()
         self._wanted.set()
 
+    def restart(self) -> None:
+        """After :attr:`rewound`: forget the seq not handed to the journal yet. It came
+        from a batch read before the rewind, and the worker's next read from the cursor
+        records the new epoch, which that ack, handed over after it, would carry: the
+        cursor would jump past the replay."""
+        self.rewound = False
+        self._target = None
+
     async def settle(self) -> None:
         """Return once every seq handed over is committed; raise what failed."""
         await self._settled.wait()

@@ -361,7 +361,7 @@ class SinkWorker:
             try:
                 while not self._stopping.is_set():
                     if acker.rewound:  # an ack was stale: read again from the cursor
-                        acker.rewound = False
+                        acker.restart()
                         self._position = None
                     position = self._position
                     if position is None:
