@@ -84,19 +84,18 @@ class GroupLinger:
 
     def wanted(self, queued: Collection[object]) -> bool:
         """Whether a leader with the ops ``queued`` lingers (only a short queue holding
-        an append can)."""
+        an append, or only acks behind, can)."""
         if not self.enabled or len(queued) >= LINGER_BELOW:
             return False
-        if not any(type(op) is Append for op in queued):
-            self._acks_only = True
-            return (
-                not self.paused
-                and all(isinstance(op, Ack) and op.behind for op in queued)
-                and self.clock.monotonic() - self._last_group_at < LINGER_WINDOW * self.linger
-            )
-        self._acks_only = False
         now = self.clock.monotonic()
         recent = now - self._last_group_at < LINGER_WINDOW * self.linger
+        self._acks_only = not any(type(op) is Append for op in queued)
+        if self._acks_only:
+            return (
+                recent
+                and not self.paused
+                and all(isinstance(op, Ack) and op.behind for op in queued)
+            )
         small = self._last_group < LINGER_BELOW
         self._last_group_at = now
         if not (recent and small):

@@ -294,12 +294,6 @@ class SinkWorker:
         self._resumable = sink if isinstance(sink, Resumable) else None
         #: Set (and replaced) each time a read finds nothing new: see :meth:`caught_up`.
         self._idle = anyio.Event()
-        #: The plain loop's acks, committed in the background (sinks/acker.py; one per
-        #: run) ...
-        self._acker = Acker(ctx.journal, self.name)
-        #: ... meanwhile it reads on after the last seq it delivered (``None``: after the
-        #: journal's cursor).
-        self._position: int | None = None
 
     def set_router(self, router: Router) -> None:
         """Route with ``router`` from the next batch on (a live reload)."""
@@ -356,14 +350,16 @@ class SinkWorker:
         async with anyio.create_task_group() as tg:
             if isinstance(self.sink, Background):
                 tg.start_soon(self.sink.background, name=f"{self.name}-background")
-            acker = self._acker = Acker(journal, self.name, self.poke)
+            # The plain loop's acks commit in the background (sinks/acker.py); meanwhile
+            # it reads on after the last seq it delivered (``None``: after the cursor).
+            acker = Acker(journal, self.name, self.poke)
             tg.start_soon(acker.run, name=f"{self.name}-acks")
+            position: int | None = None
             try:
                 while not self._stopping.is_set():
                     if acker.rewound:  # an ack was stale: read again from the cursor
                         acker.restart()
-                        self._position = None
-                    position = self._position
+                        position = None
                     if position is None:
                         records = await journal.read(self.name, self.batch_size, self.batch_bytes)
                     else:
@@ -379,7 +375,7 @@ class SinkWorker:
                             )
                         if acker.settled:  # idle only once the cursor is here
                             await acker.settle()
-                            self._position = None
+                            position = None
                         continue
                     if not records:
                         self._idle.set()
@@ -399,7 +395,7 @@ class SinkWorker:
                         # pays. A partial one (caught up, live traffic) takes the plain
                         # loop: nothing to read ahead, and fewer hops per event.
                         await acker.settle()  # the pipeline acks in order from the cursor
-                        self._position = None
+                        position = None
                         if not acker.rewound:
                             await self._pipeline(records)
                         continue
@@ -410,11 +406,11 @@ class SinkWorker:
                     if deliveries:
                         await self._deliver(deliveries)
                     self.in_flight = 0
-                    delivered = self._position = records[-1].seq
-                    acker.ack(delivered)
+                    position = records[-1].seq
+                    acker.ack(position)
                     if (
                         self.linger > 0
-                        and journal.backlog(self.name) > delivered - journal.cursor(self.name)
+                        and journal.backlog(self.name) > position - journal.cursor(self.name)
                         and not self._full(records)
                         and not self._stopping.is_set()
                     ):
@@ -431,7 +427,6 @@ class SinkWorker:
                 try:  # stopped by a later batch's failure: the delivered ones still count
                     await acker.wait_settled()
                 finally:
-                    self._position = None
                     tg.cancel_scope.cancel()
 
     def _full(self, records: Sequence[JournalRecord]) -> bool:
