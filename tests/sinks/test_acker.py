@@ -4,6 +4,8 @@ and a failure reaches the worker."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -32,49 +34,10 @@ class GatedAcks(SinkJournalOverlay):
         await self.inner.ack(sink, seq, behind=behind)
 
 
-async def test_seqs_handed_over_while_one_commits_are_coalesced(tmp_path: Path):
-    async with Journal(tmp_path / "j", sinks=["s"]) as journal:
-        await journal.append_many([make_event(n) for n in range(5)])
-        gated = GatedAcks(journal)
-        acker = Acker(gated, "s")
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(acker.run)
-            acker.ack(1)
-            await gated.waiting.wait()
-            acker.ack(2)
-            acker.ack(4)  # while 1 commits: only the newest is acked next
-            assert not acker.settled and journal.cursor("s") == 0
-            gated.gate.set()
-            with anyio.fail_after(5):
-                await acker.settle()
-            assert gated.acks == [(1, True), (4, True)] and journal.cursor("s") == 4
-            assert acker.settled and not acker.rewound
-            tg.cancel_scope.cancel()
-
-
-async def test_an_ack_a_rewind_made_stale_is_reported(tmp_path: Path):
-    async with Journal(tmp_path / "j", sinks=["s"]) as journal:
-        await journal.append_many([make_event(n) for n in range(5)])
-        assert len(await journal.read("s", 10)) == 5  # the read's epoch
-        gated = GatedAcks(journal)
-        acker = Acker(gated, "s")
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(acker.run)
-            acker.ack(5)
-            await gated.waiting.wait()
-            await journal.rewind("s", 0)  # a replay while the ack was on its way
-            gated.gate.set()
-            with anyio.fail_after(5):
-                await acker.settle()
-            assert acker.rewound and journal.cursor("s") == 0
-            tg.cancel_scope.cancel()
-
-
-async def test_after_a_rewind_the_seq_not_handed_over_yet_is_forgotten(tmp_path: Path):
-    """The worker hands over a batch it read before the rewind, then (seeing
-    ``rewound``) restarts the acker and reads from the cursor, which records the new
-    epoch. That seq is never acked: carrying the new epoch it would move the cursor
-    past the replay."""
+@contextlib.asynccontextmanager
+async def acking(tmp_path: Path) -> AsyncIterator[tuple[Journal, GatedAcks, Acker]]:
+    """Five events read by sink ``s`` (the read's epoch), and an acker running through
+    :class:`GatedAcks`."""
     async with Journal(tmp_path / "j", sinks=["s"]) as journal:
         await journal.append_many([make_event(n) for n in range(5)])
         assert len(await journal.read("s", 10)) == 5
@@ -82,21 +45,46 @@ async def test_after_a_rewind_the_seq_not_handed_over_yet_is_forgotten(tmp_path:
         acker = Acker(gated, "s")
         async with anyio.create_task_group() as tg:
             tg.start_soon(acker.run)
-            acker.ack(2)
-            await gated.waiting.wait()
-            await journal.rewind("s", 0)  # a replay while that ack was on its way
-            gated.gate.set()
-            with anyio.fail_after(5):
-                await acker.settle()
-            assert acker.rewound and journal.cursor("s") == 0
-            acker.ack(5)  # delivered from before the rewind
-            acker.restart()  # the worker's next loop, before any await
-            assert len(await journal.read("s", 10)) == 5  # from the cursor: new epoch
-            with anyio.fail_after(5):
-                await acker.settle()
-            assert [seq for seq, _ in gated.acks] == [2]
-            assert journal.cursor("s") == 0 and not acker.rewound
+            yield journal, gated, acker
             tg.cancel_scope.cancel()
+
+
+async def test_seqs_handed_over_while_one_commits_are_coalesced(tmp_path: Path):
+    async with acking(tmp_path) as (journal, gated, acker):
+        acker.ack(1)
+        await gated.waiting.wait()
+        acker.ack(2)
+        acker.ack(4)  # while 1 commits: only the newest is acked next
+        assert not acker.settled and journal.cursor("s") == 0
+        gated.gate.set()
+        with anyio.fail_after(5):
+            await acker.settle()
+        assert gated.acks == [(1, True), (4, True)] and journal.cursor("s") == 4
+        assert acker.settled and not acker.rewound
+
+
+async def test_a_stale_ack_is_reported_and_the_seq_not_handed_over_yet_forgotten(
+    tmp_path: Path,
+):
+    """An ack a rewind made stale sets ``rewound``. The worker then hands over a batch
+    it read before the rewind, restarts the acker and reads from the cursor, which
+    records the new epoch. That seq is never acked: carrying the new epoch it would
+    move the cursor past the replay."""
+    async with acking(tmp_path) as (journal, gated, acker):
+        acker.ack(2)
+        await gated.waiting.wait()
+        await journal.rewind("s", 0)  # a replay while that ack was on its way
+        gated.gate.set()
+        with anyio.fail_after(5):
+            await acker.settle()
+        assert acker.rewound and journal.cursor("s") == 0
+        acker.ack(5)  # delivered from before the rewind
+        acker.restart()  # the worker's next loop, before any await
+        assert len(await journal.read("s", 10)) == 5  # from the cursor: new epoch
+        with anyio.fail_after(5):
+            await acker.settle()
+        assert [seq for seq, _ in gated.acks] == [2]
+        assert journal.cursor("s") == 0 and not acker.rewound
 
 
 async def test_a_failed_ack_reaches_the_worker(tmp_path: Path):
