@@ -109,6 +109,12 @@ def free_bytes(folder: Path) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
+def _resolve_all(futures: list[asyncio.Future[None]]) -> None:
+    for fut in futures:
+        if not fut.done():  # a cancelled waiter's is
+            fut.set_result(None)
+
+
 class _WriteFailed(Exception):
     """The group's write batch failed (not its staging): the database handle is suspect."""
 
@@ -218,10 +224,13 @@ class Writer:
         self.thread = JournalThread("argbridge-journal-write")
         self._idle = anyio.Event()
         self._idle.set()
-        #: The waiters of the current progress generation, ``WAKE_SLICE`` per event; all
-        #: set (and replaced) after every group commit and whenever a leader slot frees up
-        #: with ops still queued: every waiter then re-checks its op.
-        self._slices: list[anyio.Event] = []
+        #: The waiters of the current progress generation, a future each, in slices of
+        #: ``WAKE_SLICE``; all resolved (and replaced) after every group commit and
+        #: whenever a leader slot frees up with ops still queued: every waiter then
+        #: re-checks its op. A future of its own per waiter (not an ``anyio.Event`` per
+        #: slice: its ``wait`` went through anyio's and asyncio's layers, a future and a
+        #: deque per waiter anyway), so a cancelled waiter cancels only its own.
+        self._slices: list[list[asyncio.Future[None]]] = []
         self._slice_room = 0
         #: Generations still being woken slice by slice; ``_woken`` is set when none is.
         self._waking = 0
@@ -268,7 +277,7 @@ class Writer:
                         continue
                     await self._commit_next()
                 else:
-                    await self._slot().wait()
+                    await self._slot()
         except BaseException:
             if not op.finished:
                 # Our waiter is gone (cancelled): withdraw the op and never strand others.
@@ -315,13 +324,16 @@ class Writer:
 
     # -- committing --------------------------------------------------------------------
 
-    def _slot(self) -> anyio.Event:
-        """The event of the current progress generation's open slice (a waiter's place)."""
+    def _slot(self) -> asyncio.Future[None]:
+        """A waiter's future in the current progress generation's open slice."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if not self._slice_room:
-            self._slices.append(anyio.Event())
-            self._slice_room = WAKE_SLICE
-        self._slice_room -= 1
-        return self._slices[-1]
+            self._slices.append([fut])
+            self._slice_room = WAKE_SLICE - 1
+        else:
+            self._slices[-1].append(fut)
+            self._slice_room -= 1
+        return fut
 
     def _wake_waiters(self) -> None:
         """Wake every waiter of the current generation, ``WAKE_SLICE`` per event-loop
@@ -333,15 +345,15 @@ class Writer:
         slices, self._slices, self._slice_room = self._slices, [], 0
         if not slices:
             return
-        slices[0].set()
+        _resolve_all(slices[0])
         if len(slices) > 1:
             if not self._waking:
                 self._woken = anyio.Event()
             self._waking += 1
             asyncio.get_running_loop().call_soon(self._wake_next, slices, 1)
 
-    def _wake_next(self, slices: list[anyio.Event], k: int) -> None:
-        slices[k].set()
+    def _wake_next(self, slices: list[list[asyncio.Future[None]]], k: int) -> None:
+        _resolve_all(slices[k])
         if k + 1 < len(slices):
             asyncio.get_running_loop().call_soon(self._wake_next, slices, k + 1)
             return
