@@ -178,6 +178,21 @@ class PauseSignal:
                 return 1, sizes[0]
         return n, total
 
+    def try_admit(self, size: int) -> bool:
+        """Admit one event of ``size`` bytes if it fits now, without waiting (the fast
+        path of :meth:`admit` for a single append: no coroutine, no list); ``False``
+        when it does not fit, and then nothing was admitted. :meth:`release` it as an
+        admission of one."""
+        if (
+            self._holds
+            or self._events + self._inflight_events >= self.hard_events
+            or self._bytes + self._inflight_bytes + size > self.hard_bytes
+        ):
+            return False
+        self._inflight_events += 1
+        self._inflight_bytes += size
+        return True
+
     async def admit(self, sizes: Sequence[int], *, wait: bool = True) -> tuple[int, int]:
         """Admit the first events of ``sizes`` (their JSON sizes): returns how many
         (at least one) and their bytes, which the caller must :meth:`release` once they

@@ -84,13 +84,15 @@ class EventLog:
         instead, also when its own commit finds the disk full."""
         item = encoded(event)
         writer, pause = self._writer, self.pause
-        n, size = await pause.admit((item.size,), wait=wait)
-        if n == 0:
-            raise JournalClosed("the journal is closed")  # woken by close, not by room
+        size = item.size
+        if not pause.try_admit(size):  # no room now (or held): wait for it, or refuse
+            n, size = await pause.admit((size,), wait=wait)
+            if n == 0:
+                raise JournalClosed("the journal is closed")  # woken by close, not by room
         try:
             return await writer.wait(writer.enqueue(Append(*item)), nowait=not wait)
         finally:
-            pause.release(n, size)
+            pause.release(1, size)
 
     async def append_many(
         self, events: Sequence[CloudEvent], *, wait: bool = True
