@@ -63,6 +63,26 @@ async def test_bytes_bound_and_one_oversized_event_alone():
         await signal.admit([1], wait=False)
 
 
+def test_try_admit_takes_one_event_only_where_admit_would_at_once():
+    signal = PauseSignal(10, 1000, min_slack_events=2, min_slack_bytes=100)
+    assert (signal.hard_events, signal.hard_bytes) == (12, 1200)
+    signal.update(10, 1000)  # paused, at the soft caps: the slack is left
+    assert signal.try_admit(120)
+    assert not signal.try_admit(120)  # 1000 + 120 + 120 > 1200 bytes
+    assert signal.try_admit(80)  # exactly 1200
+    assert not signal.try_admit(0)  # 10 + 2 in flight: the hard bound of 12 events
+    assert signal.in_flight == (2, 200)
+    signal.release(1, 120)
+    signal.release(1, 80)
+    signal.update(0, 0)
+    # One event larger than the byte bound: only admit takes it (alone, not paused).
+    assert not signal.try_admit(5000)
+    signal.hold("disk_full")
+    assert not signal.try_admit(1)
+    signal.release_hold("disk_full")
+    assert signal.try_admit(1)
+
+
 async def test_a_hold_pauses_and_blocks_admission_until_released():
     signal = PauseSignal(100, 10_000)
     signal.hold("disk_full", "no space left on device")
