@@ -497,3 +497,40 @@ async def test_read_after_the_newest_seq_needs_no_read_thread(tmp_path: Path):
         assert await j.read_after(3, 10) == [] and await j.read_after(9, 10) == []
         assert hops == []
         assert [r.seq for r in await j.read_after(1, 10)] == [2, 3]
+
+
+async def test_a_resume_point_commits_in_the_group_of_the_events_it_follows(tmp_path: Path):
+    async with Journal(tmp_path / "j.db", sinks=["a"]) as j:
+        items = [encoded(make_event(n)) for n in range(3)]
+        before = j.stats().commits
+        statuses = await j.append_encoded(items, state=("run:last_id", "3"))
+        assert statuses == [AppendStatus.APPENDED] * 3
+        assert j.stats().commits == before + 1  # one group: the events and the point
+        # Known already (duplicates): still journaled, so the point moves on.
+        assert await j.append_encoded(items[2:], state=("run:last_id", "3b")) == [
+            AppendStatus.DUPLICATE
+        ]
+        # No events: the point alone.
+        assert await j.append_encoded([], state=("other", "x")) == []
+    async with Journal(tmp_path / "j.db", sinks=["a"]) as j:
+        assert await j.get_state("run:last_id") == "3b"
+        assert await j.get_state("other") == "x"
+        assert j.last_seq == 3
+
+
+def test_a_resume_point_is_skipped_unless_every_event_before_it_was_journaled(tmp_path: Path):
+    from argbridge.journal.ops import Append, Mirror, SetStateAfter
+    from argbridge.journal.store import Txn
+
+    db = store.open_db(tmp_path / "j.db")
+    try:
+        ok, failed, withdrawn = (Append(*encoded(make_event(n))) for n in range(3))
+        ok.result = AppendStatus.APPENDED
+        failed.error = JournalError("journal commit failed: disk full")
+        cases = [((ok,), True), ((ok, failed), False), ((ok, withdrawn), False)]
+        for after, written in cases:
+            work = Work(Txn(db), Mirror(), 1.0, {})
+            assert SetStateAfter("k", "v", after).apply(work) is written
+            assert (store.state_key("k") in work.txn.overlay) is written
+    finally:
+        db.close()

@@ -95,8 +95,14 @@ class _LeasedState:
     async def append_many(self, events: Any) -> list[AppendStatus]:
         return await self._journal.append_many(events)
 
-    async def append_encoded(self, items: Any, *, wait: bool = True) -> list[AppendStatus]:
-        return await self._journal.append_encoded(items, wait=wait)
+    async def append_encoded(
+        self, items: Any, *, wait: bool = True, state: tuple[str, str] | None = None
+    ) -> list[AppendStatus]:
+        # The state lives in the lease, not in the journal: written once they are in.
+        statuses = await self._journal.append_encoded(items, wait=wait)
+        if state is not None:
+            await self.set_state(*state)
+        return statuses
 
     async def get_state(self, key: str) -> str | None:
         return self._values.get(key)

@@ -314,9 +314,13 @@ class Journal:
         return await self.log.append_many(events, wait=wait)
 
     async def append_encoded(
-        self, items: Sequence[EncodedEvent], *, wait: bool = True
+        self,
+        items: Sequence[EncodedEvent],
+        *,
+        wait: bool = True,
+        state: tuple[str, str] | None = None,
     ) -> list[AppendStatus]:
-        return await self.log.append_encoded(items, wait=wait)
+        return await self.log.append_encoded(items, wait=wait, state=state)
 
     async def wait_for_events(self, after_seq: int) -> None:
         if self._writer is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
+from typing import Any
 
 import anyio.lowlevel
 import plyvel
@@ -26,7 +27,7 @@ from argbridge.errors import JournalClosed
 from argbridge.events import CloudEvent
 from argbridge.journal import store
 from argbridge.journal.backpressure import PauseSignal
-from argbridge.journal.ops import Append, Op, Retention
+from argbridge.journal.ops import Append, Op, Retention, SetState, SetStateAfter
 from argbridge.journal.records import (
     AppendStatus,
     EncodedEvent,
@@ -102,11 +103,23 @@ class EventLog:
         return await self.append_encoded([encoded(e) for e in events], wait=wait)
 
     async def append_encoded(
-        self, items: Sequence[EncodedEvent], *, wait: bool = True
+        self,
+        items: Sequence[EncodedEvent],
+        *,
+        wait: bool = True,
+        state: tuple[str, str] | None = None,
     ) -> list[AppendStatus]:
         """:meth:`append_many` of events a reader encoded as it read them
-        (:func:`~argbridge.journal.records.encoded`)."""
+        (:func:`~argbridge.journal.records.encoded`). ``state``: a ``(key, value)`` of
+        the state store written with the last of them, only if all of them were
+        journaled (:class:`~argbridge.journal.ops.SetStateAfter`: a stream's resume
+        point, without a group commit or a wait of its own); with no items, written
+        alone."""
         writer, pause = self._writer, self.pause
+        if not items:
+            if state is not None:
+                await writer.submit(SetState(*state))
+            return []
         sizes = [item.size for item in items]
         results: list[AppendStatus] = []
         while len(results) < len(items):
@@ -114,12 +127,16 @@ class EventLog:
             n, size = await pause.admit(sizes[start:], wait=wait)
             if n == 0:
                 raise JournalClosed("the journal is closed")  # woken by close, not by room
-            ops: list[Op[AppendStatus]] = []
+            ops: list[Op[Any]] = []
             try:
                 for item in items[start : start + n]:
                     ops.append(writer.enqueue(Append(*item)))
+                if state is not None and start + n == len(items):
+                    ops.append(writer.enqueue(SetStateAfter(*state, ops)))
                 for op in ops:
-                    results.append(await writer.wait(op, nowait=not wait))
+                    result = await writer.wait(op, nowait=not wait)
+                    if type(op) is Append:
+                        results.append(result)
             except BaseException:
                 # Cancelled or failed: withdraw the ops nobody waits for any more.
                 writer.withdraw(ops)

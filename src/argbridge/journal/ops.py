@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from argbridge.journal import store
 from argbridge.journal.records import AppendStatus, body_size
@@ -413,6 +413,28 @@ class SetState(Op[None]):
     def apply(self, work: Work) -> None:
         raw = store.pack_state(work.now, self.value)
         work.txn.put(store.state_key(self.key), raw)
+
+
+class SetStateAfter(Op[bool]):
+    """:class:`SetState` queued right behind the appends whose progress it records (a
+    stream's resume point): it commits in the same group as the last of them, or in a
+    later one, and is skipped (``False``) unless every one of them was journaled or
+    known as a duplicate. So the point never runs ahead of the journal, and costs no
+    group commit and no wait of its own."""
+
+    __slots__ = ("after", "key", "value")
+
+    def __init__(self, key: str, value: str, after: Sequence[Op[Any]]) -> None:
+        super().__init__()
+        self.key, self.value, self.after = key, value, tuple(after)
+
+    def apply(self, work: Work) -> bool:
+        # An append staged in this group has its result already; one of an earlier group
+        # that failed has its error; one withdrawn (its waiter gone) has neither.
+        if any(op.error is not None or op.result is None for op in self.after):
+            return False
+        work.txn.put(store.state_key(self.key), store.pack_state(work.now, self.value))
+        return True
 
 
 class DeleteState(Op[None]):

@@ -49,10 +49,16 @@ class SourceJournal(StateRole, Protocol):
         self, events: Sequence[CloudEvent], *, wait: bool = True
     ) -> list[AppendStatus]: ...
     async def append_encoded(
-        self, items: Sequence[EncodedEvent], *, wait: bool = True
+        self,
+        items: Sequence[EncodedEvent],
+        *,
+        wait: bool = True,
+        state: tuple[str, str] | None = None,
     ) -> list[AppendStatus]:
         """:meth:`append_many` of events encoded as they were read (a stream reader holds
-        their bytes, not their objects, while they wait)."""
+        their bytes, not their objects, while they wait). ``state``: a ``(key, value)``
+        to :meth:`set_state` once all of them are journaled (a stream's resume point;
+        the journal writes it in their group commit)."""
         ...
 
 

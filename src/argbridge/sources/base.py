@@ -77,11 +77,14 @@ class SourceContext:
         """Journal several events in one group commit."""
         return self._count_many(await self.journal.append_many(events))
 
-    async def emit_encoded(self, items: Sequence[EncodedEvent]) -> list[AppendStatus]:
+    async def emit_encoded(
+        self, items: Sequence[EncodedEvent], *, state: tuple[str, str] | None = None
+    ) -> list[AppendStatus]:
         """:meth:`emit_many` of events encoded as they were read
         (:func:`~argbridge.journal.records.encoded`: a stream reader's queue holds their
-        bytes, not their decoded objects)."""
-        return self._count_many(await self.journal.append_encoded(items))
+        bytes, not their decoded objects); ``state``: a resume point ``(key, value)``
+        stored once they are all journaled (with their group commit)."""
+        return self._count_many(await self.journal.append_encoded(items, state=state))
 
     def _count_many(self, statuses: list[AppendStatus]) -> list[AppendStatus]:
         appended = sum(1 for status in statuses if status is AppendStatus.APPENDED)

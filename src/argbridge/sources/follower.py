@@ -43,7 +43,7 @@ import anyio
 from argbridge.normalize.arga import auth_failed_event, run_refused_event
 from argbridge.reconnect import Action, Decision, ReconnectPolicy
 from argbridge.sources.base import SourceContext
-from argbridge.sources.pipeline import CommitPipeline
+from argbridge.sources.pipeline import CommitPipeline, ResumePoint
 
 
 class StreamAlert(Protocol):
@@ -207,7 +207,7 @@ class StreamFollower(abc.ABC):
         self,
         read: Callable[[CommitPipeline], Awaitable[Decision]],
         *,
-        on_committed: Callable[[Any], Awaitable[None]] | None = None,
+        resume: ResumePoint | None = None,
         gap_fill: bool | None = None,
     ) -> Decision:
         """Run one connected session: gauge, gap-fill (after a reconnect unless
@@ -218,7 +218,7 @@ class StreamFollower(abc.ABC):
         try:
             if self.reconnected if gap_fill is None else gap_fill:
                 await self.gap_fill()
-            pipe = CommitPipeline(self.ctx, on_committed)
+            pipe = CommitPipeline(self.ctx, resume)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(pipe.run)
                 try:

@@ -5,9 +5,11 @@ it read them (:class:`~argbridge.journal.records.EncodedEvent`: the bytes the jo
 stores, so no decoded payload stays alive while an event waits), and a committer task
 journals everything queued so far in one group commit while the reader keeps reading.
 A commit (an fsync) therefore costs once per burst instead of once per network chunk or
-WebSocket message. ``marker`` (the SSE last event id) is handed to
-``on_committed`` only after the events before it are committed, so a persisted resume
-point never runs ahead of the journal.
+WebSocket message. ``marker`` (the SSE last event id) is recorded through the
+stream's :class:`ResumePoint`: its state write goes to the journal with the batch it
+follows, committed in the same group and only if every event of the batch is in
+(:meth:`~argbridge.journal.log.EventLog.append_encoded`'s ``state``), so a persisted
+resume point never runs ahead of the journal and costs no commit of its own.
 
 The pipeline is bounded by the upstream bytes of the events it holds, queued or in the
 batch being committed (``max_bytes``, default 256 KiB): when it is full the reader
@@ -23,17 +25,37 @@ journal, or one draining at its hard bound, keeps every stream's pipeline full).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
 
 from argbridge.journal.records import EncodedEvent
 from argbridge.sources.base import SourceContext
+from argbridge.sources.state import StateStore
 
 _NO_MARKER = object()
 DEFAULT_MAX_BYTES = 256 * 1024
+
+
+class ResumePoint(Protocol):
+    """Where a stream resumes from, persisted through the committer: in the batch's group
+    commit when :attr:`store` is the journal the batch goes to (the usual case), else
+    (a cluster lease keeps it) written to :attr:`store` once the batch is in."""
+
+    @property
+    def store(self) -> StateStore:
+        """Where the resume point is kept."""
+        ...
+
+    def state_for(self, marker: Any) -> tuple[str, str] | None:
+        """The state ``(key, value)`` that records ``marker``, or ``None`` when it is
+        already recorded."""
+        ...
+
+    def committed(self, marker: Any) -> None:
+        """``marker``'s state (from :meth:`state_for`) is durable."""
+        ...
 
 
 class CommitPipeline:
@@ -43,13 +65,13 @@ class CommitPipeline:
     def __init__(
         self,
         ctx: SourceContext,
-        on_committed: Callable[[Any], Awaitable[None]] | None = None,
+        resume: ResumePoint | None = None,
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_events: int = 4096,
     ) -> None:
         self.ctx = ctx
-        self.on_committed = on_committed
+        self.resume = resume
         self.max_bytes = max_bytes
         self.max_events = max_events
         # The count bound is only a backstop; bytes are the real bound.
@@ -114,12 +136,19 @@ class CommitPipeline:
         return batch, marker, taken
 
     async def _commit(self, batch: list[EncodedEvent], marker: Any, taken: int) -> None:
-        if batch:
-            await self.ctx.emit_encoded(batch)
+        resume, ctx = self.resume, self.ctx
+        state = None
+        if marker is not _NO_MARKER and resume is not None:
+            state = resume.state_for(marker)
+        with_batch = state is not None and resume is not None and resume.store is ctx.journal
+        if batch or with_batch:
+            await ctx.emit_encoded(batch, state=state if with_batch else None)
             self.committed += len(batch)
         # Room for the reader once the batch is journaled (what the reader queued
         # meanwhile, up to the bound, is the next batch).
         self._queued_bytes -= taken
         self._space.set()
-        if marker is not _NO_MARKER and self.on_committed is not None:
-            await self.on_committed(marker)
+        if state is not None and resume is not None:
+            if not with_batch:
+                await resume.store.set_state(*state)
+            resume.committed(marker)

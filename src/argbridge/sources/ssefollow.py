@@ -4,8 +4,9 @@ and the generic ``sse`` source.
 Owns :class:`SSEFollowerBase`: classifying a response head with the
 :class:`~argbridge.reconnect.ReconnectPolicy` (status, content type, ``Retry-After``),
 reading the body through one :class:`~argbridge.sse.SSEDecoder` per session into the
-commit pipeline, the ``Last-Event-ID`` (resumed from the state store, persisted only
-after the events before it are committed), ``retry:`` as a floor under the backoff, the
+commit pipeline, the ``Last-Event-ID`` (resumed from the state store; persisted as the
+pipeline's :class:`~argbridge.sources.pipeline.ResumePoint`, in the group commit of the
+events before it and only if they are in), ``retry:`` as a floor under the backoff, the
 memory bound per event (``max_frame``: an event past it is abandoned while it arrives,
 counted as ``frame_too_large``), a truncated frame on a dropped connection (counted),
 and backpressure (no read while the journal is paused). The events of a chunk are
@@ -112,7 +113,7 @@ class SSEFollowerBase(StreamFollower):
         async def read(pipe: CommitPipeline) -> Decision:
             return await self._read(response, decoder, pipe)
 
-        return await self.session(read, on_committed=self._committed, gap_fill=gap_fill)
+        return await self.session(read, resume=self, gap_fill=gap_fill)
 
     async def _read(
         self, response: httpx.Response, decoder: SSEDecoder, pipe: CommitPipeline
@@ -161,8 +162,14 @@ class SSEFollowerBase(StreamFollower):
             "frame_too_large", run_id=self.key, position=position, held=size, limit=self.max_frame
         )
 
-    async def _committed(self, last_id: str) -> None:
-        """Persist the resume point once the events before it are in the journal."""
-        if last_id != self.last_id:
-            self.last_id = last_id
-            await self.state.set_state(self.last_id_key, last_id)
+    @property
+    def store(self) -> StateStore:
+        return self.state
+
+    def state_for(self, last_id: str) -> tuple[str, str] | None:
+        """:class:`~argbridge.sources.pipeline.ResumePoint`: the ``Last-Event-ID`` to
+        persist with the events before it (in their group commit)."""
+        return None if last_id == self.last_id else (self.last_id_key, last_id)
+
+    def committed(self, last_id: str) -> None:
+        self.last_id = last_id

@@ -84,10 +84,26 @@ class DemoRunFollower(WsFollowerBase):
     def _position_key(self) -> str:
         return f"arga:{self.ctx.name}:demo:{self.run_id}:last_event"
 
+    @property
+    def store(self) -> StateStore:
+        """:class:`~argbridge.sources.pipeline.ResumePoint` (only one with a store)."""
+        assert self.state is not None
+        return self.state
+
+    def state_for(self, event_id: str) -> tuple[str, str] | None:
+        """The last event id to persist with the events before it."""
+        if self.state is None or event_id == self.position:
+            return None
+        return (self._position_key, event_id)
+
+    def committed(self, event_id: str) -> None:
+        self.position = event_id
+
     async def _committed(self, event_id: str) -> None:
-        if self.state is not None and event_id != self.position:
-            self.position = event_id
-            await self.state.set_state(self._position_key, event_id)
+        state = self.state_for(event_id)
+        if state is not None:
+            await self.store.set_state(*state)
+            self.committed(event_id)
 
     def _url(self) -> str:
         base = self.api.base_url.rstrip("/")
@@ -121,9 +137,7 @@ class DemoRunFollower(WsFollowerBase):
                 return Decision(Action.DONE, "done")
             return await self._read(ws, pipe)
 
-        return await self.session(
-            read, gap_fill=True, on_committed=self._committed if self.state else None
-        )
+        return await self.session(read, gap_fill=True, resume=self if self.state else None)
 
     def _message(self, message: str | bytes) -> CloudEvent | None:
         return self._normalised(message, demorun_event)
