@@ -508,7 +508,8 @@ async def mixed(kafka: KafkaCluster, args: argparse.Namespace, env: dict[str, st
 
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(publish)
-                    tg.start_soon(webhooks)
+                    if args.mixed_webhooks > 0:  # 0: the streams alone
+                        tg.start_soon(webhooks)
                     await anyio.sleep(args.warm_up)
                     for _ in range(windows):
                         doc0, text0 = await status(c), (await c.get("/metrics")).text
@@ -758,7 +759,9 @@ if __name__ == "__main__":
         help="with --floor: also the raw floor without Kafka, without the journal, and both",
     )
     parser.add_argument("--mixed-runs", type=int, default=200, help="mixed: streaming runs")
-    parser.add_argument("--mixed-webhooks", type=float, default=200.0, help="mixed: webhooks/s")
+    parser.add_argument(
+        "--mixed-webhooks", type=float, default=200.0, help="mixed: webhooks/s (0: streams only)"
+    )
     parser.add_argument("--mixed-windows", type=int, default=3, help="mixed: windows measured")
     parser.add_argument(
         "--mixed-spread",
