@@ -307,6 +307,7 @@ class App:
             max_group_commit=s.journal.max_group_commit,
             fsync_acks=s.journal.fsync_acks,
             group_linger=s.journal.group_linger,
+            compression=s.journal.compression,
             clock=self.clock,
         )
         try:

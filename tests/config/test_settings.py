@@ -114,6 +114,14 @@ def test_gc_thresholds_default_and_errors(tmp_path):
     assert list(problems(path)) == ["runtime.gc_thresholds.2"]
 
 
+def test_journal_compression_default_and_errors(tmp_path):
+    assert load_settings(write(tmp_path, "")).journal.compression == "snappy"
+    path = write(tmp_path, '[journal]\ncompression = "none"\n')
+    assert load_settings(path).journal.compression == "none"
+    path = write(tmp_path, '[journal]\ncompression = "zstd"\n')
+    assert list(problems(path)) == ["journal.compression"]
+
+
 def test_malloc_thresholds(tmp_path):
     runtime = load_settings(write(tmp_path, "")).runtime
     assert (runtime.malloc_trim_threshold, runtime.malloc_mmap_threshold) == (32 << 20, 8 << 20)

@@ -105,6 +105,12 @@ class JournalConfig(StrictModel):
     #: gather nothing. 20 ms: at 400 events/s the daemon uses about half the CPU it did
     #: at 2 ms (docs/operations.md, resource bounds). 0: off.
     group_linger: Duration = Field(default=0.020, le=0.05)
+    #: LevelDB's block compression of the journal's tables. Its compactions decompress
+    #: and compress every event again at each level it moves through, more as the
+    #: journal grows: ``none`` cost about half the compaction CPU of ``snappy`` and 2-3x
+    #: its disk on JSON events (bench/bench_engine_compaction.py). Either setting reads
+    #: the tables the other wrote: it can change between runs.
+    compression: Literal["snappy", "none"] = "snappy"
 
 
 class RuntimeConfig(StrictModel):

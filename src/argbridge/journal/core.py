@@ -104,6 +104,7 @@ class Journal:
         max_group_commit: int = 2048,
         fsync_acks: bool = False,
         group_linger: float = 0.0,
+        compression: store.Compression = "snappy",
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.path = Path(path)
@@ -121,6 +122,8 @@ class Journal:
         self.fsync_acks = fsync_acks
         #: Gather window of small groups under live traffic (``journal.group_linger``).
         self.group_linger = group_linger
+        #: LevelDB's block compression of the tables written (``journal.compression``).
+        self.compression: store.Compression = compression
         self._db: plyvel.DB | None = None
         self._writer: Writer | None = None
         self._reads: ReadThread | None = None
@@ -133,7 +136,9 @@ class Journal:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        db = await anyio.to_thread.run_sync(store.open_db, self.path)
+        db = await anyio.to_thread.run_sync(
+            lambda: store.open_db(self.path, compression=self.compression)
+        )
         sizes = SizeIndex()
         try:
             mirror = await anyio.to_thread.run_sync(load_mirror, db, self.sinks, sizes)
@@ -152,6 +157,7 @@ class Journal:
             fsync_acks=self.fsync_acks,
             sizes=sizes,
             group_linger=self.group_linger,
+            compression=self.compression,
         )
         reads = self._reads = ReadThread(writer)
         self._writer = writer

@@ -34,7 +34,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import plyvel
@@ -191,8 +191,18 @@ def unpack_parts(raw: bytes) -> tuple[dict[str, Any], list[bytes]]:
     return orjson.loads(parts[0]), parts[1:]
 
 
-def open_db(path: Path, *, create: bool = True) -> plyvel.DB:
-    """Open (or create) the LevelDB database at ``path`` with the journal's options."""
+#: LevelDB's block compression (``journal.compression``): what its compactions compress
+#: and decompress again at every level they move the events through.
+Compression = Literal["snappy", "none"]
+
+
+def open_db(path: Path, *, create: bool = True, compression: Compression = "snappy") -> plyvel.DB:
+    """Open (or create) the LevelDB database at ``path`` with the journal's options.
+
+    ``compression`` applies to the tables written from now on; LevelDB reads tables of
+    either kind, so the setting can change between runs. ``none``: LevelDB's compactions
+    cost about half the CPU and the tables 2-3x the disk of snappy on JSON events
+    (bench/bench_engine_compaction.py; docs/operations.md, resource bounds)."""
     try:
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,6 +222,7 @@ def open_db(path: Path, *, create: bool = True) -> plyvel.DB:
             max_open_files=MAX_OPEN_FILES,
             block_size=BLOCK_SIZE,
             max_file_size=MAX_FILE_SIZE,
+            compression=None if compression == "none" else "snappy",
         )
     except (plyvel.Error, OSError) as exc:
         raise JournalError(f"cannot open journal {path}: {exc}") from exc

@@ -141,7 +141,7 @@ class ReadThread:
         def reopen() -> plyvel.DB:
             writer.db_down = True
             writer.db.close()
-            db = writer.db = store.open_db(path)
+            db = writer.db = store.open_db(path, compression=writer.compression)
             writer.db_down = False
             return db
 
@@ -188,8 +188,11 @@ class Writer:
         fsync_acks: bool = True,
         sizes: SizeIndex | None = None,
         group_linger: float = 0.0,
+        compression: store.Compression = "snappy",
     ) -> None:
         self.db = db
+        #: The database's block compression, kept when it is reopened.
+        self.compression: store.Compression = compression
         #: Gather window of a small group with appends under live traffic (see
         #: journal/linger.py): 0 commits every group at once.
         self.linger = GroupLinger(group_linger, clock)
