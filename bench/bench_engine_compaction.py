@@ -17,8 +17,8 @@ Two layouts, one after the other, the same keys and values:
   the ids' random keys overlap nearly every table of the next level.
 * ``split``: events in one database and ids in another (what a design that keeps the
   ascending event keys apart from the random id keys would compact).
-* ``one-raw`` (``--layouts one-raw``): today's layout without LevelDB's block
-  compression (snappy), for its share.
+* ``one-raw``: today's layout with ``journal.compression = "none"`` (no snappy), for
+  the share of LevelDB's block compression.
 
 Run: ``.venv/bin/python -m bench.bench_engine_compaction [--events 720000] [--slice 60000]``
 (720,000 events: the soak's 30 minutes at 400 events/s).
@@ -94,21 +94,6 @@ def event_value() -> bytes:
     return store.pack_joined(0.0, body, split)
 
 
-def raw_db(path: Path) -> plyvel.DB:
-    """The journal's options without LevelDB's block compression (snappy)."""
-    return plyvel.DB(
-        str(path),
-        create_if_missing=True,
-        bloom_filter_bits=10,
-        write_buffer_size=store.WRITE_BUFFER_SIZE,
-        lru_cache_size=store.BLOCK_CACHE_SIZE,
-        max_open_files=store.MAX_OPEN_FILES,
-        block_size=store.BLOCK_SIZE,
-        max_file_size=store.MAX_FILE_SIZE,
-        compression=None,
-    )
-
-
 def run(layout: str, events: int, group: int, slice_: int, value: bytes) -> list[str]:
     root = Path(tempfile.mkdtemp(prefix=f"bench-compaction-{layout}-"))
     lines = []
@@ -118,7 +103,7 @@ def run(layout: str, events: int, group: int, slice_: int, value: bytes) -> list
             dbs = [db]
             ev_db = id_db = db
         elif layout == "one-raw":
-            db = raw_db(root / "journal")
+            db = store.open_db(root / "journal", compression="none")
             dbs = [db]
             ev_db = id_db = db
         else:
