@@ -234,7 +234,6 @@ class Writer:
         #: slice: its ``wait`` went through anyio's and asyncio's layers, a future and a
         #: deque per waiter anyway), so a cancelled waiter cancels only its own.
         self._slices: list[list[asyncio.Future[None]]] = []
-        self._slice_room = 0
         #: Generations still being woken slice by slice; ``_woken`` is set when none is.
         self._waking = 0
         self._woken = anyio.Event()
@@ -330,12 +329,11 @@ class Writer:
     def _slot(self) -> asyncio.Future[None]:
         """A waiter's future in the current progress generation's open slice."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if not self._slice_room:
-            self._slices.append([fut])
-            self._slice_room = WAKE_SLICE - 1
+        slices = self._slices
+        if slices and len(slices[-1]) < WAKE_SLICE:
+            slices[-1].append(fut)
         else:
-            self._slices[-1].append(fut)
-            self._slice_room -= 1
+            slices.append([fut])
         return fut
 
     def _wake_waiters(self) -> None:
@@ -345,7 +343,7 @@ class Writer:
         burst ahead of any timer that expired meanwhile (bench_journal's lag probe); a
         timer due in between now waits for one slice. The next leader gathers its group
         only once the waking is done (:meth:`_commit_next`), so groups stay as large."""
-        slices, self._slices, self._slice_room = self._slices, [], 0
+        slices, self._slices = self._slices, []
         if not slices:
             return
         _resolve_all(slices[0])
