@@ -3,22 +3,28 @@
 The 30-minute soak's daemon used more CPU the longer it ran (0.21 core in its first ten
 minutes, 0.27-0.31 in its last); sampled per thread, the growth is in a thread that is
 not Python's: LevelDB's background compaction thread. This benchmark isolates it: one
-process writes the journal's keys with the journal's options (``journal/store.py``:
-``open_db``) in groups of ``--group`` (an event under its ascending seq key, ~1 KiB; its
+process writes the journal's keys with the journal's options (``journal/engine.py``:
+``open_leveldb``) in groups of ``--group`` (an event under its ascending seq key, ~1 KiB; its
 id under a random UUID key, 16 bytes, as ``Append`` stages them), unsynced (the sync
 costs the writer, not the compaction), and every ``--slice`` events prints the CPU the
 process's other threads used per event meanwhile (LevelDB's compaction; the writing
 thread is this one) and the MiB LevelDB's compactions wrote.
 
-Two layouts, one after the other, the same keys and values:
+The layouts, one after the other, the same events and ids:
 
-* ``one``: today's, one database holding both key ranges. Every memtable flush holds
-  both, so every level-0 table spans from the first event key to the last id key, and
-  the ids' random keys overlap nearly every table of the next level.
-* ``split``: events in one database and ids in another (what a design that keeps the
-  ascending event keys apart from the random id keys would compact).
-* ``one-raw``: today's layout with ``journal.compression = "none"`` (no snappy), for
+* ``one``: one database holding both key ranges (format 2's, events and ids alone).
+  Every memtable flush holds both, so every level-0 table spans from the first event
+  key to the last id key, and the ids' random keys overlap nearly every table of the
+  next level.
+* ``split``: events in one database and ids in another (the ascending event keys apart
+  from the random id keys), both with the log's options.
+* ``one-raw``: ``one`` with ``journal.compression = "none"`` (no snappy), for
   the share of LevelDB's block compression.
+* ``v2``: format 2 as the soak wrote it: ``one`` plus what every group of the soak
+  rewrites (``m:last_seq``, ``m:group``, a cursor per sink for three sinks, a stream's
+  state), the cursors under format 2's ``c``, which sorts before the events.
+* ``engine``: format 3, the journal's engine (``journal/engine.py``) itself: the log
+  and the index, the same keys as ``v2`` under format 3's prefixes.
 
 Run: ``.venv/bin/python -m bench.bench_engine_compaction [--events 720000] [--slice 60000]``
 (720,000 events: the soak's 30 minutes at 400 events/s).
@@ -36,11 +42,10 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-
-import plyvel
+from typing import Any
 
 from argbridge.events import CloudEvent
-from argbridge.journal import store
+from argbridge.journal import engine, store
 from argbridge.journal.records import encoded
 
 HZ = os.sysconf("SC_CLK_TCK")
@@ -62,7 +67,7 @@ def other_threads_cpu() -> float:
     return total / HZ
 
 
-def compaction_mib(dbs: list[plyvel.DB]) -> float:
+def compaction_mib(dbs: list[Any]) -> float:
     """MiB written by the databases' compactions so far (their ``leveldb.stats``)."""
     total = 0.0
     for db in dbs:
@@ -94,32 +99,59 @@ def event_value() -> bytes:
     return store.pack_joined(0.0, body, split)
 
 
+#: What every group of the soak rewrites besides its events and ids: ``m:last_seq``,
+#: ``m:group``, a cursor per sink (three sinks acking) and a stream's state.
+SINKS = ("kafka", "slack", "webhooks")
+
+
+def group_keys(layout: str) -> list[bytes]:
+    meta, state = [store.K_LAST_SEQ, store.K_GROUP], store.state_key("arga:run")
+    if layout == "v2":  # format 2: cursors under "c", before the events
+        return [*meta, *(b"c" + s.encode() for s in SINKS), state]
+    if layout == "engine":
+        return [*meta, *(store.cursor_key(s) for s in SINKS), state]
+    return []
+
+
+def open_layout(layout: str, root: Path) -> tuple[list[Any], Callable[[], list[Any]]]:
+    """The layout's LevelDB databases, and a maker of one group's write batches (the
+    events' batch, the ids' batch: the same object when they share a database)."""
+
+    def leveldb(path: Path, compression: store.Compression = "snappy") -> Any:
+        return engine.open_leveldb(
+            path,
+            create=True,
+            compression=compression,
+            write_buffer=store.WRITE_BUFFER_SIZE,
+            cache=store.BLOCK_CACHE_SIZE,
+        )
+
+    if layout == "engine":
+        eng = engine.open_db(root / "journal")
+
+        def engine_batch() -> list[Any]:
+            wb = eng.write_batch()
+            return [wb, wb]
+
+        return list(eng.dbs), engine_batch
+    if layout == "split":
+        ev_db, id_db = leveldb(root / "events"), leveldb(root / "ids")
+        return [ev_db, id_db], lambda: [ev_db.write_batch(), id_db.write_batch()]
+    db = leveldb(root / "journal", "none" if layout == "one-raw" else "snappy")
+
+    def one_batch() -> list[Any]:
+        wb = db.write_batch()
+        return [wb, wb]
+
+    return [db], one_batch
+
+
 def run(layout: str, events: int, group: int, slice_: int, value: bytes) -> list[str]:
     root = Path(tempfile.mkdtemp(prefix=f"bench-compaction-{layout}-"))
     lines = []
     try:
-        if layout == "one":
-            db = store.open_db(root / "journal")
-            dbs = [db]
-            ev_db = id_db = db
-        elif layout == "one-raw":
-            db = store.open_db(root / "journal", compression="none")
-            dbs = [db]
-            ev_db = id_db = db
-        else:
-            ev_db, id_db = store.open_db(root / "events"), store.open_db(root / "ids")
-            dbs = [ev_db, id_db]
-        batches: Callable[[], list[plyvel.WriteBatch]]
-        if layout != "split":
-
-            def batches() -> list[plyvel.WriteBatch]:
-                wb = ev_db.write_batch()
-                return [wb, wb]
-        else:
-
-            def batches() -> list[plyvel.WriteBatch]:
-                return [ev_db.write_batch(), id_db.write_batch()]
-
+        dbs, batches = open_layout(layout, root)
+        extra = group_keys(layout)
         cpu0, t0, mib0 = other_threads_cpu(), time.perf_counter(), compaction_mib(dbs)
         seq = 0
         while seq < events:
@@ -128,14 +160,17 @@ def run(layout: str, events: int, group: int, slice_: int, value: bytes) -> list
                 seq += 1
                 ev_wb.put(store.seq_key(seq), value)
                 id_wb.put(store.id_key(str(uuid.uuid4())), store.pack_index(seq, 0.0))
+            for key in extra:
+                ev_wb.put(key, store.pack_u64(seq))
             ev_wb.write()
             if id_wb is not ev_wb:
                 id_wb.write()
             if seq % slice_ < group:
                 cpu1, t1, mib1 = other_threads_cpu(), time.perf_counter(), compaction_mib(dbs)
                 line = (
-                    f"  {layout:5s} {seq:8,} events: compaction {1e6 * (cpu1 - cpu0) / slice_:5.1f}"
-                    f" µs CPU/event, {mib1 - mib0:6.0f} MiB compacted "
+                    f"  {layout:7s} {seq:8,} events: compaction "
+                    f"{1e6 * (cpu1 - cpu0) / slice_:5.1f} µs CPU/event, "
+                    f"{mib1 - mib0:6.0f} MiB compacted "
                     f"({(mib1 - mib0) * 1024 * 1024 / (slice_ * len(value)):.1f}x the "
                     f"events' bytes), {slice_ / (t1 - t0):7,.0f} events/s written"
                 )
@@ -154,7 +189,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=720_000)
     parser.add_argument("--slice", type=int, default=60_000)
     parser.add_argument("--group", type=int, default=16, help="events per write batch")
-    parser.add_argument("--layouts", default="one,split")
+    parser.add_argument("--layouts", default="v2,engine")
     args = parser.parse_args()
     value = event_value()
     print("== LevelDB compaction CPU per event as the journal grows (the journal's options)")

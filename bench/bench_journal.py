@@ -49,7 +49,7 @@ import anyio
 
 from argbridge.clock import SYSTEM_CLOCK
 from argbridge.events import CloudEvent, deterministic_id
-from argbridge.journal import Journal, store
+from argbridge.journal import Journal, engine, store
 from argbridge.journal.ops import Append, Mirror
 from argbridge.journal.records import encoded
 from argbridge.journal.writer import Writer
@@ -122,7 +122,7 @@ def engine_alone(path: Path, events: list[CloudEvent], batch: int) -> Callable[[
     """The journal's engine as the writer uses it: groups of ``batch`` appends staged
     here (dedupe lookups, keys, the write batch), then a function that writes them, one
     synced write batch per group, for :func:`with_lateness_probe` to run in a thread."""
-    db = store.open_db(path)
+    db = engine.open_db(path)
     writer = Writer(
         db,
         Mirror(cursors={"bench": 0}),
@@ -166,7 +166,7 @@ async def floor_run(
     import queue
     from collections import deque
 
-    db = store.open_db(path)
+    db = engine.open_db(path)
     loop = asyncio.get_running_loop()
     Job = tuple[bytes, bytes, asyncio.Future[None]]
     jobs: queue.SimpleQueue[Job | Callable[[], None] | None] = queue.SimpleQueue()

@@ -18,7 +18,7 @@ import plyvel
 import pytest
 
 from argbridge.errors import JournalError
-from argbridge.journal import AppendStatus, Journal, store
+from argbridge.journal import AppendStatus, Journal, engine, store
 from argbridge.journal.backpressure import IntakePaused
 from tests.conftest import make_event
 from tests.support.manual_clock import ManualClock
@@ -34,15 +34,17 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 
 
 def integrity(path: Path) -> str:
-    """``ok`` when LevelDB opens the journal with paranoid checks and every key reads
-    back with its checksum verified (else plyvel raises)."""
-    db = plyvel.DB(str(path), paranoid_checks=True)
-    try:
-        with db.iterator(verify_checksums=True) as it:
-            for _ in it:
-                pass
-    finally:
-        db.close()
+    """``ok`` when LevelDB opens both of the journal's databases (the log, the index)
+    with paranoid checks and every key reads back with its checksum verified (else
+    plyvel raises)."""
+    for where in (path, path / engine.IDS_DIR):
+        db = plyvel.DB(str(where), paranoid_checks=True)
+        try:
+            with db.iterator(verify_checksums=True) as it:
+                for _ in it:
+                    pass
+        finally:
+            db.close()
     return "ok"
 
 

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from argbridge.errors import JournalClosed, JournalError
-from argbridge.journal import AppendStatus, Journal, JournalRecord, store
+from argbridge.journal import AppendStatus, Journal, JournalRecord, engine, store
 from argbridge.journal.log import decode_records
 from argbridge.journal.ops import Op, Work
 from argbridge.journal.records import encode_event, encoded
@@ -522,7 +522,7 @@ def test_a_resume_point_is_skipped_unless_every_event_before_it_was_journaled(tm
     from argbridge.journal.ops import Append, Mirror, SetStateAfter
     from argbridge.journal.store import Txn
 
-    db = store.open_db(tmp_path / "j.db")
+    db = engine.open_db(tmp_path / "j.db")
     try:
         ok, failed, withdrawn = (Append(*encoded(make_event(n))) for n in range(3))
         ok.result = AppendStatus.APPENDED

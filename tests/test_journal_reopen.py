@@ -9,14 +9,14 @@ import anyio
 import plyvel
 import pytest
 
-from argbridge.journal import AppendStatus, Journal, store
+from argbridge.journal import AppendStatus, Journal, engine, store
 from tests.conftest import make_event
 
 pytestmark = pytest.mark.timeout(30)
 
 
 def test_flush_memtable_flushes_only_a_memtable_worth_it(tmp_path: Path) -> None:
-    db = store.open_db(tmp_path / "j")
+    db = engine.open_db(tmp_path / "j")
     try:
         db.put(b"e" + store.pack_u64(1), b"x" * 1000)
         assert not store.flush_memtable(db)  # a few bytes: left alone

@@ -12,6 +12,12 @@ copy is a state the journal was in at one instant, like the disk after a SIGKILL
 
 When the MANIFEST changes under the copy (a memtable flush or compaction), it starts
 over, up to ``attempts`` times.
+
+The journal is two databases (``journal/engine.py``): the index (``ids/``) is copied
+first, then the log. Every write reaches the log before the index, so the index copy is
+never ahead of the log copy, and its open catches it up from the log, as after a crash.
+(A retention that runs between the two copies leaves tombstones missing for the events
+it deleted: their ids are not expired from the copy's index, and nothing is lost.)
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from argbridge.errors import JournalError
+from argbridge.journal.engine import IDS_DIR
 
 
 def _manifest_state(src: Path) -> tuple[str, int]:
@@ -42,18 +49,33 @@ def _copy_file(src: Path, dst: Path, *, link: bool) -> None:
 
 
 def copy_journal(src: Path, dst: Path, *, link: bool = False, attempts: int = 50) -> None:
-    """Copy the journal database ``src`` into the new directory ``dst`` (consistently,
-    even while another process writes it). ``link``: hard-link the immutable tables
-    (same file system only; a plain copy otherwise)."""
+    """Copy the journal ``src`` into the new directory ``dst`` (consistently, even while
+    another process writes it): its index, then its log. ``link``: hard-link the
+    immutable tables (same file system only; a plain copy otherwise)."""
     if not (src / "CURRENT").is_file():
         raise JournalError(f"{src} is not a journal (no LevelDB CURRENT file)")
     if dst.exists() and any(dst.iterdir()):
         raise JournalError(f"{dst} exists and is not empty")
+    if (src / IDS_DIR / "CURRENT").is_file():
+        _copy_db(src / IDS_DIR, dst / IDS_DIR, link=link, attempts=attempts)
+    _copy_db(src, dst, link=link, attempts=attempts)
+    _fsync_dir(dst)
+
+
+def _clear(dst: Path) -> None:
+    """Remove a failed attempt's files (not the index copied before)."""
+    for child in dst.iterdir():
+        if child.name != IDS_DIR:
+            child.unlink()
+
+
+def _copy_db(src: Path, dst: Path, *, link: bool, attempts: int) -> None:
+    """Copy the LevelDB database ``src`` into ``dst`` (see the module doc)."""
     for _ in range(attempts):
         dst.mkdir(parents=True, exist_ok=True)
         try:
             before = _manifest_state(src)
-            names = sorted(os.listdir(src))
+            names = sorted(n for n in os.listdir(src) if n != IDS_DIR)
             # Tables first, then the log, then MANIFEST and CURRENT: whatever the log
             # holds beyond the MANIFEST's view is replayed from the log copy.
             order = sorted(
@@ -69,17 +91,19 @@ def copy_journal(src: Path, dst: Path, *, link: bool = False, attempts: int = 50
         if after == before and (dst / before[0]).stat().st_size >= before[1]:
             _fsync_tree(dst)
             return
-        shutil.rmtree(dst)
+        _clear(dst)
     raise JournalError(f"could not copy {src} consistently in {attempts} attempts (busy)")
 
 
 def _fsync_tree(path: Path) -> None:
     for child in path.iterdir():
-        fd = os.open(child, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if child.is_file():
+            _fsync_dir(child)
+    _fsync_dir(path)
+
+
+def _fsync_dir(path: Path) -> None:
+    """fsync ``path`` (a file or a directory)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -14,13 +14,13 @@ from types import TracebackType
 from typing import Self
 
 import anyio
-import plyvel
 
 from argbridge.clock import SYSTEM_CLOCK, Clock
 from argbridge.errors import JournalClosed, JournalError
 from argbridge.events import CloudEvent
-from argbridge.journal import store
+from argbridge.journal import engine, store
 from argbridge.journal.backpressure import PauseSignal
+from argbridge.journal.engine import Engine
 from argbridge.journal.ledger import SinkLedger
 from argbridge.journal.log import EventLog
 from argbridge.journal.ops import Mirror, TrackSinks
@@ -42,7 +42,7 @@ from argbridge.logging import get_logger
 _log = get_logger(component="journal")
 
 
-def load_mirror(db: plyvel.DB, sinks: Sequence[str], sizes: SizeIndex | None = None) -> Mirror:
+def load_mirror(db: Engine, sinks: Sequence[str], sizes: SizeIndex | None = None) -> Mirror:
     """Rebuild the in-memory mirror from the database; add cursors for new sinks (at 0:
     the oldest retained event) and drop those of removed sinks (durably). ``sizes`` is
     filled with the backlog's event sizes on the way."""
@@ -124,7 +124,7 @@ class Journal:
         self.group_linger = group_linger
         #: LevelDB's block compression of the tables written (``journal.compression``).
         self.compression: store.Compression = compression
-        self._db: plyvel.DB | None = None
+        self._db: Engine | None = None
         self._writer: Writer | None = None
         self._reads: ReadThread | None = None
         self._log: EventLog | None = None
@@ -137,7 +137,7 @@ class Journal:
 
     async def __aenter__(self) -> Self:
         db = await anyio.to_thread.run_sync(
-            lambda: store.open_db(self.path, compression=self.compression)
+            lambda: engine.open_db(self.path, compression=self.compression)
         )
         sizes = SizeIndex()
         try:

@@ -4,17 +4,19 @@ print. Synchronous reads of a database opened here (a stopped daemon's, or a
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
-import plyvel
+import structlog
 
 from argbridge.errors import JournalError
-from argbridge.journal import store
+from argbridge.journal import engine, store
 from argbridge.journal.backup import snapshot
+from argbridge.journal.engine import Engine
 from argbridge.journal.records import join_body
 
 
@@ -23,18 +25,31 @@ def _locked(exc: BaseException) -> bool:
     return "lock" in text or "temporarily unavailable" in text
 
 
+def _stderr_log() -> Any:
+    """A logger for the engine's lines when a tool opens the journal (an index caught
+    up, a format upgrade): to stderr, whatever the process's logging is (stdout is the
+    tool's output)."""
+    return structlog.wrap_logger(
+        structlog.PrintLogger(sys.stderr),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+    )
+
+
 @contextmanager
-def open_for_reading(path: Path) -> Iterator[plyvel.DB]:
+def open_for_reading(path: Path) -> Iterator[Engine]:
     """The journal at ``path``; through a snapshot copy when a daemon holds it."""
     if not (path / "CURRENT").is_file():
         raise JournalError(f"{path}: no journal here (no LevelDB CURRENT file)")
     try:
-        db = store.open_db(path, create=False)
+        db = engine.open_db(path, create=False, logger=_stderr_log())
     except JournalError as exc:
         if not _locked(exc):
             raise
         with snapshot(path) as copy:
-            db = store.open_db(copy, create=False)
+            db = engine.open_db(copy, create=False, logger=_stderr_log())
             try:
                 yield db
             finally:
@@ -46,7 +61,7 @@ def open_for_reading(path: Path) -> Iterator[plyvel.DB]:
         db.close()
 
 
-def stats(db: plyvel.DB) -> dict[str, Any]:
+def stats(db: Engine) -> dict[str, Any]:
     """Counts and positions of the journal (a full scan of the keys)."""
     raw = db.get(store.K_LAST_SEQ)
     first, last = store.first_event_seq(db), store.last_event_seq(db)
@@ -91,7 +106,7 @@ def _event_row(seq: int, value: bytes) -> dict[str, Any]:
     return {"seq": seq, "appended_at": at, "event": orjson.loads(join_body(attrs, data))}
 
 
-def show(db: plyvel.DB, event_id: str) -> dict[str, Any] | None:
+def show(db: Engine, event_id: str) -> dict[str, Any] | None:
     """The event with ``event_id`` (with its seq), or what the journal knows of its id."""
     raw = db.get(store.id_key(event_id))
     if raw is None:
@@ -103,7 +118,7 @@ def show(db: plyvel.DB, event_id: str) -> dict[str, Any] | None:
     return _event_row(seq, value)
 
 
-def find(db: plyvel.DB, subject: str, limit: int = 100) -> list[dict[str, Any]]:
+def find(db: Engine, subject: str, limit: int = 100) -> list[dict[str, Any]]:
     """Retained events whose ``subject`` is ``subject``, oldest first (a scan)."""
     out = []
     with db.iterator(prefix=store.P_EVENT) as it:
@@ -116,7 +131,7 @@ def find(db: plyvel.DB, subject: str, limit: int = 100) -> list[dict[str, Any]]:
     return out
 
 
-def events(db: plyvel.DB) -> Iterator[tuple[int, dict[str, Any]]]:
+def events(db: Engine) -> Iterator[tuple[int, dict[str, Any]]]:
     """Every retained ``(seq, attributes)``, oldest first."""
     with db.iterator(prefix=store.P_EVENT) as it:
         for key, value in it:

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import plyvel
-
 from argbridge.errors import JournalError
 from argbridge.events import CloudEvent
 from argbridge.journal import store
+from argbridge.journal.engine import Engine
 from argbridge.journal.log import EventLog
 from argbridge.journal.ops import (
     Ack,
@@ -121,7 +120,7 @@ class SinkLedger:
     async def due_retries(self, sink: str, now: float, limit: int = 100) -> list[RetryItem]:
         """Retries of ``sink`` due at ``now``, earliest first."""
 
-        def read(db: plyvel.DB) -> list[RetryItem]:
+        def read(db: Engine) -> list[RetryItem]:
             prefix = store.due_prefix(sink)
             out: list[RetryItem] = []
             with db.iterator(prefix=prefix, include_value=False) as it:
@@ -150,7 +149,7 @@ class SinkLedger:
     async def next_retry_due(self, sink: str) -> float | None:
         """When ``sink``'s next retry is due, or ``None``."""
 
-        def read(db: plyvel.DB) -> float | None:
+        def read(db: Engine) -> float | None:
             prefix = store.due_prefix(sink)
             with db.iterator(prefix=prefix, include_value=False) as it:
                 for key in it:
@@ -185,7 +184,7 @@ class SinkLedger:
         """Dead letters, oldest first."""
         wanted = frozenset(dlids) if dlids else None
 
-        def read(db: plyvel.DB) -> list[DeadLetter]:
+        def read(db: Engine) -> list[DeadLetter]:
             out: list[DeadLetter] = []
             with db.iterator(prefix=store.P_DEAD) as it:
                 for key, value in it:

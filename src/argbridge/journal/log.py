@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio.lowlevel
-import plyvel
 
 from argbridge.clock import Clock
 from argbridge.errors import JournalClosed
 from argbridge.events import CloudEvent
 from argbridge.journal import store
 from argbridge.journal.backpressure import PauseSignal
+from argbridge.journal.engine import Engine
 from argbridge.journal.ops import Append, Op, Retention, SetState, SetStateAfter
 from argbridge.journal.records import (
     AppendStatus,
@@ -216,7 +216,7 @@ class EventLog:
         self.pause.update(events, size)
 
 
-def _first_since(db: plyvel.DB, lo: int, hi: int, since: float) -> int | None:
+def _first_since(db: Engine, lo: int, hi: int, since: float) -> int | None:
     """Binary search over the dense retained range ``lo..hi`` (appended_at never
     decreases with seq)."""
 

@@ -30,10 +30,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-import plyvel
 
 from argbridge.errors import JournalError
-from argbridge.journal import store
+from argbridge.journal import engine, store
+from argbridge.journal.engine import Engine
 
 V1_NAME = "journal.db"
 V2_NAME = "journal"
@@ -82,7 +82,7 @@ def migrate(state_dir: Path, progress: Progress | None = None, batch: int = 2000
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, 1):
             raise JournalError(f"{v1}: v1 journal schema {version} is not one this can migrate")
-        db = store.open_db(work)
+        db = engine.open_db(work)
         try:
             _copy(conn, db, report, batch)
         finally:
@@ -113,7 +113,7 @@ def _keep_v1(state_dir: Path) -> None:
     _fsync_dir(state_dir)
 
 
-def _copy(conn: sqlite3.Connection, db: plyvel.DB, report: Progress, batch: int) -> None:
+def _copy(conn: sqlite3.Connection, db: Engine, report: Progress, batch: int) -> None:
     count = conn.execute
     total = count("SELECT COUNT(*) FROM events").fetchone()[0]
     seqrow = count("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()

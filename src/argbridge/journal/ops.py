@@ -138,7 +138,7 @@ def append_run(work: Work, ops: Sequence[Append]) -> None:
     """:meth:`Append.apply` for consecutive appends, written out in one loop: the writer
     thread's Python time per event is GIL time the event loop waits for."""
     txn, m = work.txn, work.mirror
-    overlay, dirty, get = txn.overlay, txn.dirty, txn.db.get
+    overlay, dirty, get = txn.overlay, txn.dirty, txn.db.ids.get  # the index, directly
     seq = m.last_seq
     at = m.last_appended_at = max(work.now, m.last_appended_at)
     pack_joined, pack_index, seq_key = store.pack_joined, store.pack_index, store.seq_key

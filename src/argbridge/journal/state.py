@@ -3,9 +3,8 @@ followed runs), written through the shared group commit."""
 
 from __future__ import annotations
 
-import plyvel
-
 from argbridge.journal import store
+from argbridge.journal.engine import Engine
 from argbridge.journal.ops import DeleteState, SetState
 from argbridge.journal.writer import ReadThread, Writer
 
@@ -18,7 +17,7 @@ class StateStore:
         self._reads = reads
 
     async def get_state(self, key: str) -> str | None:
-        def read(db: plyvel.DB) -> str | None:
+        def read(db: Engine) -> str | None:
             raw = db.get(store.state_key(key))
             return None if raw is None else store.unpack_state(raw)[1]
 

@@ -1,29 +1,34 @@
-"""The journal's storage engine: one LevelDB database (through ``plyvel``), its key layout
-and value codecs, and the transaction a group commit builds.
+"""The journal's key layout and value codecs, and the transaction a group commit builds.
 
 Why LevelDB: dedupe needs an index over random UUID ids. A B-tree (SQLite's UNIQUE
 index, journal v1) touches about one new page per id per commit; an LSM tree (sorted runs
 plus bloom filters) appends. ``plyvel`` releases the GIL during a synced write, so a
 commit in the writer thread never stalls the event loop (``rocksdict`` does not).
 
-Everything lives in the one database, so a group commit, whatever it holds (appends,
-acks, retries, dead letters, state), is ONE synced write batch: atomic, and one
-``fdatasync`` of LevelDB's log. Key layout (``>Q`` = 8-byte big-endian, so keys sort by
-number)::
+The keys live in two LevelDB databases, the log and the index (``journal/engine.py``
+routes them by prefix and says why): a group commit, whatever it holds (appends, acks,
+retries, dead letters, state), is ONE synced write batch of the log (atomic, one
+``fdatasync``), and the index is derived from it. Key layout (``>Q`` = 8-byte
+big-endian, so keys sort by number); every key of the log other than the events sorts
+after them::
 
-    m:version                 b"2"
+    log (<path>):
+    e<seq>                    event: >d appended_at, >I len(attrs), attrs JSON, data JSON
+    k<sink>                   cursor: >Q seq
+    l<dlid>                   dead letter: parts(meta JSON, attrs, data)
+    m:version                 b"3"
     m:last_seq                >Q   highest seq ever assigned (survives retention)
     m:group                   token of the last group commit written (disk full: did a
                               failed write land after all?)
-    e<seq>                    event: >d appended_at, >I len(attrs), attrs JSON, data JSON
+    q<sink>\\0<due>\\0<id>    retry due index (due: >d, non-negative doubles sort as bytes)
+    r<sink>\\0<id>            retry: parts(meta JSON, attrs, data)
+    s<key>                    state: >d updated_at + UTF-8 value
+
+    index (<path>/ids):
     i<id>                     dedupe index: >Q seq, >d appended_at (kept as the tombstone
                               after retention deletes the event, until dedupe_window)
+    m:ids_seq                 >Q   the highest event seq whose id is here
     t<seq>                    tombstone queue: >d appended_at + id (ids to expire, in order)
-    c<sink>                   cursor: >Q seq
-    r<sink>\\0<id>            retry: parts(meta JSON, attrs, data)
-    q<sink>\\0<due>\\0<id>    retry due index (due: >d, non-negative doubles sort as bytes)
-    d<dlid>                   dead letter: parts(meta JSON, attrs, data)
-    s<key>                    state: >d updated_at + UTF-8 value
 
 LevelDB's own files (``*.ldb`` tables, ``LOG``, ``MANIFEST-*``, the write-ahead
 ``*.log``) are LevelDB's business; argbridge reads them only through plyvel.
@@ -33,15 +38,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
-import plyvel
 
-from argbridge.errors import JournalError
-
-FORMAT_VERSION = b"2"
+if TYPE_CHECKING:
+    from argbridge.journal.engine import Engine
 
 K_VERSION = b"m:version"
 K_LAST_SEQ = b"m:last_seq"
@@ -49,13 +51,13 @@ K_GROUP = b"m:group"
 P_EVENT = b"e"
 P_ID = b"i"
 P_TOMB = b"t"
-P_CURSOR = b"c"
+P_CURSOR = b"k"
 P_RETRY = b"r"
 P_DUE = b"q"
-P_DEAD = b"d"
+P_DEAD = b"l"
 P_STATE = b"s"
 
-#: LevelDB's memtable size and block cache (see :func:`open_db`).
+#: The log's memtable size and block cache (see ``engine.open_db``).
 WRITE_BUFFER_SIZE = 4 * 1024 * 1024
 BLOCK_CACHE_SIZE = 2 * 1024 * 1024
 #: LevelDB's own defaults, named: the open tables it caches (each mapped into memory
@@ -63,6 +65,13 @@ BLOCK_CACHE_SIZE = 2 * 1024 * 1024
 #: smaller ``max_open_files`` (74, LevelDB's floor) or ``max_file_size`` (512 KiB) did not
 #: bound the mapped tables' RSS over a soak's 700,000 events (docs/operations.md).
 MAX_OPEN_FILES = 1000
+#: The index's memtable and block cache (``engine.py``). Its records are ~60 bytes, but
+#: every level-0 table of random ids overlaps all of level 1, so each memtable flush
+#: leads to a rewrite of level 1: with a 1 MiB memtable, its compactions cost 3-4x the
+#: CPU of a 4 MiB one past 200,000 events (bench_engine_compaction). The cache serves
+#: little: a dedupe miss stops at the bloom filters, a hit is a recent id (memtable).
+IDS_WRITE_BUFFER_SIZE = WRITE_BUFFER_SIZE
+IDS_BLOCK_CACHE_SIZE = 1024 * 1024
 BLOCK_SIZE = 4096
 MAX_FILE_SIZE = 2 * 1024 * 1024
 
@@ -196,53 +205,6 @@ def unpack_parts(raw: bytes) -> tuple[dict[str, Any], list[bytes]]:
 Compression = Literal["snappy", "none"]
 
 
-def open_db(path: Path, *, create: bool = True, compression: Compression = "snappy") -> plyvel.DB:
-    """Open (or create) the LevelDB database at ``path`` with the journal's options.
-
-    ``compression`` applies to the tables written from now on; LevelDB reads tables of
-    either kind, so the setting can change between runs. ``none``: LevelDB's compactions
-    cost about half the CPU and the tables 2-3x the disk of snappy on JSON events
-    (bench/bench_engine_compaction.py; docs/operations.md, resource bounds)."""
-    try:
-        if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        db = plyvel.DB(
-            str(path),
-            create_if_missing=create,
-            bloom_filter_bits=10,
-            # The engine's memory counts in the daemon's RSS (issue 17): its memtable (2 x
-            # this at most, active + immutable) and its block cache, both allocated by the
-            # journal's threads and kept. Measured with bench_bounds --probe: 30 s after a
-            # burst, 16 MiB + 8 MiB held 16-25 MiB in those threads' arenas, 4 MiB + 2 MiB
-            # 5-8 MiB, for the same journal append throughput (bench_journal, 100,000
-            # events: 2,708 vs 2,602 events/s side by side). The cache serves little: a sink
-            # reads the newest events (memtable), dedupe misses stop at the bloom filters.
-            write_buffer_size=WRITE_BUFFER_SIZE,
-            lru_cache_size=BLOCK_CACHE_SIZE,
-            max_open_files=MAX_OPEN_FILES,
-            block_size=BLOCK_SIZE,
-            max_file_size=MAX_FILE_SIZE,
-            compression=None if compression == "none" else "snappy",
-        )
-    except (plyvel.Error, OSError) as exc:
-        raise JournalError(f"cannot open journal {path}: {exc}") from exc
-    try:
-        version = db.get(K_VERSION)
-        if version is None:
-            if any(True for _ in db.iterator(include_value=False)):
-                raise JournalError(f"cannot open journal {path}: not an argbridge journal")
-            db.put(K_VERSION, FORMAT_VERSION, sync=True)
-        elif version != FORMAT_VERSION:
-            raise JournalError(
-                f"{path}: journal format {version.decode(errors='replace')} is not the one "
-                f"this argbridge understands ({FORMAT_VERSION.decode()})"
-            )
-    except BaseException:
-        db.close()
-        raise
-    return db
-
-
 ABSENT = object()
 _ABSENT = ABSENT
 
@@ -256,7 +218,7 @@ class Txn:
     :meth:`rollback` undo one operation's writes (an op that fails spoils only itself).
     """
 
-    def __init__(self, db: plyvel.DB, *, sync: bool = True) -> None:
+    def __init__(self, db: Engine, *, sync: bool = True) -> None:
         self.db = db
         self.sync = sync
         #: Every key this transaction wrote (``None``: deleted): what its reads see.
@@ -270,8 +232,7 @@ class Txn:
         overlay = self.overlay
         if key in overlay:
             return overlay[key]
-        value: bytes | None = self.db.get(key)
-        return value
+        return self.db.get(key)
 
     def put(self, key: bytes, value: bytes) -> None:
         undo = self._undo
@@ -336,24 +297,20 @@ class Txn:
         batch = self._batch
         if batch is None:
             batch = self._batch = self.db.write_batch(sync=self.sync)
-        put, delete = batch.put, batch.delete
-        for key, value in self.dirty.items():
-            if value is None:
-                delete(key)
-            else:
-                put(key, value)
+        batch.apply(self.dirty)
         self.dirty = {}
 
     def write(self) -> None:
-        """Make every write durable: one synced write batch, one call that releases the
-        GIL for all of it (one log ``fdatasync``)."""
+        """Make every write durable: one synced write batch of the log, one call that
+        releases the GIL for all of it (one ``fdatasync``), then the index's (see
+        ``journal/engine.py``)."""
         self.flush()
         if self._batch is not None:
             self._batch.write()
 
 
 def read_events(
-    db: plyvel.DB, after_seq: int, limit: int, max_bytes: int | None = None
+    db: Any, after_seq: int, limit: int, max_bytes: int | None = None
 ) -> list[tuple[int, bytes]]:
     """Up to ``limit`` ``(seq, stored value)`` pairs with ``seq > after_seq``; with
     ``max_bytes``, stops before the event that would take the events' JSON size past it
@@ -401,39 +358,38 @@ def take_events(
     return out
 
 
-#: :func:`flush_memtable` flushes a memtable holding more than this (LevelDB's memory
-#: property counts the block cache too, up to ``BLOCK_CACHE_SIZE``).
+#: :func:`flush_memtable` flushes the memtables holding more than this (LevelDB's memory
+#: property counts the block caches too, up to ``BLOCK_CACHE_SIZE`` + ``IDS_BLOCK_CACHE_SIZE``).
 FLUSH_MEMTABLE_ABOVE = 512 * 1024
 #: An empty key range after every key the journal writes (all its prefixes are ASCII).
 _NOTHING = (b"\xff\xfe", b"\xff\xff")
 
 
-def memory_usage(db: plyvel.DB) -> int:
-    """LevelDB's own estimate of its memory: its memtables and its block cache, bytes."""
-    raw = db.get_property(b"leveldb.approximate-memory-usage")
-    return int(raw) if raw else 0
+def memory_usage(db: Engine) -> int:
+    """LevelDB's own estimate of its memory: its memtables and its block caches, bytes."""
+    return db.memory_usage()
 
 
-def flush_memtable(db: plyvel.DB) -> bool:
+def flush_memtable(db: Engine) -> bool:
     """Write LevelDB's memtable out to a table when it holds more than
     ``FLUSH_MEMTABLE_ABOVE``, so that its memory is freed (a memtable is freed only once
     flushed, and otherwise stays until later writes fill it); whether it did. Blocks
     until the flush is done: call it in a journal thread. ``compact_range`` of a range
     holding no key flushes the memtable first, then finds nothing to compact."""
-    if memory_usage(db) <= BLOCK_CACHE_SIZE + FLUSH_MEMTABLE_ABOVE:
+    if memory_usage(db) <= BLOCK_CACHE_SIZE + IDS_BLOCK_CACHE_SIZE + FLUSH_MEMTABLE_ABOVE:
         return False
     db.compact_range(start=_NOTHING[0], stop=_NOTHING[1])
     return True
 
 
-def first_event_seq(db: plyvel.DB) -> int | None:
+def first_event_seq(db: Any) -> int | None:
     with db.iterator(prefix=P_EVENT, include_value=False) as it:
         for key in it:
             return key_seq(key)
     return None
 
 
-def last_event_seq(db: plyvel.DB) -> int | None:
+def last_event_seq(db: Any) -> int | None:
     with db.iterator(prefix=P_EVENT, include_value=False, reverse=True) as it:
         for key in it:
             return key_seq(key)

@@ -61,8 +61,9 @@ import plyvel
 
 from argbridge.clock import Clock
 from argbridge.errors import JournalClosed, JournalError
-from argbridge.journal import store
+from argbridge.journal import engine, store
 from argbridge.journal.backpressure import IntakePaused, PauseSignal
+from argbridge.journal.engine import Engine
 from argbridge.journal.linger import GroupLinger
 from argbridge.journal.ops import Ack, Append, Mirror, Op, Work
 from argbridge.journal.ops import append_run as _append_run
@@ -133,15 +134,15 @@ class ReadThread:
         #: Reads run in the worker thread so far.
         self.reads = 0
 
-    async def _reopen(self, path: Path) -> plyvel.DB:
+    async def _reopen(self, path: Path) -> Engine:
         """Close the writer's database and open it again (the disk-full recovery), after
         the reads queued before. On failure the database stays closed: reads refuse."""
         writer = self._writer
 
-        def reopen() -> plyvel.DB:
+        def reopen() -> Engine:
             writer.db_down = True
             writer.db.close()
-            db = writer.db = store.open_db(path, compression=writer.compression)
+            db = writer.db = engine.open_db(path, compression=writer.compression)
             writer.db_down = False
             return db
 
@@ -153,7 +154,7 @@ class ReadThread:
         await self._thread.run(self._writer.db.close)
         self._thread.close()
 
-    async def run(self, fn: Callable[[plyvel.DB], R]) -> R:
+    async def run(self, fn: Callable[[Engine], R]) -> R:
         writer = self._writer
 
         def guarded() -> R:
@@ -177,7 +178,7 @@ class Writer:
 
     def __init__(
         self,
-        db: plyvel.DB,
+        db: Engine,
         mirror: Mirror,
         *,
         clock: Clock,
@@ -207,7 +208,7 @@ class Writer:
         #: Sync groups of acks only too (see the module docstring).
         self.fsync_acks = fsync_acks
         #: Set by :class:`ReadThread`: close and reopen the database under its reads.
-        self.reopen_db: Callable[[Path], Awaitable[plyvel.DB]] | None = None
+        self.reopen_db: Callable[[Path], Awaitable[Engine]] | None = None
         #: The database is closed for a reopen that has not succeeded yet.
         self.db_down = False
         self.mirror = mirror
