@@ -349,7 +349,7 @@ class App:
         self.log.info("daemon.stopped")
 
     def _migrate_journal(self) -> None:
-        """A v1 (SQLite) journal in the state dir becomes format 2 (see journal.migrate)."""
+        """A v1 (SQLite) journal in the state dir becomes LevelDB (see journal.migrate)."""
         self.log.info("journal.migration_started", state_dir=str(self.settings.state_dir))
 
         def progress(what: str, done: int, total: int) -> None:

@@ -1,13 +1,16 @@
-"""The durable journal (format 2): every accepted event, per-sink cursors, retries, dead
-letters and a small state store, in one LevelDB database under ``state_dir/journal``.
+"""The durable journal (format 3): every accepted event, per-sink cursors, retries, dead
+letters and a small state store, in a LevelDB database under ``state_dir/journal`` (the
+log), and the events' ids in a second one derived from it (the index, ``journal/ids``).
 
 Invariants (what "nothing accepted is ever lost" rests on):
 
 1. An event is *accepted* when :meth:`EventLog.append` returns: its group commit was
-   written as one LevelDB write batch with ``sync=True`` (``fdatasync`` of the log).
+   written as one LevelDB write batch of the log with ``sync=True`` (one ``fdatasync``).
 2. Event ids are unique. Appending an id seen before (still journaled, or deleted by
    retention less than ``dedupe_window`` ago: the id key stays as a tombstone) returns
-   :data:`AppendStatus.DUPLICATE`.
+   :data:`AppendStatus.DUPLICATE`. The index is written after the log, unsynced, and
+   caught up from the log at every open; the ids of deleted events are made durable
+   before the events are deleted (:mod:`~argbridge.journal.engine`).
 3. ``seq`` is dense and increasing (a duplicate consumes no seq).
 4. A sink's cursor only moves forward, and only through :meth:`SinkLedger.ack`, which a
    sink worker calls after the destination confirmed. A crash between delivery and ack
@@ -25,14 +28,15 @@ Invariants (what "nothing accepted is ever lost" rests on):
    (:mod:`~argbridge.journal.backpressure`); a write that fails (disk full) is never
    followed by another on the same database handle (see :mod:`~argbridge.journal.writer`).
 
-Layout: :mod:`~argbridge.journal.store` (engine, keys, transaction),
+Layout: :mod:`~argbridge.journal.engine` (the two databases),
+:mod:`~argbridge.journal.store` (keys, codecs, transaction),
 :mod:`~argbridge.journal.ops` (typed writes), :mod:`~argbridge.journal.writer` (group
 commit), :mod:`~argbridge.journal.sizes` (the backlog's event sizes in memory), the roles
 :mod:`~argbridge.journal.log` (sources and readers), :mod:`~argbridge.journal.ledger`
 (sink workers), :mod:`~argbridge.journal.state`, their protocols in
 :mod:`~argbridge.journal.roles`, :mod:`~argbridge.journal.core` (:class:`Journal`: open,
 close, hand out the roles) and :mod:`~argbridge.journal.migrate` (a v1 SQLite journal →
-format 2).
+LevelDB).
 """
 
 from argbridge.journal.backpressure import IntakePaused, PauseSignal

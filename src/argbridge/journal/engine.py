@@ -107,7 +107,7 @@ class EngineBatch:
         self._log = engine.log.write_batch(sync=sync)
         self._before: Any = None  # tombstones and index deletes: synced, before the log
         self._after: Any = None  # new ids: after the log, unsynced, with m:ids_seq
-        self._high = 0
+        self._last_event: bytes | None = None  # the highest event key put
         self._log_ops = 0
 
     def put(self, key: bytes, value: bytes) -> None:
@@ -120,7 +120,7 @@ class EngineBatch:
         """Add ``writes`` (``None``: delete), in order."""
         engine = self._engine
         log_put, log_delete = self._log.put, self._log.delete
-        high, n = self._high, 0
+        last_event, n = self._last_event, 0
         for key, value in writes.items():
             first = key[0]
             if first == _ID:
@@ -143,13 +143,11 @@ class EngineBatch:
                 log_delete(key)
                 n += 1
             else:
-                if first == _EVENT:
-                    seq = store.key_seq(key)
-                    if seq > high:
-                        high = seq
+                if first == _EVENT and (last_event is None or key > last_event):
+                    last_event = key
                 log_put(key, value)
                 n += 1
-        self._high, self._log_ops = high, self._log_ops + n
+        self._last_event, self._log_ops = last_event, self._log_ops + n
 
     def write(self) -> None:
         if self._before is not None:
@@ -157,10 +155,10 @@ class EngineBatch:
         if self._log_ops:
             self._log.write()
         after = self._after
-        if self._high:
+        if self._last_event is not None:
             if after is None:
                 after = self._after = self._engine.ids.write_batch(sync=False)
-            after.put(K_IDS_SEQ, store.pack_u64(self._high))
+            after.put(K_IDS_SEQ, store.pack_u64(store.key_seq(self._last_event)))
         if after is not None:
             after.write()
 
@@ -226,7 +224,13 @@ class Engine:
 
 
 def open_leveldb(
-    path: Path, *, create: bool, compression: store.Compression, write_buffer: int, cache: int
+    path: Path,
+    *,
+    create: bool,
+    compression: store.Compression,
+    write_buffer: int,
+    cache: int,
+    bloom_bits: int = store.BLOOM_BITS,
 ) -> Any:
     """One LevelDB database with the journal's options (bloom filters, table sizes)."""
     try:
@@ -235,7 +239,7 @@ def open_leveldb(
         return plyvel.DB(
             str(path),
             create_if_missing=create,
-            bloom_filter_bits=10,
+            bloom_filter_bits=bloom_bits,
             write_buffer_size=write_buffer,
             lru_cache_size=cache,
             max_open_files=store.MAX_OPEN_FILES,
@@ -294,6 +298,7 @@ def open_db(
             compression=compression,
             write_buffer=store.IDS_WRITE_BUFFER_SIZE,
             cache=store.IDS_BLOCK_CACHE_SIZE,
+            bloom_bits=store.IDS_BLOOM_BITS,
         )
         engine = Engine(log, ids, path)
         if version is None:

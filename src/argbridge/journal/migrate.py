@@ -1,5 +1,6 @@
-"""Migration of a v1 journal (one SQLite file, ``state_dir/journal.db``) to format 2
-(LevelDB, ``state_dir/journal``), run on the first start of a release with format 2.
+"""Migration of a v1 journal (one SQLite file, ``state_dir/journal.db``) to LevelDB
+(``state_dir/journal``, format 3 since 2026-12-03: ``journal/engine.py``), run on the
+first start of a release with a LevelDB journal.
 
 Steps, and what a crash at each leaves:
 
@@ -7,7 +8,8 @@ Steps, and what a crash at each leaves:
    v1 file, read only, into ``state_dir/journal.migrating``. A crash here leaves the v1
    file untouched and a partial ``journal.migrating``, which the next start removes
    before migrating again.
-2. Sync the new database, rename ``journal.migrating`` → ``journal`` (atomic) and sync
+2. Sync the new databases (the log and its index: the index holds the tombstones'
+   ids, which the log cannot rebuild), rename ``journal.migrating`` → ``journal`` (atomic) and sync
    the directory. From here on the new journal is the journal.
 3. Rename the v1 file (and any ``-wal``/``-shm``) to ``journal.db.v1-migrated``: kept
    for a rollback to the previous release (docs/operations.md). A crash between 2 and 3
@@ -91,13 +93,11 @@ def migrate(state_dir: Path, progress: Progress | None = None, batch: int = 2000
         raise JournalError(f"migrating the v1 journal {v1} failed: {exc}") from exc
     finally:
         conn.close()
-    for child in work.iterdir():
-        fd = os.open(child, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    _fsync_dir(work)
+    for folder in (work / engine.IDS_DIR, work):
+        for child in folder.iterdir():
+            if child.is_file():
+                _fsync_dir(child)
+        _fsync_dir(folder)
     os.rename(work, v2)
     _fsync_dir(state_dir)
     _keep_v1(state_dir)
@@ -177,7 +177,7 @@ def _copy(conn: sqlite3.Connection, db: Engine, report: Progress, batch: int) ->
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m argbridge.journal.migrate STATE_DIR``: migrate, printing progress."""
-    parser = argparse.ArgumentParser(description="migrate a v1 journal to format 2")
+    parser = argparse.ArgumentParser(description="migrate a v1 journal to LevelDB (format 3)")
     parser.add_argument("state_dir", type=Path)
     parser.add_argument("--batch", type=int, default=2000)
     args = parser.parse_args(argv)

@@ -72,6 +72,14 @@ MAX_OPEN_FILES = 1000
 #: little: a dedupe miss stops at the bloom filters, a hit is a recent id (memtable).
 IDS_WRITE_BUFFER_SIZE = WRITE_BUFFER_SIZE
 IDS_BLOCK_CACHE_SIZE = 1024 * 1024
+#: Bloom filter bits per key: the log's 10 (~1 % false positives), the index's 20
+#: (~0.01 %). Nearly every lookup in the index is a miss (a new id) in every level, and
+#: a false positive reads a data block through LevelDB's memory-mapped tables, where
+#: the kernel maps the 64 KiB around each fault: at 10 bits, 10,000 misses left 8.7 MiB
+#: of a 12 MiB index resident in the process's RSS, at 20 bits 3.4 MiB (the filters and
+#: index blocks themselves), for 2.5 bytes per id of filter instead of 1.25.
+BLOOM_BITS = 10
+IDS_BLOOM_BITS = 20
 BLOCK_SIZE = 4096
 MAX_FILE_SIZE = 2 * 1024 * 1024
 
