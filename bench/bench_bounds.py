@@ -104,7 +104,9 @@ def config_toml(
     runtime: list[str] | None = None,
     group_linger: str | None = None,
     webhooks: bool = False,
+    max_streams: int | None = None,
 ) -> str:
+    """``max_streams``: the Arga source's open streams (``None``: its default, 10)."""
     lines = [
         f'state_dir = "{state}"',
         "[log]",
@@ -138,7 +140,7 @@ def config_toml(
             f'base_url = "{sim_url}"',
             f'api_key = "{TOKEN}"',
             "poll_interval = 0",
-            f"max_streams = {max(10, len(runs))}",
+            *([f"max_streams = {max_streams}"] if max_streams is not None else []),
             f"runs = [{', '.join(repr(r).replace(chr(39), chr(34)) for r in runs)}]",
         ]
     if sim_url is None or webhooks:
@@ -221,6 +223,7 @@ async def burst(
                 runs=runs,
                 sim_url=sim.base_url,
                 runtime=args.runtime,
+                max_streams=args.burst_streams,
             )
         )
         # The daemon starts idle: the runs are in its config, but the simulator holds
@@ -408,6 +411,7 @@ def load_toml(
         group_linger=args.group_linger,
         runtime=args.runtime,
         webhooks=webhooks,
+        max_streams=max(10, len(runs)),
     )
 
 
@@ -771,6 +775,13 @@ if __name__ == "__main__":
     parser.add_argument("--warm-up", type=float, default=20.0, help="mixed: seconds before")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument(
+        "--burst-streams",
+        type=int,
+        default=None,
+        help="the burst's max_streams (default: the Arga source's, 10, as in issue 17's "
+        "run; from 2026-12-02 15:07 to 2026-12-03 the burst ran all 40 at once by mistake)",
+    )
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--idle", type=float, default=30.0)
     parser.add_argument("--outage", type=float, default=60.0)
