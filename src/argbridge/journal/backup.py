@@ -59,7 +59,7 @@ def copy_journal(src: Path, dst: Path, *, link: bool = False, attempts: int = 50
     if (src / IDS_DIR / "CURRENT").is_file():
         _copy_db(src / IDS_DIR, dst / IDS_DIR, link=link, attempts=attempts)
     _copy_db(src, dst, link=link, attempts=attempts)
-    _fsync_dir(dst)
+    fsync_path(dst)
 
 
 def _clear(dst: Path) -> None:
@@ -89,20 +89,21 @@ def _copy_db(src: Path, dst: Path, *, link: bool, attempts: int) -> None:
         except FileNotFoundError:
             after = ("", -1)  # a file went away: something changed under us
         if after == before and (dst / before[0]).stat().st_size >= before[1]:
-            _fsync_tree(dst)
+            fsync_tree(dst)
             return
         _clear(dst)
     raise JournalError(f"could not copy {src} consistently in {attempts} attempts (busy)")
 
 
-def _fsync_tree(path: Path) -> None:
+def fsync_tree(path: Path) -> None:
+    """fsync every file directly in ``path``, then ``path`` itself."""
     for child in path.iterdir():
         if child.is_file():
-            _fsync_dir(child)
-    _fsync_dir(path)
+            fsync_path(child)
+    fsync_path(path)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     """fsync ``path`` (a file or a directory)."""
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -307,15 +307,12 @@ def open_db(
             _upgrade_v2(engine, say)
         _drop_v2_index(log)
         catch_up(engine, say)
-    except plyvel.Error as exc:
+    except BaseException as exc:
         log.close()
         if ids is not None:
             ids.close()
-        raise JournalError(f"cannot open journal {path}: {exc}") from exc
-    except BaseException:
-        log.close()
-        if ids is not None:
-            ids.close()
+        if isinstance(exc, plyvel.Error):
+            raise JournalError(f"cannot open journal {path}: {exc}") from exc
         raise
     return engine
 

@@ -35,6 +35,7 @@ import orjson
 
 from argbridge.errors import JournalError
 from argbridge.journal import engine, store
+from argbridge.journal.backup import fsync_path, fsync_tree
 from argbridge.journal.engine import Engine
 
 V1_NAME = "journal.db"
@@ -50,14 +51,6 @@ def _split(body: bytes) -> tuple[bytes, bytes]:
     obj = orjson.loads(body)
     data = obj.pop("data", None)
     return orjson.dumps(obj), (b"" if data is None else orjson.dumps(data))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def needs_migration(state_dir: Path) -> bool:
@@ -93,13 +86,10 @@ def migrate(state_dir: Path, progress: Progress | None = None, batch: int = 2000
         raise JournalError(f"migrating the v1 journal {v1} failed: {exc}") from exc
     finally:
         conn.close()
-    for folder in (work / engine.IDS_DIR, work):
-        for child in folder.iterdir():
-            if child.is_file():
-                _fsync_dir(child)
-        _fsync_dir(folder)
+    fsync_tree(work / engine.IDS_DIR)
+    fsync_tree(work)
     os.rename(work, v2)
-    _fsync_dir(state_dir)
+    fsync_path(state_dir)
     _keep_v1(state_dir)
     report("done", 1, 1)
     return True
@@ -110,7 +100,7 @@ def _keep_v1(state_dir: Path) -> None:
         old = state_dir / (V1_NAME + suffix)
         if old.exists():
             os.rename(old, state_dir / (V1_NAME + KEPT_SUFFIX + suffix))
-    _fsync_dir(state_dir)
+    fsync_path(state_dir)
 
 
 def _copy(conn: sqlite3.Connection, db: Engine, report: Progress, batch: int) -> None:
