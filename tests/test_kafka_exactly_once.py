@@ -11,7 +11,9 @@ aborted records a ``read_uncommitted`` consumer sees are counted. The same loop 
 ``at-least-once`` mode prints its duplicates for comparison.
 
 Waiting is event-driven: the daemon's JSON log lines, and the broker (an outside
-process) read with a deadline. ``make test`` runs 5 kills; the ``soak`` test runs 20.
+process) read with a deadline. ``make test`` runs 3 kills on one broker, one at each
+moment; ``make soak`` runs 5 kills and 20 kills with a leader kill in the three-broker
+cluster, and the at-least-once comparison.
 """
 
 from __future__ import annotations
@@ -177,6 +179,16 @@ def report(label: str, out: Outcome) -> int:
     return duplicates
 
 
+def test_exactly_once_through_a_sigkill_at_each_moment(tmp_path, kafka):
+    """``make test``'s loop: one broker, one SIGKILL at each moment of ``STRATEGIES``
+    (inside a transaction, between the commit and the cursor, after a random number of
+    events). The longer loops (a leader kill in the three-broker cluster, 5 and 20
+    SIGKILLs, the at-least-once comparison) run in ``make soak``."""
+    out = kill_loop(kafka, tmp_path, delivery="exactly-once", kills=3, passes=100, seed=7)
+    assert report("exactly-once, 1 broker, 3 SIGKILLs", out) == 0
+
+
+@pytest.mark.soak
 def test_exactly_once_through_sigkills_and_a_leader_failover(tmp_path, kafka_cluster):
     out = kill_loop(
         kafka_cluster,
@@ -190,6 +202,7 @@ def test_exactly_once_through_sigkills_and_a_leader_failover(tmp_path, kafka_clu
     assert report("exactly-once, 3 brokers, 5 SIGKILLs + a leader kill", out) == 0
 
 
+@pytest.mark.soak
 def test_at_least_once_through_the_same_kills_prints_its_duplicates(tmp_path, kafka):
     out = kill_loop(kafka, tmp_path, delivery="at-least-once", kills=5, passes=100, seed=13)
     report("at-least-once, 1 broker, 5 SIGKILLs", out)
