@@ -11,8 +11,13 @@ Fixtures (each broker shape starts once per test session, on first use):
   default the newest 4.x; ``make soak`` adds the newest 3.9): the compatibility matrix.
 
 Before each test the fixture puts the shape back as a test may have left it: killed
-nodes restarted on their log dirs, paused ones resumed, the proxy restored. When the
-session ends the brokers stop and their directories are removed.
+nodes restarted on their log dirs, paused ones resumed, the proxy restored.
+
+The tests that need a broker run first, those of the three-node cluster before those of
+one node, each shape stopped after the last test that uses it: the rest of the suite runs
+with no JVM beside it (four idle brokers take about 0.16 of a core on this machine's two,
+and the suite is CPU-bound). When the session ends the brokers still running stop, and
+every broker directory is removed.
 
 Without Java or Maven the tests that need Apache Kafka are skipped, unless
 ``ARGBRIDGE_REQUIRE_KAFKA=1`` (set by ``make test`` under ``CI=true``): then they fail,
@@ -135,10 +140,57 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{MARK}: needs Apache Kafka brokers (Java + Maven)")
 
 
+def shapes_of(item: pytest.Item) -> set[tuple[str, int]]:
+    """The broker shapes ``item`` starts: (version, nodes)."""
+    names = set(getattr(item, "fixturenames", ()))
+    shapes: set[tuple[str, int]] = set()
+    if "kafka_cluster" in names:
+        shapes.add((NEWEST_4X, 3))
+    if names & {"kafka", "broker"}:
+        shapes.add((NEWEST_4X, 1))
+    if "kafka_any" in names:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None:
+            shapes.add((str(callspec.params["kafka_any"]), 1))
+    return shapes
+
+
+def _order(item: pytest.Item) -> int:
+    """0: the cluster's tests, 1: one node's, 2: the rest (a stable sort keeps the
+    collection order inside each)."""
+    shapes = shapes_of(item)
+    if any(nodes > 1 for _, nodes in shapes):
+        return 0
+    return 1 if shapes else 2
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(MARK)
+    items.sort(key=_order)
+
+
+#: Each shape's last test (by node id) in the session's final order.
+_last_use: dict[tuple[str, int], str] = {}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _last_use.clear()
+    for item in session.items:
+        for shape in shapes_of(item):
+            _last_use[shape] = item.nodeid
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    yield
+    for shape, last in list(_last_use.items()):
+        if last == item.nodeid:
+            del _last_use[shape]
+            cluster = _clusters.pop(shape, None)
+            if cluster is not None:
+                cluster.stop()
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
