@@ -7,8 +7,8 @@ short smoke run).
 Everything runs on this machine: one Apache Kafka broker (KRaft, the newest 4.x, from the
 tests' Maven cache: :func:`tests.support.apache_kafka.start_kafka` with the JVM options of
 ``kafka-server-start.sh``) on free loopback ports, a fresh 4-partition topic for every
-measurement; a uvicorn receiver for the webhooks; the journal in a temp dir (format 2:
-LevelDB, a synced write batch per group commit). The process is set up as the daemon
+measurement; a uvicorn receiver for the webhooks; the journal in a temp dir (format 3:
+LevelDB, a synced write batch of the log per group commit). The process is set up as the daemon
 sets itself up (:func:`bench.common.as_the_daemon`: uvloop, the default ``runtime`` gc
 and malloc settings, the start-up heap frozen) and the sink worker routes with the
 daemon's router (``[ops]`` routes included); the bare producers run in the same process.
