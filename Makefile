@@ -32,8 +32,12 @@ typecheck: $(VENV)/.test-stamp
 	$(BIN)/mypy
 
 # Under CI=true the Apache Kafka suite must run: a missing Java/Maven fails it, never skips.
+# Two pytest-xdist workers: one runs every test that needs a broker (one xdist group, the
+# brokers started once), the other the rest. PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
 pytest: $(VENV)/.test-stamp system-deps
-	ARGBRIDGE_REQUIRE_KAFKA=$${ARGBRIDGE_REQUIRE_KAFKA:-$${CI:+1}} $(BIN)/pytest
+	ARGBRIDGE_REQUIRE_KAFKA=$${ARGBRIDGE_REQUIRE_KAFKA:-$${CI:+1}} \
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # System packages the tests use (nginx for the reverse-proxy tests): installed only when
 # missing and only as root; otherwise those tests skip (and fail under CI=true).

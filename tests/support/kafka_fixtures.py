@@ -15,9 +15,15 @@ nodes restarted on their log dirs, paused ones resumed, the proxy restored.
 
 The tests that need a broker run first, those of the three-node cluster before those of
 one node, each shape stopped after the last test that uses it: the rest of the suite runs
-with no JVM beside it (four idle brokers take about 0.16 of a core on this machine's two,
-and the suite is CPU-bound). When the session ends the brokers still running stop, and
-every broker directory is removed.
+with no JVM beside it (four idle brokers take about 0.16 of a core on this machine's
+two). When the session ends the brokers still running stop, and every broker directory
+is removed.
+
+Under pytest-xdist (``make test`` runs two workers, ``--dist loadgroup``) every test that
+needs a broker is in one ``xdist_group``, so one worker starts the brokers and runs those
+tests in the order above while the other runs the rest. The controller counts the Kafka
+tests that passed (the CI guard below) from the workers' reports, and prints the brokers'
+start-up lines they forward as a report property.
 
 Without Java or Maven the tests that need Apache Kafka are skipped, unless
 ``ARGBRIDGE_REQUIRE_KAFKA=1`` (set by ``make test`` under ``CI=true``): then they fail,
@@ -32,7 +38,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -42,6 +48,15 @@ from tests.support.tansu import Tansu, start_tansu, stop_tansu
 
 FIXTURES = frozenset({"kafka", "kafka_cluster", "kafka_any"})  # "broker" may be Tansu
 MARK = "apache_kafka"
+#: The xdist group of every test that needs a broker: one worker runs them all.
+GROUP = "kafka"
+#: The report property carrying a broker start (its shape, its start-up line) from the
+#: test that started it, from an xdist worker too.
+STARTUP_PROPERTY = "kafka_startup"
+#: Shape → the tests that started it. Each shape starts once a session (stopped only after
+#: its last test): a second start means the broker tests were split across xdist workers
+#: or out of their order, and fails the session (see :func:`restarted_shapes`).
+_starts: dict[str, set[str]] = {}
 _clusters: dict[tuple[str, int], KafkaCluster] = {}
 #: The session's broker directories (log dirs, certificates), removed after the brokers
 #: stop: a three-node cluster leaves ~700 MB of logs behind otherwise.
@@ -64,8 +79,9 @@ def _root() -> Path:
     return root
 
 
-def _started(version: str, nodes: int) -> KafkaCluster:
-    """The session's cluster of that shape, healed (raises :class:`KafkaUnavailable`)."""
+def _started(version: str, nodes: int, node: pytest.Item) -> KafkaCluster:
+    """The session's cluster of that shape, healed (raises :class:`KafkaUnavailable`);
+    started for ``node`` if it was not yet (its reports carry the start-up line)."""
     key = (version, nodes)
     cluster = _clusters.get(key)
     if cluster is None:
@@ -73,13 +89,14 @@ def _started(version: str, nodes: int) -> KafkaCluster:
             _root(), nodes=nodes, version=version, secure=nodes == 1, proxied=nodes == 1
         )
         _clusters[key] = cluster
+        node.user_properties.append((STARTUP_PROPERTY, [f"{version} x{nodes}", STARTUPS[-1]]))
     heal(cluster)
     return cluster
 
 
-def _shape(version: str, nodes: int) -> KafkaCluster:
+def _shape(version: str, nodes: int, node: pytest.Item) -> KafkaCluster:
     try:
-        return _started(version, nodes)
+        return _started(version, nodes, node)
     except KafkaUnavailable as exc:
         if required():
             pytest.fail(f"Apache Kafka is required here (ARGBRIDGE_REQUIRE_KAFKA): {exc}")
@@ -102,13 +119,13 @@ def heal(cluster: KafkaCluster) -> None:
 
 
 @pytest.fixture
-def kafka() -> KafkaCluster:
-    return _shape(NEWEST_4X, 1)
+def kafka(request: pytest.FixtureRequest) -> KafkaCluster:
+    return _shape(NEWEST_4X, 1, request.node)
 
 
 @pytest.fixture
-def kafka_cluster() -> KafkaCluster:
-    return _shape(NEWEST_4X, 3)
+def kafka_cluster(request: pytest.FixtureRequest) -> KafkaCluster:
+    return _shape(NEWEST_4X, 3, request.node)
 
 
 @pytest.fixture
@@ -116,7 +133,7 @@ def broker(request: pytest.FixtureRequest) -> Iterator[KafkaCluster | Tansu]:
     """Apache Kafka (one node, newest 4.x), or Tansu on a machine without Java/Maven
     (never under ``ARGBRIDGE_REQUIRE_KAFKA``). Topics outlive a test: use fresh names."""
     try:
-        cluster = _started(NEWEST_4X, 1)
+        cluster = _started(NEWEST_4X, 1, request.node)
     except KafkaUnavailable as exc:
         if required():
             pytest.fail(f"Apache Kafka is required here (ARGBRIDGE_REQUIRE_KAFKA): {exc}")
@@ -133,7 +150,7 @@ def broker(request: pytest.FixtureRequest) -> Iterator[KafkaCluster | Tansu]:
 
 @pytest.fixture(params=matrix_versions())
 def kafka_any(request: pytest.FixtureRequest) -> KafkaCluster:
-    return _shape(str(request.param), 1)
+    return _shape(str(request.param), 1, request.node)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -164,10 +181,13 @@ def _order(item: pytest.Item) -> int:
     return 1 if shapes else 2
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(MARK)
+        if shapes_of(item):
+            item.add_marker(pytest.mark.xdist_group(GROUP))
     items.sort(key=_order)
 
 
@@ -197,6 +217,17 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     global _passed
     if report.when == "call" and report.passed and MARK in report.keywords:
         _passed += 1
+    for name, value in report.user_properties:
+        if name == STARTUP_PROPERTY:
+            shape, line = cast("list[str]", value)
+            _starts.setdefault(shape, set()).add(report.nodeid)
+            if line not in STARTUPS:
+                STARTUPS.append(line)  # a worker's broker (xdist's controller prints it)
+
+
+def restarted_shapes() -> list[str]:
+    """The broker shapes started more than once this session."""
+    return sorted(shape for shape, tests in _starts.items() if len(tests) > 1)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -206,7 +237,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for root in _roots:
         shutil.rmtree(root, ignore_errors=True)
     _roots.clear()
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the controller, which sees every report, judges
     if required() and _passed == 0 and session.testscollected and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if restarted_shapes() and exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -221,3 +256,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         )
     elif _passed:
         terminalreporter.write_line(f"Apache Kafka tests passed: {_passed}")
+    for shape in restarted_shapes():
+        terminalreporter.write_line(
+            f"FAILED: the Apache Kafka {shape} node(s) shape started more than once (by "
+            f"{', '.join(sorted(_starts[shape]))}): its tests did not run on one worker in "
+            "one block. Under pytest-xdist, --dist loadgroup must keep the xdist_group "
+            "(it silently stopped grouping on pytest 9.2: pytest-xdist issue #1386)",
+            red=True,
+        )
