@@ -4,7 +4,8 @@ The ceiling is the issue's fixed reference: bare sqlite3 (WAL, ``synchronous=FUL
 inserting pre-built 1 KiB rows with ascending ids, ``executemany`` in transactions of
 ``--appenders`` rows (the size the journal's group commit reaches), measured in the same
 run. The journal (format 3: LevelDB, the log's one synced write batch per group commit,
-the dedupe index in a database of its own, a lookup of every id) appends 1 KiB CloudEvents from ``--appenders`` concurrent tasks.
+the dedupe index in a database of its own, a lookup of every id) appends 1 KiB
+CloudEvents from ``--appenders`` concurrent tasks.
 
 While the appenders run, a probe task in the same event loop sleeps 1 ms at a time and
 records how late it wakes up: the event loop's lag (our own appenders' CPU included;
