@@ -152,34 +152,63 @@ async def test_kill_9_and_restart_on_the_same_log_dirs(tmp_path, kafka):
         "call_timeout": 3.0,
         "readiness_timeout": READINESS,
     }
-    # Each sink: its label, the keys it adds, its backoff. Without jitter the backoff
-    # reaches 8 s and more during the outage: only the prompt resume makes delivery start
-    # again within the readiness bound. None: an idempotent producer waits for the
-    # brokers instead of failing.
-    sinks: list[tuple[str, dict[str, Any], Backoff | None]] = [
-        ("idempotent", {}, None),
-        ("acks-all", {"enable_idempotence": False}, Backoff(base=2.0, cap=60.0, jitter=False)),
-        (
-            "exactly-once",
-            {"delivery": "exactly-once", "progress_topic": fresh("progress"), "instance_id": "i1"},
-            Backoff(base=2.0, cap=60.0, jitter=False),
+    topics = {"idempotent": fresh("restart"), "acks=all": fresh("restart"), "eos": fresh("eos")}
+    configs = {
+        "idempotent": sink_settings(
+            tmp_path / "idempotent", kafka.bootstrap, topic=topics["idempotent"], **common
         ),
-    ]
+        "acks=all": sink_settings(
+            tmp_path / "acks",
+            kafka.bootstrap,
+            topic=topics["acks=all"],
+            enable_idempotence=False,
+            **common,
+        ),
+        "eos": sink_settings(
+            tmp_path / "eos",
+            kafka.bootstrap,
+            topic=topics["eos"],
+            delivery="exactly-once",
+            progress_topic=fresh("progress"),
+            instance_id="i1",
+            **common,
+        ),
+    }
+    # Backoff without jitter reaching 8 s and more during the outage: only the prompt
+    # resume makes delivery start again within the readiness bound.
+    acks_backoff = Backoff(base=2.0, cap=60.0, jitter=False)
+    eos_backoff = Backoff(base=2.0, cap=60.0, jitter=False)
     events = [make_event(i, partitionkey=f"run-{i % 8}", sequence=i) for i in range(3000)]
-    topics: dict[str, str] = {}
+    for name in ("idempotent", "acks", "eos"):
+        (tmp_path / name).mkdir()
     async with contextlib.AsyncExitStack() as stack:
-        runs = []
-        for label, keys, backoff in sinks:
-            home = tmp_path / label
-            home.mkdir()
-            topics[label] = fresh("restart")
-            s = sink_settings(home, kafka.bootstrap, topic=topics[label], **common, **keys)
-            running: contextlib.AbstractAsyncContextManager[Running[Any]]
-            if "delivery" in keys:
-                running = running_eos_sink(home, s, backoff=backoff, within=150)
-            else:
-                running = running_sink(home, s, backoff=backoff, within=150)
-            runs.append(Through(await stack.enter_async_context(running), backoff, label))
+        runs = [
+            Through(
+                await stack.enter_async_context(
+                    running_sink(tmp_path / "idempotent", configs["idempotent"], within=150)
+                ),
+                None,
+                "idempotent",
+            ),
+            Through(
+                await stack.enter_async_context(
+                    running_sink(
+                        tmp_path / "acks", configs["acks=all"], backoff=acks_backoff, within=150
+                    )
+                ),
+                acks_backoff,
+                "acks=all",
+            ),
+            Through(
+                await stack.enter_async_context(
+                    running_eos_sink(
+                        tmp_path / "eos", configs["eos"], backoff=eos_backoff, within=150
+                    )
+                ),
+                eos_backoff,
+                "exactly-once",
+            ),
+        ]
         await through_kill_9(kafka, runs, events)
     expected = {e.id for e in events}
     for label, topic in topics.items():
@@ -187,7 +216,7 @@ async def test_kill_9_and_restart_on_the_same_log_dirs(tmp_path, kafka):
         assert set(seen) == expected, label  # every event is in the topic
         duplicates = sum(seen.values()) - len(seen)
         print(f"duplicates after kill -9 ({label}): {duplicates}")
-        if label == "acks-all":
+        if label == "acks=all":
             # Bounded by what was in flight: the pipeline holds at most three journal
             # batches.
             assert duplicates <= 3 * 200
