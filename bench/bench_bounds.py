@@ -554,17 +554,23 @@ async def floor_at_rates(
     with floor_server(state, port, bootstrap, extra) as proc:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
             await wait_answering(c)
-            sent = [0]
+            accepted = [0]  # answered 200: the floor owes each a Kafka ack
 
             async def acked_all() -> tuple[str, int]:
                 deadline = time.monotonic() + 60
+                acked = 0
                 while time.monotonic() < deadline:  # an outside process: its state
-                    if int((await c.get("/acked")).text) >= sent[0]:
+                    acked = int((await c.get("/acked")).text)
+                    if acked >= accepted[0]:
                         return "", 0
                     await anyio.sleep(0.05)
-                raise TimeoutError(f"{who}: Kafka did not ack every request within 60 s")
+                log = state.with_suffix(".log").read_bytes()[-2000:].decode(errors="replace")
+                raise TimeoutError(
+                    f"{who}: Kafka acked {acked} of the {accepted[0]} accepted requests "
+                    f"within 60 s; the floor's log ends:\n{log}"
+                )
 
-            return await at_rates(who, proc.pid, port, args, acked_all, sent_total=sent)
+            return await at_rates(who, proc.pid, port, args, acked_all, accepted=accepted)
 
 
 async def at_rates(
@@ -574,7 +580,7 @@ async def at_rates(
     args: argparse.Namespace,
     drained: Callable[[], Awaitable[tuple[str, int]]],
     *,
-    sent_total: list[int] | None = None,
+    accepted: list[int] | None = None,
 ) -> list[str]:
     """Drive ``--rates`` of signed webhooks at ``port`` (2 s of warm-up each, then
     ``--cpu-seconds``); after each rate, ``drained()`` returns once everything sent was
@@ -587,14 +593,14 @@ async def at_rates(
         requests = [signed_request(port, offset + i) for i in range(count)]
         offset += count
         warm = int(rate * 2)
-        sent, _ = await drive(port, requests.__getitem__, rate, count=warm)
-        if sent_total is not None:
-            sent_total[0] += sent
+        _, ok = await drive(port, requests.__getitem__, rate, count=warm)
+        if accepted is not None:
+            accepted[0] += ok
         hist0_text, commits0 = await drained()
         before = (cpu_ticks(pid), context_switches(pid), time.monotonic())
-        sent, _ = await drive(port, requests[warm:].__getitem__, rate, count=count - warm)
-        if sent_total is not None:
-            sent_total[0] += sent
+        sent, ok = await drive(port, requests[warm:].__getitem__, rate, count=count - warm)
+        if accepted is not None:
+            accepted[0] += ok
         hist1_text, commits1 = await drained()
         ticks, switches, t1 = cpu_ticks(pid), context_switches(pid), time.monotonic()
         wall = t1 - before[2]
@@ -615,7 +621,7 @@ async def at_rates(
                 f"{(commits1 - commits0) / max(1, sent):.2f} group commits/event"
             )
         else:
-            line += f", {sent} sent, every one acked by Kafka"
+            line += f", {sent} sent, {ok} answered 200, every one of those acked by Kafka"
         lines.append(line)
         print(line, flush=True)
     return lines

@@ -246,11 +246,16 @@ async def serve_raw(app: FloorApp, port: int) -> None:
 
 
 async def _answer(send: Any, status: int, body: bytes) -> None:
+    """The ASGI answer, with its length (without one, uvicorn sends it chunked, which
+    the load driver of tests/support/webhook_load.py does not parse)."""
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json")],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

@@ -63,8 +63,13 @@ async def drive(
                 length = 0
                 for line in head.split(b"\r\n")[1:]:
                     name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
+                    name = name.strip().lower()
+                    if name == b"content-length":
                         length = int(value)
+                    elif name == b"transfer-encoding":
+                        # Not parsed here: framing it as a body of length 0 would read
+                        # the chunks as the next answers.
+                        raise ValueError(f"port {port} answered {value.strip()!r}")
                 while len(buf) < length:
                     buf += await stream.receive()
                 buf = buf[length:]
