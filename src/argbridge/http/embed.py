@@ -8,27 +8,26 @@ local destinations and the test servers all go through :func:`embedded`. It
   callers choose the address (port 0 = a free one) and report bind errors their own way;
 - bounds shutdown: graceful for ``shutdown_timeout`` seconds, then open connections are
   aborted, so a stuck request (or an endless SSE stream) never hangs the caller;
-- writes each response in one ``send()``: uvicorn's httptools protocol writes the status
-  line + headers and the body in two ``transport.write`` calls (two syscalls, two TCP
-  segments on the wire for a small JSON answer); :class:`CoalescingTransport` joins what
-  one event-loop step writes and hands it to the socket at the end of that step
-  (``call_soon``), so the head and body of a small response leave together.
+- writes each response in one ``send()``, through
+  :class:`~argbridge.compat.uvicorn_coalesce.CoalescingHttpToolsProtocol` (uvicorn's
+  httptools protocol writes the head and the body in two calls; the subclass, its
+  measured win and its contract test are in that compat module).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import os
 import socket
 import stat
-from collections.abc import AsyncIterator, Generator, Iterable
+from collections.abc import AsyncIterator, Generator
 from typing import Any
 
 import anyio
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from argbridge.compat.uvicorn_coalesce import CoalescingHttpToolsProtocol
 
 
 class EmbeddedServer(uvicorn.Server):
@@ -37,122 +36,6 @@ class EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
-
-
-class CoalescingTransport(asyncio.Transport):
-    """A transport proxy that turns the writes of one event-loop step into one write.
-
-    The first write is held and a flush is scheduled with ``call_soon``; later writes
-    join it until :meth:`flush` (called by the protocol when a response is complete, so
-    a finished response leaves exactly when it did without the proxy) or the scheduled
-    flush at the end of the step (a streamed response's head and first chunks).
-    Everything that could reorder or lose held bytes (``close``, ``abort``,
-    ``write_eof``, ``set_protocol``) flushes first, so the bytes on the wire and their
-    order are exactly what the protocol wrote, only in fewer ``send()`` calls. Held
-    bytes are at most one step's writes (flow control sees them through
-    :meth:`get_write_buffer_size`).
-    """
-
-    __slots__ = ("_handle", "_held", "_loop", "_transport")
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__()
-        self._transport = transport
-        self._loop = loop
-        self._held: list[bytes] | None = None
-        self._handle: asyncio.Handle | None = None
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not data:
-            return
-        held = self._held
-        if held is None:
-            self._held = [bytes(data)]
-            self._handle = self._loop.call_soon(self._flush)
-        else:
-            held.append(bytes(data))
-
-    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
-        for data in list_of_data:
-            self.write(data)
-
-    def flush(self) -> None:
-        """Hand the held bytes to the real transport now."""
-        handle = self._handle
-        if handle is not None:
-            self._handle = None
-            handle.cancel()
-            self._flush()
-
-    def _flush(self) -> None:
-        held = self._held
-        if held is None:
-            return
-        self._held = None
-        self._handle = None
-        if not self._transport.is_closing():
-            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def abort(self) -> None:
-        self.flush()
-        self._transport.abort()
-
-    def write_eof(self) -> None:
-        self.flush()
-        self._transport.write_eof()
-
-    def can_write_eof(self) -> bool:
-        return self._transport.can_write_eof()
-
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._transport.get_extra_info(name, default)
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self.flush()
-        self._transport.set_protocol(protocol)
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._transport.get_protocol()
-
-    def is_reading(self) -> bool:
-        return self._transport.is_reading()
-
-    def pause_reading(self) -> None:
-        self._transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        self._transport.resume_reading()
-
-    def get_write_buffer_size(self) -> int:
-        held = sum(map(len, self._held)) if self._held else 0
-        return self._transport.get_write_buffer_size() + held
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return self._transport.get_write_buffer_limits()
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self._transport.set_write_buffer_limits(high, low)
-
-
-class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol writing through a :class:`CoalescingTransport`: a
-    response's head and body leave in one write when the response completes."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(CoalescingTransport(transport, self.loop))
-
-    def on_response_complete(self) -> None:
-        transport = self.transport
-        if isinstance(transport, CoalescingTransport):
-            transport.flush()
-        super().on_response_complete()
 
 
 def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
