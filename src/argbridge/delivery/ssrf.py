@@ -1,6 +1,6 @@
 """The private-address guard for outbound requests (SSRF).
 
-Pure: the driver (:mod:`argbridge.sinks.pinned`) resolves the host for every new
+Pure: the driver (:mod:`argbridge.compat.httpx_pinned`) resolves the host for every new
 connection, passes the addresses here, and connects only to an approved one, so a DNS
 answer that changes between check and connect (rebinding) cannot get through.
 A destination is refused when *any* address it resolves to is loopback, private

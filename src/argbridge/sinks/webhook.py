@@ -19,7 +19,7 @@ per endpoint opens after ``breaker_threshold`` consecutive endpoint failures; wh
 attempts are postponed (not counted) until the cooldown ends, then one half-open probe
 decides. Destinations resolving to loopback/private/link-local addresses are refused
 unless ``allow_private`` (:mod:`argbridge.delivery.ssrf`); the check runs on the address
-each new connection actually uses (:mod:`argbridge.sinks.pinned`), so DNS rebinding
+each new connection actually uses (:mod:`argbridge.compat.httpx_pinned`), so DNS rebinding
 cannot slip past it.
 """
 
@@ -33,6 +33,7 @@ import anyio
 import httpx
 
 from argbridge import __version__
+from argbridge.compat.httpx_pinned import guarded_transport
 from argbridge.config.settings import Settings
 from argbridge.config.sinks import WebhookSinkConfig
 from argbridge.delivery.breaker import BreakerState, CircuitBreaker
@@ -51,7 +52,6 @@ from argbridge.delivery.webhook_out import (
 )
 from argbridge.journal import JournalRecord, RetryItem
 from argbridge.sinks.base import Delivery, Health, SinkContext
-from argbridge.sinks.pinned import guarded_transport
 from argbridge.sinks.requeue import IDLE_POLL, DuePasses, Waker, refresh_dead_letter_gauge
 
 

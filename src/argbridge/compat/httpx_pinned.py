@@ -10,6 +10,16 @@ the request keeps its ``Host`` header: only the address lookup is taken over.
 
 Owns :class:`GuardedNetworkBackend` (an ``httpcore`` network backend) and
 :func:`guarded_transport` (an ``httpx`` transport using it).
+
+Why in ``compat``: httpx's ``AsyncHTTPTransport`` takes no network backend, so the
+transport here replaces the connection pool httpx built (its private ``_pool``) with
+the same ``httpcore.AsyncConnectionPool`` on the guarded backend. Not for speed: it is
+what makes the guard hold. The alternative without it, an ``AsyncBaseTransport`` of our
+own around the pool, would have to copy httpx's private mapping of httpcore's exceptions
+to its own, which the webhook sink's retry decisions read. The contract is
+``tests/compat/test_httpx_pinned.py``: if httpx stopped reading ``_pool``, requests would
+connect through httpx's own pool and resolver, and its first test (a connection made
+only to the approved address, a rebinding answer refused) fails loudly.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""The SSRF guard on the connected address: real connections to a real local receiver."""
+"""The SSRF guard on the connected address: real connections to a real local receiver.
+
+Also the contract of compat.httpx_pinned's one use of httpx beyond its API (its
+transport's ``_pool`` replaced): with httpx's own pool the first test would connect to
+the rebinding answer."""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ import anyio
 import httpx
 import pytest
 
+from argbridge.compat.httpx_pinned import guarded_transport
 from argbridge.delivery.ssrf import DestinationRefused, check_addresses
-from argbridge.sinks.pinned import guarded_transport
 from tests.support.receivers import Reply, WebhookReceiver, serve
 
 LIMITS = httpx.Limits(max_connections=4)
