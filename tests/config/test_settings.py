@@ -124,6 +124,11 @@ def test_journal_compression_default_and_errors(tmp_path):
 
 def test_malloc_thresholds(tmp_path):
     runtime = load_settings(write(tmp_path, "")).runtime
+    assert (runtime.malloc_trim_threshold, runtime.malloc_mmap_threshold) == (0, 0)  # glibc's
+    path = write(
+        tmp_path, '[runtime]\nmalloc_trim_threshold = "32MiB"\nmalloc_mmap_threshold = "8MiB"\n'
+    )
+    runtime = load_settings(path).runtime
     assert (runtime.malloc_trim_threshold, runtime.malloc_mmap_threshold) == (32 << 20, 8 << 20)
     path = write(tmp_path, '[runtime]\nmalloc_mmap_threshold = "64MiB"\n')
     assert list(problems(path)) == ["runtime.malloc_mmap_threshold"]  # glibc's cap: 32 MiB

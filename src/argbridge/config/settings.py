@@ -129,15 +129,16 @@ class RuntimeConfig(StrictModel):
     gc_thresholds: tuple[
         Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]
     ] = (700, 10, 10)
-    #: glibc malloc: keep up to this much freed memory instead of returning it to the
-    #: kernel, and serve allocations up to ``malloc_mmap_threshold`` from the heap. With
-    #: glibc's defaults a sink draining a backlog (MiB-sized batches and requests, freed
-    #: and made again) took 0.5 page faults per event, ~1 µs of the Kafka sink's ~16.
-    #: ``0`` in either leaves glibc's own adaptive thresholds (setting one disables them,
-    #: so both are set or neither); ``MALLOC_TRIM_THRESHOLD_`` or ``MALLOC_MMAP_THRESHOLD_``
-    #: in the environment win over both. No effect off glibc.
-    malloc_trim_threshold: ByteSize = Field(default=32 * 1024 * 1024, ge=0)
-    malloc_mmap_threshold: ByteSize = Field(default=8 * 1024 * 1024, ge=0, le=32 * 1024 * 1024)
+    #: glibc malloc, opt-in: keep up to this much freed memory instead of returning it
+    #: to the kernel, and serve allocations up to ``malloc_mmap_threshold`` from the heap
+    #: (e.g. 32 MiB and 8 MiB). Before journal v2 this saved a draining sink 0.5 page
+    #: faults per event (12 % of its CPU); measured again after it (2026-12-03, five
+    #: interleaved ``bench_bounds --phase drain`` pairs) it saved 0-5 %, under the 5 % a
+    #: tuning must buy, so the default is ``0``: glibc's own adaptive thresholds (setting
+    #: one disables them, so both are set or neither). ``MALLOC_TRIM_THRESHOLD_`` or
+    #: ``MALLOC_MMAP_THRESHOLD_`` in the environment win over both. No effect off glibc.
+    malloc_trim_threshold: ByteSize = Field(default=0, ge=0)
+    malloc_mmap_threshold: ByteSize = Field(default=0, ge=0, le=32 * 1024 * 1024)
     #: Once a backlog burst has drained (and stayed drained 5 s), collect garbage and
     #: return every free heap page to the kernel (glibc ``malloc_trim``), then again while
     #: the backlog stays small, 10 s, 20 s, 40 s later and then once a minute
