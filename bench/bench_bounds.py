@@ -617,7 +617,7 @@ async def at_rates(
             line += (
                 f", commit->ack p50 {1e3 * quantile(delta, 0.5):5.1f} ms "
                 f"p99 {1e3 * quantile(delta, 0.99):5.1f} ms "
-                f"({100 * under:.1f}% <= 25 ms), {sent} accepted, "
+                f"({100 * under:.1f}% <= 25 ms), {ok} of {sent} accepted, "
                 f"{(commits1 - commits0) / max(1, sent):.2f} group commits/event"
             )
         else:
